@@ -1,0 +1,34 @@
+# airlock: `make up` runs everything on the embedded default; `make test` runs the tests.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: up test install bench clean
+
+# Python 3.12+ is required (mitmproxy 12). .python-version makes pyenv's python3 pick it.
+$(STAMP): pyproject.toml
+	@set -e; \
+	for c in python3.12 python3 python; do \
+	  if command -v $$c >/dev/null && $$c -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then PYBIN=$$c; break; fi; \
+	done; \
+	if [ -z "$$PYBIN" ]; then echo "airlock needs Python >= 3.12 (try: pyenv install 3.12)" >&2; exit 1; fi; \
+	[ -x $(PY) ] || $$PYBIN -m venv $(VENV); \
+	$(PY) -m pip install -q --upgrade pip; \
+	$(PY) -m pip install -q -e ".[test]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+up: install
+	$(VENV)/bin/airlock init
+	$(VENV)/bin/airlock up
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

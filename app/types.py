@@ -1,0 +1,104 @@
+"""The protocol-neutral vocabulary shared by adapters, the gate and the pure modules.
+
+Adapters turn traffic into an `Operation`; the gate answers with a `Verdict`.
+Nothing here does I/O.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Protocol = Literal["http", "postgres", "mysql", "ssh"]
+Action = Literal["allow", "deny", "review"]
+
+# Statement kinds, least to most dangerous. Anything we cannot classify is treated
+# as the last one (fail closed).
+KINDS: tuple[str, ...] = ("read", "tcl", "write", "ddl", "dcl", "admin")
+MOST_DANGEROUS_KIND = KINDS[-1]
+
+
+def kind_rank(kind: str) -> int:
+    """Danger rank of a kind; unknown kinds rank as the most dangerous."""
+    try:
+        return KINDS.index(kind)
+    except ValueError:
+        return len(KINDS) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a service account, resolved from a token."""
+
+    service_account: str
+    groups: frozenset[str] = frozenset()
+    via: Literal["oidc", "token"] = "token"
+    subject: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One thing a runtime wants to do on a connection.
+
+    `kind` is read/tcl/write/ddl/dcl/admin for SQL, read or write for HTTP (by method),
+    exec or shell for SSH. `targets` are tables/functions (SQL), the path (HTTP), or
+    the command (SSH). `attributes` carry facts such as "unbounded" or "copy_program".
+    """
+
+    protocol: str
+    connection: str
+    kind: str
+    text: str = ""
+    targets: tuple[str, ...] = ()
+    method: str | None = None
+    host: str | None = None
+    path: str | None = None
+    command: str | None = None
+    attributes: frozenset[str] = frozenset()
+    body: object | None = None  # parsed JSON body of an HTTP request, if any
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MaskSpec:
+    """What to mask and how: field/column names, detector names and a strategy."""
+
+    fields: tuple[str, ...] = ()
+    detectors: tuple[str, ...] = ()
+    strategy: Literal["redact", "partial", "hash"] = "redact"
+    rule: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewSpec:
+    """How a `review` verdict is to be approved."""
+
+    groups: tuple[str, ...] = ()
+    count: int = 1
+    hold_seconds: float = 60.0
+    expires_after_seconds: float = 3600.0
+    slack: bool = True
+    channel: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The answer of policy evaluation, and then of the gate.
+
+    The gate fills `review_id`/`review_url`/`status` when it held the operation, so an
+    adapter can enforce the verdict with no logic of its own.
+    """
+
+    action: Action
+    rule: str | None = None
+    message: str = ""
+    masks: tuple[MaskSpec, ...] = ()
+    review: ReviewSpec | None = None
+    # Filled by the gate only:
+    review_id: int | None = None
+    review_url: str | None = None
+    status: str | None = None  # e.g. approved, rejected, expired, pending, error
+    retry_after: int | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.action == "allow"
