@@ -1,0 +1,181 @@
+"""Hash-chained audit log: append, verify, export.
+
+Each entry is one link: `hash = sha256(prev_hash + canonical_json(entry))` where the
+entry is {seq, ts, actor, action, target, data}. Editing, removing or reordering any
+entry breaks the chain from that point on. Removing entries from the *end* leaves a
+shorter chain that is still valid; only an external anchor (an exported head hash)
+catches that.
+
+Session-close entries carry the digest of the recording, so a recording edited after
+the fact fails `verify` as well.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, TextIO
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from app.models import AuditEntry, SessionEvent, utcnow
+
+GENESIS = "0" * 64
+# Any constant will do, as long as nothing else in airlock takes the same advisory lock.
+_CHAIN_LOCK_KEY = 0x41495244  # "AIRD"
+REDACTED = "[redacted]"
+
+_SECRET_KEY_PARTS = (
+    "password", "passwd", "passphrase", "token", "secret", "private_key", "privatekey",
+    "authorization", "cookie", "api_key", "apikey", "credential",
+)
+# Secrets that hide in free text under innocent keys (an SQL statement, a header dump).
+_SECRET_VALUE_PATTERNS = (
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 " + REDACTED),
+    (re.compile(r"\balk_[A-Za-z0-9_-]{16,}"), "alk_" + REDACTED),
+    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)", re.S), REDACTED),
+    (re.compile(r"(?i)\b(password|identified\s+by)(\s+)'(?:[^']|'')*'"), r"\1\2'" + REDACTED + "'"),
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]+):[^/\s@]+@"), r"\1:" + REDACTED + "@"),
+)
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+# Facts *about* a secret (which token, when it expires) are what an auditor needs.
+_SAFE_KEY_SUFFIXES = ("_id", "_ids", "_prefix", "_count", "_at", "_ttl", "_type", "_name", "_expires")
+
+
+def _is_secret_key(key: str) -> bool:
+    k = key.lower().replace("-", "_")
+    return any(part in k for part in _SECRET_KEY_PARTS) and not k.endswith(_SAFE_KEY_SUFFIXES)
+
+
+def _scrub_text(value: str) -> str:
+    for pattern, repl in _SECRET_VALUE_PATTERNS:
+        value = pattern.sub(repl, value)
+    return value
+
+
+def scrub(data: Any) -> Any:
+    """A copy of `data` with secret-looking keys and values redacted, at any depth."""
+    if isinstance(data, dict):
+        return {
+            k: (REDACTED if isinstance(k, str) and _is_secret_key(k) and v not in (None, "") else scrub(v))
+            for k, v in data.items()
+        }
+    if isinstance(data, (list, tuple, set, frozenset)):
+        return [scrub(v) for v in data]
+    if isinstance(data, str):
+        return _scrub_text(data)
+    return data
+
+
+def _ts_text(ts: datetime) -> str:
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=timezone.utc)
+    return ts.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _entry_hash(prev_hash: str, seq: int, ts: datetime, actor: str, action: str, target: str, data: Any) -> str:
+    body = {"seq": seq, "ts": _ts_text(ts), "actor": actor, "action": action, "target": target, "data": data}
+    return hashlib.sha256((prev_hash + canonical_json(body)).encode()).hexdigest()
+
+
+def _take_chain_head(session: Session) -> None:
+    """Hold the chain head until the caller's transaction ends, so appends take turns."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CHAIN_LOCK_KEY})
+    else:
+        # pysqlite opens a write transaction only at the first write, and a plain read
+        # would see a head that another process may extend before we insert. A no-op
+        # write takes SQLite's single write lock now (waiting on busy_timeout), and from
+        # then on our reads see every committed entry.
+        session.execute(text("UPDATE audit_entries SET seq = seq WHERE 0"))
+
+
+def append(session: Session, actor: str, action: str, target: str = "", data: dict | None = None) -> AuditEntry:
+    """Add one entry in the caller's transaction; the chain head stays locked until commit."""
+    # Round-trip through JSON so the hashed form is exactly what the store hands back.
+    clean = json.loads(json.dumps(scrub(data or {}), default=str))
+    _take_chain_head(session)
+    head = session.execute(select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)).first()
+    seq, prev = (head.seq + 1, head.hash) if head else (1, GENESIS)
+    ts = utcnow()
+    entry = AuditEntry(
+        seq=seq, ts=ts, actor=actor, action=action, target=target, data=clean, prev_hash=prev,
+        hash=_entry_hash(prev, seq, ts, actor, action, target, clean),
+    )
+    session.add(entry)
+    session.flush()
+    return entry
+
+
+def digest_events(events: Iterable[tuple[int, float, str, str]]) -> str:
+    """Digest of a recording from its (seq, t, kind, data) events in seq order."""
+    h = hashlib.sha256()
+    for seq, t, kind, data in events:
+        h.update(canonical_json([seq, t, kind, data]).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def recording_digest(session: Session, session_id: str) -> str:
+    rows = session.execute(
+        select(SessionEvent.seq, SessionEvent.t, SessionEvent.kind, SessionEvent.data)
+        .where(SessionEvent.session_id == session_id)
+        .order_by(SessionEvent.seq)
+    )
+    # Plain tuples: a Row named column `t` would clash with Row.t (the tuple accessor).
+    return digest_events(tuple(r) for r in rows)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    checked: int
+    first_bad_seq: int | None
+    reason: str
+
+
+def verify(session: Session) -> VerifyResult:
+    """Walk the chain from genesis; stop at the first entry that does not hold up."""
+    expected_seq, prev, checked = 1, GENESIS, 0
+    rows = session.execute(select(AuditEntry).order_by(AuditEntry.seq).execution_options(yield_per=1000)).scalars()
+    for e in rows:
+        if e.seq != expected_seq:
+            return VerifyResult(False, checked, expected_seq, f"entry {expected_seq} is missing (next is {e.seq})")
+        if e.prev_hash != prev:
+            return VerifyResult(False, checked, e.seq, f"entry {e.seq} does not link to entry {e.seq - 1}")
+        if e.hash != _entry_hash(e.prev_hash, e.seq, e.ts, e.actor, e.action, e.target, e.data):
+            return VerifyResult(False, checked, e.seq, f"entry {e.seq} was altered (hash mismatch)")
+        if e.action == "session.close" and isinstance(e.data, dict) and "digest" in e.data:
+            sid = e.data.get("session_id")
+            if recording_digest(session, str(sid)) != e.data["digest"]:
+                return VerifyResult(False, checked, e.seq, f"recording {sid} no longer matches its digest (entry {e.seq})")
+        checked += 1
+        expected_seq, prev = e.seq + 1, e.hash
+    return VerifyResult(True, checked, None, f"{checked} entries verified")
+
+
+def entry_dict(e: AuditEntry) -> dict[str, Any]:
+    return {
+        "seq": e.seq, "ts": _ts_text(e.ts), "actor": e.actor, "action": e.action, "target": e.target,
+        "data": e.data, "prev_hash": e.prev_hash, "hash": e.hash,
+    }
+
+
+def export(session: Session, out: TextIO, since_seq: int | None = None) -> int:
+    """Write entries (seq > since_seq) as JSON lines for a SIEM; returns how many."""
+    stmt = select(AuditEntry).order_by(AuditEntry.seq).execution_options(yield_per=1000)
+    if since_seq is not None:
+        stmt = stmt.where(AuditEntry.seq > since_seq)
+    n = 0
+    for e in session.execute(stmt).scalars():
+        out.write(canonical_json(entry_dict(e)) + "\n")
+        n += 1
+    return n

@@ -1,0 +1,197 @@
+"""The `airlock` command."""
+from __future__ import annotations
+
+import secrets
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import click
+
+from app.config import settings
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group()
+def main() -> None:
+    """airlock: an access gateway for machine identities."""
+
+
+@main.command()
+@click.option("--admin-email", default="admin@localhost", show_default=True, help="Local admin account for the portal.")
+def init(admin_email: str) -> None:
+    """Create $AIRLOCK_HOME, the secret key and the CA, and migrate the store."""
+    from werkzeug.security import generate_password_hash
+    from sqlalchemy import select
+
+    from app import audit, vault
+    from app.db import session_scope
+    from app.migrate import upgrade
+    from app.models import User
+
+    cfg = settings()
+    cfg.home.mkdir(parents=True, exist_ok=True)
+    vault.load_key(cfg.home)
+    try:
+        from app.ca import ensure_ca  # arrives with the HTTP proxy
+    except ImportError:
+        ensure_ca = None
+    if ensure_ca is not None:
+        ensure_ca(cfg.ca_dir)
+    upgrade(cfg.database_url)
+    with session_scope() as s:
+        if not any("admin" in (u.roles or []) for u in s.scalars(select(User))):
+            password = secrets.token_urlsafe(18)
+            s.add(User(email=admin_email, name="Administrator", roles=["admin"], source="portal",
+                       password_hash=generate_password_hash(password)))
+            audit.append(s, actor="airlock init", action="user.create", target=admin_email, data={"roles": ["admin"]})
+            click.echo(f"Created the portal admin {admin_email} with password: {password}")
+            click.echo("This password is shown only once.")
+    click.echo(f"airlock is ready in {cfg.home} ({_safe_url(cfg.database_url)})")
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@main.command()
+@click.option("-f", "--file", "path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--actor", default="cli", show_default=True, help="Who is applying, for the audit log.")
+def apply(path: Path, actor: str) -> None:
+    """Make the store match a policy file (validated; all or nothing)."""
+    from app.db import session_scope
+    from app.inventory import apply_policy
+    from app.policy import PolicyError, load_policy
+    from app.vault import VaultError
+
+    try:
+        doc = load_policy(path.read_text(), source=str(path))
+    except PolicyError as exc:
+        _fail(f"{path} is invalid; nothing was changed.\n{exc}", 2)
+    try:
+        with session_scope() as s:
+            report = apply_policy(s, doc, actor=actor)
+    except VaultError as exc:
+        _fail(f"{exc}; nothing was changed.", 2)
+    click.echo(f"applied {path}: {report.summary()}")
+
+
+@main.group()
+def token() -> None:
+    """airlock-minted tokens for service accounts that cannot do OIDC."""
+
+
+def _parse_ttl(value: str) -> timedelta:
+    from app.policy import parse_duration
+
+    try:
+        return timedelta(seconds=parse_duration(value))
+    except (ValueError, TypeError) as exc:
+        raise click.BadParameter(f"{value!r} is not a duration like 30m, 1h or 7d") from exc
+
+
+@token.command("issue")
+@click.argument("service_account")
+@click.option("--ttl", default="1h", show_default=True, help="Lifetime: 30m, 1h, 7d ...")
+@click.option("--description", default="")
+def token_issue(service_account: str, ttl: str, description: str) -> None:
+    """Print a new token for SERVICE_ACCOUNT (shown once; stored only as a hash)."""
+    from app import audit
+    from app.db import session_scope
+    from app.identity import issue_token
+
+    try:
+        with session_scope() as s:
+            issued = issue_token(s, service_account, _parse_ttl(ttl), created_by="cli", description=description)
+            audit.append(s, actor="cli", action="token.issue", target=service_account,
+                         data={"token_id": issued.id, "expires_at": issued.expires_at.isoformat()})
+    except (LookupError, ValueError) as exc:
+        _fail(str(exc).strip("'\""))
+    click.echo(issued.token)
+    click.echo(f"token {issued.id} for {service_account}, expires {issued.expires_at:%Y-%m-%d %H:%M:%S} UTC", err=True)
+
+
+@token.command("revoke")
+@click.argument("token_id", type=int)
+def token_revoke(token_id: int) -> None:
+    """Revoke a token at once, in every process."""
+    from app import audit
+    from app.db import session_scope
+    from app.identity import revoke_token
+
+    try:
+        with session_scope() as s:
+            revoke_token(s, token_id, by="cli")
+            audit.append(s, actor="cli", action="token.revoke", target=str(token_id))
+    except (LookupError, ValueError) as exc:
+        _fail(str(exc).strip("'\""))
+    click.echo(f"token {token_id} revoked")
+
+
+@token.command("list")
+@click.argument("service_account")
+def token_list(service_account: str) -> None:
+    """List a service account's tokens (never their values)."""
+    from app.db import session_scope
+    from app.identity import list_tokens
+
+    with session_scope() as s:
+        for t in list_tokens(s, service_account):
+            state = "revoked" if t.revoked_at else f"expires {t.expires_at:%Y-%m-%d %H:%M}"
+            click.echo(f"{t.id}\talk_{t.prefix}…\t{state}\t{t.description}")
+
+
+@main.group("audit")
+def audit_group() -> None:
+    """The tamper-evident audit log."""
+
+
+@audit_group.command("verify")
+def audit_verify() -> None:
+    """Check the hash chain and every sealed recording; exit 1 on the first bad entry."""
+    from app import audit
+    from app.db import session_scope
+
+    with session_scope() as s:
+        result = audit.verify(s)
+    if result.ok:
+        click.echo(f"audit chain OK: {result.checked} entries verified")
+        return
+    _fail(f"audit chain BROKEN at entry {result.first_bad_seq}: {result.reason} ({result.checked} entries checked)")
+
+
+@audit_group.command("export")
+@click.option("--since", "since_seq", type=int, default=None, help="Only entries after this sequence number.")
+def audit_export(since_seq: int | None) -> None:
+    """Write the audit log as JSON lines to stdout (for a SIEM)."""
+    from app import audit
+    from app.db import session_scope
+
+    with session_scope() as s:
+        audit.export(s, sys.stdout, since_seq=since_seq)
+
+
+@main.command()
+def up() -> None:
+    """Run every airlock process on this machine, supervised (Ctrl-C stops them all)."""
+    from app.supervisor import run_all
+
+    sys.exit(run_all())
+
+
+@main.command()
+def scheduler() -> None:
+    """Run the scheduler: review expiry, grant expiry, campaigns."""
+    from app.scheduler import run
+
+    run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""The gate: the one facade every adapter calls, and the only place decisions are made.
+
+    authenticate -> grant + policy (pure evaluate) -> review: create and wait -> audit
+
+Adapters get back a `Verdict` they can enforce with no logic of their own:
+- action "allow": let it through, applying `verdict.masks`;
+- action "deny": refuse with `verdict.rule` / `verdict.message`; `status` says why
+  ("denied", "rejected", "expired", or "error" when airlock itself failed: HTTP maps
+  that to 503);
+- action "review": still pending after the hold; tell the runtime `review_id`,
+  `review_url` and `retry_after`.
+
+Any exception inside the gate becomes a deny (fail closed).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from datetime import datetime, timezone
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from typing import Any, Awaitable, Callable
+
+from app import approvals, audit
+from app.db import session_scope
+from app.identity import AuthError, Authenticator
+from app.policy import CompiledPolicy, evaluate
+from app.recording import SessionRecording
+from app.snapshot import Target, load_snapshot, read_version
+from app.types import Operation, Principal, Verdict
+
+log = logging.getLogger(__name__)
+
+VERSION_TTL = 0.5  # seconds between version checks: policy changes reach us within 1 s
+VERDICT_CACHE_SIZE = 4096
+
+OnHold = Callable[[int, str], Awaitable[None] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the gate tells the adapter, plus the principal it decided for."""
+
+    verdict: Verdict
+    principal: Principal
+
+
+def _error(message: str) -> Verdict:
+    return Verdict("deny", rule="airlock-error", message=message, status="error")
+
+
+class Gate:
+    def __init__(self, *, version_ttl: float = VERSION_TTL):
+        self._version_ttl = version_ttl
+        self._version: int | None = None
+        self._version_checked = 0.0
+        self._snapshot = None
+        self._snapshot_lock = asyncio.Lock()
+        self._verdicts: OrderedDict[tuple, Verdict] = OrderedDict()
+        self.authenticator = Authenticator(version_source=lambda: self._version or 0)
+
+    # -- identity ---------------------------------------------------------------------
+
+    async def authenticate(self, credential: str | None, claimed: str | None = None) -> Principal:
+        """Resolve a token to a principal, or raise AuthError (adapters answer 407/28P01/1045)."""
+        if not credential:
+            raise AuthError("no credentials")
+        try:
+            await self._fresh()
+        except Exception:
+            raise AuthError("store unavailable") from None
+        return await self.authenticator.authenticate_async(credential, claimed)
+
+    # -- targets ----------------------------------------------------------------------
+
+    async def target(self, connection: str) -> Target | None:
+        """The connection's settings and decrypted credentials, for the adapter to inject."""
+        snap = await self._fresh()
+        return snap.targets.get(connection)
+
+    async def connections_for(self, principal: Principal, protocol: str) -> list[Target]:
+        """Connections of one protocol this principal holds a live grant on."""
+        snap = await self._fresh()
+        names = snap.granted(principal.service_account, datetime.now(timezone.utc))
+        return [t for t in snap.targets.values() if t.type == protocol and t.name in names]
+
+    # -- decisions --------------------------------------------------------------------
+
+    async def decide(
+        self,
+        principal: Principal,
+        operation: Operation,
+        *,
+        recording: SessionRecording | None = None,
+        run_id: str | None = None,
+        hold: float | None = None,
+        on_hold: OnHold | None = None,
+    ) -> Verdict:
+        try:
+            verdict = await self._decide(principal, operation, recording, run_id, hold, on_hold)
+        except Exception as exc:  # fail closed, whatever broke
+            log.exception("gate failed; refusing %s on %s", operation.kind, operation.connection)
+            verdict = _error(f"airlock could not decide ({type(exc).__name__}); the operation was refused")
+        if recording is not None:
+            recording.event("decision", _decision_event(operation, verdict))
+        return verdict
+
+    async def _decide(self, principal, operation, recording, run_id, hold, on_hold) -> Verdict:
+        snap = await self._fresh()
+        verdict = self._evaluate(snap.policy, snap.version, principal, operation)
+        if verdict.action == "allow":
+            return verdict
+        session_id = recording.id if recording is not None else None
+        if verdict.action == "deny":
+            await asyncio.to_thread(self._audit_denial, principal, operation, verdict, session_id)
+            return replace(verdict, status="denied")
+        return await self._hold(principal, operation, verdict, run_id, session_id, hold, on_hold)
+
+    def _evaluate(self, policy: CompiledPolicy, version: int, principal: Principal, op: Operation) -> Verdict:
+        if op.body is not None:  # unhashable and rarely repeated: don't cache
+            return evaluate(policy, op, principal)
+        # Rules may have time windows: a cached verdict lives at most until the minute turns.
+        key = (version, int(time.time() // 60), principal, op)
+        cached = self._verdicts.get(key)
+        if cached is not None:
+            self._verdicts.move_to_end(key)
+            return cached
+        verdict = evaluate(policy, op, principal)
+        self._verdicts[key] = verdict
+        if len(self._verdicts) > VERDICT_CACHE_SIZE:
+            self._verdicts.popitem(last=False)
+        return verdict
+
+    async def _hold(self, principal, operation, verdict, run_id, session_id, hold, on_hold) -> Verdict:
+        spec = verdict.review
+        fingerprint = operation.fingerprint or operation.text
+        standing = await asyncio.to_thread(self._standing, principal, operation, fingerprint, verdict.rule)
+        if standing:
+            return replace(verdict, action="allow", status="approved", message=standing)
+        review_id = await asyncio.to_thread(self._open_review, principal, operation, verdict, run_id, session_id)
+        url = approvals.review_url(review_id)
+        if on_hold is not None:
+            result = on_hold(review_id, url)
+            if asyncio.iscoroutine(result):
+                await result
+        wait = spec.hold_seconds if hold is None else hold
+        status = await approvals.wait_for_decision(review_id, wait)
+        held = replace(verdict, review_id=review_id, review_url=url, status=status)
+        if status == "approved":
+            # The approval belongs to this operation: use it up so it cannot be replayed.
+            await asyncio.to_thread(self._standing, principal, operation, fingerprint, verdict.rule)
+            return replace(held, action="allow")
+        if status == "pending":
+            return replace(held, action="review", retry_after=max(1, int(min(wait, 30))))
+        return replace(held, action="deny", message=f"review {review_id} was {status}")
+
+    # -- store work (runs in threads) -------------------------------------------------
+
+    def _standing(self, principal: Principal, operation: Operation, fingerprint: str, rule: str | None) -> str | None:
+        with session_scope() as s:
+            return approvals.standing_approval(
+                s,
+                service_account=principal.service_account,
+                connection=operation.connection,
+                fingerprint=fingerprint,
+                rule=rule,
+            )
+
+    def _open_review(self, principal, operation, verdict, run_id, session_id) -> int:
+        with session_scope() as s:
+            existing = approvals.find_pending(
+                s,
+                service_account=principal.service_account,
+                connection=operation.connection,
+                fingerprint=operation.fingerprint or operation.text,
+            )
+            if existing is not None:
+                return existing.id
+            review = approvals.create_review(
+                s, principal=principal, operation=operation, verdict=verdict, run_id=run_id, session_id=session_id
+            )
+            s.flush()
+            return review.id
+
+    def _audit_denial(self, principal, operation, verdict, session_id) -> None:
+        with session_scope() as s:
+            audit.append(
+                s,
+                actor=principal.service_account,
+                action="decision.deny",
+                target=operation.connection,
+                data={
+                    "rule": verdict.rule,
+                    "message": verdict.message,
+                    "protocol": operation.protocol,
+                    "kind": operation.kind,
+                    "operation": operation.text[:2000],
+                    "session_id": session_id,
+                },
+            )
+
+    # -- policy snapshot --------------------------------------------------------------
+
+    async def _fresh(self):
+        """The compiled policy for the current store version (checked at most every 0.5 s)."""
+        now = time.monotonic()
+        fresh = self._snapshot is not None and time.time() < self._snapshot.stale_at
+        if fresh and now - self._version_checked < self._version_ttl:
+            return self._snapshot
+        async with self._snapshot_lock:
+            fresh = self._snapshot is not None and time.time() < self._snapshot.stale_at
+            if fresh and time.monotonic() - self._version_checked < self._version_ttl:
+                return self._snapshot
+            version = await asyncio.to_thread(read_version)
+            if not fresh or version != self._snapshot.version:
+                self._snapshot = await asyncio.to_thread(load_snapshot)
+                self._verdicts.clear()
+            self._version = self._snapshot.version
+            self._version_checked = time.monotonic()
+            return self._snapshot
+
+    def invalidate(self) -> None:
+        """Forget the cached policy (the bus calls this on a version change)."""
+        self._version_checked = 0.0
+
+
+def _decision_event(operation: Operation, verdict: Verdict) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "action": verdict.action,
+        "status": verdict.status,
+        "rule": verdict.rule,
+        "kind": operation.kind,
+        "operation": operation.text[:4000],
+    }
+    if verdict.message:
+        event["message"] = verdict.message
+    if verdict.review_id is not None:
+        event["review_id"] = verdict.review_id
+    if verdict.masks:
+        event["masked"] = sorted({m.rule for m in verdict.masks})
+    return event
+
+
+_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Gate] = weakref.WeakKeyDictionary()
+
+
+def get_gate() -> Gate:
+    """One gate per event loop (mitmproxy and the relay each run their own)."""
+    loop = asyncio.get_running_loop()
+    gate = _gates.get(loop)
+    if gate is None:
+        gate = _gates[loop] = Gate()
+    return gate

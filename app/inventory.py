@@ -1,0 +1,251 @@
+"""Apply a validated policy document to the store, and read it back out.
+
+`apply_policy` makes the store match the file in one transaction: applying the same
+file twice changes nothing, and a file that fails (validation, an unresolvable secret
+reference) changes nothing either. Things created in the portal (grants, users who
+logged in through OIDC) are left alone; things the file used to declare are removed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Mapping
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app import audit, vault
+from app.models import Campaign, Connection, Grant, Group, Rule, ServiceAccount, User, utcnow
+from app.policy import (
+    CampaignSpec,
+    ConnectionSpec,
+    GrantSpec,
+    PolicyDocument,
+    Rule as RuleSpec,
+    ServiceAccountSpec,
+    UserSpec,
+)
+from app.versions import bump_version
+
+
+@dataclass
+class ApplyReport:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.updated or self.removed)
+
+    def summary(self) -> str:
+        if not self.changed:
+            return "no changes"
+        parts = []
+        for label, items in (("created", self.created), ("updated", self.updated), ("removed", self.removed)):
+            if items:
+                parts.append(f"{label} {len(items)}: {', '.join(items)}")
+        return "; ".join(parts)
+
+
+def apply_policy(s: Session, doc: PolicyDocument, *, actor: str, environ: Mapping[str, str] | None = None) -> ApplyReport:
+    # Resolve every secret first: a missing env var must fail before anything is written.
+    secrets = {c.name: _connection_secrets(c, environ) for c in doc.connections}
+    report = ApplyReport()
+    groups = _Groups(s)
+    _apply_accounts(s, doc.service_accounts, groups, report)
+    _apply_users(s, doc.users, groups, report)
+    _apply_connections(s, doc.connections, secrets, report)
+    s.flush()
+    _apply_grants(s, doc.grants, report, actor)
+    _apply_rules(s, doc.rules, report)
+    _apply_campaigns(s, doc.campaigns, report)
+    if report.changed:
+        bump_version(s)
+        audit.append(s, actor=actor, action="policy.apply", data={
+            "created": report.created, "updated": report.updated, "removed": report.removed,
+        })
+    return report
+
+
+class _Groups:
+    def __init__(self, s: Session):
+        self.s = s
+        self.by_name = {g.name: g for g in s.scalars(select(Group))}
+
+    def get(self, names) -> list[Group]:
+        out = []
+        for name in sorted(set(names)):
+            if name not in self.by_name:
+                self.by_name[name] = Group(name=name)
+                self.s.add(self.by_name[name])
+            out.append(self.by_name[name])
+        return out
+
+
+def _set(row: Any, values: dict[str, Any]) -> bool:
+    changed = False
+    for key, value in values.items():
+        if getattr(row, key) != value:
+            setattr(row, key, value)
+            changed = True
+    return changed
+
+
+def _apply_accounts(s: Session, specs: tuple[ServiceAccountSpec, ...], groups: _Groups, report: ApplyReport) -> None:
+    existing = {a.name: a for a in s.scalars(select(ServiceAccount))}
+    for spec in specs:
+        values = {
+            "description": spec.description,
+            "oidc_issuer": spec.oidc.issuer if spec.oidc else None,
+            "oidc_subject": spec.oidc.subject if spec.oidc else None,
+            "groups_claim": spec.oidc.groups_claim if spec.oidc else None,
+            "public_keys": list(spec.public_keys),
+            "disabled": False,
+        }
+        row = existing.pop(spec.name, None)
+        if row is None:
+            s.add(ServiceAccount(name=spec.name, groups=groups.get(spec.groups), **values))
+            report.created.append(f"service_account:{spec.name}")
+            continue
+        changed = _set(row, values)
+        if row.group_names != set(spec.groups):
+            row.groups = groups.get(spec.groups)
+            changed = True
+        if changed:
+            report.updated.append(f"service_account:{spec.name}")
+    for row in existing.values():
+        # Disabled, not deleted: its sessions and audit entries still name it.
+        if not row.disabled:
+            row.disabled = True
+            report.removed.append(f"service_account:{row.name}")
+
+
+def _apply_users(s: Session, specs: tuple[UserSpec, ...], groups: _Groups, report: ApplyReport) -> None:
+    existing = {u.email.lower(): u for u in s.scalars(select(User))}
+    for spec in specs:
+        row = existing.pop(spec.email.lower(), None)
+        values = {"roles": sorted(spec.roles), "active": True}
+        if spec.name:
+            values["name"] = spec.name
+        if row is None:
+            s.add(User(email=spec.email, groups=groups.get(spec.groups), source="policy", **values))
+            report.created.append(f"user:{spec.email}")
+            continue
+        changed = _set(row, values)
+        if row.group_names != set(spec.groups):
+            row.groups = groups.get(spec.groups)
+            changed = True
+        if changed:
+            report.updated.append(f"user:{spec.email}")
+    for row in existing.values():
+        if row.source == "policy" and row.active:
+            row.active = False
+            report.removed.append(f"user:{row.email}")
+
+
+SECRET_FIELDS = ("password", "private_key")
+
+
+def _connection_secrets(spec: ConnectionSpec, environ) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key in SECRET_FIELDS:
+        value = getattr(spec, key)
+        if value:
+            out[key] = vault.resolve(value, environ=environ).reveal()
+    for name, value in spec.inject_headers:
+        out[f"header:{name}"] = vault.resolve(value, environ=environ).reveal()
+    for name, value in spec.inject_query:
+        out[f"query:{name}"] = vault.resolve(value, environ=environ).reveal()
+    return out
+
+
+def connection_config(spec: ConnectionSpec) -> dict[str, Any]:
+    """The non-secret part of a connection, as adapters read it from `Target.config`."""
+    config = spec.to_dict()
+    for key in ("name", "type", "owner", "password", "private_key", "inject"):
+        config.pop(key, None)
+    config["inject_headers"] = sorted(name for name, _ in spec.inject_headers)
+    config["inject_query"] = sorted(name for name, _ in spec.inject_query)
+    return config
+
+
+def _apply_connections(s: Session, specs, secrets: dict[str, dict[str, str]], report: ApplyReport) -> None:
+    existing = {c.name: c for c in s.scalars(select(Connection))}
+    for spec in specs:
+        config = connection_config(spec)
+        row = existing.pop(spec.name, None)
+        if row is None:
+            s.add(Connection(name=spec.name, type=spec.type, config=config, owner=spec.owner,
+                             secrets=vault.encrypt(secrets[spec.name])))
+            report.created.append(f"connection:{spec.name}")
+            continue
+        changed = _set(row, {"type": spec.type, "config": config, "owner": spec.owner})
+        if {k: v.reveal() for k, v in vault.decrypt(row.secrets).items()} != secrets[spec.name]:
+            row.secrets = vault.encrypt(secrets[spec.name])
+            changed = True
+        if changed:
+            report.updated.append(f"connection:{spec.name}")
+    for row in existing.values():
+        s.delete(row)
+        report.removed.append(f"connection:{row.name}")
+
+
+def _apply_grants(s: Session, specs: tuple[GrantSpec, ...], report: ApplyReport, actor: str) -> None:
+    accounts = {a.name: a for a in s.scalars(select(ServiceAccount))}
+    connections = {c.name: c for c in s.scalars(select(Connection))}
+    existing = {(g.service_account.name, g.connection.name): g for g in s.scalars(select(Grant))}
+    for spec in specs:
+        key = (spec.service_account, spec.connection)
+        label = f"grant:{spec.service_account}->{spec.connection}"
+        row = existing.pop(key, None)
+        if row is None:
+            s.add(Grant(service_account=accounts[spec.service_account], connection=connections[spec.connection],
+                        expires_at=spec.expires, source="policy", created_by=actor))
+            report.created.append(label)
+        elif _set(row, {"expires_at": spec.expires, "revoked_at": None, "revoked_by": None, "source": "policy"}):
+            report.updated.append(label)
+    now = utcnow()
+    for (sa, conn), row in existing.items():
+        if row.source == "policy" and row.revoked_at is None:
+            row.revoked_at, row.revoked_by = now, actor
+            report.removed.append(f"grant:{sa}->{conn}")
+
+
+def _apply_rules(s: Session, specs: tuple[RuleSpec, ...], report: ApplyReport) -> None:
+    existing = {r.name: r for r in s.scalars(select(Rule))}
+    for position, spec in enumerate(specs):
+        body = spec.to_dict()
+        row = existing.pop(spec.name, None)
+        if row is None:
+            s.add(Rule(name=spec.name, position=position, body=body))
+            report.created.append(f"rule:{spec.name}")
+        elif _set(row, {"position": position, "body": body}):
+            report.updated.append(f"rule:{spec.name}")
+    for row in existing.values():
+        s.delete(row)
+        report.removed.append(f"rule:{row.name}")
+
+
+def _apply_campaigns(s: Session, specs: tuple[CampaignSpec, ...], report: ApplyReport) -> None:
+    existing = {c.name: c for c in s.scalars(select(Campaign))}
+    for spec in specs:
+        d = spec.to_dict()
+        values = {
+            "scope": d.get("scope", {}),
+            "reviewers": spec.reviewers,
+            "schedule": spec.schedule,
+            "duration_seconds": spec.duration,
+            "remind_every_seconds": spec.remind_every,
+            "on_deadline": spec.on_deadline,
+            "enabled": spec.enabled,
+        }
+        row = existing.pop(spec.name, None)
+        if row is None:
+            s.add(Campaign(name=spec.name, **values))
+            report.created.append(f"campaign:{spec.name}")
+        elif _set(row, values):
+            report.updated.append(f"campaign:{spec.name}")
+    for row in existing.values():
+        s.delete(row)
+        report.removed.append(f"campaign:{row.name}")

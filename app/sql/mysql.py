@@ -1,0 +1,1 @@
+def classify_mysql(sql): return []

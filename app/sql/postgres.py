@@ -1,0 +1,400 @@
+"""PostgreSQL statement classification with pglast, the server's own parser (pure).
+
+A statement's kind is the most dangerous kind of anything inside it: the whole parse
+tree is walked generically, so CTEs, subqueries, function arguments and nested
+statements all count. Kinds:
+
+read   SELECT/VALUES/TABLE (FOR UPDATE too), SHOW, EXPLAIN without ANALYZE, DECLARE/
+       FETCH/MOVE/CLOSE cursor, LISTEN/UNLISTEN, COPY ... TO STDOUT, PREPARE of a read
+tcl    BEGIN/COMMIT/ROLLBACK/SAVEPOINT/RELEASE/PREPARE TRANSACTION, SET TRANSACTION,
+       SET/RESET of ordinary settings, SET CONSTRAINTS, DISCARD (not ALL), DEALLOCATE
+write  INSERT/UPDATE/DELETE/MERGE, COPY FROM STDIN, LOCK, NOTIFY, REFRESH MATERIALIZED
+       VIEW, nextval/setval/pg_notify/large-object writes, EXPLAIN ANALYZE of a write
+ddl    CREATE/ALTER/DROP of schema objects, TRUNCATE, COMMENT, RENAME, CREATE TABLE AS,
+       SELECT ... INTO (attribute "select_into")
+dcl    GRANT/REVOKE, CREATE/ALTER/DROP ROLE|USER|GROUP, ALTER DEFAULT PRIVILEGES,
+       REASSIGN/DROP OWNED, OWNER TO, row-level-security policies and switches,
+       SECURITY LABEL, SET ROLE, SET SESSION AUTHORIZATION, set_config('role', ...),
+       and RESET ALL / DISCARD ALL, because both reset the current role
+admin  ALTER SYSTEM, DO ("do_block"), CALL, LOAD, EXECUTE of a prepared statement,
+       COPY ... PROGRAM ("copy_program"), COPY to/from a server file ("copy_file"),
+       VACUUM/ANALYZE/CLUSTER/REINDEX/CHECKPOINT, extensions, languages, functions in
+       untrusted languages (C, plpython3u, ...), access methods, event triggers, FDWs,
+       foreign servers, user mappings, publications, subscriptions, tablespaces;
+       admin functions (pg_terminate_backend, pg_read_file, dblink*, lo_import, ...);
+       settings that are superuser-only or would make this parser read the text
+       differently from the server (standard_conforming_strings, a client_encoding
+       such as SJIS or BIG5); set_config() with a non-literal name; anything
+       unparseable ("unparseable") or of an unknown node type ("unknown").
+
+Choices:
+- PREPARE is classified by its inner statement. EXECUTE cannot be known from its own
+  text, so it is admin with "execute_prepared" and "unknown" (fail closed).
+- EXPLAIN without ANALYZE does not run its statement, so writes inside it do not
+  count; calls to admin functions still do, because the planner may evaluate
+  functions while folding constants.
+- Bodies of CREATE FUNCTION (BEGIN ATOMIC or a LANGUAGE sql string) are classified
+  too: the create is at least ddl and rises to dcl/admin when the body would.
+- Tables named only as a CTE are not reported as tables.
+- Text containing NUL is unparseable: pglast reads a C string and would stop there.
+"""
+from __future__ import annotations
+
+import functools
+
+from pglast import ast, parser
+from pglast.enums import AlterTableType, DiscardMode, ObjectType, VariableSetKind
+
+from app.types import KINDS
+
+from .statement import CACHE_SIZE, CACHE_TEXT_LIMIT, Statement, failed, fingerprint, text_shape, with_multi
+
+READ, TCL, WRITE, DDL, DCL, ADMIN = range(6)
+
+_STMT_RANK: dict[str, int] = {}
+for _rank, _names in (
+    (READ, "SetOperationStmt VariableShowStmt DeclareCursorStmt FetchStmt ClosePortalStmt "
+           "ListenStmt UnlistenStmt PrepareStmt"),
+    (TCL, "TransactionStmt DeallocateStmt ConstraintsSetStmt"),
+    (WRITE, "InsertStmt MergeStmt LockStmt NotifyStmt RefreshMatViewStmt"),
+    (DDL, "AlterCollationStmt AlterDatabaseRefreshCollStmt AlterDatabaseSetStmt "
+          "AlterDatabaseStmt AlterDomainStmt AlterEnumStmt AlterFunctionStmt "
+          "AlterObjectDependsStmt AlterObjectSchemaStmt AlterOpFamilyStmt AlterOperatorStmt "
+          "AlterSeqStmt AlterStatsStmt AlterTSConfigurationStmt AlterTSDictionaryStmt "
+          "AlterTableStmt AlterTableMoveAllStmt AlterTypeStmt CommentStmt CompositeTypeStmt "
+          "CreateCastStmt CreateConversionStmt CreateDomainStmt CreateEnumStmt "
+          "CreateForeignTableStmt CreateOpClassStmt CreateOpFamilyStmt CreateRangeStmt "
+          "CreateSchemaStmt CreateSeqStmt CreateStatsStmt CreateStmt CreateTransformStmt "
+          "CreateTrigStmt CreatedbStmt DefineStmt DropdbStmt ImportForeignSchemaStmt "
+          "IndexStmt ReplicaIdentityStmt RuleStmt TruncateStmt ViewStmt"),
+    (DCL, "AlterDefaultPrivilegesStmt AlterOwnerStmt AlterPolicyStmt AlterRoleSetStmt "
+          "AlterRoleStmt CreatePolicyStmt CreateRoleStmt DropOwnedStmt DropRoleStmt "
+          "GrantRoleStmt GrantStmt ReassignOwnedStmt SecLabelStmt"),
+    (ADMIN, "AlterEventTrigStmt AlterExtensionContentsStmt AlterExtensionStmt AlterFdwStmt "
+            "AlterForeignServerStmt AlterPublicationStmt AlterSubscriptionStmt "
+            "AlterSystemStmt AlterTableSpaceOptionsStmt AlterUserMappingStmt CallStmt "
+            "CheckPointStmt ClusterStmt CreateAmStmt CreateEventTrigStmt "
+            "CreateExtensionStmt CreateFdwStmt CreateForeignServerStmt CreatePLangStmt "
+            "CreatePublicationStmt CreateSubscriptionStmt CreateTableSpaceStmt "
+            "CreateUserMappingStmt DropSubscriptionStmt DropTableSpaceStmt "
+            "DropUserMappingStmt LoadStmt ReindexStmt VacuumStmt"),
+):
+    _STMT_RANK.update(dict.fromkeys(_names.split(), _rank))
+
+_ADMIN_FUNCTIONS = frozenset("""
+    pg_terminate_backend pg_cancel_backend pg_reload_conf pg_rotate_logfile pg_stat_file
+    pg_switch_wal pg_promote pg_log_backend_memory_contexts pg_import_system_collations
+    pg_backup_start pg_backup_stop pg_start_backup pg_stop_backup pg_logdir_ls
+    lo_import lo_export query_to_xml query_to_xmlschema query_to_xml_and_xmlschema
+    cursor_to_xml cursor_to_xmlschema
+""".split())
+# query_to_xml & co run SQL given as text, which nothing here can see.
+_ADMIN_PREFIXES = ("dblink", "pg_ls_", "pg_read_", "pg_file_", "pg_stat_reset", "pg_create_",
+                   "pg_drop_replication", "pg_copy_", "pg_replication_", "pg_logical_",
+                   "pg_wal_replay_")
+_WRITE_FUNCTIONS = frozenset("nextval setval pg_notify lo_unlink lo_create lo_creat lo_put "
+                             "lo_from_bytea lowrite lo_truncate lo_truncate64".split())
+
+_ADMIN_SETTINGS = frozenset("""
+    standard_conforming_strings backslash_quote session_replication_role
+    allow_system_table_mods allow_in_place_tablespaces ignore_system_indexes
+    zero_damaged_pages ignore_checksum_failure ignore_invalid_pages
+    session_preload_libraries local_preload_libraries
+""".split())
+_ADMIN_SETTING_PREFIXES = ("log_", "debug_", "pgaudit.", "trace_")
+# Client encodings whose multibyte characters can end in an ASCII byte such as "\";
+# the server would then split the text differently from what was classified here.
+_UNSAFE_ENCODINGS = frozenset("big5 gb18030 gbk johab sjis shiftjis mskanji shiftjis2004 "
+                              "uhc win932 win936 win949 win950 cp932 cp936 cp949 cp950".split())
+
+_RELATION_OBJECTS = frozenset({ObjectType.OBJECT_TABLE, ObjectType.OBJECT_VIEW,
+                               ObjectType.OBJECT_MATVIEW, ObjectType.OBJECT_FOREIGN_TABLE,
+                               ObjectType.OBJECT_SEQUENCE, ObjectType.OBJECT_INDEX})
+_ADMIN_DROPS = frozenset({ObjectType.OBJECT_EVENT_TRIGGER, ObjectType.OBJECT_FDW,
+                          ObjectType.OBJECT_FOREIGN_SERVER, ObjectType.OBJECT_EXTENSION,
+                          ObjectType.OBJECT_LANGUAGE, ObjectType.OBJECT_ACCESS_METHOD,
+                          ObjectType.OBJECT_PUBLICATION})
+_DCL_TABLE_CMDS = frozenset({AlterTableType.AT_ChangeOwner, AlterTableType.AT_EnableRowSecurity,
+                             AlterTableType.AT_DisableRowSecurity,
+                             AlterTableType.AT_ForceRowSecurity,
+                             AlterTableType.AT_NoForceRowSecurity})
+_WRITE_NODES = frozenset({"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"})
+_BOUNDING_NODES = frozenset({"ColumnRef", "SubLink", "FuncCall", "CurrentOfExpr"})
+_LEAVES = frozenset({ast.String, ast.Integer, ast.Float, ast.Boolean, ast.BitString, ast.A_Star})
+
+
+class _Facts:
+    __slots__ = ("rank", "tables", "functions", "attributes", "ctes")
+
+    def __init__(self) -> None:
+        self.rank = READ
+        self.tables: dict[str, None] = {}
+        self.functions: dict[str, None] = {}
+        self.attributes: set[str] = set()
+        self.ctes: set[str] = set()
+
+    def flag(self, rank: int, *attributes: str) -> None:
+        self.rank = max(self.rank, rank)
+        self.attributes.update(attributes)
+
+
+def classify_postgres(sql: str) -> list[Statement]:
+    """Split PostgreSQL text into statements and classify each one. Never raises."""
+    try:
+        if len(sql) <= CACHE_TEXT_LIMIT:
+            return list(_classify_cached(sql))
+        return list(_classify(sql))
+    except Exception:  # a classifier bug must deny, not crash the relay
+        return [failed(sql if isinstance(sql, str) else "", "unparseable")]
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _classify_cached(sql: str) -> tuple[Statement, ...]:
+    return _classify(sql)
+
+
+def _classify(sql: str) -> tuple[Statement, ...]:
+    if "\x00" in sql:
+        return (failed(sql, "unparseable"),)
+    try:
+        raws = parser.parse_sql(sql)
+    except (parser.ParseError, UnicodeError):
+        return (failed(sql, "unparseable"),)
+    out = []
+    for raw in raws:
+        start = raw.stmt_location or 0
+        end = start + raw.stmt_len if raw.stmt_len else len(sql)
+        out.append(_statement(sql[start:end].strip(), raw.stmt))
+    return tuple(with_multi(out))
+
+
+def _statement(text: str, node: ast.Node) -> Statement:
+    facts = _Facts()
+    _walk(node, facts)
+    tables = tuple(t for t in facts.tables if t not in facts.ctes)
+    functions = tuple(facts.functions)
+    kind = KINDS[facts.rank]
+    attrs = frozenset(facts.attributes)
+    try:
+        shape = parser.fingerprint(text)
+    except Exception:
+        shape = text_shape(text)
+    return Statement(text, kind, tables, functions, attrs,
+                     fingerprint(shape, kind, tables, functions, attrs))
+
+
+@functools.cache
+def _child_slots(cls: type) -> tuple[str, ...]:
+    slots = getattr(cls, "__slots__", ())
+    if not isinstance(slots, dict):
+        return ()
+    return tuple(name for name, info in slots.items() if _holds_nodes(info.py_type))
+
+
+def _holds_nodes(py_type: object) -> bool:
+    types = py_type if isinstance(py_type, tuple) else (py_type,)
+    return any(t in (list, tuple) or (isinstance(t, type) and issubclass(t, ast.Node))
+               for t in types)
+
+
+def _children(node: object):
+    if isinstance(node, tuple):
+        yield from node
+        return
+    for name in _child_slots(type(node)):
+        value = getattr(node, name, None)
+        if value is not None:
+            yield value
+
+
+def _walk(root: ast.Node, facts: _Facts) -> None:
+    # inert: inside an EXPLAIN that will not run it; statements there do not count.
+    stack: list[tuple[object, bool]] = [(root, False)]
+    while stack:
+        node, inert = stack.pop()
+        if type(node) in _LEAVES or not isinstance(node, (ast.Node, tuple)):
+            continue
+        if not isinstance(node, tuple):
+            name = type(node).__name__
+            if name == "RangeVar":
+                facts.tables[_qualified(node.catalogname, node.schemaname, node.relname)] = None
+                continue
+            if name == "FuncCall":
+                rank = _function_rank(node, facts)
+                if not inert or rank == ADMIN:
+                    facts.flag(rank)
+            elif name == "ExplainStmt":
+                inert = inert or not _explain_analyze(node)
+            elif name == "CommonTableExpr":
+                facts.ctes.add((node.ctename or "").lower())
+                if type(node.ctequery).__name__ in _WRITE_NODES:
+                    facts.attributes.add("writing_cte")
+            elif name == "AlterTableCmd":
+                if node.subtype in _DCL_TABLE_CMDS and not inert:
+                    facts.flag(DCL)
+            elif name.endswith("Stmt") and not inert:
+                _statement_node(name, node, facts)
+        for child in _children(node):
+            stack.append((child, inert))
+
+
+def _statement_node(name: str, node: ast.Node, facts: _Facts) -> None:
+    rank = _STMT_RANK.get(name)
+    if rank is not None:
+        facts.flag(rank)
+        return
+    handler = _HANDLERS.get(name)
+    if handler is None:
+        facts.flag(ADMIN, "unknown")
+    else:
+        handler(node, facts)
+
+
+def _select(node: ast.SelectStmt, facts: _Facts) -> None:
+    if node.intoClause is not None:
+        facts.flag(DDL, "select_into")
+
+
+def _update_delete(node: ast.Node, facts: _Facts) -> None:
+    facts.flag(WRITE)
+    if _constant(node.whereClause):
+        facts.attributes.add("unbounded")
+
+
+def _constant(where: object) -> bool:
+    """True when a WHERE cannot depend on the row: absent, or made of constants only."""
+    if where is None:
+        return True
+    stack = [where]
+    while stack:
+        node = stack.pop()
+        if type(node).__name__ in _BOUNDING_NODES:
+            return False
+        stack.extend(c for c in _children(node) if isinstance(c, (ast.Node, tuple)))
+    return True
+
+
+def _copy(node: ast.CopyStmt, facts: _Facts) -> None:
+    if node.is_program:
+        facts.flag(ADMIN, "copy_program")
+    elif node.filename is not None:
+        facts.flag(ADMIN, "copy_file")
+    elif node.is_from:
+        facts.flag(WRITE, "copy_from_stdin")
+    else:
+        facts.attributes.add("copy_to_stdout")
+
+
+def _variable_set(node: ast.VariableSetStmt, facts: _Facts) -> None:
+    if node.kind == VariableSetKind.VAR_RESET_ALL:
+        facts.flag(DCL)
+    elif node.kind == VariableSetKind.VAR_SET_MULTI:
+        facts.flag(TCL)  # SET TRANSACTION / SET SESSION CHARACTERISTICS
+    else:
+        value = None
+        if node.kind == VariableSetKind.VAR_SET_VALUE and node.args:
+            value = _string_const(node.args[0]) or ""
+        facts.flag(_setting_rank(node.name or "", value))
+
+
+def _setting_rank(name: str, value: str | None) -> int:
+    """Rank of changing a setting; `value` None means back to its default."""
+    name = name.lower()
+    if name in ("role", "session_authorization"):
+        return DCL
+    if name in _ADMIN_SETTINGS or name.startswith(_ADMIN_SETTING_PREFIXES):
+        return ADMIN
+    if name == "client_encoding" and value is not None:
+        normal = value.lower().replace("-", "").replace("_", "")
+        if normal in _UNSAFE_ENCODINGS or not normal:
+            return ADMIN
+    return TCL
+
+
+def _function_rank(node: ast.FuncCall, facts: _Facts) -> int:
+    parts = [getattr(p, "sval", "") or "" for p in node.funcname or ()]
+    facts.functions[".".join(parts).lower()] = None
+    bare = parts[-1].lower() if parts else ""
+    if bare in _ADMIN_FUNCTIONS or bare.startswith(_ADMIN_PREFIXES):
+        return ADMIN
+    if bare in _WRITE_FUNCTIONS:
+        return WRITE
+    if bare == "set_config":
+        args = node.args or ()
+        setting = _string_const(args[0]) if args else None
+        if setting is None:
+            return ADMIN
+        return _setting_rank(setting, _string_const(args[1]) if len(args) > 1 else "")
+    return READ
+
+
+def _explain_analyze(node: ast.ExplainStmt) -> bool:
+    for option in node.options or ():
+        if getattr(option, "defname", None) == "analyze":
+            arg = option.arg
+            if arg is None:
+                return True
+            value = getattr(arg, "sval", getattr(arg, "ival", getattr(arg, "boolval", True)))
+            return str(value).lower() not in ("false", "off", "0", "no")
+    return False
+
+
+def _create_function(node: ast.CreateFunctionStmt, facts: _Facts) -> None:
+    facts.flag(DDL)
+    options = {o.defname: o.arg for o in node.options or () if isinstance(o, ast.DefElem)}
+    language = (getattr(options.get("language"), "sval", "") or "sql").lower()
+    if language in ("c", "internal") or (language.startswith("pl") and language.endswith("u")):
+        facts.flag(ADMIN, "untrusted_language")
+    body = options.get("as")
+    if language == "sql" and isinstance(body, tuple) and body and isinstance(body[0], ast.String):
+        inner = _classify_cached(body[0].sval) if len(body[0].sval) <= CACHE_TEXT_LIMIT \
+            else _classify(body[0].sval)
+        for statement in inner:
+            facts.flag(KINDS.index(statement.kind) if statement.kind in KINDS else ADMIN)
+
+
+def _drop(node: ast.DropStmt, facts: _Facts) -> None:
+    kind = node.removeType
+    facts.flag(ADMIN if kind in _ADMIN_DROPS else DCL if kind == ObjectType.OBJECT_POLICY else DDL)
+    if kind in _RELATION_OBJECTS:
+        for obj in node.objects or ():
+            if isinstance(obj, tuple):
+                facts.tables[_qualified(*(getattr(p, "sval", None) for p in obj))] = None
+
+
+def _rename(node: ast.RenameStmt, facts: _Facts) -> None:
+    facts.flag(DCL if node.renameType == ObjectType.OBJECT_ROLE else DDL)
+
+
+def _discard(node: ast.DiscardStmt, facts: _Facts) -> None:
+    facts.flag(DCL if node.target == DiscardMode.DISCARD_ALL else TCL)
+
+
+def _create_table_as(node: ast.CreateTableAsStmt, facts: _Facts) -> None:
+    facts.flag(DDL, *(("select_into",) if node.is_select_into else ()))
+
+
+_HANDLERS = {
+    "SelectStmt": _select,
+    "UpdateStmt": _update_delete,
+    "DeleteStmt": _update_delete,
+    "CopyStmt": _copy,
+    "VariableSetStmt": _variable_set,
+    "CreateFunctionStmt": _create_function,
+    "DropStmt": _drop,
+    "RenameStmt": _rename,
+    "DiscardStmt": _discard,
+    "CreateTableAsStmt": _create_table_as,
+    "DoStmt": lambda node, facts: facts.flag(ADMIN, "do_block"),
+    "ExecuteStmt": lambda node, facts: facts.flag(ADMIN, "execute_prepared", "unknown"),
+}
+
+
+def _string_const(node: object) -> str | None:
+    if isinstance(node, ast.A_Const) and isinstance(node.val, ast.String):
+        return node.val.sval
+    return None
+
+
+def _qualified(*parts: str | None) -> str:
+    return ".".join(p for p in parts if p).lower()

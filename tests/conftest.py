@@ -1,0 +1,85 @@
+"""Shared fixtures: a migrated store on SQLite and on the real PostgreSQL server."""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import text
+
+from app import db
+from app.config import settings
+from app.migrate import upgrade
+from app.models import Base
+
+PG_ADMIN_DSN = os.environ.get("AIRLOCK_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
+_SECRET = Fernet.generate_key().decode()
+
+
+def _configure(monkeypatch: pytest.MonkeyPatch, home: Path, url: str) -> None:
+    monkeypatch.setenv("AIRLOCK_HOME", str(home))
+    monkeypatch.setenv("AIRLOCK_DATABASE_URL", url)
+    monkeypatch.setenv("AIRLOCK_SECRET_KEY", _SECRET)
+    monkeypatch.setenv("AIRLOCK_BUS_POLL_SECONDS", "0.02")
+    settings.cache_clear()
+    db.reset_engines()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "airlock.db"
+    upgrade(f"sqlite:///{path}")
+    db.reset_engines()
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> str:
+    name = f"airlock_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    upgrade(url)
+    db.reset_engines()
+    yield url
+    db.reset_engines()
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _truncate_pg(url: str) -> None:
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    eng = db.engine_for(url)
+    with eng.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def sqlite_store(tmp_path, monkeypatch, sqlite_template) -> str:
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(sqlite_template, home / "airlock.db")
+    url = f"sqlite:///{home / 'airlock.db'}"
+    _configure(monkeypatch, home, url)
+    yield url
+    db.reset_engines()
+
+
+@pytest.fixture
+def pg_store(tmp_path, monkeypatch, pg_database) -> str:
+    home = tmp_path / "home"
+    home.mkdir()
+    _configure(monkeypatch, home, pg_database)
+    _truncate_pg(pg_database)
+    yield pg_database
+    db.reset_engines()
+
+
+@pytest.fixture(params=["sqlite", "pg"])
+def store(request) -> str:
+    """A migrated, empty store: the test runs once on SQLite and once on PostgreSQL."""
+    return request.getfixturevalue(f"{request.param}_store")
