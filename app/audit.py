@@ -34,7 +34,8 @@ _SECRET_KEY_PARTS = (
 )
 # Secrets that hide in free text under innocent keys (an SQL statement, a header dump).
 _SECRET_VALUE_PATTERNS = (
-    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 " + REDACTED),
+    # A credential has some non-letter in it; this spares prose such as "basic checks".
+    (re.compile(r"(?i)\b(bearer|basic)\s+(?=[A-Za-z]*[0-9._~+/=-])[A-Za-z0-9._~+/=-]{8,}"), r"\1 " + REDACTED),
     (re.compile(r"\balk_[A-Za-z0-9_-]{16,}"), "alk_" + REDACTED),
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)", re.S), REDACTED),
     (re.compile(r"(?i)\b(password|identified\s+by)(\s+)'(?:[^']|'')*'"), r"\1\2'" + REDACTED + "'"),

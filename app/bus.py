@@ -89,6 +89,12 @@ def _psycopg_conninfo(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+async def _connect(conninfo: str):
+    import psycopg
+
+    return await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+
+
 class Watch:
     """Interest in one channel, registered before the caller reads state (no lost wake-up)."""
 
@@ -120,7 +126,10 @@ class Watch:
 
 
 class Bus:
-    """The wake-up hub of one event loop: one listener task, many watchers."""
+    """The wake-up hub of one event loop: one listener task, many watchers.
+
+    Use it from its loop's thread only; other threads use `SyncWatch`.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -174,6 +183,14 @@ class Bus:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+    @property
+    def is_ready(self) -> bool:
+        return self._ready.is_set()
+
+    @property
+    def watcher_count(self) -> int:
+        return sum(len(group) for group in self._watches.values())
 
     @property
     def listening(self) -> bool:
@@ -285,7 +302,7 @@ class Bus:
         while True:
             conn = None
             try:
-                conn = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+                conn = await _connect(conninfo)
                 await conn.execute(f"LISTEN {PG_CHANNEL}")
                 if good_since is not None:
                     # Events committed while we were away sent their NOTIFY to nobody.

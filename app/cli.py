@@ -186,6 +186,44 @@ def up() -> None:
 
 
 @main.command()
+def portal() -> None:
+    """Run the web portal (reviews, sessions, audit, policy) on port 8000."""
+    from app.portal import run
+
+    run()
+
+
+@main.command()
+def proxy() -> None:
+    """Run the HTTP(S) proxy for runtimes that set HTTPS_PROXY (port 8080)."""
+    from app.proxy import run
+
+    run()
+
+
+@main.command()
+def relay() -> None:
+    """Run the database and SSH relays (PostgreSQL 15432, MySQL 13306, SSH 2222)."""
+    from app.relay.server import run
+
+    run()
+
+
+@main.group()
+def ca() -> None:
+    """The certificate authority runtimes trust for HTTPS through the proxy."""
+
+
+@ca.command("path")
+def ca_path() -> None:
+    """Print the path of the CA certificate runtimes must trust."""
+    from app.ca import ca_cert_path, ensure_ca
+
+    ensure_ca(settings().ca_dir)
+    click.echo(str(ca_cert_path(settings().ca_dir)))
+
+
+@main.command()
 def scheduler() -> None:
     """Run the scheduler: review expiry, grant expiry, campaigns."""
     from app.scheduler import run

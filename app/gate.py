@@ -29,7 +29,9 @@ from app.identity import AuthError, Authenticator
 from app.policy import CompiledPolicy, evaluate
 from app.recording import SessionRecording
 from app.snapshot import Target, load_snapshot, read_version
-from app.types import Operation, Principal, Verdict
+from app.masking import Masker
+from app.types import MaskSpec, Operation, Principal, Verdict
+from app.vault import mask_salt
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,10 @@ class Decision:
     principal: Principal
 
 
+class Unavailable(Exception):
+    """airlock cannot decide right now (store or identity provider down): refuse with 503-like errors."""
+
+
 def _error(message: str) -> Verdict:
     return Verdict("deny", rule="airlock-error", message=message, status="error")
 
@@ -59,6 +65,7 @@ class Gate:
         self._snapshot = None
         self._snapshot_lock = asyncio.Lock()
         self._verdicts: OrderedDict[tuple, Verdict] = OrderedDict()
+        self._maskers: dict[tuple[MaskSpec, ...], Masker] = {}
         self.authenticator = Authenticator(version_source=lambda: self._version or 0)
 
     # -- identity ---------------------------------------------------------------------
@@ -70,7 +77,7 @@ class Gate:
         try:
             await self._fresh()
         except Exception:
-            raise AuthError("store unavailable") from None
+            raise Unavailable("the airlock store is unavailable") from None
         return await self.authenticator.authenticate_async(credential, claimed)
 
     # -- targets ----------------------------------------------------------------------
@@ -79,6 +86,21 @@ class Gate:
         """The connection's settings and decrypted credentials, for the adapter to inject."""
         snap = await self._fresh()
         return snap.targets.get(connection)
+
+    async def connection_for_host(self, host: str) -> Target | None:
+        """The http connection that declares this host (exact names first, then globs).
+
+        Routing only: whether the caller may use it is decided by `decide` (no grant: deny).
+        """
+        snap = await self._fresh()
+        return snap.http_route(host)
+
+    def masker(self, masks: tuple[MaskSpec, ...]) -> Masker:
+        """A compiled masker for a verdict's masks (cached: verdicts repeat)."""
+        masker = self._maskers.get(masks)
+        if masker is None:
+            masker = self._maskers[masks] = Masker(masks, mask_salt())
+        return masker
 
     async def connections_for(self, principal: Principal, protocol: str) -> list[Target]:
         """Connections of one protocol this principal holds a live grant on."""

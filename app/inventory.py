@@ -7,6 +7,7 @@ logged in through OIDC) are left alone; things the file used to declare are remo
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping
@@ -249,3 +250,110 @@ def _apply_campaigns(s: Session, specs: tuple[CampaignSpec, ...], report: ApplyR
     for row in existing.values():
         s.delete(row)
         report.removed.append(f"campaign:{row.name}")
+
+
+# -- export: the store as a policy document ---------------------------------------------
+#
+# Secrets are write-only: the export names each stored secret with an `${env:...}`
+# placeholder, so the file round-trips through `airlock apply` once those variables are
+# set (the portal supplies them itself from the vault when it applies an edit).
+
+def _env_part(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").upper() or "X"
+
+
+def secret_placeholders(s: Session) -> dict[str, dict[str, str]]:
+    """connection -> stored secret key ("password", "header:NAME", ...) -> env variable name."""
+    out: dict[str, dict[str, str]] = {}
+    used: set[str] = set()
+    for conn in s.scalars(select(Connection).order_by(Connection.name)):
+        names: dict[str, str] = {}
+        for key in sorted(vault.decrypt(conn.secrets)):
+            kind, _, field_name = key.partition(":")
+            suffix = f"{kind}_{field_name}" if field_name else kind
+            base = name = f"AIRLOCK_{_env_part(conn.name)}_{_env_part(suffix)}"
+            n = 2
+            while name in used:  # "a-b" and "a_b" would otherwise share a variable
+                name, n = f"{base}_{n}", n + 1
+            used.add(name)
+            names[key] = name
+        out[conn.name] = names
+    return out
+
+
+def placeholder_environ(s: Session) -> dict[str, str]:
+    """The placeholders of `export_policy` mapped to the stored secrets (for re-applying)."""
+    env: dict[str, str] = {}
+    places = secret_placeholders(s)
+    for conn in s.scalars(select(Connection)):
+        for key, secret in vault.decrypt(conn.secrets).items():
+            env[places[conn.name][key]] = secret.reveal()
+    return env
+
+
+def _export_connection(conn: Connection, places: dict[str, str]) -> ConnectionSpec:
+    cfg = conn.config or {}
+
+    def ref(key: str) -> str:
+        return "${env:" + places[key] + "}" if key in places else ""
+
+    return ConnectionSpec(
+        name=conn.name,
+        type=conn.type,
+        owner=conn.owner or "",
+        description=str(cfg.get("description") or ""),
+        hosts=tuple(cfg.get("hosts") or ()),
+        inject_headers=tuple((h, ref(f"header:{h}")) for h in cfg.get("inject_headers") or () if f"header:{h}" in places),
+        inject_query=tuple((q, ref(f"query:{q}")) for q in cfg.get("inject_query") or () if f"query:{q}" in places),
+        address=str(cfg.get("address") or ""),
+        database=str(cfg.get("database") or ""),
+        username=str(cfg.get("username") or ""),
+        password=ref("password"),
+        private_key=ref("private_key"),
+        host_key=str(cfg.get("host_key") or ""),
+    )
+
+
+def export_policy(s: Session) -> PolicyDocument:
+    """The store as a validated policy document that `apply_policy` maps back to no change.
+
+    Portal-made grants and users who came through OIDC or the portal are not part of the
+    file (apply leaves them alone either way); disabled service accounts are gone from it.
+    """
+    from app.policy import CampaignSpec as _Campaign, OidcSpec, document_from_dict
+
+    places = secret_placeholders(s)
+    accounts = [a for a in s.scalars(select(ServiceAccount).order_by(ServiceAccount.name)) if not a.disabled]
+    names = {a.name for a in accounts}
+    doc = PolicyDocument(
+        version=1,
+        service_accounts=tuple(
+            ServiceAccountSpec(
+                name=a.name, groups=tuple(sorted(a.group_names)), description=a.description or "",
+                oidc=OidcSpec(a.oidc_issuer, a.oidc_subject, a.groups_claim) if a.oidc_issuer and a.oidc_subject else None,
+                public_keys=tuple(a.public_keys or ()),
+            ) for a in accounts
+        ),
+        users=tuple(
+            UserSpec(email=u.email, name=u.name or "", groups=tuple(sorted(u.group_names)), roles=tuple(sorted(u.roles or ())))
+            for u in s.scalars(select(User).order_by(User.email)) if u.source == "policy" and u.active
+        ),
+        connections=tuple(_export_connection(c, places.get(c.name, {}))
+                          for c in s.scalars(select(Connection).order_by(Connection.name))),
+        grants=tuple(
+            GrantSpec(service_account=g.service_account.name, connection=g.connection.name, expires=g.expires_at)
+            for g in s.scalars(select(Grant).order_by(Grant.id))
+            if g.source == "policy" and g.revoked_at is None and g.service_account.name in names
+        ),
+        rules=tuple(RuleSpec.from_dict(r.body) for r in s.scalars(select(Rule).order_by(Rule.position, Rule.id))),
+        campaigns=tuple(
+            _Campaign(
+                name=c.name, schedule=c.schedule, reviewers=c.reviewers, duration=c.duration_seconds,
+                remind_every=c.remind_every_seconds, on_deadline=c.on_deadline, enabled=c.enabled,
+                connections=tuple((c.scope or {}).get("connections") or ()),
+                service_accounts=tuple((c.scope or {}).get("service_accounts") or ()),
+            ) for c in s.scalars(select(Campaign).order_by(Campaign.name))
+        ),
+    )
+    # Through the same validation as a file: what we hand out must load back.
+    return document_from_dict(doc.to_dict(), source="store")

@@ -5,6 +5,7 @@ hot path does no store reads.
 """
 from __future__ import annotations
 
+import fnmatch
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,6 +37,20 @@ class Snapshot:
     targets: dict[str, Target]
     grants: dict[str, dict[str, datetime | None]]  # service account -> connection -> expiry
     stale_at: float = float("inf")  # epoch of the next grant expiry: decisions change then
+
+    def http_route(self, host: str) -> Target | None:
+        host = host.lower().rstrip(".")
+        globbed = None
+        for target in self.targets.values():
+            if target.type != "http":
+                continue
+            for pattern in target.config.get("hosts", ()):
+                pattern = pattern.lower()
+                if pattern == host:
+                    return target
+                if globbed is None and any(c in pattern for c in "*?[") and fnmatch.fnmatchcase(host, pattern):
+                    globbed = target
+        return globbed
 
     def granted(self, service_account: str, now: datetime) -> set[str]:
         return {c for c, exp in self.grants.get(service_account, {}).items() if exp is None or exp > now}

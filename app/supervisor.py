@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 # (name, module that must exist for the process to be available)
 PROCESSES: tuple[tuple[str, str], ...] = (
     ("portal", "app.portal"),
-    ("proxy", "addons"),
-    ("relay", "app.relay"),
+    ("proxy", "app.proxy"),
+    ("relay", "app.relay.server"),
     ("scheduler", "app.scheduler"),
 )
 STOP_GRACE = 10.0

@@ -128,3 +128,11 @@ def resolve(value: str, *, environ: Mapping[str, str] | None = None) -> Secret:
 
 def has_reference(value: str) -> bool:
     return bool(REF.search(value))
+
+
+def mask_salt() -> bytes:
+    """The salt of the `hash` masking strategy: stable per deployment, derived from the key."""
+    import hashlib
+    import hmac
+
+    return hmac.new(load_key(), b"airlock mask salt v1", hashlib.sha256).digest()

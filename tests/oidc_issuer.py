@@ -26,7 +26,7 @@ from joserfc.jwk import ECKey, Key, OKPKey, RSAKey
 from joserfc.jws import JWSRegistry
 
 DEFAULT_AUDIENCE = "airlock"
-_DEFAULT_ALG = {"RSA": "RS256", "EC": "ES256", "OKP": "EdDSA"}
+_DEFAULT_ALG = {"RSA": "RS256", "EC": "ES256", "OKP": "Ed25519"}
 _HMAC = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
 
 
@@ -115,7 +115,10 @@ class LocalIssuer:
         self._server = ThreadingHTTPServer((self.host, self.port or 0), self._handler())
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="local-oidc-issuer", daemon=True)
+        # A short poll interval makes stop() (shutdown) return quickly.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="local-oidc-issuer", daemon=True
+        )
         self._thread.start()
         return self
 

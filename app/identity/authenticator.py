@@ -107,8 +107,7 @@ class Authenticator:
         if credential.startswith(TOKEN_PREFIX):
             return self._minted(credential)
         if credential.count(".") == 2:
-            with session_scope() as session:
-                return self.oidc.verify(session, credential)
+            return self.oidc.verify(credential)
         raise AuthError("unrecognised credential")
 
     # -- minted tokens ----------------------------------------------------------

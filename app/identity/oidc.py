@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from joserfc import jwt
@@ -23,9 +24,9 @@ from joserfc.errors import (
 )
 from joserfc.jws import JWSRegistry
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from app.config import settings
+from app.db import session_scope
 from app.identity.errors import AuthError
 from app.identity.jwks import JWKSCache, UnknownKeyId
 from app.models import ServiceAccount
@@ -68,7 +69,7 @@ class OIDCVerifier:
     def audience(self) -> str:
         return self._audience or settings().oidc_audience
 
-    def verify(self, session: Session, token: str) -> Principal:
+    def verify(self, token: str) -> Principal:
         """A Principal for a valid token; AuthError otherwise (IdPError if the IdP fails)."""
         if len(token) > MAX_TOKEN_CHARS:
             raise AuthError("malformed token")
@@ -82,7 +83,7 @@ class OIDCVerifier:
         issuer = unverified.get("iss")
         if not isinstance(issuer, str) or not issuer:
             raise AuthError("token has no issuer")
-        accounts = list(session.scalars(select(ServiceAccount).where(ServiceAccount.oidc_issuer == issuer)))
+        accounts = _accounts_of(issuer)
         if not any(not sa.disabled for sa in accounts):
             raise AuthError("token issuer is not trusted")
 
@@ -97,7 +98,7 @@ class OIDCVerifier:
             raise AuthError("service account disabled")
         return Principal(
             service_account=sa.name,
-            groups=frozenset(sa.group_names) | _claim_groups(claims, sa.groups_claim),
+            groups=sa.groups | _claim_groups(claims, sa.groups_claim),
             via="oidc",
             subject=subject,
         )
@@ -149,6 +150,26 @@ _CLAIM_REASONS = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class _Account:
+    name: str
+    subject: str | None
+    disabled: bool
+    groups: frozenset[str]
+    groups_claim: str | None
+
+
+def _accounts_of(issuer: str) -> list[_Account]:
+    # A short transaction of its own, closed before any IdP call: a slow IdP must
+    # not hold pooled store connections open.
+    with session_scope() as session:
+        rows = session.scalars(select(ServiceAccount).where(ServiceAccount.oidc_issuer == issuer))
+        return [
+            _Account(sa.name, sa.oidc_subject, sa.disabled, frozenset(sa.group_names), sa.groups_claim)
+            for sa in rows
+        ]
+
+
 def _b64json(segment: str) -> Any:
     raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
     return json.loads(raw)
@@ -167,12 +188,12 @@ def _peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return header, payload
 
 
-def _match(accounts: list[ServiceAccount], claims: dict[str, Any]) -> tuple[ServiceAccount, str]:
+def _match(accounts: list[_Account], claims: dict[str, Any]) -> tuple[_Account, str]:
     for name in SUBJECT_CLAIMS:
         value = claims.get(name)
         if not isinstance(value, str) or not value:
             continue
-        matches = [sa for sa in accounts if sa.oidc_subject == value]
+        matches = [sa for sa in accounts if sa.subject == value]
         if len(matches) > 1:
             # Two accounts claiming one identity is a policy mistake; guessing
             # between them could hand out the wrong grants.

@@ -88,7 +88,8 @@ def issue_token(
         raise ValueError(f"service account {service_account!r} is disabled")
 
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    prefix = token[: len(TOKEN_PREFIX) + DISPLAY_CHARS]
+    # The characters after "alk_"; listings show it as alk_<prefix>….
+    prefix = token[len(TOKEN_PREFIX) : len(TOKEN_PREFIX) + DISPLAY_CHARS]
     expires_at = utcnow() + ttl
     row = Token(
         service_account_id=sa.id,

@@ -8,6 +8,7 @@ operation, and a plan without such conditions carries its finished Verdict.
 """
 from __future__ import annotations
 
+import heapq
 from datetime import datetime, timezone
 from typing import Callable, Sequence
 
@@ -15,7 +16,7 @@ from app.types import MaskSpec, Operation, Principal, ReviewSpec, Verdict
 
 from .matchers import BodyPath, PatternSet, TablePatterns, TimeMatcher
 from .model import GrantSpec, Rule, ServiceAccountSpec
-from .values import format_timestamp
+from .values import format_timestamp, is_pattern
 
 NO_GRANT = "no-grant"
 MAX_PLANS = 8192
@@ -27,7 +28,8 @@ FOLDED = frozenset({"protocol", "kind", "method", "host", "tables", "attributes"
 
 
 class _CompiledRule:
-    __slots__ = ("rule", "action", "static", "dynamic", "needs_time", "verdict", "mask", "review")
+    __slots__ = ("rule", "action", "static", "strings", "others", "dynamic", "needs_time", "verdict", "mask",
+                 "review")
 
     def __init__(self, rule: Rule) -> None:
         m = rule.match
@@ -38,7 +40,11 @@ class _CompiledRule:
             for key in ("protocol", "connection", "service_account", "groups", "kind", "method", "host", "attributes")
             if getattr(m, key)
         ]
-        self.dynamic: tuple[Predicate, ...] = tuple(_dynamic(rule))
+        # Per-operation string tests as (index into _strings(op), test): the hot loop stays flat.
+        self.strings = tuple((i, PatternSet(getattr(m, key), fold=False).tester())
+                             for i, key in enumerate(("path", "command")) if getattr(m, key))
+        self.others: tuple[Predicate, ...] = tuple(_predicates(rule))
+        self.dynamic = bool(self.strings or self.others)
         self.needs_time = m.time is not None
         self.mask = self.review = self.verdict = None
         if rule.action == "deny":
@@ -61,17 +67,9 @@ class _CompiledRule:
         return True
 
 
-def _dynamic(rule: Rule) -> list[Predicate]:
+def _predicates(rule: Rule) -> list[Predicate]:
     m = rule.match
     preds: list[Predicate] = []
-    if m.path:
-        paths = PatternSet(m.path, fold=False)
-        preds.append(lambda op, now: isinstance(op.path, str) and paths.match(op.path))
-    if m.command:
-        commands = PatternSet(m.command, fold=False)
-        # A shell session may carry its input line in `text` with no `command`.
-        preds.append(lambda op, now: isinstance(c := op.command if op.command is not None else op.text, str)
-                     and commands.match(c))
     if m.tables:
         tables = TablePatterns(m.tables)
         preds.append(lambda op, now: tables.any(op.targets, op.protocol in SQL_PROTOCOLS))
@@ -84,38 +82,56 @@ def _dynamic(rule: Rule) -> list[Predicate]:
     return preds
 
 
+def _strings(op: Operation) -> tuple[object, object]:
+    # A shell session may carry its input line in `text` with no `command`.
+    return op.path, op.command if op.command is not None else op.text
+
+
+def _hit(r: _CompiledRule, op: Operation, strings: tuple[object, object], now: datetime) -> bool:
+    for i, test in r.strings:
+        value = strings[i]
+        if not isinstance(value, str) or not test(value):
+            return False
+    for pred in r.others:
+        if not pred(op, now):
+            return False
+    return True
+
+
 class _Plan:
-    __slots__ = ("rules", "needs_time", "verdict")
+    """The rules that passed the static conditions for one key, by action, in file order."""
+
+    __slots__ = ("denies", "reviews", "allows", "masks", "needs_time", "verdict")
 
     def __init__(self, rules: list[_CompiledRule]) -> None:
-        # Past the first deny that needs no per-operation test nothing can change the verdict.
-        for i, r in enumerate(rules):
-            if r.action == "deny" and not r.dynamic:
-                rules = rules[: i + 1]
-                break
-        self.rules = tuple(rules)
+        denies = [r for r in rules if r.action == "deny"]
+        # Past the first deny that needs no per-operation test, no other deny can name the verdict.
+        cut = next((i for i, r in enumerate(denies) if not r.dynamic), None)
+        self.denies = tuple(denies if cut is None else denies[: cut + 1])
+        self.reviews = tuple(r for r in rules if r.action == "review")
+        self.allows = tuple(r for r in rules if r.action == "allow")
+        self.masks = tuple(r for r in rules if r.action == "mask")
         self.needs_time = any(r.needs_time for r in rules)
-        self.verdict = _decide(rules) if not any(r.dynamic for r in rules) else None
+        self.verdict: Verdict | None = None
+        if cut == 0:
+            self.verdict = self.denies[0].verdict
+        elif not any(r.dynamic for r in rules):
+            self.verdict = self.decide(None, (None, None), None)  # type: ignore[arg-type]
 
-
-def _decide(matched: Sequence[_CompiledRule]) -> Verdict:
-    review: _CompiledRule | None = None
-    allow: _CompiledRule | None = None
-    masks: list[MaskSpec] = []
-    for r in matched:
-        if r.action == "deny":
-            return r.verdict  # type: ignore[return-value]
-        if r.action == "review":
-            review = review or r
-        elif r.action == "allow":
-            allow = allow or r
-        elif r.mask is not None:
-            masks.append(r.mask)
-    if review is not None:
-        name = review.rule.name
-        return Verdict("review", rule=name, message=review.rule.message or f"approval required by rule {name}",
-                       masks=tuple(masks), review=review.review)
-    return Verdict("allow", rule=allow.rule.name if allow else None, masks=tuple(masks))
+    def decide(self, op: Operation, strings: tuple[object, object], now: datetime) -> Verdict:
+        for r in self.denies:
+            if _hit(r, op, strings, now):
+                return r.verdict  # type: ignore[return-value]
+        masks = tuple(r.mask for r in self.masks if _hit(r, op, strings, now))  # type: ignore[misc]
+        for r in self.reviews:
+            if _hit(r, op, strings, now):
+                name = r.rule.name
+                return Verdict("review", rule=name, message=r.rule.message or f"approval required by rule {name}",
+                               masks=masks, review=r.review)
+        for r in self.allows:
+            if _hit(r, op, strings, now):
+                return Verdict("allow", rule=r.rule.name, masks=masks)
+        return Verdict("allow", masks=masks)
 
 
 class CompiledPolicy:
@@ -129,14 +145,25 @@ class CompiledPolicy:
         for g in grants:
             key = (g.service_account, g.connection)
             old = self.grants.get(key, _MISSING)
+            expires = None if g.expires is None else _aware(g.expires)  # a naive expiry would not compare
             # Two grants for one pair: the longer-lived one wins (None = standing).
             if old is _MISSING:
-                self.grants[key] = g.expires
+                self.grants[key] = expires
             elif old is not None:
-                self.grants[key] = None if g.expires is None else max(old, g.expires)  # type: ignore[type-var]
+                self.grants[key] = None if expires is None else max(old, expires)  # type: ignore[type-var]
         self.sa_groups = {s.name: frozenset(s.groups) for s in service_accounts}
         self._compiled = tuple(_CompiledRule(r) for r in rules if r.enabled)
         self._plans: dict[tuple[object, ...], _Plan] = {}
+        # Rules naming exact connections are indexed by them, so building a plan (on every
+        # cache miss, e.g. after a policy change) skips most rules without matching.
+        self._by_connection: dict[str, list[int]] = {}
+        self._any_connection: list[int] = []
+        for i, r in enumerate(self._compiled):
+            names = r.rule.match.connection
+            if not names or any(is_pattern(n) for n in names):
+                self._any_connection.append(i)
+            for name in dict.fromkeys(names) if names and not any(is_pattern(n) for n in names) else ():
+                self._by_connection.setdefault(name, []).append(i)
 
     def has_grant(self, service_account: str, connection: str, now: datetime | None = None) -> bool:
         expires = self.grants.get((service_account, connection), _MISSING)
@@ -147,7 +174,8 @@ class CompiledPolicy:
         values = {"protocol": protocol, "connection": connection, "service_account": sa, "kind": kind,
                   "method": method, "host": host, "attributes": attributes,
                   "groups": frozenset(groups) | self.sa_groups.get(sa, frozenset())}  # type: ignore[arg-type]
-        plan = _Plan([r for r in self._compiled if r.passes_static(values)])
+        indexes = heapq.merge(self._by_connection.get(connection, ()), self._any_connection)  # type: ignore[call-overload]
+        plan = _Plan([r for r in map(self._compiled.__getitem__, indexes) if r.passes_static(values)])
         if len(self._plans) >= MAX_PLANS:
             self._plans.clear()  # bounded memory; plans are cheap to rebuild
         self._plans[key] = plan
@@ -181,7 +209,7 @@ def evaluate(policy: CompiledPolicy, op: Operation, who: Principal, now: datetim
         return plan.verdict
     if now is None and plan.needs_time:
         now = datetime.now(timezone.utc)
-    return _decide([r for r in plan.rules if all(p(op, now) for p in r.dynamic)])  # type: ignore[arg-type]
+    return plan.decide(op, _strings(op), now)  # type: ignore[arg-type]
 
 
 def _aware(now: datetime | None) -> datetime:

@@ -32,7 +32,7 @@ class PolicyError(ValueError):
     """The policy is invalid; `.errors` lists every problem found, in line order."""
 
     def __init__(self, errors: Iterable[PolicyIssue], source: str = "policy.yaml") -> None:
-        self.errors: list[PolicyIssue] = sorted(errors, key=lambda i: i.line)
+        self.errors: list[PolicyIssue] = sorted(errors, key=lambda i: (i.line, i.path))
         self.source = source
         super().__init__(str(self))
 
@@ -70,11 +70,11 @@ class Issues:
             path = path[:-1]
         return self.lines.get((), 0)
 
-    def error(self, path: Path, message: str) -> None:
+    def error(self, path: Path, message: str, line: int | None = None) -> None:
         if len(self.errors) >= MAX_ERRORS:
             self.dropped += 1
             return
-        self.errors.append(PolicyIssue(self.line(path), format_path(path), message))
+        self.errors.append(PolicyIssue(self.line(path) if line is None else line, format_path(path), message))
 
     def raise_if_any(self) -> None:
         if not self.errors:

@@ -31,7 +31,7 @@ _MERGE = "tag:yaml.org,2002:merge"
 def load_policy(text: str, *, source: str = "policy.yaml") -> PolicyDocument:
     """Parse and validate a policy file; raises PolicyError listing every problem."""
     if len(text) > MAX_TEXT:
-        raise PolicyError([PolicyIssue(1, "", f"policy is larger than {MAX_TEXT} bytes")], source)
+        raise PolicyError([PolicyIssue(1, "", f"policy is longer than {MAX_TEXT} characters")], source)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -61,12 +61,19 @@ def dump_policy(doc: PolicyDocument) -> str:
 class _Dumper(yaml.SafeDumper):
     """Lists of scalars in flow style ([a, b]), as people write them by hand."""
 
+    def represent_str(self, data: str) -> Node:  # type: ignore[override]
+        # PyYAML writes NEL/LS/PS raw in single quotes and reads them back as a space.
+        if any(c in data for c in "\r\x85\u2028\u2029"):
+            return self.represent_scalar("tag:yaml.org,2002:str", data, style='"')
+        return super().represent_str(data)
+
     def represent_list(self, data: list[Any]) -> Node:  # type: ignore[override]
         flow = all(isinstance(x, (str, int, float, bool)) for x in data)
         return self.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
 
 
 _Dumper.add_representer(list, _Dumper.represent_list)
+_Dumper.add_representer(str, _Dumper.represent_str)
 
 
 class _Plain:
@@ -100,8 +107,7 @@ class _Plain:
             # PyYAML keeps the last of two equal keys without a word; that hides mistakes.
             if isinstance(key_node, ScalarNode) and key_node.tag != _MERGE:
                 if key_node.value in seen:
-                    self.iss.lines.setdefault(path + (key_node.value,), key_node.start_mark.line + 1)
-                    self.iss.error(path + (key_node.value,), "duplicate key")
+                    self.iss.error(path + (key_node.value,), "duplicate key", line=key_node.start_mark.line + 1)
                 seen.add(key_node.value)
         try:
             self.constructor.flatten_mapping(node)  # resolve "<<: *anchor" merges
@@ -111,8 +117,8 @@ class _Plain:
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
             if not (isinstance(key_node, ScalarNode) and key_node.tag == "tag:yaml.org,2002:str"):
-                self.iss.lines.setdefault(path, key_node.start_mark.line + 1)
-                self.iss.error(path, f"key {getattr(key_node, 'value', '?')!r} must be a string (quote it)")
+                self.iss.error(path, f"key {getattr(key_node, 'value', '?')!r} must be a string (quote it)",
+                               line=key_node.start_mark.line + 1)
                 continue
             key = key_node.value
             self.iss.lines[path + (key,)] = key_node.start_mark.line + 1

@@ -5,7 +5,7 @@ import fnmatch
 import re
 from datetime import datetime
 from functools import lru_cache
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 from zoneinfo import ZoneInfo
 
 from .model import TimeWindow
@@ -54,6 +54,17 @@ class PatternSet:
             if r.search(value):
                 return True
         return False
+
+    def tester(self) -> Callable[[str], object]:
+        """The cheapest callable equivalent to `match` (a bound C method when possible)."""
+        if self.fold:
+            return self.match
+        kinds = bool(self.exact) + (self.glob is not None) + len(self.regexes)
+        if kinds == 1:
+            if self.regexes:
+                return self.regexes[0].search
+            return self.glob.match if self.glob is not None else self.exact.__contains__
+        return self.match
 
     def any(self, values: object) -> bool:
         return any(self.match(v) for v in values if isinstance(v, str))  # type: ignore[attr-defined]

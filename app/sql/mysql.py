@@ -1,1 +1,472 @@
-def classify_mysql(sql): return []
+"""MySQL statement classification: a lexer of our own decides what the server will
+execute, sqlglot (dialect "mysql") reads the structure inside a statement (pure).
+
+Why our own lexer: sqlglot takes `/*!50000 DROP TABLE t */` for a comment, which
+MySQL runs, and it quietly turns statements it does not know into something else
+(`FLUSH PRIVILEGES` parses as a column alias, `SELECT 1 INTO @v` as CREATE TABLE).
+So statement boundaries and leading keywords come from the lexer below, which follows
+MySQL's rules: `#` comments, `-- ` only with whitespace after it, `/*! */` and
+`/*M! */` executed, backslash escapes in strings. sqlglot adds tables, functions,
+nested writes and the fingerprint. Kinds:
+
+read   SELECT/TABLE/VALUES (also FOR UPDATE and INTO @var), SHOW, DESCRIBE, EXPLAIN
+       without ANALYZE, HELP, DO, HANDLER
+tcl    BEGIN/START TRANSACTION/COMMIT/ROLLBACK/SAVEPOINT/RELEASE/XA, UNLOCK TABLES, USE,
+       DEALLOCATE/DROP PREPARE, SET of session or user variables, SET NAMES utf8mb4
+write  INSERT/REPLACE/UPDATE/DELETE, LOCK TABLES, LOAD DATA LOCAL ("load_data_local")
+ddl    CREATE/ALTER/DROP of schema objects, TRUNCATE, RENAME TABLE
+dcl    GRANT/REVOKE, CREATE/ALTER/DROP/RENAME USER|ROLE, SET PASSWORD, SET [DEFAULT] ROLE
+admin  SET GLOBAL/PERSIST/@@global.x, superuser-only settings (sql_log_bin, gtid_next,
+       ...), a sql_mode or character set that would make the server lex text unlike
+       this module (NO_BACKSLASH_ESCAPES, ANSI_QUOTES, gbk, sjis, ...), FLUSH, KILL,
+       RESET, PURGE, CHANGE, STOP, SHUTDOWN, RESTART, CLONE, INSTALL/UNINSTALL, BINLOG,
+       CACHE/LOAD INDEX, IMPORT, ANALYZE/OPTIMIZE/REPAIR/CHECK/CHECKSUM, CALL, EXECUTE,
+       LOAD DATA of a server file ("load_data_infile"), INTO OUTFILE/DUMPFILE
+       ("into_outfile"), LOAD_FILE()/sys_exec() and co, CREATE FUNCTION ... SONAME
+       ("udf_library"), servers, tablespaces, ALTER INSTANCE, and anything unknown
+       ("unknown") or unparseable ("unparseable").
+
+Choices:
+- Versioned comments run as if the server were newer than any version they name;
+  statements from such text get "versioned_comment".
+- PREPARE s FROM 'literal' is classified by the literal; FROM @var is admin/unknown;
+  EXECUTE is admin with "execute_prepared" and "unknown".
+- A query or DML statement that sqlglot cannot parse is admin/"unparseable": it may
+  hide what we cannot see.
+- "unbounded": UPDATE/DELETE without a row-dependent WHERE, even with LIMIT.
+- A stored program's BEGIN ... END body stays in its CREATE statement (ddl), raised to
+  dcl/admin by the keywords inside ("dangerous_keyword"), as is any DDL sqlglot misses.
+"""
+from __future__ import annotations
+
+import functools
+import re
+
+import sqlglot
+from sqlglot import exp
+
+from app.types import KINDS
+
+from .statement import (CACHE_SIZE, CACHE_TEXT_LIMIT, Statement, failed, fingerprint,
+                        with_attributes, with_multi)
+
+READ, TCL, WRITE, DDL, DCL, ADMIN = range(6)
+
+_LEX = re.compile(r"""
+    (?P<ws>\s+) | (?P<vopen>/\*M?!\d{0,6}) | (?P<vclose>\*/(?!\*))
+  | (?P<comment>/\*.*?\*/|\#[^\n]*|--(?=[\s\x00-\x1f]|$)[^\n]*) | (?P<open>/\*)
+  | (?P<str>'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*") | (?P<qid>`(?:[^`]|``)*`)
+  | (?P<var>@@?(?:[\w$.]+|`(?:[^`]|``)*`|'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*")?)
+  | (?P<word>[\w$]+) | (?P<other>.)
+""", re.VERBOSE | re.DOTALL)
+
+_STRUCT = {"SELECT": READ, "WITH": READ, "TABLE": READ, "VALUES": READ, "(": READ, "DO": READ,
+           "INSERT": WRITE, "REPLACE": WRITE, "UPDATE": WRITE, "DELETE": WRITE}
+_FIXED = {
+    **dict.fromkeys("SHOW HELP HANDLER".split(), READ),
+    **dict.fromkeys("USE COMMIT ROLLBACK SAVEPOINT RELEASE XA UNLOCK DEALLOCATE".split(), TCL),
+    "TRUNCATE": DDL, "GRANT": DCL, "REVOKE": DCL,
+    **dict.fromkeys("FLUSH KILL RESET PURGE CHANGE STOP SHUTDOWN RESTART CLONE INSTALL UNINSTALL "
+                    "BINLOG CACHE IMPORT ANALYZE OPTIMIZE REPAIR CHECK CHECKSUM CALL LOAD".split(),
+                    ADMIN),
+}
+_OBJECTS = {
+    **dict.fromkeys("TABLE VIEW INDEX DATABASE SCHEMA TRIGGER EVENT PROCEDURE FUNCTION "
+                    "SEQUENCE SPATIAL".split(), DDL),
+    "USER": DCL, "ROLE": DCL, "PREPARE": TCL,
+    **dict.fromkeys("SERVER TABLESPACE INSTANCE LOGFILE RESOURCE UNDO".split(), ADMIN),
+}
+_ROUTINES = frozenset("PROCEDURE FUNCTION TRIGGER EVENT".split())
+_AFTER_INTO = frozenset("FROM WHERE GROUP HAVING ORDER LIMIT FOR LOCK UNION WINDOW ) ;".split())
+_MODIFIERS = frozenset("LOW_PRIORITY HIGH_PRIORITY DELAYED QUICK IGNORE".split())
+_ADMIN_FUNCTIONS = frozenset("load_file sys_exec sys_eval sys_get sys_set".split())
+_ADMIN_WORDS = frozenset("KILL FLUSH SHUTDOWN RESTART INSTALL UNINSTALL PURGE CLONE BINLOG OUTFILE "
+                         "DUMPFILE INFILE SONAME PREPARE EXECUTE GLOBAL PERSIST PERSIST_ONLY "
+                         "LOAD_FILE SYS_EXEC SYS_EVAL".split())
+_GLOBAL_VARS = ("@@GLOBAL.", "@@PERSIST")
+_ADMIN_VARIABLES = frozenset("sql_log_bin gtid_next gtid_purged pseudo_thread_id pseudo_slave_mode "
+                             "pseudo_replica_mode binlog_format binlog_row_image debug "
+                             "sql_slave_skip_counter sql_replica_skip_counter".split())
+_CHARSET_VARIABLES = frozenset(("character_set_client", "character_set_connection", "names",
+                                "character set", "charset"))
+# Not in this list: character sets (gbk, sjis, big5, ...) in which a multibyte
+# character may end in a backslash, so the server would split strings differently.
+_SAFE_CHARSETS = frozenset("utf8 utf8mb3 utf8mb4 latin1 latin2 ascii binary default".split())
+# Not any word starting with a digit: `1t` is a table name in MySQL.
+_NUMBER = re.compile(r"\d+(?:e\d+)?|0x[0-9a-fA-F]+|0b[01]+")
+_SHAPE_FACTS: dict[str, tuple[int, tuple[str, ...], tuple[str, ...], frozenset[str]]] = {}
+_ESCAPES = {"0": "\0", "b": "\b", "n": "\n", "r": "\r", "t": "\t", "Z": "\x1a"}
+
+
+class _LexError(ValueError):
+    pass
+
+
+class _Tok:
+    __slots__ = ("kind", "text", "up", "start", "end")
+
+    def __init__(self, kind: str, text: str, start: int, end: int) -> None:
+        self.kind, self.text, self.start, self.end = kind, text, start, end
+        self.up = text.upper() if kind in ("word", "var") else text
+
+
+class _Facts:
+    __slots__ = ("rank", "tables", "functions", "attributes")
+
+    def __init__(self, rank: int, *attributes: str) -> None:
+        self.rank, self.attributes = rank, set(attributes)
+        self.tables: dict[str, None] = {}
+        self.functions: dict[str, None] = {}
+
+    def flag(self, rank: int, *attributes: str) -> None:
+        self.rank = max(self.rank, rank)
+        self.attributes.update(attributes)
+
+
+def classify_mysql(sql: str) -> list[Statement]:
+    """Split MySQL text into statements and classify each one. Never raises."""
+    try:
+        if len(sql) <= CACHE_TEXT_LIMIT:
+            return list(_classify_cached(sql))
+        return list(_classify(sql))
+    except Exception:  # a classifier bug must deny, not crash the relay
+        return [failed(sql if isinstance(sql, str) else "", "unparseable")]
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _classify_cached(sql: str) -> tuple[Statement, ...]:
+    return _classify(sql)
+
+
+def _classify(sql: str) -> tuple[Statement, ...]:
+    try:
+        tokens, clean, versioned = _lex(sql)
+        chunks = _split(tokens)
+    except _LexError:
+        return (failed(sql, "unparseable"),)
+    out = [_statement(sql, clean, chunk) for chunk in chunks]
+    if versioned:
+        out = [with_attributes(s, "versioned_comment") for s in out]
+    return tuple(with_multi(out))
+
+
+def _lex(sql: str) -> tuple[list[_Tok], str, bool]:
+    """Significant tokens; the text with versioned-comment markers blanked (so offsets
+    index both texts); whether there were any."""
+    if "\x00" in sql:
+        raise _LexError("NUL")
+    tokens: list[_Tok] = []
+    clean = list(sql)
+    in_versioned = blanked = False
+    for m in _LEX.finditer(sql):
+        kind, text = m.lastgroup or "other", m.group()
+        if kind in ("ws", "comment"):
+            continue
+        if (kind == "vopen" and not in_versioned) or (kind == "vclose" and in_versioned):
+            in_versioned, blanked = kind == "vopen", True
+            clean[m.start():m.end()] = " " * (m.end() - m.start())
+        elif kind in ("vopen", "vclose", "open") or (kind == "other" and text in "'\"`"):
+            raise _LexError(f"unterminated {text!r} at {m.start()}")
+        else:
+            tokens.append(_Tok(kind, text, m.start(), m.end()))
+    if in_versioned:
+        raise _LexError("unterminated versioned comment")
+    return tokens, "".join(clean), blanked
+
+
+def _split(tokens: list[_Tok]) -> list[list[_Tok]]:
+    """Statements end at semicolons, except inside a stored program's BEGIN ... END
+    (and CASE ... END), as in the server's grammar."""
+    chunks: list[list[_Tok]] = [[]]
+    depth, routine = 0, False
+    for i, tok in enumerate(tokens):
+        if tok.text == ";" and depth == 0:
+            chunks.append([])
+            continue
+        if not chunks[-1]:
+            routine = _starts_routine(tokens, i)
+        chunks[-1].append(tok)
+        if routine and tok.kind == "word":
+            nxt = tokens[i + 1].up if i + 1 < len(tokens) else ""
+            if tok.up in ("BEGIN", "CASE") and not (i and tokens[i - 1].up == "END"):
+                depth += 1
+            elif tok.up == "END" and nxt not in ("IF", "LOOP", "WHILE", "REPEAT"):
+                depth -= 1
+    if depth:
+        raise _LexError("unbalanced BEGIN ... END")
+    return [chunk for chunk in chunks if chunk]
+
+
+def _starts_routine(tokens: list[_Tok], i: int) -> bool:
+    if tokens[i].up == "BEGIN" and i + 1 < len(tokens) and tokens[i + 1].up == "NOT":
+        return True  # MariaDB's anonymous BEGIN NOT ATOMIC block
+    if tokens[i].up not in ("CREATE", "ALTER"):
+        return False
+    obj = next((t.up for t in tokens[i + 1:i + 16] if t.up in _OBJECTS or t.text == ";"), "")
+    return obj in _ROUTINES
+
+
+def _statement(sql: str, clean: str, toks: list[_Tok]) -> Statement:
+    facts = _analyse(clean, toks)
+    kind, attrs = KINDS[facts.rank], frozenset(facts.attributes)
+    tables, functions = tuple(facts.tables), tuple(facts.functions)
+    return Statement(sql[toks[0].start:toks[-1].end], kind, tables, functions, attrs,
+                     fingerprint(_shape(toks), kind, tables, functions, attrs))
+
+
+def _shape(toks: list[_Tok]) -> str:
+    """The statement as MySQL tokenises it, literals replaced by "?", case folded.
+    Cheaper than sqlglot's generator, and it follows MySQL's lexing, not sqlglot's."""
+    return " ".join("?" if t.kind == "str" or _NUMBER.fullmatch(t.text) else t.text.lower()
+                    for t in toks)
+
+
+def _analyse(clean: str, toks: list[_Tok]) -> _Facts:
+    first = toks[0].up
+    second = toks[1].up if len(toks) > 1 else ""
+    if first in _STRUCT:
+        return _structured(clean, toks, _STRUCT[first])
+    if first in ("EXPLAIN", "DESCRIBE", "DESC"):
+        return _explain(clean, toks)
+    if first == "SET":
+        return _set(clean, toks)
+    if first in ("CREATE", "ALTER", "DROP"):
+        return _ddl(clean, toks)
+    if first == "PREPARE":
+        return _prepare(toks)
+    if first == "EXECUTE":
+        return _Facts(ADMIN, "execute_prepared", "unknown")
+    if first == "LOAD" and second in ("DATA", "XML"):
+        local = any(t.up == "LOCAL" for t in toks[2:4])
+        facts = _Facts(WRITE, "load_data_local") if local else _Facts(ADMIN, "load_data_infile")
+        return _token_tables(toks, facts)
+    if first in ("BEGIN", "START"):
+        tcl = second in ("", "WORK") if first == "BEGIN" else second == "TRANSACTION"
+        return _Facts(TCL) if tcl else _Facts(ADMIN, "unknown")
+    if first == "LOCK":
+        return _token_tables(toks, _Facts(WRITE if second in ("TABLE", "TABLES") else ADMIN))
+    if first == "RENAME":
+        return _Facts(DCL) if second == "USER" else _token_tables(toks, _Facts(DDL), ("TO",))
+    if first in _FIXED:
+        return _token_tables(toks, _Facts(_FIXED[first]))
+    return _Facts(ADMIN, "unknown")
+
+
+def _structured(clean: str, toks: list[_Tok], rank: int) -> _Facts:
+    # Facts of a query or DML depend on its shape only (literals cannot add tables,
+    # calls or writes), so texts that differ in literals share one sqlglot parse.
+    key = _shape(toks)
+    cached = _SHAPE_FACTS.get(key)
+    if cached is None:
+        facts = _structured_uncached(clean, toks, rank)
+        if len(_SHAPE_FACTS) >= CACHE_SIZE:
+            _SHAPE_FACTS.clear()
+        cached = _SHAPE_FACTS[key] = (facts.rank, tuple(facts.tables), tuple(facts.functions),
+                                      frozenset(facts.attributes))
+    facts = _Facts(cached[0], *cached[3])
+    facts.tables, facts.functions = dict.fromkeys(cached[1]), dict.fromkeys(cached[2])
+    return facts
+
+
+def _structured_uncached(clean: str, toks: list[_Tok], rank: int) -> _Facts:
+    facts, first, drop = _Facts(rank), toks[0], []
+    for i, tok in enumerate(toks[:-1]):
+        target = toks[i + 1]
+        if tok.up == "INTO" and (target.kind == "var" or target.up in ("OUTFILE", "DUMPFILE")):
+            # sqlglot cannot parse INTO OUTFILE and makes a CREATE TABLE of INTO @var:
+            # the clause is judged here and blanked out for sqlglot.
+            if target.kind != "var":
+                facts.flag(ADMIN, "into_outfile")
+            end = next((j for j in range(i + 1, len(toks)) if toks[j].up in _AFTER_INTO), len(toks))
+            drop = toks[i:end]
+            break
+    if rank == WRITE:  # sqlglot reads `UPDATE LOW_PRIORITY t` as a table low_priority
+        for tok in toks[1:4]:
+            if tok.up not in _MODIFIERS:
+                break
+            drop.append(tok)
+    text = _span(clean, toks, drop)
+    if first.up in ("REPLACE", "DO"):
+        text = ("INSERT" if first.up == "REPLACE" else "SELECT") + text[len(first.text):]
+    tree = _parse(text)
+    if tree is None:
+        facts.flag(ADMIN, "unparseable")
+        return facts
+    _tree_facts(tree, facts)
+    return facts
+
+
+def _span(clean: str, toks: list[_Tok], drop: list[_Tok] = ()) -> str:
+    """The statement's clean text, with the `drop` tokens blanked out."""
+    text = list(clean[toks[0].start:toks[-1].end])
+    for tok in drop:
+        text[tok.start - toks[0].start:tok.end - toks[0].start] = " " * (tok.end - tok.start)
+    return "".join(text)
+
+
+def _parse(text: str) -> exp.Expression | None:
+    try:
+        trees = sqlglot.parse(text, read="mysql")
+    except Exception:
+        return None
+    if len(trees) != 1 or trees[0] is None or isinstance(trees[0], exp.Command):
+        return None
+    return trees[0]
+
+
+def _tree_facts(tree: exp.Expression, facts: _Facts) -> None:
+    ctes = {(c.alias or "").lower() for c in tree.find_all(exp.CTE)} | {"dual"}
+    for table in tree.find_all(exp.Table):
+        name = (table.name or "").lower()
+        if name and not name.startswith("@") and (table.db or name not in ctes):
+            facts.tables[".".join(p for p in (table.catalog, table.db, name) if p).lower()] = None
+    for func in tree.find_all(exp.Func):
+        name = (func.name if isinstance(func, exp.Anonymous) else func.sql_name()).lower()
+        facts.functions[name] = None
+        if name in _ADMIN_FUNCTIONS:
+            facts.flag(ADMIN)
+    for node in tree.find_all(exp.Insert, exp.Update, exp.Delete, exp.Merge):
+        facts.flag(WRITE)
+        where = node.args.get("where")
+        # A WHERE that cannot depend on the row (absent, or constants only) hits them all.
+        if isinstance(node, (exp.Update, exp.Delete)) and (
+                where is None or where.find(exp.Column, exp.Subquery, exp.Select, exp.Func) is None):
+            facts.attributes.add("unbounded")
+
+
+def _explain(clean: str, toks: list[_Tok]) -> _Facts:
+    analyze = len(toks) > 1 and toks[1].up == "ANALYZE"
+    inner = next((i for i, t in enumerate(toks[1:], 1) if t.up in _STRUCT and t.up != "DO"), None)
+    if inner is None:  # DESCRIBE t [column], EXPLAIN FOR CONNECTION n
+        facts = _Facts(READ)
+        name, _ = _name(toks, 1)
+        if name and toks[1].up not in ("FOR", "FORMAT"):
+            facts.tables[name.lower()] = None
+        return facts
+    facts = _analyse(clean, toks[inner:])
+    if not analyze and facts.rank != ADMIN:  # not run, so only its admin parts count
+        facts.rank = READ
+        facts.attributes.discard("unbounded")
+    return facts
+
+
+def _set(clean: str, toks: list[_Tok]) -> _Facts:
+    second = toks[1].up if len(toks) > 1 else ""
+    if second in ("PASSWORD", "ROLE", "DEFAULT", "RESOURCE"):
+        return _Facts(ADMIN if second == "RESOURCE" else DCL)
+    facts, item, depth = _Facts(TCL), [], 0
+    for tok in [*toks[1:], None]:
+        if tok is None or (tok.text == "," and depth == 0):
+            facts.flag(_set_item_rank(item) if item else TCL)
+            item = []
+            continue
+        depth += (tok.text == "(") - (tok.text == ")")
+        item.append(tok)
+    if any(t.text == "(" for t in toks):  # a function call or a subquery in a value
+        tree = _parse(_span(clean, toks))
+        if tree is None:
+            facts.flag(ADMIN, "unparseable")
+        else:
+            _tree_facts(tree, facts)
+    return facts
+
+
+def _set_item_rank(item: list[_Tok]) -> int:
+    if item[0].up in ("GLOBAL", "PERSIST", "PERSIST_ONLY") or item[0].up.startswith(_GLOBAL_VARS):
+        return ADMIN
+    if item[0].up in ("SESSION", "LOCAL") and len(item) > 1:
+        item = item[1:]
+    if item[0].kind == "var" and not item[0].text.startswith("@@"):
+        return TCL  # a user variable
+    name = item[0].text.lower().split(".")[-1].lstrip("@")
+    rest = [t for t in item[1:] if t.text not in ("=", ":")]
+    if name == "character" and rest and rest[0].up == "SET":
+        name, rest = "character set", rest[1:]
+    value = _literal(rest[0]).lower() if rest and rest[0].kind in ("str", "word") else None
+    if name in _ADMIN_VARIABLES:
+        return ADMIN
+    if name in _CHARSET_VARIABLES:
+        return TCL if value in _SAFE_CHARSETS else ADMIN
+    if name == "sql_mode" and (value is None or len(rest) != 1 or "backslash" in value
+                               or "ansi_quotes" in value):
+        return ADMIN  # these modes change how the server lexes later text
+    return TCL
+
+
+def _ddl(clean: str, toks: list[_Tok]) -> _Facts:
+    obj = next((t.up for t in toks[1:16] if t.up in _OBJECTS), None)
+    if obj is None:
+        return _Facts(ADMIN, "unknown")
+    facts = _Facts(_OBJECTS[obj])
+    if obj == "PREPARE":
+        return facts
+    if obj == "FUNCTION" and any(t.up == "SONAME" for t in toks):
+        facts.flag(ADMIN, "udf_library")
+    tree = _parse(_span(clean, toks)) if obj in ("TABLE", "VIEW") else None
+    if isinstance(tree, (exp.Create, exp.Drop, exp.Alter)):
+        _tree_facts(tree, facts)
+        facts.attributes.discard("unbounded")
+        return facts
+    # No tree (stored programs, users, syntax sqlglot lacks): judge by the keywords.
+    for i, tok in enumerate(toks[1:], 1):
+        nxt = toks[i + 1].up if i + 1 < len(toks) else ""
+        if tok.up in ("GRANT", "REVOKE") or (tok.up in ("CREATE", "DROP", "ALTER", "RENAME")
+                                              and nxt in ("USER", "ROLE")):
+            facts.flag(DCL)
+        elif (tok.kind == "word" and tok.up in _ADMIN_WORDS) or tok.up.startswith(_GLOBAL_VARS):
+            facts.flag(ADMIN, "dangerous_keyword")
+    return _token_tables(toks, facts, ("VIEW", "ON") if obj in ("INDEX", "TRIGGER") else ("VIEW",))
+
+
+def _prepare(toks: list[_Tok]) -> _Facts:
+    if len(toks) != 4 or toks[2].up != "FROM" or toks[3].kind != "str":
+        return _Facts(ADMIN, "unknown")  # FROM @var: the text is not here to judge
+    facts = _Facts(READ, "prepare")
+    for statement in classify_mysql(_literal(toks[3])):
+        facts.flag(KINDS.index(statement.kind), *(statement.attributes - {"multi_statement"}))
+        facts.tables.update(dict.fromkeys(statement.tables))
+        facts.functions.update(dict.fromkeys(statement.functions))
+    return facts
+
+
+def _token_tables(toks: list[_Tok], facts: _Facts, extra: tuple[str, ...] = ()) -> _Facts:
+    """Tables named after TABLE/TABLES/INTO/HANDLER/TRUNCATE/`extra` (ON for GRANT),
+    for statements sqlglot cannot parse; several may follow, comma-separated."""
+    after = {"ON"} if toks[0].up in ("GRANT", "REVOKE") else \
+        {"TABLE", "TABLES", "INTO", "HANDLER", "TRUNCATE", *extra}
+    depth, listing, i = 0, False, 0
+    while i < len(toks):
+        depth += (toks[i].text == "(") - (toks[i].text == ")")
+        if depth == 0 and (toks[i].up in after or (toks[i].text == "," and listing)):
+            i += 1
+            while i < len(toks) and toks[i].up in ("IF", "NOT", "EXISTS", "TABLE"):
+                i += 1
+            name, i = _name(toks, i)
+            listing = bool(name)
+            if name and name.upper() not in _OBJECTS and name.upper() not in _ADMIN_WORDS:
+                facts.tables[name.lower()] = None
+            continue
+        i += 1
+    return facts
+
+
+def _name(toks: list[_Tok], i: int) -> tuple[str, int]:
+    """A possibly qualified name starting at toks[i] (`db`.* keeps its star)."""
+    parts: list[str] = []
+    while i < len(toks) and (toks[i].kind in ("word", "qid") or (parts and toks[i].text == "*")):
+        parts.append(toks[i].text.strip("`").replace("``", "`"))
+        i += 1
+        if i + 1 < len(toks) and toks[i].text == "." and parts[-1] != "*":
+            i += 1
+        else:
+            break
+    return ".".join(parts), i
+
+
+def _literal(tok: _Tok) -> str:
+    """The value of a string token, MySQL escapes applied."""
+    if tok.kind != "str":
+        return tok.text
+    quote = tok.text[0]
+    return re.sub(r"\\(.)|" + quote * 2, lambda m: quote if m.group(1) is None
+                  else _ESCAPES.get(m.group(1), m.group(1)), tok.text[1:-1], flags=re.DOTALL)

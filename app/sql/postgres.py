@@ -15,7 +15,7 @@ ddl    CREATE/ALTER/DROP of schema objects, TRUNCATE, COMMENT, RENAME, CREATE TA
 dcl    GRANT/REVOKE, CREATE/ALTER/DROP ROLE|USER|GROUP, ALTER DEFAULT PRIVILEGES,
        REASSIGN/DROP OWNED, OWNER TO, row-level-security policies and switches,
        SECURITY LABEL, SET ROLE, SET SESSION AUTHORIZATION, set_config('role', ...),
-       and RESET ALL / DISCARD ALL, because both reset the current role
+       RESET ROLE, and DISCARD ALL, which resets the role (RESET ALL does not)
 admin  ALTER SYSTEM, DO ("do_block"), CALL, LOAD, EXECUTE of a prepared statement,
        COPY ... PROGRAM ("copy_program"), COPY to/from a server file ("copy_file"),
        VACUUM/ANALYZE/CLUSTER/REINDEX/CHECKPOINT, extensions, languages, functions in
@@ -128,8 +128,8 @@ class _Facts:
 
     def __init__(self) -> None:
         self.rank = READ
-        self.tables: dict[str, None] = {}
-        self.functions: dict[str, None] = {}
+        self.tables: dict[str, int] = {}  # name -> first location, for source order
+        self.functions: dict[str, int] = {}
         self.attributes: set[str] = set()
         self.ctes: set[str] = set()
 
@@ -171,8 +171,9 @@ def _classify(sql: str) -> tuple[Statement, ...]:
 def _statement(text: str, node: ast.Node) -> Statement:
     facts = _Facts()
     _walk(node, facts)
-    tables = tuple(t for t in facts.tables if t not in facts.ctes)
-    functions = tuple(facts.functions)
+    tables = tuple(t for t in sorted(facts.tables, key=facts.tables.__getitem__)
+                   if t not in facts.ctes)
+    functions = tuple(sorted(facts.functions, key=facts.functions.__getitem__))
     kind = KINDS[facts.rank]
     attrs = frozenset(facts.attributes)
     try:
@@ -217,7 +218,8 @@ def _walk(root: ast.Node, facts: _Facts) -> None:
         if not isinstance(node, tuple):
             name = type(node).__name__
             if name == "RangeVar":
-                facts.tables[_qualified(node.catalogname, node.schemaname, node.relname)] = None
+                table = _qualified(node.catalogname, node.schemaname, node.relname)
+                facts.tables[table] = min(facts.tables.get(table, 1 << 62), node.location or 0)
                 continue
             if name == "FuncCall":
                 rank = _function_rank(node, facts)
@@ -234,8 +236,7 @@ def _walk(root: ast.Node, facts: _Facts) -> None:
                     facts.flag(DCL)
             elif name.endswith("Stmt") and not inert:
                 _statement_node(name, node, facts)
-        for child in _children(node):
-            stack.append((child, inert))
+        stack.extend((child, inert) for child in _children(node))
 
 
 def _statement_node(name: str, node: ast.Node, facts: _Facts) -> None:
@@ -286,10 +287,8 @@ def _copy(node: ast.CopyStmt, facts: _Facts) -> None:
 
 
 def _variable_set(node: ast.VariableSetStmt, facts: _Facts) -> None:
-    if node.kind == VariableSetKind.VAR_RESET_ALL:
-        facts.flag(DCL)
-    elif node.kind == VariableSetKind.VAR_SET_MULTI:
-        facts.flag(TCL)  # SET TRANSACTION / SET SESSION CHARACTERISTICS
+    if node.kind in (VariableSetKind.VAR_RESET_ALL, VariableSetKind.VAR_SET_MULTI):
+        facts.flag(TCL)  # RESET ALL leaves the role alone; SET TRANSACTION
     else:
         value = None
         if node.kind == VariableSetKind.VAR_SET_VALUE and node.args:
@@ -313,7 +312,8 @@ def _setting_rank(name: str, value: str | None) -> int:
 
 def _function_rank(node: ast.FuncCall, facts: _Facts) -> int:
     parts = [getattr(p, "sval", "") or "" for p in node.funcname or ()]
-    facts.functions[".".join(parts).lower()] = None
+    name = ".".join(parts).lower()
+    facts.functions[name] = min(facts.functions.get(name, 1 << 62), node.location or 0)
     bare = parts[-1].lower() if parts else ""
     if bare in _ADMIN_FUNCTIONS or bare.startswith(_ADMIN_PREFIXES):
         return ADMIN
@@ -359,7 +359,7 @@ def _drop(node: ast.DropStmt, facts: _Facts) -> None:
     if kind in _RELATION_OBJECTS:
         for obj in node.objects or ():
             if isinstance(obj, tuple):
-                facts.tables[_qualified(*(getattr(p, "sval", None) for p in obj))] = None
+                facts.tables.setdefault(_qualified(*(getattr(p, "sval", None) for p in obj)), 1 << 62)
 
 
 def _rename(node: ast.RenameStmt, facts: _Facts) -> None:

@@ -74,12 +74,14 @@ def failed(text: str, *attributes: str) -> Statement:
                      fingerprint(text_shape(text), kind, (), (), attrs))
 
 
+def with_attributes(statement: Statement, *attributes: str) -> Statement:
+    """The same statement with more context attributes (the fingerprint stays)."""
+    return Statement(statement.text, statement.kind, statement.tables, statement.functions,
+                     statement.attributes | frozenset(attributes), statement.fingerprint)
+
+
 def with_multi(statements: list[Statement]) -> list[Statement]:
     """Mark every statement when the text held more than one."""
     if len(statements) < 2:
         return statements
-    return [
-        Statement(s.text, s.kind, s.tables, s.functions,
-                  s.attributes | {"multi_statement"}, s.fingerprint)
-        for s in statements
-    ]
+    return [with_attributes(s, "multi_statement") for s in statements]

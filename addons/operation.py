@@ -1,0 +1,212 @@
+"""HTTP request -> Operation: the one translation the gate sees. Pure code, no mitmproxy.
+
+The policy must see what the upstream will act on, so every way of spelling the same
+request the same way matters more here than elegance:
+- the method is the one an override header names (X-HTTP-Method-Override and kin); the
+  kind is the more dangerous of the real and the named method;
+- the path is decoded until it stops changing (so %252e%252e is ".."), then `;params`,
+  backslashes, duplicate slashes and dot-segments are resolved the way servers do;
+- the host is lowercased without a trailing dot.
+A request we cannot read unambiguously raises BadRequest: refused, never guessed at.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, unquote_to_bytes, urlencode
+
+from app import audit
+from app.types import Operation
+
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+OVERRIDE_HEADERS = ("x-http-method-override", "x-method-override", "x-http-method")
+MAX_DECODE_ROUNDS = 4
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SLASHES = re.compile(r"/{2,}")
+_JSON_TYPE = re.compile(r"^application/(?:[\w.+-]+\+)?json\b|^text/json\b", re.I)
+
+
+class BadRequest(ValueError):
+    """The request cannot be read unambiguously; `message` is safe to show the runtime."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """The parts of an HTTP request the operation is built from."""
+
+    method: str
+    scheme: str
+    host: str
+    port: int
+    path: str  # as sent: path and query, percent-encoded
+    override: tuple[str, ...] = ()  # values of the method-override headers
+    websocket: bool = False
+    body: object | None = None  # parsed JSON body, if any
+
+
+def is_json(content_type: str | None) -> bool:
+    return bool(content_type) and _JSON_TYPE.match(content_type.strip()) is not None
+
+
+def normalise_host(host: str) -> str:
+    return host.strip().lower().rstrip(".")
+
+
+def default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
+
+
+def route_keys(scheme: str, host: str, port: int) -> tuple[str, ...]:
+    """Names a connection may declare this destination by, most specific first.
+
+    A host without a port means HTTPS on 443. Anything else, plain HTTP on 80
+    included, must be declared with its port: credentials are injected into what goes
+    there, and they must not travel in clear text by accident.
+    """
+    host = normalise_host(host)
+    if scheme == "https" and port == 443:
+        return f"{host}:443", host
+    return (f"{host}:{port}",)
+
+
+def effective_method(method: str, override: tuple[str, ...]) -> str:
+    named = {v.strip().upper() for v in override if v.strip()}
+    if not named:
+        return method.upper()
+    if len(named) > 1:
+        raise BadRequest("conflicting method-override headers")
+    (value,) = named
+    if not _TOKEN.match(value):
+        raise BadRequest("invalid method-override header")
+    return value
+
+
+def normalise_path(raw: str) -> str:
+    """The path as a server would resolve it (no query): see the module docstring."""
+    path = raw
+    for _ in range(MAX_DECODE_ROUNDS):
+        decoded = _decode_once(path)
+        if decoded == path:
+            break
+        path = decoded
+    else:
+        if _decode_once(path) != path:
+            raise BadRequest("the path is percent-encoded too many times")
+    if _CONTROL.search(path):
+        raise BadRequest("the path contains control characters")
+    if path == "*":
+        return path
+    path = path.replace("\\", "/")
+    # Servlet containers drop ";params" from every segment: /admin;x=1/ is /admin/.
+    if ";" in path:
+        path = "/".join(segment.split(";", 1)[0] for segment in path.split("/"))
+    path = _SLASHES.sub("/", path)
+    return _remove_dot_segments(path if path.startswith("/") else "/" + path)
+
+
+def _decode_once(path: str) -> str:
+    if "%" not in path:
+        return path
+    try:
+        return unquote_to_bytes(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("the path is not valid UTF-8 once decoded") from None
+
+
+def _remove_dot_segments(path: str) -> str:
+    out: list[str] = []
+    segments = path.split("/")[1:]
+    for i, segment in enumerate(segments):
+        last = i == len(segments) - 1
+        if segment == "..":
+            if out:
+                out.pop()
+            if last:
+                out.append("")
+        elif segment == ".":
+            if last:
+                out.append("")
+        else:
+            out.append(segment)
+    return "/" + "/".join(out)
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """(path, query) of a request target as sent; a fragment never belongs to it."""
+    target = target.split("#", 1)[0]
+    path, _, query = target.partition("?")
+    return path or "/", query
+
+
+def parse_json_body(data: bytes) -> object:
+    """The body as JSON, refusing what parsers disagree on (duplicate keys, NaN)."""
+
+    def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for key, value in items:
+            if key in out:
+                raise BadRequest(f"the JSON body repeats the key {key!r}")
+            out[key] = value
+        return out
+
+    def constant(name: str) -> object:
+        raise BadRequest(f"the JSON body contains {name}, which is not JSON")
+
+    try:
+        return json.loads(data, object_pairs_hook=pairs, parse_constant=constant)
+    except BadRequest:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+
+
+def _shown_query(query: str) -> str:
+    """The query for people to read: values of secret-looking parameters redacted."""
+    params = parse_qsl(query, keep_blank_values=True)
+    scrubbed = [(k, audit.scrub({k: v})[k]) for k, v in params]
+    if scrubbed == params:
+        return audit.scrub(query)
+    return urlencode(scrubbed)
+
+
+def fingerprint(method: str, host: str, port: int, path: str, query: str, body: object | None) -> str:
+    canonical = json.dumps([method, host, port, path, query, body], sort_keys=True, separators=(",", ":"),
+                           ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def build(req: Request, connection: str) -> Operation:
+    method = effective_method(req.method, req.override)
+    raw_path, query = split_target(req.path)
+    path = normalise_path(raw_path)
+    host = normalise_host(req.host)
+    writes = method not in READ_METHODS or req.method.upper() not in READ_METHODS
+    attributes = set()
+    if method != req.method.upper():
+        attributes.add("method_override")
+    if req.websocket:
+        # A WebSocket carries whatever its messages say: judged as a write, as a whole.
+        attributes.add("websocket")
+        writes = True
+    port = "" if req.port == default_port(req.scheme) else f":{req.port}"
+    shown = _shown_query(query)
+    return Operation(
+        protocol="http",
+        connection=connection,
+        kind="write" if writes else "read",
+        text=f"{method} {req.scheme}://{host}{port}{path}" + (f"?{shown}" if shown else ""),
+        targets=(path,),
+        method=method,
+        host=host,
+        path=path,
+        attributes=frozenset(attributes),
+        body=req.body,
+        fingerprint=fingerprint(method, host, req.port, path, query, req.body),
+    )

@@ -1,0 +1,166 @@
+"""The web portal: reviewers, approvers, auditors and admins.
+
+    app = create_app()          # Flask app factory; `run()` serves it with waitress
+
+Server-rendered pages (Jinja, autoescaped) plus a JSON API under /api/v1. The portal
+holds no decision logic: votes go to app.approvals, policy edits to app.inventory.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, g, render_template, request, send_from_directory
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.routing import IntegerConverter
+
+from app.portal.config import PortalSettings, portal_settings
+from app.portal.security import enforce_roles, init_login, principal
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATES = ROOT / "templates"
+STATIC = Path(__file__).resolve().parent / "static"
+# asciinema-player comes from npm (`make install` runs `npm ci`); never committed.
+VENDOR = ROOT / "node_modules" / "asciinema-player" / "dist" / "bundle"
+
+csrf = CSRFProtect()
+
+
+class IdConverter(IntegerConverter):
+    """Row ids: a number beyond what the store can hold is simply not found (404)."""
+
+    def __init__(self, map, *args, **kwargs):
+        super().__init__(map, max=2**53)
+
+
+log = logging.getLogger(__name__)
+
+
+def _session_secret() -> str:
+    """Every portal process derives the same cookie key from the store's secret key."""
+    from app import vault
+
+    return hmac.new(vault.load_key(), b"airlock portal session v1", hashlib.sha256).hexdigest()
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    cfg: PortalSettings = portal_settings()
+    app = Flask(__name__, template_folder=str(TEMPLATES), static_folder=str(STATIC), static_url_path="/static")
+    app.config.update(
+        SECRET_KEY=None,
+        SESSION_COOKIE_NAME="airlock_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=cfg.secure_cookies,
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SECURE=cfg.secure_cookies,
+        REMEMBER_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=cfg.session_hours),
+        WTF_CSRF_TIME_LIMIT=None,  # tied to the session instead, which expires on its own
+        MAX_CONTENT_LENGTH=4 * 1024 * 1024,
+        JSON_SORT_KEYS=False,
+        PORTAL=cfg,
+    )
+    if config:
+        app.config.update(config)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = _session_secret()
+    app.jinja_env.autoescape = True  # also for any non-.html template we might add
+    app.jinja_env.trim_blocks = True
+    app.jinja_env.lstrip_blocks = True
+
+    app.url_map.converters["id"] = IdConverter
+    csrf.init_app(app)
+    init_login(app)
+    from app.portal import filters
+
+    filters.register(app)
+    _register_blueprints(app)
+    app.before_request(enforce_roles)
+    app.after_request(_security_headers)
+    _register_errors(app)
+
+    @app.get("/vendor/asciinema/<path:name>")
+    def vendor(name: str):
+        return send_from_directory(VENDOR, name, max_age=86400)
+
+    @app.get("/healthz")
+    def healthz():
+        return {"ok": True}
+
+    @app.context_processor
+    def inject() -> dict[str, Any]:
+        return {"me": principal(), "portal": app.config["PORTAL"]}
+
+    return app
+
+
+def _register_blueprints(app: Flask) -> None:
+    from app.portal import (api, audit_views, auth, dashboard, grants_views, inventory_views, policy_views,
+                            reviews, sessions_views, users_views)
+
+    for module in (auth, dashboard, reviews, sessions_views, audit_views, policy_views, inventory_views,
+                   grants_views, users_views):
+        app.register_blueprint(module.bp)
+    app.register_blueprint(api.bp)
+    csrf.exempt(api.bp)  # Bearer tokens only; the API never reads the session cookie
+    auth.init_oidc(app)
+
+
+def _security_headers(resp):
+    # Recorded content is escaped by Jinja; this CSP is the second wall: no inline
+    # script, nothing from elsewhere. The player needs WebAssembly and inline styles.
+    resp.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; font-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'; form-action 'self'",
+    )
+    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+    resp.headers.setdefault("X-Frame-Options", "DENY")
+    resp.headers.setdefault("Referrer-Policy", "same-origin")
+    if request.endpoint not in ("static", "vendor"):
+        resp.headers.setdefault("Cache-Control", "no-store")
+    return resp
+
+
+def _register_errors(app: Flask) -> None:
+    def wants_json() -> bool:
+        return request.blueprint == "api" or request.path.startswith("/api/")
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc: CSRFError):
+        if wants_json():
+            return {"error": "csrf", "message": exc.description}, 400
+        return render_template("error.html", code=400, title="Form expired or forged",
+                               message="This form was missing its security token. Go back, reload the page and try again."), 400
+
+    for code, title in ((400, "Bad request"), (403, "Not allowed"), (404, "Not found"), (405, "Method not allowed"),
+                        (413, "Too large"), (500, "Something went wrong")):
+        def handler(exc, code=code, title=title):
+            if wants_json():
+                return {"error": title.lower().replace(" ", "_"), "message": getattr(exc, "description", title)}, code
+            msg = getattr(exc, "description", "") if code != 500 else "The error was logged. Try again in a moment."
+            if code == 403:
+                msg = "Your roles do not include this page or action."
+            return render_template("error.html", code=code, title=title, message=msg), code
+
+        app.register_error_handler(code, handler)
+
+
+def run() -> None:
+    """`airlock portal`: serve with waitress (a production WSGI server) on the portal port."""
+    from waitress import serve
+
+    from app.config import settings
+
+    cfg = settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s portal %(levelname)s %(message)s")
+    app = create_app()
+    log.info("airlock portal on http://%s:%d (public URL %s)", cfg.bind, cfg.portal_port, cfg.public_url)
+    serve(app, host=cfg.bind, port=cfg.portal_port, threads=portal_settings().threads, ident="airlock",
+          clear_untrusted_proxy_headers=True)

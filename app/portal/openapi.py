@@ -1,0 +1,171 @@
+"""The OpenAPI 3.0 description of /api/v1 (served at /api/v1/openapi.json)."""
+from __future__ import annotations
+
+from typing import Any
+
+from app.config import settings
+
+ID = {"type": "integer", "minimum": 1, "maximum": 2**53}
+TEXT = {"type": "string"}
+NTEXT = {"type": "string", "nullable": True}
+TIME = {"type": "string", "nullable": True, "description": "ISO 8601, UTC"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}
+
+
+def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _list_of(name: str) -> dict[str, Any]:
+    return {"type": "object", "required": ["items"],
+            "properties": {"items": {"type": "array", "items": _ref(name)}, "next": NTEXT}}
+
+
+def _q(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema or {"type": "string", "maxLength": 200}}
+
+
+def _path(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema or ID}
+
+
+COMMON = {"401": _error("No or bad API token"), "403": _error("The token's user lacks the role")}
+LIMIT = _q("limit", "Page size (1-500, default 50)", {"type": "integer", "minimum": 1, "maximum": 500})
+SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error", "message"],
+              "properties": {"error": TEXT, "message": TEXT}},
+    "Me": {"type": "object", "properties": {"email": TEXT, "name": TEXT,
+                                             "roles": {"type": "array", "items": TEXT},
+                                             "groups": {"type": "array", "items": TEXT}}},
+    "Vote": {"type": "object", "properties": {"approver": TEXT, "decision": {"type": "string", "enum": ["approve", "reject"]},
+                                               "reason": TEXT, "window_minutes": {"type": "integer", "nullable": True},
+                                               "via": TEXT, "at": TEXT}},
+    "Review": {"type": "object", "required": ["id", "status", "service_account", "connection", "operation"],
+               "properties": {
+                   "id": {"type": "integer"}, "status": {"type": "string", "enum": ["pending", "approved", "rejected", "expired"]},
+                   "service_account": TEXT, "run_id": NTEXT, "session_id": NTEXT, "connection": TEXT, "protocol": TEXT,
+                   "kind": TEXT, "operation": TEXT, "fingerprint": TEXT, "rule": TEXT, "message": TEXT,
+                   "risk": {"type": "string", "enum": ["low", "medium", "high"]},
+                   "approver_groups": {"type": "array", "items": TEXT}, "required": {"type": "integer"},
+                   "approvals": {"type": "integer"}, "votes": {"type": "array", "items": _ref("Vote")},
+                   "created_at": TEXT, "expires_at": TEXT, "seconds_left": {"type": "integer"},
+                   "decided_at": TEXT, "decided_by": NTEXT, "reason": NTEXT, "url": TEXT}},
+    "VoteRequest": {"type": "object", "required": ["decision"], "properties": {
+        "decision": {"type": "string", "enum": ["approve", "reject"]},
+        "reason": {"type": "string", "maxLength": 2000, "description": "Required to reject"},
+        "window_minutes": {"type": "integer", "minimum": 1, "maximum": 1440,
+                           "description": "Approve this fingerprint for this identity for N minutes"}}},
+    "Session": {"type": "object", "required": ["id", "protocol"], "properties": {
+        "id": TEXT, "protocol": TEXT, "service_account": TEXT, "connection": TEXT, "run_id": NTEXT,
+        "client_addr": TEXT, "started_at": TEXT, "ended_at": TIME, "active": {"type": "boolean"},
+        "event_count": {"type": "integer"}, "duration_seconds": {"type": "number", "nullable": True}}},
+    "Event": {"type": "object", "properties": {"seq": {"type": "integer"}, "t": {"type": "number"},
+                                                "kind": TEXT, "data": {"description": "Recorded JSON (adapter-specific)"}}},
+    "AuditEntry": {"type": "object", "required": ["seq", "hash"], "properties": {
+        "seq": {"type": "integer"}, "ts": TEXT, "actor": TEXT, "action": TEXT, "target": TEXT,
+        "data": {"type": "object"}, "prev_hash": TEXT, "hash": TEXT}},
+    "ChainStatus": {"type": "object", "required": ["verified"], "properties": {
+        "verified": {"type": "boolean"}, "ok": {"type": "boolean"}, "checked": {"type": "integer"},
+        "first_bad_seq": {"type": "integer", "nullable": True}, "reason": TEXT, "verified_by": TEXT,
+        "seconds": {"type": "number"}}},
+    "Grant": {"type": "object", "required": ["id", "service_account", "connection", "state"], "properties": {
+        "id": {"type": "integer"}, "service_account": TEXT, "connection": TEXT, "expires_at": TIME,
+        "revoked_at": TIME, "revoked_by": NTEXT, "source": TEXT, "created_by": TEXT, "created_at": TEXT,
+        "state": {"type": "string", "enum": ["active", "expired", "revoked"]}, "last_used": TIME}},
+    "GrantRequest": {"type": "object", "required": ["service_account", "connection"], "properties": {
+        "service_account": {"type": "string", "maxLength": 200}, "connection": {"type": "string", "maxLength": 200},
+        "expires_at": {"type": "string", "maxLength": 64, "description": "ISO 8601; omit for a standing grant"}}},
+    "ExpireRequest": {"type": "object", "properties": {
+        "at": {"type": "string", "maxLength": 64, "description": "ISO 8601; omit to expire now"}}},
+}
+
+SESSION_FILTERS = [
+    _q("service_account", "Exact service account name"), _q("connection", "Exact connection name"),
+    _q("protocol", "Protocol", {"type": "string", "enum": ["http", "postgres", "mysql", "ssh"]}),
+    _q("run_id", "Agent run id"),
+    _q("verdict", "Sessions with at least one such decision",
+       {"type": "string", "enum": ["denied", "held", "masked", "error"]}),
+    _q("since", "Started at or after (ISO date or time)"), _q("until", "Started before (a date includes the day)"),
+    LIMIT, _q("cursor", "The `next` value of the previous page"),
+]
+AUDIT_FILTERS = [
+    _q("actor", "Exact actor"), _q("action", "Action, or a prefix such as `review` for review.*"),
+    _q("target", "Exact target"), _q("q", "Text anywhere in actor, target or data"),
+    _q("since", "At or after (ISO date or time)"), _q("until", "Before"), LIMIT,
+    _q("before", "Entries with a smaller seq (the `next` value)", {"type": "integer", "minimum": 0}),
+]
+
+
+def _op(summary: str, roles: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"summary": summary, "description": f"Roles: {roles}.", "responses": {**responses, **COMMON}, **extra}
+
+
+def _json_body(name: str, required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+def spec() -> dict[str, Any]:
+    bad = {"400": _error("Invalid parameters")}
+    paths = {
+        "/me": {"get": _op("The token's user", "any", {"200": _ok(_ref("Me"))})},
+        "/reviews": {"get": _op("List reviews, newest first", "admin, approver, auditor",
+                                {"200": _ok(_list_of("Review")), **bad},
+                                parameters=[_q("status", "Status (default pending)",
+                                               {"type": "string", "enum": ["pending", "approved", "rejected", "expired", "all"]}),
+                                            LIMIT, _q("before", "Reviews with a smaller id", {"type": "integer", "minimum": 0})])},
+        "/reviews/{review_id}": {"get": _op("One review", "admin, approver, auditor",
+                                            {"200": _ok(_ref("Review")), "404": _error("No such review")},
+                                            parameters=[_path("review_id")])},
+        "/reviews/{review_id}/vote": {"post": _op(
+            "Approve (once, or this fingerprint for N minutes) or reject with a reason", "admin, approver",
+            {"200": _ok(_ref("Review")), **bad, "404": _error("No such review"),
+             "409": _error("Vote refused: self-approval, not an approver group member, already decided")},
+            parameters=[_path("review_id")], requestBody=_json_body("VoteRequest"))},
+        "/sessions": {"get": _op("List recorded sessions, newest first", "admin, approver, auditor",
+                                 {"200": _ok(_list_of("Session")), **bad}, parameters=SESSION_FILTERS)},
+        "/sessions/{session_id}": {"get": _op(
+            "A session with its events (1000 per page)", "admin, approver, auditor",
+            {"200": _ok({"allOf": [_ref("Session"), {"type": "object", "properties": {
+                "events": {"type": "array", "items": _ref("Event")}, "next": NTEXT}}]}),
+             **bad, "404": _error("No such session")},
+            parameters=[_path("session_id", {"type": "string", "maxLength": 36}),
+                        _q("after", "Events after this seq", {"type": "integer", "minimum": 0})])},
+        "/audit": {"get": _op("Search the audit log, newest first", "admin, auditor",
+                              {"200": _ok(_list_of("AuditEntry")), **bad}, parameters=AUDIT_FILTERS)},
+        "/audit/status": {"get": _op("The last chain verification", "admin, auditor", {"200": _ok(_ref("ChainStatus"))})},
+        "/audit/verify": {"post": _op("Verify the whole chain now", "admin, auditor", {"200": _ok(_ref("ChainStatus"))})},
+        "/grants": {
+            "get": _op("List grants", "admin, auditor", {"200": _ok(_list_of("Grant")), **bad},
+                       parameters=[_q("state", "active (default) or all", {"type": "string", "enum": ["active", "all"]})]),
+            "post": _op("Grant a service account a connection", "admin",
+                        {"201": _ok(_ref("Grant"), "Created"), **bad, "409": _error("Refused (unknown name, already granted)")},
+                        requestBody=_json_body("GrantRequest")),
+        },
+        "/grants/{grant_id}/expire": {"post": _op(
+            "Make a grant expire now or at a time", "admin",
+            {"200": _ok(_ref("Grant")), **bad, "404": _error("No such grant"), "409": _error("Refused")},
+            parameters=[_path("grant_id")], requestBody=_json_body("ExpireRequest", required=False))},
+        "/grants/{grant_id}/revoke": {"post": _op(
+            "Revoke a grant at once", "admin",
+            {"200": _ok(_ref("Grant")), "404": _error("No such grant"), "409": _error("Already revoked")},
+            parameters=[_path("grant_id")])},
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "airlock portal API", "version": "1",
+                 "description": "Reviews, sessions, audit and grants. Authenticate with a portal user's API token "
+                                "(create it on the Account page): `Authorization: Bearer alu_...`."},
+        "servers": [{"url": settings().public_url + "/api/v1"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {"schemas": SCHEMAS,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "alu_..."}}},
+    }

@@ -1,0 +1,466 @@
+"""PostgreSQL wire protocol v3: framing, the messages the relay reads or writes, and `Wire`.
+
+Frames are `type byte, int32 length (itself included), payload`; the startup-phase
+messages have no type byte. Parsers take a memoryview of a payload and raise
+`ProtocolError` on anything malformed, so a hostile frame can only end its own
+connection. Nothing here copies a payload it does not have to.
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+
+PROTOCOL_3 = 196608
+SSL_REQUEST = 80877103
+GSSENC_REQUEST = 80877104
+CANCEL_REQUEST = 80877102
+MAX_STARTUP = 10_000  # what PostgreSQL itself accepts
+PAUSE_ABOVE = 1 << 20  # unread client bytes before TCP pushes back (a held statement)
+
+_I32 = struct.Struct("!i")
+_I16 = struct.Struct("!h")
+_HDR = struct.Struct("!ci")
+unpack_i32 = _I32.unpack_from
+unpack_i16 = _I16.unpack_from
+
+
+class ProtocolError(Exception):
+    """A frame that breaks the protocol: the connection that sent it is closed."""
+
+    def __init__(self, message: str, sqlstate: str = "08P01"):
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+# -- building messages --------------------------------------------------------------
+
+
+def frame(kind: bytes, payload: bytes = b"") -> bytes:
+    return kind + _I32.pack(len(payload) + 4) + payload
+
+
+def _fields(severity: str, sqlstate: str, message: str, detail: str | None, hint: str | None) -> bytes:
+    parts = [b"S", severity.encode(), b"\0V", severity.encode(), b"\0C", sqlstate.encode(), b"\0M",
+             message.encode("utf-8", "replace"), b"\0"]
+    if detail:
+        parts += [b"D", detail.encode("utf-8", "replace"), b"\0"]
+    if hint:
+        parts += [b"H", hint.encode("utf-8", "replace"), b"\0"]
+    parts.append(b"\0")
+    return b"".join(parts)
+
+
+def error_response(sqlstate: str, message: str, *, severity: str = "ERROR", detail: str | None = None,
+                   hint: str | None = None) -> bytes:
+    return frame(b"E", _fields(severity, sqlstate, message, detail, hint))
+
+
+def notice_response(message: str, *, detail: str | None = None, hint: str | None = None,
+                    severity: str = "NOTICE", sqlstate: str = "00000") -> bytes:
+    return frame(b"N", _fields(severity, sqlstate, message, detail, hint))
+
+
+def auth_request(code: int, data: bytes = b"") -> bytes:
+    return frame(b"R", _I32.pack(code) + data)
+
+
+def parameter_status(name: str, value: str) -> bytes:
+    return frame(b"S", name.encode() + b"\0" + value.encode() + b"\0")
+
+
+def backend_key_data(pid: int, secret: int) -> bytes:
+    return frame(b"K", struct.pack("!ii", pid, secret))
+
+
+def ready_for_query(status: bytes) -> bytes:
+    return frame(b"Z", status)
+
+
+def negotiate_protocol_version(minor: int, unsupported: list[str]) -> bytes:
+    body = _I32.pack(minor) + _I32.pack(len(unsupported)) + b"".join(o.encode() + b"\0" for o in unsupported)
+    return frame(b"v", body)
+
+
+def startup_message(params: dict[str, str]) -> bytes:
+    body = _I32.pack(PROTOCOL_3) + b"".join(k.encode() + b"\0" + v.encode() + b"\0" for k, v in params.items()) + b"\0"
+    return _I32.pack(len(body) + 4) + body
+
+
+def parse_message(name: str, query: str) -> bytes:
+    return frame(b"P", name.encode() + b"\0" + query.encode() + b"\0" + _I16.pack(0))
+
+
+def describe_message(kind: bytes, name: str) -> bytes:
+    return frame(b"D", kind + name.encode() + b"\0")
+
+
+def query_message(sql: str) -> bytes:
+    return frame(b"Q", sql.encode() + b"\0")
+
+
+def data_row(values: list) -> bytes:
+    parts = [_I16.pack(len(values))]
+    for v in values:
+        if v is None:
+            parts.append(b"\xff\xff\xff\xff")
+        else:
+            parts.append(_I32.pack(len(v)))
+            parts.append(v)
+    return frame(b"D", b"".join(parts))
+
+
+# -- reading messages ---------------------------------------------------------------
+
+
+def _nul(buf: memoryview, pos: int) -> int:
+    """Offset of the next NUL from `pos`, or -1. Names are short: look near first."""
+    end = bytes(buf[pos:pos + 256]).find(b"\0")
+    if end < 0 and len(buf) - pos > 256:
+        end = bytes(buf[pos:]).find(b"\0")
+    return end
+
+
+def cstring(buf: memoryview, pos: int) -> tuple[str, int]:
+    """The NUL-terminated UTF-8 string at `pos`, and the position after its NUL."""
+    end = _nul(buf, pos)
+    if end < 0:
+        raise ProtocolError("unterminated string in message")
+    try:
+        return str(buf[pos:pos + end], "utf-8"), pos + end + 1
+    except UnicodeDecodeError:
+        raise ProtocolError("invalid UTF-8 in message") from None
+
+
+def _i16(buf: memoryview, pos: int) -> int:
+    if pos + 2 > len(buf):
+        raise ProtocolError("message too short")
+    return unpack_i16(buf, pos)[0]
+
+
+def _i32(buf: memoryview, pos: int) -> int:
+    if pos + 4 > len(buf):
+        raise ProtocolError("message too short")
+    return unpack_i32(buf, pos)[0]
+
+
+def parse_startup_params(body: memoryview) -> dict[str, str]:
+    """The key/value pairs after the protocol version of a StartupMessage."""
+    params: dict[str, str] = {}
+    pos = 4
+    while True:
+        if pos >= len(body):
+            raise ProtocolError("startup packet has no terminator")
+        if body[pos] == 0:
+            return params
+        key, pos = cstring(body, pos)
+        value, pos = cstring(body, pos)
+        params[key] = value
+
+
+def parse_parse(body: memoryview) -> tuple[str, bytes, int]:
+    """Parse: statement name, raw query bytes (encoded as the client sends), parameter count."""
+    name, pos = cstring(body, 0)
+    end = _nul(body, pos)
+    if end < 0:
+        raise ProtocolError("unterminated query in Parse")
+    query = bytes(body[pos:pos + end])
+    nparams = _i16(body, pos + end + 1)
+    if nparams < 0 or pos + end + 3 + 4 * nparams != len(body):
+        raise ProtocolError("malformed Parse")
+    return name, query, nparams
+
+
+class Bind:
+    """What the relay needs from a Bind: names, parameter values and result formats."""
+
+    __slots__ = ("portal", "statement", "param_formats", "params", "result_formats")
+
+    def __init__(self, body: memoryview):
+        self.portal, pos = cstring(body, 0)
+        self.statement, pos = cstring(body, pos)
+        n = _i16(body, pos)
+        pos += 2
+        self.param_formats = [_i16(body, pos + 2 * i) for i in range(max(n, 0))]
+        pos += 2 * max(n, 0)
+        n = _i16(body, pos)
+        pos += 2
+        params: list[memoryview | None] = []
+        for _ in range(max(n, 0)):
+            size = _i32(body, pos)
+            pos += 4
+            if size == -1:
+                params.append(None)
+                continue
+            if size < 0 or pos + size > len(body):
+                raise ProtocolError("malformed Bind parameter")
+            params.append(body[pos:pos + size])
+            pos += size
+        self.params = params
+        n = _i16(body, pos)
+        pos += 2
+        if n < 0 or pos + 2 * n != len(body):
+            raise ProtocolError("malformed Bind")
+        self.result_formats = tuple(_i16(body, pos + 2 * i) for i in range(n))
+
+    def param_format(self, i: int) -> int:
+        f = self.param_formats
+        return f[i] if len(f) > 1 else (f[0] if f else 0)
+
+
+def parse_target(body: memoryview) -> tuple[bytes, str]:
+    """Describe/Close: ('S' or 'P', name)."""
+    if len(body) < 2 or body[0] not in b"SP":
+        raise ProtocolError("malformed Describe/Close")
+    name, pos = cstring(body, 1)
+    if pos != len(body):
+        raise ProtocolError("malformed Describe/Close")
+    return bytes(body[0:1]), name
+
+
+def parse_execute(body: memoryview) -> str:
+    name, pos = cstring(body, 0)
+    if pos + 4 != len(body):
+        raise ProtocolError("malformed Execute")
+    return name
+
+
+class Field:
+    __slots__ = ("name", "table_oid", "attnum", "type_oid", "typlen", "typmod", "format")
+
+    def __init__(self, name, table_oid, attnum, type_oid, typlen, typmod, fmt):
+        self.name, self.table_oid, self.attnum = name, table_oid, attnum
+        self.type_oid, self.typlen, self.typmod, self.format = type_oid, typlen, typmod, fmt
+
+
+def parse_row_description(body: memoryview) -> list[Field]:
+    n = _i16(body, 0)
+    pos = 2
+    out = []
+    for _ in range(max(n, 0)):
+        name, pos = cstring(body, pos)
+        if pos + 18 > len(body):
+            raise ProtocolError("malformed RowDescription")
+        table_oid, attnum, type_oid, typlen, typmod, fmt = struct.unpack_from("!IhIhih", body, pos)
+        pos += 18
+        out.append(Field(name, table_oid, attnum, type_oid, typlen, typmod, fmt))
+    return out
+
+
+def parse_data_row(body: memoryview) -> list[memoryview | None]:
+    n = _i16(body, 0)
+    pos = 2
+    out: list[memoryview | None] = []
+    end = len(body)
+    for _ in range(max(n, 0)):
+        size = _i32(body, pos)
+        pos += 4
+        if size == -1:
+            out.append(None)
+            continue
+        if size < 0 or pos + size > end:
+            raise ProtocolError("malformed DataRow")
+        out.append(body[pos:pos + size])
+        pos += size
+    return out
+
+
+def parse_fields(body: memoryview) -> dict[str, str]:
+    """ErrorResponse/NoticeResponse fields by code letter."""
+    out: dict[str, str] = {}
+    pos = 0
+    while pos < len(body) and body[pos] != 0:
+        code = chr(body[pos])
+        end = _nul(body, pos + 1)
+        if end < 0:
+            break
+        out[code] = bytes(body[pos + 1:pos + 1 + end]).decode("utf-8", "replace")
+        pos += end + 2
+    return out
+
+
+def command_rows(tag: bytes) -> int | None:
+    """Rows affected/returned according to a CommandComplete tag ("SELECT 5", "INSERT 0 3")."""
+    last = tag.rstrip(b"\0").rsplit(b" ", 1)[-1]
+    return int(last) if last.isdigit() else None
+
+
+# -- the transport side -------------------------------------------------------------
+
+
+class ConnectionClosed(Exception):
+    pass
+
+
+class Wire(asyncio.Protocol):
+    """One TCP (or TLS) connection of the relay, either side.
+
+    Two modes. Reading: the session's coroutine pulls whole frames with `read_frame`
+    (startup, authentication, and the client side for the life of the session).
+    Streaming: once `on_data` is set, every received chunk goes straight to that
+    callback, which scans frames without buffering them (the target side).
+    """
+
+    def __init__(self, max_frame: int, initial: bytes = b""):
+        self.max_frame = max_frame
+        self.transport: asyncio.Transport | None = None
+        self.on_data = None  # callable(bytes) in streaming mode
+        self.on_lost = None  # callable(exc) once the connection is gone
+        self.peer: Wire | None = None  # whose reading we pause while our writes back up
+        self.lost: BaseException | bool = False
+        self.write_paused = False
+        self._buf = initial
+        self._pos = 0
+        self._extra: list[bytes] = []
+        self._extra_len = 0
+        self._waiter: asyncio.Future | None = None
+        self._drain: asyncio.Future | None = None
+        self._reading = True
+
+    # asyncio callbacks
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        try:
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+    def data_received(self, data: bytes) -> None:
+        if self.on_data is not None:
+            self.on_data(data)
+            return
+        if self._pos >= len(self._buf) and not self._extra:
+            self._buf, self._pos = data, 0  # the common case: nothing left over, no copy
+        else:
+            # Joined only once the frame is complete: a large frame must not be
+            # re-copied for every chunk it arrives in.
+            self._extra.append(data)
+            self._extra_len += len(data)
+        if self._reading and self._waiter is None and self.buffered > PAUSE_ABOVE:
+            self.transport.pause_reading()  # the session is busy; let TCP push back
+            self._reading = False
+        self._wake()
+
+    def eof_received(self):
+        return False  # close the transport
+
+    def connection_lost(self, exc) -> None:
+        self.lost = exc or True
+        self._wake()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        if self.on_lost is not None:
+            self.on_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.peer is not None and self.peer.transport is not None and not self.peer.lost:
+            self.peer.transport.resume_reading()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    # reading mode
+
+    def _gather(self) -> None:
+        self._buf = self._buf[self._pos:] + b"".join(self._extra)
+        self._pos = 0
+        self._extra.clear()
+        self._extra_len = 0
+
+    def next_frame(self) -> tuple[int, memoryview, memoryview] | None:
+        """A whole buffered frame (type, payload, raw bytes), or None without waiting."""
+        if len(self._buf) - self._pos < 5:
+            if self.buffered < 5:
+                return None
+            self._gather()
+        buf, pos = self._buf, self._pos
+        length = unpack_i32(buf, pos + 1)[0]
+        if length < 4 or length > self.max_frame:
+            raise ProtocolError(f"invalid message length {length}" if length < 4 else
+                                f"message of {length} bytes exceeds the relay's limit of {self.max_frame}",
+                                "08P01" if length < 4 else "54000")
+        end = pos + 1 + length
+        if len(buf) < end:
+            if self.buffered < 1 + length:
+                return None
+            self._gather()
+            buf, pos, end = self._buf, 0, 1 + length
+        self._pos = end
+        view = memoryview(buf)
+        return buf[pos], view[pos + 5:end], view[pos:end]
+
+    async def read_frame(self) -> tuple[int, memoryview, memoryview]:
+        while True:
+            f = self.next_frame()
+            if f is not None:
+                return f
+            await self._more()
+
+    async def read_startup(self) -> memoryview:
+        """An untyped startup-phase packet (length first); its payload."""
+        while True:
+            if self.buffered >= 4:
+                self._gather()
+                buf = self._buf
+                length = unpack_i32(buf, 0)[0]
+                if length < 8 or length > MAX_STARTUP:
+                    raise ProtocolError("invalid startup packet length")
+                if len(buf) >= length:
+                    self._pos = length
+                    return memoryview(buf)[4:length]
+            await self._more()
+
+    async def _more(self) -> None:
+        if self.lost:
+            raise ConnectionClosed()
+        if not self._reading:
+            self._reading = True
+            self.transport.resume_reading()
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+        if self.lost and not self.buffered:
+            raise ConnectionClosed()
+
+    def take_buffer(self) -> bytes:
+        """Whatever was received but not read yet (handing over to streaming mode)."""
+        self._gather()
+        rest, self._buf = self._buf, b""
+        return rest
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf) - self._pos + self._extra_len
+
+    # writing
+
+    def write(self, data) -> None:
+        if not self.lost:
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        if self.write_paused and not self.lost:
+            self._drain = asyncio.get_running_loop().create_future()
+            try:
+                await self._drain
+            finally:
+                self._drain = None
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
