@@ -173,7 +173,7 @@ def _shown_query(query: str) -> str:
     scrubbed = [(k, audit.scrub({k: v})[k]) for k, v in params]
     if scrubbed == params:
         return audit.scrub(query)
-    return urlencode(scrubbed)
+    return urlencode(scrubbed, safe="[]")
 
 
 def fingerprint(method: str, host: str, port: int, path: str, query: str, body: object | None) -> str:
@@ -196,7 +196,7 @@ def build(req: Request, connection: str) -> Operation:
         attributes.add("websocket")
         writes = True
     port = "" if req.port == default_port(req.scheme) else f":{req.port}"
-    shown = _shown_query(query)
+    shown = _shown_query(query) if query else ""
     return Operation(
         protocol="http",
         connection=connection,

@@ -154,16 +154,26 @@ class CompiledPolicy:
         self.sa_groups = {s.name: frozenset(s.groups) for s in service_accounts}
         self._compiled = tuple(_CompiledRule(r) for r in rules if r.enabled)
         self._plans: dict[tuple[object, ...], _Plan] = {}
-        # Rules naming exact connections are indexed by them, so building a plan (on every
-        # cache miss, e.g. after a policy change) skips most rules without matching.
+        # Rules naming exact connections and protocols are indexed by them, so building a plan
+        # (on every cache miss, e.g. after a policy change) skips most rules without matching.
         self._by_connection: dict[str, list[int]] = {}
         self._any_connection: list[int] = []
+        by_protocol: dict[str, set[int]] = {}
+        any_protocol: set[int] = set()
         for i, r in enumerate(self._compiled):
-            names = r.rule.match.connection
+            names, protocols = r.rule.match.connection, r.rule.match.protocol
             if not names or any(is_pattern(n) for n in names):
                 self._any_connection.append(i)
-            for name in dict.fromkeys(names) if names and not any(is_pattern(n) for n in names) else ():
-                self._by_connection.setdefault(name, []).append(i)
+            else:
+                for name in dict.fromkeys(names):
+                    self._by_connection.setdefault(name, []).append(i)
+            if not protocols or any(is_pattern(p) for p in protocols):
+                any_protocol.add(i)
+            else:
+                for protocol in protocols:
+                    by_protocol.setdefault(protocol.lower(), set()).add(i)
+        self._any_protocol = frozenset(any_protocol)
+        self._by_protocol = {p: frozenset(s | any_protocol) for p, s in by_protocol.items()}
 
     def has_grant(self, service_account: str, connection: str, now: datetime | None = None) -> bool:
         expires = self.grants.get((service_account, connection), _MISSING)
@@ -174,8 +184,10 @@ class CompiledPolicy:
         values = {"protocol": protocol, "connection": connection, "service_account": sa, "kind": kind,
                   "method": method, "host": host, "attributes": attributes,
                   "groups": frozenset(groups) | self.sa_groups.get(sa, frozenset())}  # type: ignore[arg-type]
-        indexes = heapq.merge(self._by_connection.get(connection, ()), self._any_connection)  # type: ignore[call-overload]
-        plan = _Plan([r for r in map(self._compiled.__getitem__, indexes) if r.passes_static(values)])
+        ok = self._by_protocol.get(protocol.lower() if isinstance(protocol, str) else "", self._any_protocol)
+        candidates = heapq.merge(self._by_connection.get(connection, ()), self._any_connection)  # type: ignore[call-overload]
+        compiled = self._compiled
+        plan = _Plan([compiled[i] for i in candidates if i in ok and compiled[i].passes_static(values)])
         if len(self._plans) >= MAX_PLANS:
             self._plans.clear()  # bounded memory; plans are cheap to rebuild
         self._plans[key] = plan

@@ -423,6 +423,14 @@ class Wire(asyncio.Protocol):
                     return memoryview(buf)[4:length]
             await self._more()
 
+    async def read_byte(self) -> bytes:
+        """One byte (the answer to an SSLRequest)."""
+        while not self.buffered:
+            await self._more()
+        self._gather()
+        self._pos = 1
+        return self._buf[:1]
+
     async def _more(self) -> None:
         if self.lost:
             raise ConnectionClosed()

@@ -172,6 +172,19 @@ def test_time_window_days_between_tz() -> None:
     assert matches(PG, now=None, time={"days": ["mon-sun"]})  # uses the clock
 
 
+def test_rule_index_keeps_every_rule_that_can_match() -> None:
+    rules = [rule("exact", protocol="postgres", connection=["db", "db"]), rule("glob", "review", protocol="p*"),
+             rule("anyproto", "mask", connection="db2"), rule("regexconn", "allow", connection="regex:^api$")]
+    policy = compile_policy(rules, GRANTS + [GrantSpec("agent", "x")])
+    assert evaluate(policy, Operation("PostGres", "db", "read"), WHO, NOW).rule == "exact"
+    assert evaluate(policy, Operation("postgres", "db2", "read"), WHO, NOW).rule == "glob"
+    v = evaluate(policy, Operation("ftp", "db2", "read"), WHO, NOW)
+    assert (v.action, [m.rule for m in v.masks]) == ("allow", ["anyproto"])
+    assert evaluate(policy, Operation("http", "api", "read"), WHO, NOW).rule == "regexconn"
+    assert evaluate(policy, Operation("mysql", "db", "read"), WHO, NOW).rule is None
+    assert evaluate(policy, Operation("postgres", "x", "read"), WHO, NOW).rule == "glob"
+
+
 def test_all_keys_must_match() -> None:
     assert matches(PG, protocol="postgres", kind="read")
     assert not matches(PG, protocol="postgres", kind="write")

@@ -1,0 +1,93 @@
+"""What the addons know about one flow, and the responses airlock itself sends.
+
+Addons talk to each other only through `state(flow)`: identity puts the principal
+there, the gatekeeper the verdict, the injector the secrets to keep from the runtime.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from mitmproxy import http
+
+from app.masking import Masker
+from app.recording import SessionRecording
+from app.snapshot import Target
+from app.types import Principal, Verdict
+
+from .operation import is_json
+
+KEY = "airlock"
+JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
+
+
+@dataclass(slots=True)
+class FlowState:
+    principal: Principal | None = None
+    run_id: str | None = None
+    recording: SessionRecording | None = None
+    target: Target | None = None
+    verdict: Verdict | None = None
+    masker: Masker | None = None  # set only when the verdict masks something
+    # Values injected on the way out: scrubbed from whatever comes back.
+    secrets: tuple[bytes, ...] = ()
+    injected_headers: tuple[str, ...] = ()
+    refused: bool = False  # the response is airlock's own
+    input_recorded: bool = False
+    captured: bytearray | None = None  # the start of a streamed response, for the recording
+    streamed_bytes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def allowed(self) -> bool:
+        return not self.refused and self.verdict is not None and self.verdict.action == "allow"
+
+
+def state(flow: http.HTTPFlow) -> FlowState:
+    st = flow.metadata.get(KEY)
+    if st is None:
+        st = flow.metadata[KEY] = FlowState()
+    return st
+
+
+def json_response(status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> http.Response:
+    body = json.dumps(payload, ensure_ascii=False).encode()
+    return http.Response.make(status, body, {**JSON_HEADERS, **(headers or {})})
+
+
+def refuse(flow: http.HTTPFlow, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+    """Answer the runtime ourselves; nothing of this flow goes upstream."""
+    state(flow).refused = True
+    # mitmproxy cannot both stream a request upstream and answer it itself.
+    flow.request.stream = False
+    flow.response = json_response(status, payload, headers)
+
+
+def unavailable(flow: http.HTTPFlow, message: str) -> None:
+    refuse(flow, 503, {"error": "unavailable", "message": message})
+
+
+def bad_request(flow: http.HTTPFlow, message: str, status: int = 400) -> None:
+    refuse(flow, status, {"error": "bad_request", "message": message})
+
+
+def content_length(message: http.Message) -> int | None:
+    """The declared body size, or None when it is unknown (chunked, HTTP/2 without one)."""
+    values = message.headers.get_all("content-length")
+    if len(values) != 1 or "chunked" in message.headers.get("transfer-encoding", "").lower():
+        return None
+    try:
+        size = int(values[0])
+    except ValueError:
+        return None
+    return size if size >= 0 else None
+
+
+def needs_body(request: http.Request) -> bool:
+    """True when the decision must wait for the body: JSON bodies are matched by rules.
+
+    Everything else is decided on its headers, before a byte of body is read, so a large
+    upload can stream once allowed.
+    """
+    return is_json(request.headers.get("content-type")) and content_length(request) != 0

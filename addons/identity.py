@@ -1,0 +1,121 @@
+"""Who is calling: Proxy-Authorization (Basic user:token, or Bearer token) -> Principal.
+
+For HTTPS the credential arrives only on the CONNECT, so it is checked there (a bad
+one gets 407 and no tunnel) and remembered for the client connection, like mitmproxy's
+own proxyauth. A tunnel can stay open for hours, so the credential is checked again at
+most once a second while it is used: a revoked token stops working within about that.
+Proxy-Authorization never goes upstream.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import time
+import weakref
+from dataclasses import dataclass
+
+from mitmproxy import connection, http
+
+from app.gate import Unavailable, get_gate
+from app.identity import AuthError
+from app.types import Principal
+
+from .flowstate import refuse, state, unavailable
+
+log = logging.getLogger(__name__)
+
+RECHECK_SECONDS = 1.0
+CHALLENGE = 'Basic realm="airlock"'
+
+
+@dataclass(slots=True)
+class _Known:
+    credential: str
+    claimed: str | None
+    principal: Principal
+    checked: float  # monotonic
+    via_connect: bool
+
+
+def parse_proxy_authorization(value: str | None) -> tuple[str, str | None] | None:
+    """(credential, claimed service account) from the header, or None if unusable."""
+    if not value:
+        return None
+    scheme, _, rest = value.strip().partition(" ")
+    rest = rest.strip()
+    if scheme.lower() == "bearer" and rest:
+        return rest, None
+    if scheme.lower() == "basic" and rest:
+        try:
+            decoded = base64.b64decode(rest, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        user, sep, secret = decoded.partition(":")
+        if sep and secret:
+            return secret, user or None
+    return None
+
+
+class ProxyIdentity:
+    def __init__(self) -> None:
+        self._known: weakref.WeakKeyDictionary[connection.Client, _Known] = weakref.WeakKeyDictionary()
+
+    async def http_connect(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error:
+            return
+        header = flow.request.headers.pop("proxy-authorization", None)
+        await self._authenticate(flow, header, via_connect=True)
+
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error:
+            return
+        header = flow.request.headers.pop("proxy-authorization", None)
+        known = self._known.get(flow.client_conn)
+        if known is not None and known.via_connect:
+            if time.monotonic() - known.checked < RECHECK_SECONDS:
+                state(flow).principal = known.principal
+                return
+            header = None  # inside a tunnel: the CONNECT's credential is the one that counts
+        await self._authenticate(flow, header, via_connect=False, known=known)
+
+    async def _authenticate(self, flow: http.HTTPFlow, header: str | None, *, via_connect: bool,
+                            known: _Known | None = None) -> None:
+        if known is not None and known.via_connect:
+            parsed: tuple[str, str | None] | None = (known.credential, known.claimed)
+        else:
+            parsed = parse_proxy_authorization(header)
+            if parsed is None:
+                self._challenge(flow, "proxy credentials are missing or malformed")
+                return
+            if known is not None and (known.credential, known.claimed) == parsed \
+                    and time.monotonic() - known.checked < RECHECK_SECONDS:
+                state(flow).principal = known.principal
+                return
+        credential, claimed = parsed
+        try:
+            principal = await get_gate().authenticate(credential, claimed=claimed)
+        except AuthError as exc:
+            self._known.pop(flow.client_conn, None)
+            if exc.reason == "store unavailable":  # the authenticator folds this into AuthError
+                unavailable(flow, "airlock cannot verify credentials right now: its store is unavailable")
+            else:
+                self._challenge(flow, exc.reason)
+            return
+        except Unavailable as exc:
+            self._known.pop(flow.client_conn, None)
+            unavailable(flow, str(exc))
+            return
+        except Exception:
+            log.exception("proxy authentication failed unexpectedly")
+            self._known.pop(flow.client_conn, None)
+            unavailable(flow, "airlock could not verify credentials")
+            return
+        via = via_connect or (known is not None and known.via_connect)
+        self._known[flow.client_conn] = _Known(credential, claimed, principal, time.monotonic(), via)
+        state(flow).principal = principal
+
+    @staticmethod
+    def _challenge(flow: http.HTTPFlow, reason: str) -> None:
+        refuse(flow, 407, {"error": "proxy_authentication_required", "message": reason},
+               {"Proxy-Authenticate": CHALLENGE})
