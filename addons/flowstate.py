@@ -30,6 +30,7 @@ class FlowState:
     target: Target | None = None
     verdict: Verdict | None = None
     masker: Masker | None = None  # set only when the verdict masks something
+    injected: bool = False
     # Values injected on the way out: scrubbed from whatever comes back.
     secrets: tuple[bytes, ...] = ()
     injected_headers: tuple[str, ...] = ()

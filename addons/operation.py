@@ -176,6 +176,14 @@ def _shown_query(query: str) -> str:
     return urlencode(scrubbed, safe="[]")
 
 
+def shown_url(scheme: str, host: str, port: int, target: str) -> str:
+    """The URL as sent, for recordings: secret-looking query values redacted."""
+    path, query = split_target(target)
+    port_part = "" if port == default_port(scheme) else f":{port}"
+    shown = _shown_query(query) if query else ""
+    return f"{scheme}://{normalise_host(host)}{port_part}{path}" + (f"?{shown}" if shown else "")
+
+
 def fingerprint(method: str, host: str, port: int, path: str, query: str, body: object | None) -> str:
     canonical = json.dumps([method, host, port, path, query, body], sort_keys=True, separators=(",", ":"),
                            ensure_ascii=False, default=str)

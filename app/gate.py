@@ -15,6 +15,7 @@ Any exception inside the gate becomes a deny (fail closed).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import weakref
@@ -156,9 +157,8 @@ class Gate:
         return verdict
 
     async def _hold(self, principal, operation, verdict, run_id, session_id, hold, on_hold) -> Verdict:
-        spec = verdict.review
-        fingerprint = operation.fingerprint or operation.text
-        standing = await asyncio.to_thread(self._standing, principal, operation, fingerprint, verdict.rule)
+        operation = replace(operation, fingerprint=review_fingerprint(operation))
+        standing = await asyncio.to_thread(self._standing, principal, operation, verdict.rule)
         if standing:
             return replace(verdict, action="allow", status="approved", message=standing)
         review_id = await asyncio.to_thread(self._open_review, principal, operation, verdict, run_id, session_id)
@@ -167,26 +167,29 @@ class Gate:
             result = on_hold(review_id, url)
             if asyncio.iscoroutine(result):
                 await result
-        wait = spec.hold_seconds if hold is None else hold
+        wait = verdict.review.hold_seconds if hold is None else hold
         status = await approvals.wait_for_decision(review_id, wait)
         held = replace(verdict, review_id=review_id, review_url=url, status=status)
         if status == "approved":
             # The approval belongs to this operation: use it up so it cannot be replayed.
-            await asyncio.to_thread(self._standing, principal, operation, fingerprint, verdict.rule)
-            return replace(held, action="allow")
+            # If another process used it first, this one has to ask again.
+            if await asyncio.to_thread(self._standing, principal, operation, verdict.rule):
+                return replace(held, action="allow")
+            status = "pending"
+            held = replace(held, status=status, message=f"review {review_id} was already used")
         if status == "pending":
             return replace(held, action="review", retry_after=max(1, int(min(wait, 30))))
         return replace(held, action="deny", message=f"review {review_id} was {status}")
 
     # -- store work (runs in threads) -------------------------------------------------
 
-    def _standing(self, principal: Principal, operation: Operation, fingerprint: str, rule: str | None) -> str | None:
+    def _standing(self, principal: Principal, operation: Operation, rule: str | None) -> str | None:
         with session_scope() as s:
             return approvals.standing_approval(
                 s,
                 service_account=principal.service_account,
                 connection=operation.connection,
-                fingerprint=fingerprint,
+                fingerprint=operation.fingerprint,
                 rule=rule,
             )
 
@@ -196,7 +199,7 @@ class Gate:
                 s,
                 service_account=principal.service_account,
                 connection=operation.connection,
-                fingerprint=operation.fingerprint or operation.text,
+                fingerprint=operation.fingerprint,
             )
             if existing is not None:
                 return existing.id
@@ -246,6 +249,16 @@ class Gate:
     def invalidate(self) -> None:
         """Forget the cached policy (the bus calls this on a version change)."""
         self._version_checked = 0.0
+
+
+def review_fingerprint(operation: Operation) -> str:
+    """What approvals match on: the adapter's statement shape, scoped to protocol and kind.
+
+    Always a fixed-length hash, so raw operation text never becomes a lookup key.
+    """
+    shape = operation.fingerprint or operation.text
+    raw = "\x1f".join((operation.protocol, operation.kind, shape))
+    return hashlib.sha256(raw.encode()).hexdigest()
 
 
 def _decision_event(operation: Operation, verdict: Verdict) -> dict[str, Any]:

@@ -168,16 +168,17 @@ _LITERAL_PASSES = {  # each starts with a literal; the text variant is used outs
     # A colon run that can be an address: "::" in it, or 7 colons; times have neither.
     "ipv6": r":(?=:|[0-9A-Fa-f:.]*::|(?:[0-9A-Fa-f.]*:){6})[0-9A-Fa-f:.]*",
 }
-# Inside joined text a key block must stop at the separator, not run into the next string.
-_PK_JOINED = PK_BEGIN + r"[^\x00]*?(?:" + PK_END + r"|(?=\x00)|\Z)"
+# A key block must not run past the string it starts in: in joined text it stops at
+# SEP, in serialised JSON at the closing quote (escaped quotes are blanked by then).
+_PK_IN = {"joined": PK_BEGIN + r"[^\x00]*?(?:" + PK_END + r"|(?=\x00)|\Z)",
+          "json": PK_BEGIN + r'[^"]*?(?:' + PK_END + r'|(?="))'}
 _PREFILTER = {"private_key": "\\-", "jwt": "J", "aws_access_key": "A", "email": "@", "ipv6": ":"}
 
 
 @dataclass(frozen=True, slots=True)
 class Compiled:
     prefilter: re.Pattern[str]
-    passes: tuple[tuple[str, re.Pattern[str]], ...]
-    joined_passes: tuple[tuple[str, re.Pattern[str]], ...]
+    passes: Mapping[str, tuple[tuple[str, re.Pattern[str]], ...]]  # by mode
     digit_names: tuple[str, ...]
     single: Mapping[str, re.Pattern[str]]
 
@@ -187,20 +188,21 @@ def compile_detectors(names: frozenset[str]) -> Compiled | None:
     """The passes for one set of detector names, compiled once per set."""
     if not names:
         return None
-    passes, joined = [], []
+    passes: list[tuple[str, re.Pattern[str]]] = []
     for name, pattern in _LITERAL_PASSES.items():
         if name in names:
             passes.append((name, re.compile(pattern)))
-            joined.append((name, re.compile(_PK_JOINED) if name == "private_key" else passes[-1][1]))
     digit_names = tuple(n for n in _DIGIT_ALTS if n in names)
     if digit_names:
         alts = "|".join(f"(?P<{n}>{_DIGIT_ALTS[n]})" for n in digit_names)
         passes.append(("digits", re.compile(f"[0-9+(](?:{alts})")))
-        joined.append(passes[-1])
+    modes = {"text": tuple(passes)}
+    for mode, pk in _PK_IN.items():
+        modes[mode] = tuple((n, re.compile(pk) if n == "private_key" else rx) for n, rx in passes)
     chars = {_PREFILTER.get(n, "0-9+(") for n in names}
     return Compiled(
         prefilter=re.compile("[" + "".join(sorted(chars)) + "]"),
-        passes=tuple(passes), joined_passes=tuple(joined), digit_names=digit_names,
+        passes=MappingProxyType(modes), digit_names=digit_names,
         single=MappingProxyType({n: re.compile(DETECTORS[n].pattern) for n in digit_names}))
 
 
@@ -236,15 +238,16 @@ def _ipv6_match(s: str, m: re.Match[str]) -> tuple[int, int, str] | None:
 _IPV6 = re.compile(DETECTORS["ipv6"].pattern)
 
 
-def scan(c: Compiled, s: str, joined: bool = False) -> list[tuple[int, int, str]]:
+def scan(c: Compiled, s: str, mode: str = "text") -> list[tuple[int, int, str]]:
     """Confirmed secrets in `s` as sorted, disjoint (start, end, detector) spans.
 
-    `joined`: `s` is many strings joined by SEP, and each is scanned as if alone.
+    mode "joined": `s` is many strings joined by SEP, each scanned as if alone;
+    mode "json": `s` is serialised JSON with escapes blanked (see masker._mask_tokens).
     """
     if c.prefilter.search(s) is None:
         return []
     spans: list[tuple[int, int, str]] = []
-    for kind, rx in c.joined_passes if joined else c.passes:
+    for kind, rx in c.passes[mode]:
         m = rx.search(s)
         while m is not None:
             if kind == "digits":

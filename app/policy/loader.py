@@ -129,8 +129,8 @@ class _Plain:
 def document_from_data(iss: Issues, data: object) -> PolicyDocument:
     d = mapping(iss, data, ())
     if d is None:
-        iss.raise_if_any()
-        raise AssertionError("unreachable")
+        iss.raise_if_any()  # mapping() recorded why
+        return PolicyDocument()
     check_keys(iss, d, (), TOP_KEYS, required=("version",))
     if "version" in d and (d["version"] != 1 or isinstance(d["version"], bool)):
         iss.error(("version",), f"must be 1, not {d['version']!r}")

@@ -38,13 +38,10 @@ def known_detectors() -> frozenset[str]:
 
 
 def rule_from_dict(data: dict[str, Any]) -> Rule:
-    from .errors import PolicyError
-
     iss = Issues(source="rule")
     rule = validate_rule(iss, data, ())
     iss.raise_if_any()
-    if rule is None:  # pragma: no cover - validate_rule records an error whenever it returns None
-        raise PolicyError([], "rule")
+    assert rule is not None  # validate_rule records an error whenever it returns None
     return rule
 
 

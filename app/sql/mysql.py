@@ -1,54 +1,45 @@
-"""MySQL statement classification: a lexer of our own decides what the server will
-execute, sqlglot (dialect "mysql") reads the structure inside a statement (pure).
+"""MySQL statement classification (pure): our own lexer decides what the server will
+execute; sqlglot (dialect "mysql") reads the structure inside a statement.
 
-Why our own lexer: sqlglot takes `/*!50000 DROP TABLE t */` for a comment, which
-MySQL runs, and it quietly turns statements it does not know into something else
-(`FLUSH PRIVILEGES` parses as a column alias, `SELECT 1 INTO @v` as CREATE TABLE).
-So statement boundaries and leading keywords come from the lexer below, which follows
-MySQL's rules: `#` comments, `-- ` only with whitespace after it, `/*! */` and
-`/*M! */` executed, backslash escapes in strings. sqlglot adds tables, functions,
-nested writes and the fingerprint. Kinds:
+sqlglot alone is not enough: it takes `/*!50000 DROP TABLE t */` for a comment, which
+MySQL runs, and it turns statements it does not know into others (`FLUSH PRIVILEGES`
+becomes a column alias, `SELECT 1 INTO @v` a CREATE TABLE). So boundaries, leading
+keywords and the fingerprint's shape come from a lexer that follows the server: `#`
+comments, `-- ` only with whitespace after it, `/*! */` and `/*M! */` executed,
+backslash escapes, BEGIN ... END bodies. It assumes the server's default quoting, which
+is why changing sql_mode to NO_BACKSLASH_ESCAPES/ANSI_QUOTES or the client charset to
+gbk/sjis/big5 is admin. sqlglot adds tables, functions and nested writes. Kinds:
 
-read   SELECT/TABLE/VALUES (also FOR UPDATE and INTO @var), SHOW, DESCRIBE, EXPLAIN
-       without ANALYZE, HELP, DO, HANDLER
+read   SELECT/TABLE/VALUES (also FOR UPDATE, INTO @var), SHOW, DESCRIBE, EXPLAIN, HELP,
+       DO, HANDLER
 tcl    BEGIN/START TRANSACTION/COMMIT/ROLLBACK/SAVEPOINT/RELEASE/XA, UNLOCK TABLES, USE,
        DEALLOCATE/DROP PREPARE, SET of session or user variables, SET NAMES utf8mb4
-write  INSERT/REPLACE/UPDATE/DELETE, LOCK TABLES, LOAD DATA LOCAL ("load_data_local")
+write  INSERT/REPLACE/UPDATE/DELETE, LOCK TABLES, LOAD DATA LOCAL ("load_data_local"),
+       EXPLAIN ANALYZE of a write
 ddl    CREATE/ALTER/DROP of schema objects, TRUNCATE, RENAME TABLE
 dcl    GRANT/REVOKE, CREATE/ALTER/DROP/RENAME USER|ROLE, SET PASSWORD, SET [DEFAULT] ROLE
-admin  SET GLOBAL/PERSIST/@@global.x, superuser-only settings (sql_log_bin, gtid_next,
-       ...), a sql_mode or character set that would make the server lex text unlike
-       this module (NO_BACKSLASH_ESCAPES, ANSI_QUOTES, gbk, sjis, ...), FLUSH, KILL,
-       RESET, PURGE, CHANGE, STOP, SHUTDOWN, RESTART, CLONE, INSTALL/UNINSTALL, BINLOG,
-       CACHE/LOAD INDEX, IMPORT, ANALYZE/OPTIMIZE/REPAIR/CHECK/CHECKSUM, CALL, EXECUTE,
-       LOAD DATA of a server file ("load_data_infile"), INTO OUTFILE/DUMPFILE
-       ("into_outfile"), LOAD_FILE()/sys_exec() and co, CREATE FUNCTION ... SONAME
-       ("udf_library"), servers, tablespaces, ALTER INSTANCE, and anything unknown
-       ("unknown") or unparseable ("unparseable").
+admin  SET GLOBAL/PERSIST/@@global.x, sql_log_bin and other superuser settings, FLUSH,
+       KILL, RESET, PURGE, CHANGE, STOP, SHUTDOWN, RESTART, CLONE, INSTALL, BINLOG, CACHE/
+       LOAD INDEX, IMPORT, ANALYZE/OPTIMIZE/REPAIR/CHECK, CALL, EXECUTE, LOAD DATA of a
+       server file ("load_data_infile"), INTO OUTFILE/DUMPFILE ("into_outfile"),
+       LOAD_FILE()/sys_exec(), UDF libraries ("udf_library"), servers, tablespaces,
+       ALTER INSTANCE; anything unknown ("unknown") or unparseable ("unparseable").
 
-Choices:
-- Versioned comments run as if the server were newer than any version they name;
-  statements from such text get "versioned_comment".
-- PREPARE s FROM 'literal' is classified by the literal; FROM @var is admin/unknown;
-  EXECUTE is admin with "execute_prepared" and "unknown".
-- A query or DML statement that sqlglot cannot parse is admin/"unparseable": it may
-  hide what we cannot see.
-- "unbounded": UPDATE/DELETE without a row-dependent WHERE, even with LIMIT.
-- A stored program's BEGIN ... END body stays in its CREATE statement (ddl), raised to
-  dcl/admin by the keywords inside ("dangerous_keyword"), as is any DDL sqlglot misses.
+Choices: versioned comments run whatever version they name ("versioned_comment").
+PREPARE s FROM 'literal' is classified by the literal; FROM @var and EXECUTE are admin/
+"unknown". A query or DML that sqlglot cannot parse is admin/"unparseable". UPDATE/
+DELETE without a row-dependent WHERE are "unbounded", even with LIMIT. A stored
+program's body stays in its CREATE (ddl), raised to dcl/admin by the keywords inside
+("dangerous_keyword"), as is any DDL sqlglot cannot parse.
 """
 from __future__ import annotations
 
-import functools
 import re
 
 import sqlglot
 from sqlglot import exp
 
-from app.types import KINDS
-
-from .statement import (CACHE_SIZE, CACHE_TEXT_LIMIT, Statement, failed, fingerprint,
-                        with_attributes, with_multi)
+from .statement import CACHE_SIZE, Facts, Statement, classifier, failed, with_attributes
 
 READ, TCL, WRITE, DDL, DCL, ADMIN = range(6)
 
@@ -94,7 +85,7 @@ _CHARSET_VARIABLES = frozenset(("character_set_client", "character_set_connectio
 _SAFE_CHARSETS = frozenset("utf8 utf8mb3 utf8mb4 latin1 latin2 ascii binary default".split())
 # Not any word starting with a digit: `1t` is a table name in MySQL.
 _NUMBER = re.compile(r"\d+(?:e\d+)?|0x[0-9a-fA-F]+|0b[01]+")
-_SHAPE_FACTS: dict[str, tuple[int, tuple[str, ...], tuple[str, ...], frozenset[str]]] = {}
+_SHAPE_FACTS: dict[str, Facts] = {}
 _ESCAPES = {"0": "\0", "b": "\b", "n": "\n", "r": "\r", "t": "\t", "Z": "\x1a"}
 
 
@@ -110,44 +101,22 @@ class _Tok:
         self.up = text.upper() if kind in ("word", "var") else text
 
 
-class _Facts:
-    __slots__ = ("rank", "tables", "functions", "attributes")
-
-    def __init__(self, rank: int, *attributes: str) -> None:
-        self.rank, self.attributes = rank, set(attributes)
-        self.tables: dict[str, None] = {}
-        self.functions: dict[str, None] = {}
-
-    def flag(self, rank: int, *attributes: str) -> None:
-        self.rank = max(self.rank, rank)
-        self.attributes.update(attributes)
-
-
 def classify_mysql(sql: str) -> list[Statement]:
     """Split MySQL text into statements and classify each one. Never raises."""
-    try:
-        if len(sql) <= CACHE_TEXT_LIMIT:
-            return list(_classify_cached(sql))
-        return list(_classify(sql))
-    except Exception:  # a classifier bug must deny, not crash the relay
-        return [failed(sql if isinstance(sql, str) else "", "unparseable")]
+    return _classify_safely(sql)
 
 
-@functools.lru_cache(maxsize=CACHE_SIZE)
-def _classify_cached(sql: str) -> tuple[Statement, ...]:
-    return _classify(sql)
-
-
-def _classify(sql: str) -> tuple[Statement, ...]:
+def _classify(sql: str) -> list[Statement]:
     try:
         tokens, clean, versioned = _lex(sql)
         chunks = _split(tokens)
     except _LexError:
-        return (failed(sql, "unparseable"),)
+        return [failed(sql, "unparseable")]
     out = [_statement(sql, clean, chunk) for chunk in chunks]
-    if versioned:
-        out = [with_attributes(s, "versioned_comment") for s in out]
-    return tuple(with_multi(out))
+    return [with_attributes(s, "versioned_comment") for s in out] if versioned else out
+
+
+_classify_safely = classifier(_classify)
 
 
 def _lex(sql: str) -> tuple[list[_Tok], str, bool]:
@@ -207,11 +176,7 @@ def _starts_routine(tokens: list[_Tok], i: int) -> bool:
 
 
 def _statement(sql: str, clean: str, toks: list[_Tok]) -> Statement:
-    facts = _analyse(clean, toks)
-    kind, attrs = KINDS[facts.rank], frozenset(facts.attributes)
-    tables, functions = tuple(facts.tables), tuple(facts.functions)
-    return Statement(sql[toks[0].start:toks[-1].end], kind, tables, functions, attrs,
-                     fingerprint(_shape(toks), kind, tables, functions, attrs))
+    return _analyse(clean, toks).statement(sql[toks[0].start:toks[-1].end], _shape(toks))
 
 
 def _shape(toks: list[_Tok]) -> str:
@@ -221,7 +186,7 @@ def _shape(toks: list[_Tok]) -> str:
                     for t in toks)
 
 
-def _analyse(clean: str, toks: list[_Tok]) -> _Facts:
+def _analyse(clean: str, toks: list[_Tok]) -> Facts:
     first = toks[0].up
     second = toks[1].up if len(toks) > 1 else ""
     if first in _STRUCT:
@@ -235,41 +200,38 @@ def _analyse(clean: str, toks: list[_Tok]) -> _Facts:
     if first == "PREPARE":
         return _prepare(toks)
     if first == "EXECUTE":
-        return _Facts(ADMIN, "execute_prepared", "unknown")
+        return Facts(ADMIN, "execute_prepared", "unknown")
     if first == "LOAD" and second in ("DATA", "XML"):
         local = any(t.up == "LOCAL" for t in toks[2:4])
-        facts = _Facts(WRITE, "load_data_local") if local else _Facts(ADMIN, "load_data_infile")
+        facts = Facts(WRITE, "load_data_local") if local else Facts(ADMIN, "load_data_infile")
         return _token_tables(toks, facts)
     if first in ("BEGIN", "START"):
         tcl = second in ("", "WORK") if first == "BEGIN" else second == "TRANSACTION"
-        return _Facts(TCL) if tcl else _Facts(ADMIN, "unknown")
+        return Facts(TCL) if tcl else Facts(ADMIN, "unknown")
     if first == "LOCK":
-        return _token_tables(toks, _Facts(WRITE if second in ("TABLE", "TABLES") else ADMIN))
+        return _token_tables(toks, Facts(WRITE if second in ("TABLE", "TABLES") else ADMIN))
     if first == "RENAME":
-        return _Facts(DCL) if second == "USER" else _token_tables(toks, _Facts(DDL), ("TO",))
+        return Facts(DCL) if second == "USER" else _token_tables(toks, Facts(DDL), ("TO",))
     if first in _FIXED:
-        return _token_tables(toks, _Facts(_FIXED[first]))
-    return _Facts(ADMIN, "unknown")
+        return _token_tables(toks, Facts(_FIXED[first]))
+    return Facts(ADMIN, "unknown")
 
 
-def _structured(clean: str, toks: list[_Tok], rank: int) -> _Facts:
+def _structured(clean: str, toks: list[_Tok], rank: int) -> Facts:
     # Facts of a query or DML depend on its shape only (literals cannot add tables,
     # calls or writes), so texts that differ in literals share one sqlglot parse.
     key = _shape(toks)
-    cached = _SHAPE_FACTS.get(key)
-    if cached is None:
+    facts = _SHAPE_FACTS.get(key)
+    if facts is None:
         facts = _structured_uncached(clean, toks, rank)
         if len(_SHAPE_FACTS) >= CACHE_SIZE:
             _SHAPE_FACTS.clear()
-        cached = _SHAPE_FACTS[key] = (facts.rank, tuple(facts.tables), tuple(facts.functions),
-                                      frozenset(facts.attributes))
-    facts = _Facts(cached[0], *cached[3])
-    facts.tables, facts.functions = dict.fromkeys(cached[1]), dict.fromkeys(cached[2])
-    return facts
+        _SHAPE_FACTS[key] = facts
+    return facts.copy()
 
 
-def _structured_uncached(clean: str, toks: list[_Tok], rank: int) -> _Facts:
-    facts, first, drop = _Facts(rank), toks[0], []
+def _structured_uncached(clean: str, toks: list[_Tok], rank: int) -> Facts:
+    facts, first, drop = Facts(rank), toks[0], []
     for i, tok in enumerate(toks[:-1]):
         target = toks[i + 1]
         if tok.up == "INTO" and (target.kind == "var" or target.up in ("OUTFILE", "DUMPFILE")):
@@ -314,15 +276,15 @@ def _parse(text: str) -> exp.Expression | None:
     return trees[0]
 
 
-def _tree_facts(tree: exp.Expression, facts: _Facts) -> None:
+def _tree_facts(tree: exp.Expression, facts: Facts) -> None:
     ctes = {(c.alias or "").lower() for c in tree.find_all(exp.CTE)} | {"dual"}
     for table in tree.find_all(exp.Table):
         name = (table.name or "").lower()
         if name and not name.startswith("@") and (table.db or name not in ctes):
-            facts.tables[".".join(p for p in (table.catalog, table.db, name) if p).lower()] = None
+            facts.table(".".join(p for p in (table.catalog, table.db, name) if p).lower())
     for func in tree.find_all(exp.Func):
         name = (func.name if isinstance(func, exp.Anonymous) else func.sql_name()).lower()
-        facts.functions[name] = None
+        facts.function(name)
         if name in _ADMIN_FUNCTIONS:
             facts.flag(ADMIN)
     for node in tree.find_all(exp.Insert, exp.Update, exp.Delete, exp.Merge):
@@ -334,14 +296,14 @@ def _tree_facts(tree: exp.Expression, facts: _Facts) -> None:
             facts.attributes.add("unbounded")
 
 
-def _explain(clean: str, toks: list[_Tok]) -> _Facts:
+def _explain(clean: str, toks: list[_Tok]) -> Facts:
     analyze = len(toks) > 1 and toks[1].up == "ANALYZE"
     inner = next((i for i, t in enumerate(toks[1:], 1) if t.up in _STRUCT and t.up != "DO"), None)
     if inner is None:  # DESCRIBE t [column], EXPLAIN FOR CONNECTION n
-        facts = _Facts(READ)
+        facts = Facts(READ)
         name, _ = _name(toks, 1)
         if name and toks[1].up not in ("FOR", "FORMAT"):
-            facts.tables[name.lower()] = None
+            facts.table(name.lower())
         return facts
     facts = _analyse(clean, toks[inner:])
     if not analyze and facts.rank != ADMIN:  # not run, so only its admin parts count
@@ -350,11 +312,11 @@ def _explain(clean: str, toks: list[_Tok]) -> _Facts:
     return facts
 
 
-def _set(clean: str, toks: list[_Tok]) -> _Facts:
+def _set(clean: str, toks: list[_Tok]) -> Facts:
     second = toks[1].up if len(toks) > 1 else ""
     if second in ("PASSWORD", "ROLE", "DEFAULT", "RESOURCE"):
-        return _Facts(ADMIN if second == "RESOURCE" else DCL)
-    facts, item, depth = _Facts(TCL), [], 0
+        return Facts(ADMIN if second == "RESOURCE" else DCL)
+    facts, item, depth = Facts(TCL), [], 0
     for tok in [*toks[1:], None]:
         if tok is None or (tok.text == "," and depth == 0):
             facts.flag(_set_item_rank(item) if item else TCL)
@@ -393,11 +355,11 @@ def _set_item_rank(item: list[_Tok]) -> int:
     return TCL
 
 
-def _ddl(clean: str, toks: list[_Tok]) -> _Facts:
+def _ddl(clean: str, toks: list[_Tok]) -> Facts:
     obj = next((t.up for t in toks[1:16] if t.up in _OBJECTS), None)
     if obj is None:
-        return _Facts(ADMIN, "unknown")
-    facts = _Facts(_OBJECTS[obj])
+        return Facts(ADMIN, "unknown")
+    facts = Facts(_OBJECTS[obj])
     if obj == "PREPARE":
         return facts
     if obj == "FUNCTION" and any(t.up == "SONAME" for t in toks):
@@ -418,18 +380,16 @@ def _ddl(clean: str, toks: list[_Tok]) -> _Facts:
     return _token_tables(toks, facts, ("VIEW", "ON") if obj in ("INDEX", "TRIGGER") else ("VIEW",))
 
 
-def _prepare(toks: list[_Tok]) -> _Facts:
+def _prepare(toks: list[_Tok]) -> Facts:
     if len(toks) != 4 or toks[2].up != "FROM" or toks[3].kind != "str":
-        return _Facts(ADMIN, "unknown")  # FROM @var: the text is not here to judge
-    facts = _Facts(READ, "prepare")
+        return Facts(ADMIN, "unknown")  # FROM @var: the text is not here to judge
+    facts = Facts(READ, "prepare")
     for statement in classify_mysql(_literal(toks[3])):
-        facts.flag(KINDS.index(statement.kind), *(statement.attributes - {"multi_statement"}))
-        facts.tables.update(dict.fromkeys(statement.tables))
-        facts.functions.update(dict.fromkeys(statement.functions))
+        facts.absorb(statement)
     return facts
 
 
-def _token_tables(toks: list[_Tok], facts: _Facts, extra: tuple[str, ...] = ()) -> _Facts:
+def _token_tables(toks: list[_Tok], facts: Facts, extra: tuple[str, ...] = ()) -> Facts:
     """Tables named after TABLE/TABLES/INTO/HANDLER/TRUNCATE/`extra` (ON for GRANT),
     for statements sqlglot cannot parse; several may follow, comma-separated."""
     after = {"ON"} if toks[0].up in ("GRANT", "REVOKE") else \
@@ -444,7 +404,7 @@ def _token_tables(toks: list[_Tok], facts: _Facts, extra: tuple[str, ...] = ()) 
             name, i = _name(toks, i)
             listing = bool(name)
             if name and name.upper() not in _OBJECTS and name.upper() not in _ADMIN_WORDS:
-                facts.tables[name.lower()] = None
+                facts.table(name.lower())
             continue
         i += 1
     return facts

@@ -47,7 +47,7 @@ from pglast.enums import AlterTableType, DiscardMode, ObjectType, VariableSetKin
 
 from app.types import KINDS
 
-from .statement import CACHE_SIZE, CACHE_TEXT_LIMIT, Statement, failed, fingerprint, text_shape, with_multi
+from .statement import Facts, Statement, classifier, failed
 
 READ, TCL, WRITE, DDL, DCL, ADMIN = range(6)
 
@@ -123,65 +123,41 @@ _BOUNDING_NODES = frozenset({"ColumnRef", "SubLink", "FuncCall", "CurrentOfExpr"
 _LEAVES = frozenset({ast.String, ast.Integer, ast.Float, ast.Boolean, ast.BitString, ast.A_Star})
 
 
-class _Facts:
-    __slots__ = ("rank", "tables", "functions", "attributes", "ctes")
+class _Facts(Facts):
+    __slots__ = ("ctes",)
 
     def __init__(self) -> None:
-        self.rank = READ
-        self.tables: dict[str, int] = {}  # name -> first location, for source order
-        self.functions: dict[str, int] = {}
-        self.attributes: set[str] = set()
+        super().__init__()
         self.ctes: set[str] = set()
-
-    def flag(self, rank: int, *attributes: str) -> None:
-        self.rank = max(self.rank, rank)
-        self.attributes.update(attributes)
 
 
 def classify_postgres(sql: str) -> list[Statement]:
     """Split PostgreSQL text into statements and classify each one. Never raises."""
-    try:
-        if len(sql) <= CACHE_TEXT_LIMIT:
-            return list(_classify_cached(sql))
-        return list(_classify(sql))
-    except Exception:  # a classifier bug must deny, not crash the relay
-        return [failed(sql if isinstance(sql, str) else "", "unparseable")]
+    return _classify_safely(sql)
 
 
-@functools.lru_cache(maxsize=CACHE_SIZE)
-def _classify_cached(sql: str) -> tuple[Statement, ...]:
-    return _classify(sql)
-
-
-def _classify(sql: str) -> tuple[Statement, ...]:
-    if "\x00" in sql:
-        return (failed(sql, "unparseable"),)
+def _classify(sql: str) -> list[Statement]:
+    if "\x00" in sql:  # pglast reads a C string and would stop there
+        return [failed(sql, "unparseable")]
     try:
         raws = parser.parse_sql(sql)
     except (parser.ParseError, UnicodeError):
-        return (failed(sql, "unparseable"),)
+        return [failed(sql, "unparseable")]
     out = []
     for raw in raws:
         start = raw.stmt_location or 0
         end = start + raw.stmt_len if raw.stmt_len else len(sql)
         out.append(_statement(sql[start:end].strip(), raw.stmt))
-    return tuple(with_multi(out))
+    return out
+
+
+_classify_safely = classifier(_classify)
 
 
 def _statement(text: str, node: ast.Node) -> Statement:
     facts = _Facts()
     _walk(node, facts)
-    tables = tuple(t for t in sorted(facts.tables, key=facts.tables.__getitem__)
-                   if t not in facts.ctes)
-    functions = tuple(sorted(facts.functions, key=facts.functions.__getitem__))
-    kind = KINDS[facts.rank]
-    attrs = frozenset(facts.attributes)
-    try:
-        shape = parser.fingerprint(text)
-    except Exception:
-        shape = text_shape(text)
-    return Statement(text, kind, tables, functions, attrs,
-                     fingerprint(shape, kind, tables, functions, attrs))
+    return facts.statement(text, parser.fingerprint(text), frozenset(facts.ctes))
 
 
 @functools.cache
@@ -218,8 +194,8 @@ def _walk(root: ast.Node, facts: _Facts) -> None:
         if not isinstance(node, tuple):
             name = type(node).__name__
             if name == "RangeVar":
-                table = _qualified(node.catalogname, node.schemaname, node.relname)
-                facts.tables[table] = min(facts.tables.get(table, 1 << 62), node.location or 0)
+                facts.table(_qualified(node.catalogname, node.schemaname, node.relname),
+                            node.location or 0)
                 continue
             if name == "FuncCall":
                 rank = _function_rank(node, facts)
@@ -312,8 +288,7 @@ def _setting_rank(name: str, value: str | None) -> int:
 
 def _function_rank(node: ast.FuncCall, facts: _Facts) -> int:
     parts = [getattr(p, "sval", "") or "" for p in node.funcname or ()]
-    name = ".".join(parts).lower()
-    facts.functions[name] = min(facts.functions.get(name, 1 << 62), node.location or 0)
+    facts.function(".".join(parts).lower(), node.location or 0)
     bare = parts[-1].lower() if parts else ""
     if bare in _ADMIN_FUNCTIONS or bare.startswith(_ADMIN_PREFIXES):
         return ADMIN
@@ -347,10 +322,8 @@ def _create_function(node: ast.CreateFunctionStmt, facts: _Facts) -> None:
         facts.flag(ADMIN, "untrusted_language")
     body = options.get("as")
     if language == "sql" and isinstance(body, tuple) and body and isinstance(body[0], ast.String):
-        inner = _classify_cached(body[0].sval) if len(body[0].sval) <= CACHE_TEXT_LIMIT \
-            else _classify(body[0].sval)
-        for statement in inner:
-            facts.flag(KINDS.index(statement.kind) if statement.kind in KINDS else ADMIN)
+        for statement in classify_postgres(body[0].sval):
+            facts.flag(KINDS.index(statement.kind))
 
 
 def _drop(node: ast.DropStmt, facts: _Facts) -> None:
@@ -359,7 +332,7 @@ def _drop(node: ast.DropStmt, facts: _Facts) -> None:
     if kind in _RELATION_OBJECTS:
         for obj in node.objects or ():
             if isinstance(obj, tuple):
-                facts.tables.setdefault(_qualified(*(getattr(p, "sval", None) for p in obj)), 1 << 62)
+                facts.table(_qualified(*(getattr(p, "sval", None) for p in obj)))
 
 
 def _rename(node: ast.RenameStmt, facts: _Facts) -> None:

@@ -248,7 +248,8 @@ def test_plans_are_not_shared_between_group_sets() -> None:
 
 
 def test_example_policy_end_to_end() -> None:
-    doc = load_policy((Path(__file__).parent / "policy_example.yaml").read_text())
+    reference = (Path(__file__).parents[2] / "docs" / "policy.md").read_text()
+    doc = load_policy(reference.split("```yaml\n", 1)[1].split("```", 1)[0])  # the reference's example
     policy = compile_policy(doc.rules, doc.grants, doc.service_accounts, version=3)
     who = Principal("etl-agent")
     assert policy.version == 3

@@ -14,7 +14,71 @@ from app.policy import (PolicyDocument, PolicyError, Rule, cron_to_apscheduler, 
                         load_policy, parse_duration, parse_timestamp, secret_refs)
 from app.policy.values import parse_cron
 
-EXAMPLE = (Path(__file__).parent / "policy_example.yaml").read_text()
+# The example of the policy format as specified, verbatim.
+EXAMPLE = r"""version: 1
+service_accounts:
+  - name: etl-agent
+    groups: [etl]
+    oidc: {issuer: "https://idp.example.com", subject: "etl-agent-client"}
+users:                      # local portal users; OIDC users are created on first login
+  - email: alice@example.com
+    groups: [dba]
+    roles: [approver]       # admin | approver | auditor
+connections:
+  - name: billing-api
+    type: http
+    hosts: ["api.billing.example.com"]
+    inject: {headers: {Authorization: "Bearer ${env:BILLING_TOKEN}"}}
+    owner: alice@example.com
+  - name: orders-db
+    type: postgres          # or mysql
+    address: 127.0.0.1:5432
+    database: orders
+    username: orders_rw
+    password: "${env:ORDERS_DB_PASSWORD}"
+    owner: "group:dba"
+  - name: web-1
+    type: ssh
+    address: 10.0.0.5:22
+    username: deploy
+    private_key: "${file:/etc/airlock/keys/deploy}"
+    host_key: "ssh-ed25519 AAAA..."
+    owner: "group:ops"
+grants:
+  - {service_account: etl-agent, connection: orders-db}
+  - {service_account: etl-agent, connection: billing-api, expires: "2027-01-31T00:00:00Z"}
+rules:
+  - name: no-ddl
+    match: {protocol: [postgres, mysql], kind: [ddl]}
+    action: deny
+    message: "DDL is not allowed through the gateway"
+  - name: writes-need-dba
+    match: {connection: orders-db, kind: [write]}
+    action: review
+    approvers: {groups: [dba], count: 1}
+    hold: 60s
+  - name: refunds-need-two
+    match: {protocol: http, method: [POST], path: "/v1/refunds*"}
+    action: review
+    approvers: {groups: [finance], count: 2}
+  - name: no-rm-rf
+    match: {protocol: ssh, command: "regex:rm\\s+-\\w*r\\w*f"}
+    action: deny
+  - name: mask-pii
+    match: {connection: "*"}
+    action: mask
+    fields: [email, ssn, card_number]
+    detectors: [email, credit_card, ssn]
+    strategy: partial
+campaigns:
+  - name: quarterly-db-review
+    scope: {connections: [orders-db]}
+    reviewers: owner        # or "group:NAME"
+    schedule: "0 9 1 */3 *"
+    duration: 14d
+    remind_every: 3d
+    on_deadline: revoke     # revoke | keep | escalate
+"""
 
 BASE = """\
 version: 1
