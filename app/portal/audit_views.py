@@ -6,6 +6,7 @@ import io
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, stream_with_context, url_for
 from flask_login import current_user
@@ -25,7 +26,7 @@ EXPORT_BATCH = 1000
 @dataclass(frozen=True)
 class ChainStatus:
     result: audit.VerifyResult
-    at: float
+    at: datetime
     by: str
     seconds: float
 
@@ -45,7 +46,7 @@ def run_verify(by: str) -> ChainStatus:
         started = time.monotonic()
         with session_scope() as s:
             result = audit.verify(s)
-        status = ChainStatus(result, time.time(), by, time.monotonic() - started)
+        status = ChainStatus(result, utcnow(), by, time.monotonic() - started)
         _last[settings().database_url] = status
         return status
 
