@@ -305,6 +305,7 @@ def _export_connection(conn: Connection, places: dict[str, str]) -> ConnectionSp
         hosts=tuple(cfg.get("hosts") or ()),
         inject_headers=tuple((h, ref(f"header:{h}")) for h in cfg.get("inject_headers") or () if f"header:{h}" in places),
         inject_query=tuple((q, ref(f"query:{q}")) for q in cfg.get("inject_query") or () if f"query:{q}" in places),
+        ca_bundle=str(cfg.get("ca_bundle") or ""),
         address=str(cfg.get("address") or ""),
         database=str(cfg.get("database") or ""),
         username=str(cfg.get("username") or ""),

@@ -11,8 +11,8 @@ JWTs, "A" for AWS keys, and one pass for everything that starts at a digit, "+" 
 StreamMasker (stream.py) relies on three facts about what is found here:
 - every match except jwt and private_key is at most BOUNDED_MAX characters long;
 - no match except private_key contains a character outside INNER_CHARS;
-- lookarounds test only characters of INNER_CHARS, and only negatively, so cutting a
-  text just after any other character cannot change what is found on either side.
+- lookarounds only ask whether a neighbour is one of INNER_CHARS, so cutting a text
+  just after any other character cannot change what is found on either side.
 Patterns are ASCII on purpose: the sets above stay small and fixed.
 """
 from __future__ import annotations
@@ -24,15 +24,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-INNER_CHARS = "A-Za-z0-9._%+\\-@:() "  # a regex class body
+INNER_CHARS = "A-Za-z0-9_.%+\\-@:() "  # a regex class body
 BOUNDED_MAX = 1024
-SEP = "\x00"  # joins many strings into one text to scan; no match crosses it
 
 PK_BEGIN = r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----"
 PK_END = r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----"
-_EMAIL_LOCAL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._%+-")
 _HEX = "[0-9A-Fa-f]"
 _OCTETS = r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}"
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 _PHONE_END = r"(?![0-9]|[.-][0-9])"
 
 
@@ -50,22 +49,22 @@ def _accept(s: str, start: int, end: int) -> int:
     return end
 
 
+_DOUBLED = str.maketrans("0123456789", "0246813579")  # 2d, minus 9 when over 9
+
+
 def _luhn(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i & 1:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
+    return (sum(map(int, digits[-1::-2])) + sum(map(int, digits[-2::-2].translate(_DOUBLED)))) % 10 == 0
 
 
 def _check_card(s: str, start: int, end: int) -> int:
+    n = len(s)
+    if end == n or not "0" <= s[end] <= "9":  # the usual case: the whole run is the card
+        if _luhn(s[start:end].replace(" ", "").replace("-", "")):
+            return end
     # The regex grabs up to 19 digits; the card may be a shorter prefix that ends where a
     # digit group ends, as in "4111 1111 1111 1111 12/25". Longest valid prefix wins.
     digits: list[str] = []
     ends: list[tuple[int, int]] = []
-    n = len(s)
     for i in range(start, end):
         c = s[i]
         if "0" <= c <= "9":
@@ -73,7 +72,7 @@ def _check_card(s: str, start: int, end: int) -> int:
             if len(digits) >= 13 and (i + 1 == n or not "0" <= s[i + 1] <= "9"):
                 ends.append((i + 1, len(digits)))
     for e, count in reversed(ends):
-        if _luhn("".join(digits[:count])):
+        if e != end and _luhn("".join(digits[:count])):
             return e
     return -1
 
@@ -85,10 +84,6 @@ def _check_ssn(s: str, start: int, end: int) -> int:
             or s[start + 7:end] == "0000":
         return -1
     return end
-
-
-def _check_ipv4(s: str, start: int, end: int) -> int:
-    return end if all(int(p) <= 255 for p in s[start:end].split(".")) else -1
 
 
 def _check_ipv6(s: str, start: int, end: int) -> int:
@@ -125,7 +120,7 @@ _ALL = (
     Detector("jwt", r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
                     r"(?:\.[A-Za-z0-9_-]+){0,2}", _accept),
     Detector("aws_access_key", r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])", _accept),
-    Detector("email", r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@"
+    Detector("email", r"(?<![A-Za-z0-9_.%+-])[A-Za-z0-9_.%+-]{1,64}@"
                       r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}"
                       r"[A-Za-z]{2,63}(?![A-Za-z0-9-])", _accept),
     Detector("ipv6", rf"(?<![0-9A-Za-z:.])(?:{_HEX}{{0,4}}:){{2,7}}(?:{_OCTETS}|{_HEX}{{1,4}})?"
@@ -140,7 +135,7 @@ _ALL = (
     Detector("phone", r"(?<![0-9A-Za-z+])(?:\+[1-9](?:[ .-]?\(?[0-9]\)?){7,14}"
                       r"|(?:1[ .-])?(?:\([0-9]{3}\)[ .-]?|[0-9]{3}[ .-])[0-9]{3}[ .-][0-9]{4})"
                       + _PHONE_END, _accept),
-    Detector("ipv4", rf"(?<![0-9.]){_OCTETS}(?![0-9]|\.[0-9])", _check_ipv4),
+    Detector("ipv4", rf"(?<![0-9.]){_OCTET}(?:\.{_OCTET}){{3}}(?![0-9]|\.[0-9])", _accept),
 )
 DETECTORS: Mapping[str, Detector] = MappingProxyType({d.name: d for d in _ALL})
 
@@ -156,22 +151,24 @@ _DIGIT_ALTS = {
              r"|(?<=1)[ .-](?:\([0-9]{3}\)[ .-]?|[0-9]{3}[ .-])[0-9]{3}[ .-][0-9]{4}"
              r"|(?<=\()[0-9]{3}\)[ .-]?[0-9]{3}[ .-][0-9]{4}"
              r"|(?<=[0-9])[0-9]{2}[ .-][0-9]{3}[ .-][0-9]{4})" + _PHONE_END,
-    "ipv4": r"(?<=[0-9])(?<![0-9.].)[0-9]{0,2}(?:\.[0-9]{1,3}){3}(?![0-9]|\.[0-9])",
+    # The first octet's first digit is already consumed: the lookbehinds say which.
+    "ipv4": r"(?<![0-9.].)(?:(?<=2)(?:5[0-5]|[0-4][0-9]|[0-9])?|(?<=1)(?:[0-9]{1,2})?"
+            rf"|(?<=[3-9])[0-9]?|(?<=0))(?:\.{_OCTET}){{3}}(?![0-9]|\.[0-9])",
 }
 _LITERAL_PASSES = {  # each starts with a literal; the text variant is used outside JSON
     "private_key": PK_BEGIN + r"[\s\S]*?(?:" + PK_END + r"|\Z)",
     "jwt": r"eyJ(?<![A-Za-z0-9_-]eyJ)[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
            r"(?:\.[A-Za-z0-9_-]+){0,2}",
     "aws_access_key": r"A[KS]IA(?<![A-Za-z0-9]A[KS]IA)[A-Z0-9]{16}(?![A-Za-z0-9])",
-    "email": r"@(?<=[A-Za-z0-9._%+-]@)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}"
+    "email": r"@(?<=[A-Za-z0-9_.%+-]@)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}"
              r"[A-Za-z]{2,63}(?![A-Za-z0-9-])",
     # A colon run that can be an address: "::" in it, or 7 colons; times have neither.
-    "ipv6": r":(?=:|[0-9A-Fa-f:.]*::|(?:[0-9A-Fa-f.]*:){6})[0-9A-Fa-f:.]*",
+    # The lookbehind turns away JSON's own colons (after a quote) at once.
+    "ipv6": r":(?:(?<=[0-9A-Fa-f]:)|(?=:))(?=:|[0-9A-Fa-f:.]*::|(?:[0-9A-Fa-f.]*:){6})[0-9A-Fa-f:.]*",
 }
-# A key block must not run past the string it starts in: in joined text it stops at
-# SEP, in serialised JSON at the closing quote (escaped quotes are blanked by then).
-_PK_IN = {"joined": PK_BEGIN + r"[^\x00]*?(?:" + PK_END + r"|(?=\x00)|\Z)",
-          "json": PK_BEGIN + r'[^"]*?(?:' + PK_END + r'|(?="))'}
+# In serialised JSON a key block must not run past the string it starts in: it stops at
+# the closing quote (escaped quotes are blanked by then, see masker._mask_tokens).
+_PK_IN_JSON = PK_BEGIN + r'[^"]*?(?:' + PK_END + r'|(?="))'
 _PREFILTER = {"private_key": "\\-", "jwt": "J", "aws_access_key": "A", "email": "@", "ipv6": ":"}
 
 
@@ -194,11 +191,16 @@ def compile_detectors(names: frozenset[str]) -> Compiled | None:
             passes.append((name, re.compile(pattern)))
     digit_names = tuple(n for n in _DIGIT_ALTS if n in names)
     if digit_names:
-        alts = "|".join(f"(?P<{n}>{_DIGIT_ALTS[n]})" for n in digit_names)
-        passes.append(("digits", re.compile(f"[0-9+(](?:{alts})")))
-    modes = {"text": tuple(passes)}
-    for mode, pk in _PK_IN.items():
-        modes[mode] = tuple((n, re.compile(pk) if n == "private_key" else rx) for n, rx in passes)
+        # Most digits sit inside runs, or in short runs (ids, years): one lookbehind and
+        # one lookahead turn those away before any alternative is tried. An IBAN's
+        # check digits are followed by letters, so it comes before the lookahead.
+        alts = "|".join(f"(?P<{n}>{_DIGIT_ALTS[n]})" for n in digit_names if n != "iban")
+        alts = f"(?=[0-9 ().+-]{{6}})(?:{alts})" if alts else ""
+        if "iban" in digit_names:
+            alts = f"(?P<iban>{_DIGIT_ALTS['iban']})" + ("|" + alts if alts else "")
+        passes.append(("digits", re.compile(f"[0-9+(](?<![0-9].)(?:{alts})")))
+    modes = {"text": tuple(passes),
+             "json": tuple((n, re.compile(_PK_IN_JSON) if n == "private_key" else rx) for n, rx in passes)}
     chars = {_PREFILTER.get(n, "0-9+(") for n in names}
     return Compiled(
         prefilter=re.compile("[" + "".join(sorted(chars)) + "]"),
@@ -206,25 +208,40 @@ def compile_detectors(names: frozenset[str]) -> Compiled | None:
         single=MappingProxyType({n: re.compile(DETECTORS[n].pattern) for n in digit_names}))
 
 
-def _digit_match(c: Compiled, s: str, m: re.Match[str]) -> tuple[int, int, str] | None:
-    name = m.lastgroup
-    assert name is not None
-    start = m.start() - 2 if name == "iban" else m.start()
-    end = DETECTORS[name].check(s, start, m.end())
-    if end > start:
-        return start, end, name
-    # The candidate failed its check, but another kind may start at the same place
-    # ("555 123 4567 8901" is no card, yet holds a phone number).
-    start = m.start()
-    for other in c.digit_names:
-        if other not in (name, "iban") and (m2 := c.single[other].match(s, start)) is not None:
-            end = DETECTORS[other].check(s, start, m2.end())
-            if end > start:
-                return start, end, other
-    return None
+_CHECKS = {d.name: None if d.check is _accept else d.check for d in _ALL}
+_LOCAL_REVERSED = re.compile(r"[A-Za-z0-9_.%+-]{1,64}")
+_IPV6 = re.compile(DETECTORS["ipv6"].pattern)
+
+
+def _scan_digits(c: Compiled, s: str, rx: re.Pattern[str], add: Callable) -> None:
+    search = rx.search
+    m = search(s)
+    while m is not None:
+        name, start = m.lastgroup, m.start()
+        assert name is not None
+        if name == "iban":  # found at its check digits
+            start -= 2
+        check = _CHECKS[name]
+        end = m.end() if check is None else check(s, start, m.end())
+        if end <= start:
+            # The candidate failed its check, but another kind may start at the same
+            # place ("555 123 4567 8901" is no card, yet holds a phone number).
+            start = m.start()
+            for other in c.digit_names:
+                if other not in (name, "iban") and (m2 := c.single[other].match(s, start)):
+                    end = DETECTORS[other].check(s, start, m2.end())
+                    if end > start:
+                        name = other
+                        break
+            if end <= start:
+                m = search(s, start + 1)
+                continue
+        add((start, end, name))
+        m = search(s, end)
 
 
 def _ipv6_match(s: str, m: re.Match[str]) -> tuple[int, int, str] | None:
+    # Found at its first colon: the first group (at most 4 hex digits) is behind it.
     start = m.start()
     while start > 0 and m.start() - start < 4 and s[start - 1] in "0123456789abcdefABCDEF":
         start -= 1
@@ -235,44 +252,46 @@ def _ipv6_match(s: str, m: re.Match[str]) -> tuple[int, int, str] | None:
     return (start, end, "ipv6") if end > start else None
 
 
-_IPV6 = re.compile(DETECTORS["ipv6"].pattern)
-
-
 def scan(c: Compiled, s: str, mode: str = "text") -> list[tuple[int, int, str]]:
     """Confirmed secrets in `s` as sorted, disjoint (start, end, detector) spans.
 
-    mode "joined": `s` is many strings joined by SEP, each scanned as if alone;
     mode "json": `s` is serialised JSON with escapes blanked (see masker._mask_tokens).
     """
     if c.prefilter.search(s) is None:
         return []
     spans: list[tuple[int, int, str]] = []
+    add = spans.append
+    found_by = 0
     for kind, rx in c.passes[mode]:
-        m = rx.search(s)
-        while m is not None:
-            if kind == "digits":
-                span = _digit_match(c, s, m)
-                nxt = span[1] if span else m.start() + 1
-            elif kind == "email":
-                start = m.start()
-                floor = max(0, start - 64)
-                while start > floor and s[start - 1] in _EMAIL_LOCAL:
-                    start -= 1
-                span, nxt = (start, m.end(), kind), m.end()
-            elif kind == "ipv6":
-                span, nxt = _ipv6_match(s, m), m.end()
-            else:
-                span, nxt = (m.start(), m.end(), kind), m.end()
-            if span is not None:
-                spans.append(span)
-            m = rx.search(s, nxt)
-    if len(spans) > 1:
-        # Passes overlap (a card inside an email, an IPv4 inside an IPv6): the match that
-        # starts first wins, then the longest.
-        spans.sort(key=lambda sp: (sp[0], -sp[1]))
-        kept = [spans[0]]
-        for sp in spans[1:]:
-            if sp[0] >= kept[-1][1]:
-                kept.append(sp)
-        spans = kept
-    return spans
+        before = len(spans)
+        if kind == "digits":
+            _scan_digits(c, s, rx, add)
+        elif kind == "email":
+            # Found at the "@": the local part is behind it, matched on the reversed
+            # text (one regex call instead of a Python loop per character).
+            rev, n = "", len(s)
+            for m in rx.finditer(s):
+                rev = rev or s[::-1]
+                add((n - _LOCAL_REVERSED.match(rev, n - m.start()).end(), m.end(), kind))
+        elif kind == "ipv6":
+            for m in rx.finditer(s):
+                if (span := _ipv6_match(s, m)) is not None:
+                    add(span)
+        else:
+            for m in rx.finditer(s):
+                add((m.start(), m.end(), kind))
+        found_by += len(spans) > before
+    if len(spans) < 2:
+        return spans
+    if found_by > 1:
+        spans.sort()
+    # Matches may overlap (a card inside an email, an IPv4 inside an IPv6, two emails
+    # sharing characters): the one that starts first wins, then the longest.
+    kept = [spans[0]]
+    for sp in spans[1:]:
+        last = kept[-1]
+        if sp[0] >= last[1]:
+            kept.append(sp)
+        elif sp[0] == last[0] and sp[1] > last[1]:
+            kept[-1] = sp
+    return kept

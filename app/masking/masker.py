@@ -12,21 +12,19 @@ and a detector that finds something in a value masked by name can raise its stra
 from __future__ import annotations
 
 import fnmatch
+import gc
 import hashlib
 import hmac
 import json
 import re
 import secrets
-from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import accumulate
-from operator import add
 from typing import Any
 
 from app.types import MaskSpec
 
-from .detectors import DETECTORS, SEP, Compiled, compile_detectors, scan
+from .detectors import DETECTORS, Compiled, compile_detectors, scan
 
 STRATEGIES = ("partial", "hash", "redact")  # weakest first: the index is the strength
 _CACHE_MAX = 4096
@@ -81,6 +79,7 @@ class Masker:
         self._compiled: Compiled | None = compile_detectors(frozenset(self._strength))
         self._top = max(self._strength.values(), default=-1)
         self._field_cache: dict[str, int] = {}
+        self._redacted = {name: f"[REDACTED:{name}]" for name in DETECTORS}
 
     @property
     def active(self) -> bool:
@@ -159,10 +158,12 @@ class Masker:
     # Walking the tree in Python and scanning each string costs several calls per
     # string: too slow for 20 MB/s. Instead the tree is serialised once and the
     # detectors run over that text, where every string (keys too) is a quoted token.
-    # Only values masked by name need the tree: they become placeholders first.
+    # Values masked by name are the only reason to walk the tree: each becomes a
+    # placeholder token, "<mark><index>\ue001", followed by its own text when some
+    # detector could raise its strategy; the scan then reports into it instead of
+    # masking it, and the rendered value replaces the whole token at the end.
 
     def _pend(self, x: Any, strength: int, pending: list[tuple[str, int]], mark: str) -> Any:
-        """Placeholder(s) for what sits under a masked key; null stays null."""
         if x is None:
             return None
         if type(x) is dict:
@@ -170,14 +171,20 @@ class Masker:
                     for k, y in x.items()}
         if type(x) is list:
             return [self._pend(y, strength, pending, mark) for y in x]
+        if strength == 2:
+            return "[REDACTED]"  # nothing can raise it, and no detector matches it
         text = x if type(x) is str else "true" if x is True else "false" if x is False else str(x)
         pending.append((text, strength))
-        return f"{mark}{len(pending) - 1}\ue001"
+        tail = text if strength < self._top else ""
+        return f"{mark}{len(pending) - 1}\ue001{tail}"
 
     def _by_name(self, v: Any, pending: list[tuple[str, int]], mark: str) -> None:
         if type(v) is dict:
+            cached = self._field_cache.get
             for k, x in v.items():
-                strength = self._field(k)
+                strength = cached(k)
+                if strength is None:
+                    strength = self._field(k)
                 if strength >= 0:
                     v[k] = self._pend(x, strength, pending, mark)
                 elif type(x) is dict or type(x) is list:
@@ -187,24 +194,9 @@ class Masker:
                 if type(x) is dict or type(x) is list:
                     self._by_name(x, pending, mark)
 
-    def _render_pending(self, pending: list[tuple[str, int]]) -> list[str]:
-        """JSON for each placeholder. Values whose rule is weaker than some detector are
-        scanned together (joined by SEP) to see whether one raises the strategy."""
-        top: dict[int, int] = {}
-        weak = [i for i, (_, s) in enumerate(pending) if s < self._top]
-        if weak and self._compiled is not None:
-            texts = [pending[i][0] for i in weak]
-            spans = scan(self._compiled, SEP.join(texts), "joined")
-            if spans:
-                ends = list(map(add, accumulate(map(len, texts)), range(len(texts))))
-                for start, _, name in spans:
-                    i = weak[bisect_right(ends, start)]
-                    top[i] = max(top.get(i, -1), self._strength[name])
-        return [json.dumps(self._render(max(s, top.get(i, -1)), text, None), ensure_ascii=False)
-                for i, (text, s) in enumerate(pending)]
-
-    def _mask_tokens(self, text: str) -> str:
-        """Detectors over serialised JSON, inside string tokens only."""
+    def _mask_tokens(self, text: str, mark: str | None, raised: dict[int, int]) -> str:
+        """Detectors over serialised JSON, inside string tokens only. `mark`: the
+        placeholder mark when there are placeholders whose text is in the tokens."""
         assert self._compiled is not None
         blank = text
         if "\\" in text:
@@ -213,23 +205,44 @@ class Masker:
             # secret, and the quotes left are exactly the token boundaries.
             blank = text.replace("\\\\", "\x01\x01")
             blank = _ESCAPE.sub("\x01\x01", _U_ESCAPE.sub("\x01" * 6, blank))
-        spans = scan(self._compiled, blank, "json")
-        parts, pos, quotes, seen = [], 0, 0, 0
-        for start, end, name in spans:
-            quotes += blank.count('"', seen, start)
-            seen = start
-            if not quotes & 1:
-                continue  # outside any string: a number, which detectors leave alone
-            segment = text[start:end]
-            raw = json.loads(f'"{segment}"') if "\\" in segment else segment  # key blocks
-            out = self._render(self._strength[name], raw, name)
-            parts.append(text[pos:start])
-            parts.append(json.dumps(out, ensure_ascii=False)[1:-1] if raw is not segment else out)
-            pos = end
-        if not parts:
+        keep, quotes, seen = [], 0, 0
+        for span in scan(self._compiled, blank, "json"):
+            start, _, name = span
+            # Outside strings only a big integer can look like a secret (a card); the
+            # detectors are for strings, so it is left alone. Quote parity tells.
+            if name == "credit_card":
+                quotes += blank.count('"', seen, start)
+                seen = start
+                if not quotes & 1:
+                    continue
+            if mark is not None:
+                opening = blank.rfind('"', 0, start) + 1
+                if text.startswith(mark, opening):
+                    i = int(text[opening + len(mark):text.index("\ue001", opening)])
+                    raised[i] = max(raised.get(i, -1), self._strength[name])
+                    continue
+            keep.append(span)
+        if not keep:
             return text
-        parts.append(text[pos:])
+        parts = [""] * (2 * len(keep) + 1)
+        parts[0::2] = [text[a:b] for a, b in zip([0] + [e for _, e, _ in keep],
+                                                 [s for s, _, _ in keep] + [len(text)])]
+        parts[1::2] = [self._render_span(text[s:e], name) for s, e, name in keep]
         return "".join(parts)
+
+    def _render_span(self, segment: str, name: str) -> str:
+        strength = self._strength[name]
+        if strength == 2:
+            return self._redacted[name]
+        if "\\" in segment:  # only a key block spans escapes
+            out = self._render(strength, json.loads(f'"{segment}"'), name)
+            return json.dumps(out, ensure_ascii=False)[1:-1]
+        return self._render(strength, segment, name)
+
+    def _quoted(self, strength: int, text: str) -> str:
+        out = self._render(strength, text, None)
+        # Only a partial mask keeps characters of the value, which may need escaping.
+        return f'"{out}"' if strength else json.dumps(out, ensure_ascii=False)
 
     def _mask_doc(self, obj: Any, owned: bool) -> str:
         pending: list[tuple[str, int]] = []
@@ -244,11 +257,18 @@ class Masker:
             raise MaskingError("JSON nested too deeply to mask") from e
         except (TypeError, ValueError) as e:
             raise MaskingError(f"not JSON data: {e}") from e
+        raised: dict[int, int] = {}
         if self._compiled is not None:
-            text = self._mask_tokens(text)
+            text = self._mask_tokens(text, mark if pending else None, raised)
         if pending:
-            done = self._render_pending(pending)
-            text = re.sub(f'"{mark}([0-9]+)\ue001"', lambda m: done[int(m[1])], text)
+            quoted = self._quoted
+
+            def placeholder(m: re.Match[str]) -> str:
+                i = int(m[1])
+                text, strength = pending[i]
+                return quoted(max(strength, raised.get(i, -1)), text)
+
+            text = re.sub(f'"{mark}([0-9]+)\ue001(?:[^"\\\\]|\\\\.)*"', placeholder, text)
         return text
 
     def mask_json(self, obj: Any) -> Any:
@@ -259,12 +279,27 @@ class Masker:
         return json.loads(self._mask_doc(obj, owned=False))
 
     def mask_json_bytes(self, data: bytes) -> bytes:
+        # A 10 MB document makes ~10^6 objects and none can be part of a cycle, yet
+        # each allocation burst wakes the cycle collector, which walks the young tree
+        # again and again: ~15% of the call. So it is paused for the call, and left
+        # off afterwards if it was off before.
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._mask_json_bytes(data)
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    def _mask_json_bytes(self, data: bytes) -> bytes:
         try:
             obj = json.loads(data)
         except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError
             raise MaskingError(f"not JSON: {e}") from e
-        text = self._mask_doc(obj, owned=True) if self.active else \
-            json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+        if not self.active:
+            text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+        else:
+            text = self._mask_doc(obj, owned=True)
         try:
             return text.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate from a "\ud800" escape: keep it escaped

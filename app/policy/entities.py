@@ -16,7 +16,7 @@ SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-ni
 DEFAULT_PORTS = {"postgres": 5432, "mysql": 3306, "ssh": 22}
 COMMON_KEYS = ("name", "type", "owner", "description")
 TYPE_KEYS = {
-    "http": (("hosts", "inject"), ("hosts",)),
+    "http": (("hosts", "inject", "ca_bundle"), ("hosts",)),
     "postgres": (("address", "database", "username", "password"), ("address", "username")),
     "mysql": (("address", "database", "username", "password"), ("address", "username")),
     "ssh": (("address", "username", "private_key", "password", "host_key"), ("address", "username", "host_key")),
@@ -139,6 +139,7 @@ def validate_connection(iss: Issues, value: object, path: Path) -> ConnectionSpe
         hosts=f.strings(iss, d, "hosts", path, check=_check_host),
         inject_headers=headers,
         inject_query=query,
+        ca_bundle=f.string(iss, d, "ca_bundle", path, check=_check_ca_bundle),
         address=_address(iss, d, path, DEFAULT_PORTS.get(kind or "", 0)),
         database=f.string(iss, d, "database", path),
         username=f.string(iss, d, "username", path),
@@ -146,6 +147,12 @@ def validate_connection(iss: Issues, value: object, path: Path) -> ConnectionSpe
         private_key=f.string(iss, d, "private_key", path),
         host_key=host_key,
     )
+
+
+def _check_ca_bundle(value: str) -> None:
+    # Read by the proxy, possibly on another machine than `airlock apply`: only the form is checked.
+    if not value.startswith("/"):
+        raise ValueError(f"must be an absolute path to a PEM file, not {value!r}")
 
 
 def _check_host(host: str) -> None:

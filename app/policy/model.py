@@ -79,6 +79,7 @@ class ConnectionSpec:
     hosts: tuple[str, ...] = ()  # http
     inject_headers: tuple[tuple[str, str], ...] = ()  # http
     inject_query: tuple[tuple[str, str], ...] = ()  # http
+    ca_bundle: str = ""  # http: PEM file of extra CAs trusted for this connection's upstream TLS
     address: str = ""  # host:port, default port filled in
     database: str = ""
     username: str = ""
@@ -94,6 +95,7 @@ class ConnectionSpec:
         _put(inject, "headers", dict(self.inject_headers))
         _put(inject, "query", dict(self.inject_query))
         _put(d, "inject", inject)
+        _put(d, "ca_bundle", self.ca_bundle)
         for key in ("address", "database", "username", "password", "private_key", "host_key", "owner"):
             _put(d, key, getattr(self, key))
         return d

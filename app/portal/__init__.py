@@ -94,9 +94,20 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     @app.context_processor
     def inject() -> dict[str, Any]:
-        return {"me": principal(), "portal": app.config["PORTAL"]}
+        return {"me": principal(), "portal": app.config["PORTAL"], "pending_badge": _pending_badge}
 
     return app
+
+
+def _pending_badge() -> int:
+    """Pending reviews for the navigation badge (one indexed count)."""
+    from sqlalchemy import func, select
+
+    from app.db import session_scope
+    from app.models import Review, utcnow
+
+    with session_scope() as s:
+        return s.scalar(select(func.count(Review.id)).where(Review.status == "pending", Review.expires_at > utcnow())) or 0
 
 
 def _register_blueprints(app: Flask) -> None:

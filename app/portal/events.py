@@ -7,6 +7,7 @@ Nothing produced here is ever marked safe for HTML.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -29,12 +30,13 @@ class Event:
 
 def parse(rows) -> list[Event]:
     out = []
-    for row in rows:
+    # Plain tuples: a Row's `t` would clash with Row.t, the tuple accessor.
+    for seq, t, kind, raw in (tuple(r) for r in rows):
         try:
-            data = json.loads(row.data)
+            data = json.loads(raw)
         except (TypeError, ValueError):
-            data = row.data
-        out.append(Event(seq=row.seq, t=row.t, kind=row.kind, data=data))
+            data = raw
+        out.append(Event(seq=seq, t=t, kind=kind, data=data))
     return out
 
 
@@ -165,6 +167,14 @@ def statement_of(request: dict[str, Any] | None) -> str:
     return ""
 
 
+ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*(\x07|\x1b\\\\)|[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def plain(text: str) -> str:
+    """Terminal text without escape sequences and control characters (display only)."""
+    return ANSI.sub("", text.replace("\r\n", " ").replace("\n", " "))
+
+
 def summary(protocol: str, ev: Event) -> str:
     """One line for the run timeline."""
     d = ev.as_dict
@@ -183,7 +193,7 @@ def summary(protocol: str, ev: Event) -> str:
             preview = rows_preview(d)
             return f"→ {preview['total']} rows" if preview else clip(ev.data, 200)
     if isinstance(ev.data, dict) and isinstance(ev.data.get("text"), str):
-        return ev.data["text"][:200]
+        return plain(ev.data["text"])[:200]
     return clip(ev.data, 200)
 
 

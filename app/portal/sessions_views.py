@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from flask import Blueprint, Response, abort, render_template, request
-from sqlalchemy import distinct, func, select
+from sqlalchemy import func, select
 
 from app import recording
 from app.db import session_scope
@@ -32,7 +32,7 @@ def _choices(s) -> dict[str, list[str]]:
     """Names for the filter drop-downs (distinct values use the filter indexes)."""
     out = {}
     for col in (RecordedSession.service_account, RecordedSession.connection):
-        out[col.key] = [v for v in s.scalars(select(distinct(col)).order_by(col).limit(500)) if v]
+        out[col.key] = [v for v in s.scalars(select(col).distinct().order_by(col).limit(500)) if v]
     return out
 
 

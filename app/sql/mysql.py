@@ -64,7 +64,7 @@ _FIXED = {
 _OBJECTS = {
     **dict.fromkeys("TABLE VIEW INDEX DATABASE SCHEMA TRIGGER EVENT PROCEDURE FUNCTION "
                     "SEQUENCE SPATIAL".split(), DDL),
-    "USER": DCL, "ROLE": DCL, "PREPARE": TCL,
+    "USER": DCL, "ROLE": DCL,
     **dict.fromkeys("SERVER TABLESPACE INSTANCE LOGFILE RESOURCE UNDO".split(), ADMIN),
 }
 _ROUTINES = frozenset("PROCEDURE FUNCTION TRIGGER EVENT".split())
@@ -86,6 +86,7 @@ _SAFE_CHARSETS = frozenset("utf8 utf8mb3 utf8mb4 latin1 latin2 ascii binary defa
 # Not any word starting with a digit: `1t` is a table name in MySQL.
 _NUMBER = re.compile(r"\d+(?:e\d+)?|0x[0-9a-fA-F]+|0b[01]+")
 _SHAPE_FACTS: dict[str, Facts] = {}
+_DIALECT = sqlglot.Dialect.get_or_raise("mysql")
 _ESCAPES = {"0": "\0", "b": "\b", "n": "\n", "r": "\r", "t": "\t", "Z": "\x1a"}
 
 
@@ -167,12 +168,11 @@ def _split(tokens: list[_Tok]) -> list[list[_Tok]]:
 
 
 def _starts_routine(tokens: list[_Tok], i: int) -> bool:
-    if tokens[i].up == "BEGIN" and i + 1 < len(tokens) and tokens[i + 1].up == "NOT":
+    head = [t.up for t in tokens[i:i + 16]]
+    if head[:2] == ["BEGIN", "NOT"]:
         return True  # MariaDB's anonymous BEGIN NOT ATOMIC block
-    if tokens[i].up not in ("CREATE", "ALTER"):
-        return False
-    obj = next((t.up for t in tokens[i + 1:i + 16] if t.up in _OBJECTS or t.text == ";"), "")
-    return obj in _ROUTINES
+    obj = next((w for w in head[1:] if w in _OBJECTS or w == ";"), "")
+    return head[0] in ("CREATE", "ALTER") and obj in _ROUTINES
 
 
 def _statement(sql: str, clean: str, toks: list[_Tok]) -> Statement:
@@ -268,7 +268,9 @@ def _span(clean: str, toks: list[_Tok], drop: list[_Tok] = ()) -> str:
 
 def _parse(text: str) -> exp.Expression | None:
     try:
-        trees = sqlglot.parse(text, read="mysql")
+        parser = _DIALECT.parser()
+        parser._warn_unsupported = lambda: None  # it would log the SQL text at WARNING
+        trees = parser.parse(_DIALECT.tokenize(text), text)
     except Exception:
         return None
     if len(trees) != 1 or trees[0] is None or isinstance(trees[0], exp.Command):
@@ -277,11 +279,11 @@ def _parse(text: str) -> exp.Expression | None:
 
 
 def _tree_facts(tree: exp.Expression, facts: Facts) -> None:
-    ctes = {(c.alias or "").lower() for c in tree.find_all(exp.CTE)} | {"dual"}
     for table in tree.find_all(exp.Table):
         name = (table.name or "").lower()
-        if name and not name.startswith("@") and (table.db or name not in ctes):
-            facts.table(".".join(p for p in (table.catalog, table.db, name) if p).lower())
+        if name and not name.startswith("@") and not _cte_reference(table, name):
+            facts.table(".".join(p for p in (table.catalog, table.db, name) if p).lower(),
+                        getattr(table.this, "meta", {}).get("start"))
     for func in tree.find_all(exp.Func):
         name = (func.name if isinstance(func, exp.Anonymous) else func.sql_name()).lower()
         facts.function(name)
@@ -294,6 +296,30 @@ def _tree_facts(tree: exp.Expression, facts: Facts) -> None:
         if isinstance(node, (exp.Update, exp.Delete)) and (
                 where is None or where.find(exp.Column, exp.Subquery, exp.Select, exp.Func) is None):
             facts.attributes.add("unbounded")
+
+
+def _cte_reference(table: exp.Table, name: str) -> bool:
+    """Whether an unqualified name is a CTE of a WITH around it. A DML target never is:
+    `WITH t AS (...) INSERT INTO t` writes the real table t."""
+    if table.db:
+        return False
+    child, node = table, table.parent
+    while node is not None:
+        if isinstance(node, (exp.Insert, exp.Update, exp.Delete)) and (
+                child is node.this or any(child is t for t in node.args.get("tables") or ())):
+            return False
+        if isinstance(node, exp.With):  # a CTE body sees the CTEs before it, unless RECURSIVE
+            at = next((i for i, c in enumerate(node.expressions) if c is child), 0)
+            names = [c.alias.lower() for c in node.expressions]
+            if name in (names if node.args.get("recursive") else names[:at]):
+                return True
+        else:
+            with_ = node.args.get("with_") or node.args.get("with")
+            if with_ is not None and with_ is not child and any(
+                    c.alias.lower() == name for c in with_.expressions):
+                return True
+        child, node = node, node.parent
+    return name == "dual"
 
 
 def _explain(clean: str, toks: list[_Tok]) -> Facts:
@@ -349,19 +375,19 @@ def _set_item_rank(item: list[_Tok]) -> int:
         return ADMIN
     if name in _CHARSET_VARIABLES:
         return TCL if value in _SAFE_CHARSETS else ADMIN
-    if name == "sql_mode" and (value is None or len(rest) != 1 or "backslash" in value
-                               or "ansi_quotes" in value):
-        return ADMIN  # these modes change how the server lexes later text
+    if name == "sql_mode" and (len(rest) != 1 or value is None or "backslash" in value
+                               or "ansi_quotes" in value or value[:1].isdigit()):
+        return ADMIN  # these modes (also as a number: a bit mask) change the server's lexing
     return TCL
 
 
 def _ddl(clean: str, toks: list[_Tok]) -> Facts:
+    if toks[0].up == "DROP" and len(toks) == 3 and toks[1].up == "PREPARE":
+        return Facts(TCL)
     obj = next((t.up for t in toks[1:16] if t.up in _OBJECTS), None)
     if obj is None:
         return Facts(ADMIN, "unknown")
     facts = Facts(_OBJECTS[obj])
-    if obj == "PREPARE":
-        return facts
     if obj == "FUNCTION" and any(t.up == "SONAME" for t in toks):
         facts.flag(ADMIN, "udf_library")
     tree = _parse(_span(clean, toks)) if obj in ("TABLE", "VIEW") else None

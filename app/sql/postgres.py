@@ -35,8 +35,13 @@ Choices:
   functions while folding constants.
 - Bodies of CREATE FUNCTION (BEGIN ATOMIC or a LANGUAGE sql string) are classified
   too: the create is at least ddl and rises to dcl/admin when the body would.
-- Tables named only as a CTE are not reported as tables.
+- A name that a WITH around it defines is a CTE, not a table; the target of INSERT/
+  UPDATE/DELETE/MERGE and SELECT INTO always is a table (PostgreSQL resolves it so).
 - Text containing NUL is unparseable: pglast reads a C string and would stop there.
+- What a user-defined function or a trigger does is not in the text: `SELECT f()` is
+  read. Who may create functions (ddl) and call them is for policy to decide.
+- No numeric literal lowers a kind (EXPLAIN (ANALYZE 0) counts as ANALYZE), so callers
+  may share one answer between texts that differ only in numbers.
 """
 from __future__ import annotations
 
@@ -123,14 +128,6 @@ _BOUNDING_NODES = frozenset({"ColumnRef", "SubLink", "FuncCall", "CurrentOfExpr"
 _LEAVES = frozenset({ast.String, ast.Integer, ast.Float, ast.Boolean, ast.BitString, ast.A_Star})
 
 
-class _Facts(Facts):
-    __slots__ = ("ctes",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ctes: set[str] = set()
-
-
 def classify_postgres(sql: str) -> list[Statement]:
     """Split PostgreSQL text into statements and classify each one. Never raises."""
     return _classify_safely(sql)
@@ -155,9 +152,9 @@ _classify_safely = classifier(_classify)
 
 
 def _statement(text: str, node: ast.Node) -> Statement:
-    facts = _Facts()
+    facts = Facts()
     _walk(node, facts)
-    return facts.statement(text, parser.fingerprint(text), frozenset(facts.ctes))
+    return facts.statement(text, parser.fingerprint(text))
 
 
 @functools.cache
@@ -184,19 +181,33 @@ def _children(node: object):
             yield value
 
 
-def _walk(root: ast.Node, facts: _Facts) -> None:
+def _walk(root: ast.Node, facts: Facts) -> None:
     # inert: inside an EXPLAIN that will not run it; statements there do not count.
-    stack: list[tuple[object, bool]] = [(root, False)]
+    # ctes: the CTE names in scope, which unqualified names in FROM refer to.
+    stack: list[tuple[object, bool, frozenset[str]]] = [(root, False, frozenset())]
     while stack:
-        node, inert = stack.pop()
+        node, inert, ctes = stack.pop()
         if type(node) in _LEAVES or not isinstance(node, (ast.Node, tuple)):
             continue
+        with_clause = None
         if not isinstance(node, tuple):
             name = type(node).__name__
             if name == "RangeVar":
-                facts.table(_qualified(node.catalogname, node.schemaname, node.relname),
-                            node.location or 0)
+                if node.schemaname or (node.relname or "").lower() not in ctes:
+                    _table(node, facts)
                 continue
+            with_clause = getattr(node, "withClause", None)
+            if with_clause is not None:
+                # A CTE body sees the CTEs before it (all, if RECURSIVE); a name not yet
+                # defined there is the real table: WITH s AS (SELECT * FROM s) reads s.
+                names = [(c.ctename or "").lower() for c in with_clause.ctes or ()]
+                for i, cte in enumerate(with_clause.ctes or ()):
+                    visible = names if with_clause.recursive else names[:i]
+                    stack.append((cte, inert, ctes | frozenset(visible)))
+                ctes = ctes | frozenset(names)
+            target = getattr(node, "relation", None) if name in _WRITE_NODES else None
+            if isinstance(target, ast.RangeVar):
+                _table(target, facts)  # never a CTE, even when one has its name
             if name == "FuncCall":
                 rank = _function_rank(node, facts)
                 if not inert or rank == ADMIN:
@@ -204,7 +215,6 @@ def _walk(root: ast.Node, facts: _Facts) -> None:
             elif name == "ExplainStmt":
                 inert = inert or not _explain_analyze(node)
             elif name == "CommonTableExpr":
-                facts.ctes.add((node.ctename or "").lower())
                 if type(node.ctequery).__name__ in _WRITE_NODES:
                     facts.attributes.add("writing_cte")
             elif name == "AlterTableCmd":
@@ -212,10 +222,11 @@ def _walk(root: ast.Node, facts: _Facts) -> None:
                     facts.flag(DCL)
             elif name.endswith("Stmt") and not inert:
                 _statement_node(name, node, facts)
-        stack.extend((child, inert) for child in _children(node))
+        stack.extend((child, inert, ctes) for child in _children(node)
+                     if child is not with_clause)
 
 
-def _statement_node(name: str, node: ast.Node, facts: _Facts) -> None:
+def _statement_node(name: str, node: ast.Node, facts: Facts) -> None:
     rank = _STMT_RANK.get(name)
     if rank is not None:
         facts.flag(rank)
@@ -227,12 +238,13 @@ def _statement_node(name: str, node: ast.Node, facts: _Facts) -> None:
         handler(node, facts)
 
 
-def _select(node: ast.SelectStmt, facts: _Facts) -> None:
+def _select(node: ast.SelectStmt, facts: Facts) -> None:
     if node.intoClause is not None:
         facts.flag(DDL, "select_into")
+        _table(node.intoClause.rel, facts)
 
 
-def _update_delete(node: ast.Node, facts: _Facts) -> None:
+def _update_delete(node: ast.Node, facts: Facts) -> None:
     facts.flag(WRITE)
     if _constant(node.whereClause):
         facts.attributes.add("unbounded")
@@ -251,7 +263,7 @@ def _constant(where: object) -> bool:
     return True
 
 
-def _copy(node: ast.CopyStmt, facts: _Facts) -> None:
+def _copy(node: ast.CopyStmt, facts: Facts) -> None:
     if node.is_program:
         facts.flag(ADMIN, "copy_program")
     elif node.filename is not None:
@@ -262,7 +274,7 @@ def _copy(node: ast.CopyStmt, facts: _Facts) -> None:
         facts.attributes.add("copy_to_stdout")
 
 
-def _variable_set(node: ast.VariableSetStmt, facts: _Facts) -> None:
+def _variable_set(node: ast.VariableSetStmt, facts: Facts) -> None:
     if node.kind in (VariableSetKind.VAR_RESET_ALL, VariableSetKind.VAR_SET_MULTI):
         facts.flag(TCL)  # RESET ALL leaves the role alone; SET TRANSACTION
     else:
@@ -286,7 +298,7 @@ def _setting_rank(name: str, value: str | None) -> int:
     return TCL
 
 
-def _function_rank(node: ast.FuncCall, facts: _Facts) -> int:
+def _function_rank(node: ast.FuncCall, facts: Facts) -> int:
     parts = [getattr(p, "sval", "") or "" for p in node.funcname or ()]
     facts.function(".".join(parts).lower(), node.location or 0)
     bare = parts[-1].lower() if parts else ""
@@ -306,15 +318,14 @@ def _function_rank(node: ast.FuncCall, facts: _Facts) -> int:
 def _explain_analyze(node: ast.ExplainStmt) -> bool:
     for option in node.options or ():
         if getattr(option, "defname", None) == "analyze":
-            arg = option.arg
-            if arg is None:
-                return True
-            value = getattr(arg, "sval", getattr(arg, "ival", getattr(arg, "boolval", True)))
-            return str(value).lower() not in ("false", "off", "0", "no")
+            # Any number counts as on, even 0: a numeric literal must never lower a
+            # kind, so that texts differing only in numbers may share one answer.
+            value = getattr(option.arg, "sval", None) or getattr(option.arg, "boolval", True)
+            return str(value).lower() not in ("false", "off", "no")
     return False
 
 
-def _create_function(node: ast.CreateFunctionStmt, facts: _Facts) -> None:
+def _create_function(node: ast.CreateFunctionStmt, facts: Facts) -> None:
     facts.flag(DDL)
     options = {o.defname: o.arg for o in node.options or () if isinstance(o, ast.DefElem)}
     language = (getattr(options.get("language"), "sval", "") or "sql").lower()
@@ -326,7 +337,7 @@ def _create_function(node: ast.CreateFunctionStmt, facts: _Facts) -> None:
             facts.flag(KINDS.index(statement.kind))
 
 
-def _drop(node: ast.DropStmt, facts: _Facts) -> None:
+def _drop(node: ast.DropStmt, facts: Facts) -> None:
     kind = node.removeType
     facts.flag(ADMIN if kind in _ADMIN_DROPS else DCL if kind == ObjectType.OBJECT_POLICY else DDL)
     if kind in _RELATION_OBJECTS:
@@ -335,15 +346,15 @@ def _drop(node: ast.DropStmt, facts: _Facts) -> None:
                 facts.table(_qualified(*(getattr(p, "sval", None) for p in obj)))
 
 
-def _rename(node: ast.RenameStmt, facts: _Facts) -> None:
+def _rename(node: ast.RenameStmt, facts: Facts) -> None:
     facts.flag(DCL if node.renameType == ObjectType.OBJECT_ROLE else DDL)
 
 
-def _discard(node: ast.DiscardStmt, facts: _Facts) -> None:
+def _discard(node: ast.DiscardStmt, facts: Facts) -> None:
     facts.flag(DCL if node.target == DiscardMode.DISCARD_ALL else TCL)
 
 
-def _create_table_as(node: ast.CreateTableAsStmt, facts: _Facts) -> None:
+def _create_table_as(node: ast.CreateTableAsStmt, facts: Facts) -> None:
     facts.flag(DDL, *(("select_into",) if node.is_select_into else ()))
 
 
@@ -367,6 +378,10 @@ def _string_const(node: object) -> str | None:
     if isinstance(node, ast.A_Const) and isinstance(node.val, ast.String):
         return node.val.sval
     return None
+
+
+def _table(node: ast.RangeVar, facts: Facts) -> None:
+    facts.table(_qualified(node.catalogname, node.schemaname, node.relname), node.location or 0)
 
 
 def _qualified(*parts: str | None) -> str:

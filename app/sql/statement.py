@@ -72,9 +72,9 @@ class Facts:
         twin.tables, twin.functions = dict(self.tables), dict(self.functions)
         return twin
 
-    def statement(self, text: str, shape: str, hide: frozenset[str] = frozenset()) -> Statement:
+    def statement(self, text: str, shape: str) -> Statement:
         kind, attrs = KINDS[self.rank], frozenset(self.attributes)
-        tables = tuple(t for t in sorted(self.tables, key=self.tables.__getitem__) if t not in hide)
+        tables = tuple(sorted(self.tables, key=self.tables.__getitem__))
         functions = tuple(sorted(self.functions, key=self.functions.__getitem__))
         return Statement(text, kind, tables, functions, attrs,
                          fingerprint(shape, kind, tables, functions, attrs))
@@ -129,6 +129,4 @@ def classifier(split: Callable[[str], list[Statement]]) -> Callable[[str], list[
         except Exception:  # a classifier bug must deny, not crash the relay
             return [failed(sql if isinstance(sql, str) else "", "unparseable")]
 
-    safe.__doc__ = split.__doc__
-    safe.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
     return safe

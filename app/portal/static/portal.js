@@ -105,7 +105,7 @@
   // -- confirmations ----------------------------------------------------------------
   function confirmations() {
     document.addEventListener("submit", function (e) {
-      var msg = e.target.getAttribute("data-confirm");
+      var msg = e.target.getAttribute("data-confirm") || (e.submitter && e.submitter.getAttribute("data-confirm"));
       if (msg && !window.confirm(msg)) e.preventDefault();
     }, true);
   }

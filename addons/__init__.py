@@ -1,0 +1,33 @@
+"""mitmproxy addons: thin adapters between HTTP flows and app.gate.
+
+Order matters; each addon reads what the ones before it left in `state(flow)`:
+
+    Limits          body-size options shared by the others
+    ProxyIdentity   Proxy-Authorization -> principal, or 407 / 503
+    Sessions        session per client connection, run id, the request recorded
+    Gatekeeper      flow -> Operation -> gate.decide -> allow, or 403 / 503
+    Injector        the connection's credentials added on the way out
+    UpstreamTLS     per-connection CA bundle for the upstream handshake
+    ResponseMasker  masking and credential scrubbing of what comes back
+    Exchanges       the response recorded, as the runtime saw it
+
+A response set by an earlier addon is final: every request-side hook starts with
+`if flow.response or flow.error: return`.
+"""
+from __future__ import annotations
+
+from .gatekeeper import Gatekeeper
+from .identity import ProxyIdentity
+from .inject import Injector
+from .limits import Limits
+from .masking import ResponseMasker
+from .recording import Exchanges, Sessions
+from .upstream_tls import UpstreamTLS
+
+
+def airlock_addons() -> list[object]:
+    return [Limits(), ProxyIdentity(), Sessions(), Gatekeeper(), Injector(), UpstreamTLS(), ResponseMasker(),
+            Exchanges()]
+
+
+__all__ = ["airlock_addons"]

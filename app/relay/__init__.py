@@ -1,0 +1,1 @@
+"""Protocol relays for databases and SSH: `airlock relay` (see server.py)."""

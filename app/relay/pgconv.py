@@ -1,0 +1,394 @@
+"""The client -> target direction once logged in: every statement passes the gate.
+
+Simple queries are checked statement by statement before anything is sent; extended
+queries at Parse, and again at Bind when the check is older than a second (so a policy
+change or a revoked grant reaches prepared statements too). A refused statement is
+replaced by a placeholder that is certain to fail on the target (`airlock refused`, a
+syntax error), and the target's error is swapped for ours on the way back. That keeps
+the order of answers and the transaction state exactly what PostgreSQL would produce
+for a failed statement: the implicit transaction rolls back, an explicit one aborts,
+the target skips to Sync, and ReadyForQuery carries the true status.
+"""
+from __future__ import annotations
+
+import asyncio
+import codecs
+import time
+
+from app.types import MaskSpec, Operation, Verdict
+
+from . import pgwire
+from .pgclassify import classify
+from .pgflow import (BIND, CLOSE, COPY_END, DESCRIBE, EXECUTE, PARSE, QUERY, REFUSE, SYNC, Change, Portal, Prepared,
+                     TargetStream)
+from .pgmask import plan_rows
+from .pgwire import Bind, ProtocolError, error_response
+
+RECHECK_SECONDS = 1.0
+FLUSH = pgwire.frame(b"H")
+REFUSED_PARSE = pgwire.parse_message("airlock_refused", "airlock refused") + FLUSH
+REFUSED_QUERY = pgwire.query_message("airlock refused")
+PARAM_CHARS = 200
+_CANCELLED = Verdict("deny", rule="cancel", message="canceling statement due to user request", status="cancelled")
+_TOOL_NAMES = frozenset({"psql", "pgbench", "pg_dump", "pg_dumpall", "pg_restore", "pg_basebackup", "vacuumdb"})
+_ENCODINGS = {"UTF8": "utf-8", "SQL_ASCII": "latin-1", "LATIN1": "latin-1", "LATIN9": "iso8859-15",
+              "WIN1252": "cp1252", "WIN1251": "cp1251", "KOI8R": "koi8-r", "EUC_JP": "euc-jp", "EUC_KR": "euc-kr"}
+
+
+class Conversation:
+    def __init__(self, session, cfg):
+        self.s = session
+        self.client = session.client
+        self.target = session.link.wire
+        self.stream = TargetStream(self, self.client, sample_rows=cfg.record_rows, max_frame=cfg.max_message,
+                                   refuse_binary=cfg.refuse_binary)
+        self.prepared: dict[str, Prepared] = {}
+        self.portals: dict[str, Portal] = {}
+        self.batch = 0  # counts Syncs and simple queries sent
+        self.encoding = "utf-8"
+        self.statements = 0
+        self.refused = 0
+        self._out: list = []
+        self._skipping = False  # after a refusal in the extended protocol, until Sync
+        self._cursor_masks: tuple[MaskSpec, ...] = ()
+        self._holding = False
+        self._cancel_hold = False
+        self._handlers = {
+            ord("Q"): self._query, ord("P"): self._parse, ord("B"): self._bind, ord("E"): self._execute,
+            ord("D"): self._describe, ord("C"): self._close, ord("S"): self._sync, ord("H"): self._send,
+            ord("d"): self._send, ord("c"): self._copy_end, ord("f"): self._copy_end,
+            ord("F"): self._function_call,
+        }
+
+    # -- the loop -------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        client, handlers = self.client, self._handlers
+        while True:
+            f = client.next_frame()
+            if f is None:
+                self._flush()
+                if self.target.write_paused:
+                    await self.target.drain()
+                f = await client.read_frame()
+            kind, body, raw = f
+            if kind == 0x58:  # X: Terminate
+                self._send(body, raw)
+                self._flush()
+                return
+            if self._skipping and kind != 0x53:
+                continue
+            handler = handlers.get(kind)
+            if handler is None:
+                raise ProtocolError(f"unexpected message type {chr(kind)!r}")
+            pending = handler(body, raw)
+            if pending is not None:
+                await pending
+
+    def _send(self, body, raw) -> None:
+        self._out.append(raw)
+
+    def _flush(self) -> None:
+        out = self._out
+        if out:
+            self.target.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+
+    # -- simple protocol ----------------------------------------------------------
+
+    async def _query(self, body, raw) -> None:
+        if not len(body) or body[-1] != 0:
+            raise ProtocolError("malformed Query")
+        text = self._text(body[:-1])
+        if text is None:
+            return self._refuse(self._bad_encoding(), extended=False)
+        self.s.record("input", {"sql": text})
+        ops = self._operations(text)
+        masks, refusal = await self._check(ops)
+        if refusal is not None:
+            return self._refuse(refusal, extended=False)
+        self._out.append(raw)
+        self.batch += 1
+        self.stream.expect(QUERY, self._masker(masks), batch=self.batch)
+
+    def _function_call(self, body, raw) -> None:
+        # Calls a function by OID: no SQL text to check, so it never passes.
+        self._refuse(error_response("42501", "airlock: the function-call protocol is not allowed"), extended=False)
+
+    # -- extended protocol --------------------------------------------------------
+
+    async def _parse(self, body, raw) -> None:
+        name, query, _ = pgwire.parse_parse(body)
+        text = self._text(query)
+        if text is None:
+            return self._refuse(self._bad_encoding(), extended=True)
+        ops = self._operations(text)
+        masks, refusal = await self._check(ops)
+        if refusal is not None:
+            if name == "":
+                self.prepared.pop(name, None)
+            return self._refuse(refusal, extended=True)
+        prep = Prepared(name, text, ops, masks, self._masker(masks), time.monotonic())
+        prep.batch = self.batch
+        self._out.append(raw)
+        self.stream.expect(PARSE, Change(self.prepared, name, prep))
+        if prep.masker is not None:
+            self._describe_for(prep)
+
+    def _describe_for(self, prep: Prepared) -> None:
+        """Ask the target for the statement's columns ourselves; the answer is swallowed."""
+        prep.described = asyncio.get_running_loop().create_future()
+        self._out.append(pgwire.describe_message(b"S", prep.name))
+        self._out.append(FLUSH)
+        self.stream.expect(DESCRIBE, prep, swallow=True)
+
+    async def _bind(self, body, raw) -> None:
+        b = Bind(body)
+        prep = await self._settled(self.prepared, b.statement)
+        if prep is None:
+            return self._refuse(error_response(
+                "26000", f'airlock: prepared statement "{b.statement}" was not prepared through airlock'), True)
+        if time.monotonic() - prep.checked_at > RECHECK_SECONDS:
+            masks, refusal = await self._check(prep.ops)
+            if refusal is not None:
+                return self._refuse(refusal, extended=True)
+            prep.checked_at = time.monotonic()
+            if masks != prep.masks:
+                prep.masks, prep.masker = masks, self._masker(masks)
+                if prep.masker is not None and prep.fields is None and prep.described is None:
+                    self._describe_for(prep)
+        plan = None
+        if prep.masker is not None:
+            if prep.fields is None and prep.described is not None:
+                self._flush()
+                await prep.described
+            # No fields: the Parse failed, and the target will skip this Bind as well.
+            if prep.fields:
+                plan = plan_rows(prep.masker, prep.fields, b.result_formats)
+                if plan.nulls and self.stream.refuse_binary:
+                    return self._refuse(self.binary_error(plan), extended=True)
+        portal = Portal(b.portal, prep, b.result_formats, plan, self._params(b, prep))
+        portal.batch = self.batch
+        self._out.append(raw)
+        self.stream.expect(BIND, Change(self.portals, b.portal, portal))
+
+    async def _execute(self, body, raw) -> None:
+        name = pgwire.parse_execute(body)
+        portal = await self._settled(self.portals, name)
+        if portal is None:
+            return self._refuse(error_response("34000", f'airlock: portal "{name}" was not created through airlock'),
+                                extended=True)
+        event = {"sql": portal.prepared.text}
+        if portal.params:
+            event["params"] = portal.params
+        if portal.prepared.name:
+            event["statement"] = portal.prepared.name
+        self.s.record("input", event)
+        self._out.append(raw)
+        self.stream.expect(EXECUTE, portal)
+
+    def _describe(self, body, raw) -> None:
+        kind, name = pgwire.parse_target(body)
+        item = (self.prepared if kind == b"S" else self.portals).get(name)
+        if item is None and kind == b"P":
+            # A cursor DECLAREd in SQL: describe it as its FETCHes will be masked.
+            item = self._masker(self._cursor_masks)
+        self._out.append(raw)
+        self.stream.expect(DESCRIBE, item)
+
+    def _close(self, body, raw) -> None:
+        kind, name = pgwire.parse_target(body)
+        (self.prepared if kind == b"S" else self.portals).pop(name, None)
+        self._out.append(raw)
+        self.stream.expect(CLOSE)
+
+    def _sync(self, body, raw) -> None:
+        self._skipping = False
+        self._out.append(raw)
+        if self.stream.copy_in_extended:
+            return  # the target ignores Sync while it copies in
+        self.batch += 1
+        self.stream.expect(SYNC, batch=self.batch)
+
+    def _copy_end(self, body, raw) -> None:
+        self._out.append(raw)
+        if self.stream.copy_in_extended:
+            self.stream.copy_in_extended = False
+        else:
+            self.stream.expect(COPY_END)
+
+    async def _settled(self, table: dict, name: str):
+        """The statement or portal `name`, once the target has confirmed it.
+
+        One created in this batch needs no wait: if it failed, the target skips the rest
+        of the batch anyway. One from an earlier batch may have failed (a name already in
+        use), and acting on it unconfirmed could pair a masked result with a plan that
+        does not mask it.
+        """
+        item = table.get(name)
+        while item is not None and not item.confirmed and item.batch != self.batch:
+            if item.settled is None:
+                item.settled = asyncio.get_running_loop().create_future()
+            self._flush()
+            await item.settled
+            item = table.get(name)
+        return item
+
+    # -- checks ---------------------------------------------------------------------
+
+    def _operations(self, text: str) -> list[Operation]:
+        dbname = self.s.dbname
+        return [Operation(protocol="postgres", connection=dbname, kind=st.kind, text=st.text,
+                          targets=st.tables + st.functions, attributes=st.attributes, fingerprint=st.fingerprint)
+                for st in classify(text)]
+
+    async def _check(self, ops: list[Operation]) -> tuple[tuple[MaskSpec, ...], bytes | None]:
+        masks: tuple[MaskSpec, ...] = ()
+        for op in ops:
+            verdict = await self._decide(op)
+            if verdict.action != "allow":
+                return masks, self._refusal(verdict)
+            own = verdict.masks
+            if own:
+                self._cursor_masks = _union(self._cursor_masks, own)
+            elif not op.targets and self._cursor_masks:
+                # FETCH from a cursor, EXECUTE of a prepared statement: the rows come from
+                # a statement checked earlier, so the masks seen so far apply.
+                own = self._cursor_masks
+            if "copy_to_stdout" in op.attributes:
+                if own:
+                    return masks, error_response("42501", "airlock: COPY ... TO STDOUT is refused because a mask "
+                                                 f"applies to its rows (rule {own[0].rule}); use SELECT instead")
+                if verdict.rule is None:
+                    return masks, error_response("42501", "airlock: COPY ... TO STDOUT needs a policy rule that "
+                                                 "allows it (match attributes: [copy_to_stdout])")
+            masks = _union(masks, own)
+        return masks, None
+
+    async def _decide(self, op: Operation) -> Verdict:
+        s = self.s
+        await s.check_token()
+        self.statements += 1
+        try:
+            return await s.gate.decide(s.principal, op, recording=s.rec, run_id=s.run_id, on_hold=self._on_hold)
+        except asyncio.CancelledError:
+            if not self._cancel_hold:
+                raise
+            asyncio.current_task().uncancel()
+            return _CANCELLED
+        finally:
+            self._holding = self._cancel_hold = False
+
+    def _on_hold(self, review_id: int, url: str) -> None:
+        self._flush()
+        self._holding = True
+        self.stream.send(pgwire.notice_response(
+            f"airlock: this statement needs approval and is held until a reviewer decides: {url}",
+            detail=f"review {review_id}"))
+        self.s.record("notice", {"review_id": review_id, "review_url": url})
+
+    def cancel(self) -> bool:
+        """A CancelRequest for this session: True if it ended a hold (else the target gets it)."""
+        if self._holding and not self._cancel_hold:
+            self._cancel_hold = True
+            self.s.task.cancel()
+            return True
+        return False
+
+    def _refusal(self, v: Verdict) -> bytes:
+        if v.status == "cancelled":
+            return error_response("57014", v.message)
+        if v.action == "review":
+            return error_response("42501", f"airlock: review {v.review_id} is still pending; retry once it is "
+                                  f"approved: {v.review_url}", detail=f"review {v.review_id}",
+                                  hint=f"retry after {v.retry_after or 30} seconds")
+        if v.status == "error":
+            return error_response("58000", f"airlock: {v.message}")
+        if v.review_id is not None:
+            return error_response("42501", f"airlock: review {v.review_id} was {v.status}: {v.review_url}",
+                                  detail=f"review {v.review_id}")
+        return error_response("42501", f'airlock: denied by rule "{v.rule}": {v.message}', detail=f"rule {v.rule}")
+
+    def _refuse(self, error: bytes, extended: bool) -> None:
+        self.refused += 1
+        if extended:
+            self._out.append(REFUSED_PARSE)
+            self.stream.expect(REFUSE, refusal=error)
+            self._skipping = True
+        else:
+            self._out.append(REFUSED_QUERY)
+            self.batch += 1
+            self.stream.expect(REFUSE, refusal=error)
+            self.stream.expect(QUERY, None, batch=self.batch)
+        self._flush()
+
+    def binary_error(self, plan) -> bytes:
+        names = ", ".join(plan.columns[i] for i in plan.nulls)
+        return error_response("42501", f"airlock: masked column(s) {names} requested in binary format",
+                              hint="ask for text format, or set AIRLOCK_RELAY_MASKED_BINARY=null")
+
+    def _masker(self, masks: tuple[MaskSpec, ...]):
+        if not masks:
+            return None
+        masker = self.s.gate.masker(masks)
+        return masker if masker.active else None
+
+    # -- text and parameters ------------------------------------------------------
+
+    def _text(self, raw) -> str | None:
+        try:
+            return str(raw, self.encoding)
+        except (UnicodeDecodeError, LookupError):
+            return None
+
+    def _bad_encoding(self) -> bytes:
+        return error_response("22021", f"airlock: the statement is not valid {self.encoding}")
+
+    def _params(self, b: Bind, prep: Prepared) -> list:
+        out = []
+        for i, v in enumerate(b.params):
+            if v is None:
+                out.append(None)
+            elif b.param_format(i):
+                out.append(f"<binary, {len(v)} bytes>")
+            else:
+                text = str(v[:PARAM_CHARS * 4], self.encoding, "replace")[:PARAM_CHARS]
+                out.append(prep.masker.mask_text(text) if prep.masker is not None else text)
+        return out
+
+    # -- called by the target stream ----------------------------------------------
+
+    def target_ready(self, status: bytes, batch: int) -> None:
+        if status == b"I" and self.portals:
+            # Outside a transaction block the target has dropped every portal up to here.
+            for name in [n for n, p in self.portals.items() if p.batch < batch]:
+                del self.portals[name]
+
+    def parameter_changed(self, body: bytes) -> None:
+        name, _, rest = body.partition(b"\0")
+        value = rest.split(b"\0", 1)[0].decode("utf-8", "replace")
+        if name == b"client_encoding":
+            self.encoding = _ENCODINGS.get(value.upper(), value.lower())
+            try:
+                codecs.lookup(self.encoding)
+            except LookupError:
+                self.encoding = "unsupported " + value  # every statement is then refused
+        elif name == b"application_name" and value not in _TOOL_NAMES:
+            self.s.tag_run(value)
+
+    def record_output(self, event: dict) -> None:
+        self.s.record("output", event)
+
+    def lost_track(self, reason: str) -> None:
+        self.s.lost_track(reason)
+
+    def binary_refusal(self, plan) -> bytes:
+        return self.binary_error(plan)
+
+
+def _union(a: tuple[MaskSpec, ...], b: tuple[MaskSpec, ...]) -> tuple[MaskSpec, ...]:
+    if not a:
+        return b
+    if not b or b == a:
+        return a
+    return a + tuple(m for m in b if m not in a)

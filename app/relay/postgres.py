@@ -1,0 +1,413 @@
+"""The PostgreSQL relay: a PostgreSQL server to runtimes, a client to targets.
+
+    runtime --TLS, token as password--> relay --vault credential--> target
+
+A connection goes: TLS (SSLRequest or direct TLS) -> StartupMessage -> cleartext
+password (the token) -> gate.authenticate -> the connection named by `dbname` ->
+startup settings checked as SET statements -> login to the target -> `Conversation`
+relays statements, `TargetStream` relays answers. Anything unexpected ends this one
+connection with a FATAL error; the listener and every other session carry on.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import socket
+import struct
+import time
+
+from app.gate import Unavailable, get_gate
+from app.identity import AuthError
+from app.recording import recorder
+from app.types import Operation
+
+from . import pgauth, pgwire, tls
+from .config import RelayConfig, relay_config
+from .pgclassify import classify
+from .pgconv import _TOOL_NAMES, Conversation
+from .pgwire import ConnectionClosed, ProtocolError, Wire, error_response
+
+log = logging.getLogger(__name__)
+
+TOKEN_RECHECK = 1.0  # seconds: a revoked token stops working within this
+_NOT_FORWARDED = ("user", "database", "replication")
+
+
+class SessionEnd(Exception):
+    """The session is over; the client has been told why."""
+
+
+class PostgresRelay:
+    """The listener: accepts, negotiates TLS, runs sessions, routes CancelRequests."""
+
+    def __init__(self, cfg: RelayConfig | None = None):
+        self.cfg = cfg or relay_config()
+        self.tls = tls.server_context()
+        self.tls.set_alpn_protocols(["postgresql"])  # PostgreSQL 17 direct TLS asks for it
+        self.sessions: dict[tuple[int, int], Session] = {}
+        self.port = 0
+        self._tasks: set[asyncio.Task] = set()
+        self._sockets: list[socket.socket] = []
+
+    async def start(self, host: str, port: int) -> PostgresRelay:
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, type_, proto, _, addr in infos[:2]:
+            sock = socket.socket(family, type_, proto)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(addr if not self.port else (addr[0], self.port, *addr[2:]))
+            sock.listen(512)
+            sock.setblocking(False)
+            self.port = self.port or sock.getsockname()[1]
+            self._sockets.append(sock)
+            self._spawn(self._accept(sock))
+        log.info("postgres relay listening on %s:%d", host, self.port)
+        return self
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _accept(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, addr = await loop.sock_accept(sock)
+            except OSError as exc:  # EMFILE and the like: back off, keep serving
+                log.warning("accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            conn.setblocking(False)
+            self._spawn(self._handle(conn, addr))
+
+    async def _handle(self, sock: socket.socket, addr) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.cfg.login_timeout):
+                negotiated = await self._negotiate(loop, sock)
+                if negotiated is None:
+                    sock.close()
+                    return
+                initial, use_tls = negotiated
+                wire = Wire(self.cfg.max_message, initial)
+                await loop.connect_accepted_socket(lambda: wire, sock, ssl=self.tls if use_tls else None,
+                                                   ssl_handshake_timeout=10 if use_tls else None)
+        except (OSError, TimeoutError, ConnectionClosed, ProtocolError, struct.error) as exc:
+            log.debug("connection from %s failed before login: %s", addr, exc)
+            sock.close()
+            return
+        await Session(self, wire, addr, use_tls).run()
+
+    async def _negotiate(self, loop, sock: socket.socket) -> tuple[bytes, bool] | None:
+        """Answer SSLRequest/GSSENCRequest on the raw socket; None when nothing more to do."""
+        while True:
+            first = await _peek(loop, sock)
+            if first is None:
+                return None
+            if first == 0x16:  # a TLS ClientHello: direct TLS, no SSLRequest
+                return b"", True
+            head = await _recv_exactly(loop, sock, 8)
+            length, code = struct.unpack("!ii", head)
+            if length == 8 and code == pgwire.SSL_REQUEST:
+                await loop.sock_sendall(sock, b"S")
+                return b"", True
+            if length == 8 and code == pgwire.GSSENC_REQUEST:
+                await loop.sock_sendall(sock, b"N")
+                continue
+            if length == 16 and code == pgwire.CANCEL_REQUEST:
+                self.cancel(*struct.unpack("!ii", await _recv_exactly(loop, sock, 8)))
+                return None
+            return head, False
+
+    def cancel(self, pid: int, secret: int) -> None:
+        session = self.sessions.get((pid, secret))
+        if session is not None:
+            session.cancel()
+
+    def shutdown_sessions(self) -> None:
+        for session in list(self.sessions.values()):
+            session.shutdown()
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+        self._sockets.clear()
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def wait_closed(self) -> None:
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
+
+
+async def _peek(loop, sock: socket.socket) -> int | None:
+    fut = loop.create_future()
+    loop.add_reader(sock.fileno(), lambda: fut.done() or fut.set_result(None))
+    try:
+        await fut
+    finally:
+        loop.remove_reader(sock.fileno())
+    data = sock.recv(1, socket.MSG_PEEK)
+    return data[0] if data else None
+
+
+async def _recv_exactly(loop, sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = await loop.sock_recv(sock, n - len(data))
+        if not chunk:
+            raise ConnectionClosed()
+        data += chunk
+    return data
+
+
+class Session:
+    def __init__(self, relay: PostgresRelay, client: Wire, addr, use_tls: bool):
+        self.relay = relay
+        self.cfg = relay.cfg
+        self.client = client
+        self.client_addr = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
+        self.tls = use_tls
+        self.gate = get_gate()
+        self.key = (secrets.randbits(31), secrets.randbits(31) - (1 << 30))
+        self.task = asyncio.current_task()
+        self.principal = None
+        self.rec = None
+        self.link: pgauth.TargetLink | None = None
+        self.conv: Conversation | None = None
+        self.dbname = self.user = ""
+        self.run_id: str | None = None
+        self._token = ""
+        self._token_checked = 0.0
+        self._ending = False
+
+    async def run(self) -> None:
+        try:
+            async with asyncio.timeout(self.cfg.login_timeout):
+                if not await self._login():
+                    return
+            self.relay.sessions[self.key] = self
+            await self.conv.serve()
+        except (ConnectionClosed, SessionEnd, asyncio.CancelledError):
+            pass
+        except ProtocolError as exc:
+            self.fatal(exc.sqlstate, f"airlock: {exc}")
+        except TimeoutError:
+            self.fatal("08006", "airlock: login took too long")
+        except Exception:
+            log.exception("postgres session from %s failed", self.client_addr)
+            self.fatal("XX000", "airlock: internal error in the relay; the connection is closed")
+        finally:
+            self._end()
+
+    # -- login ------------------------------------------------------------------------
+
+    async def _login(self) -> bool:
+        body = await self.client.read_startup()
+        version = pgwire.unpack_i32(body, 0)[0]
+        if version == pgwire.CANCEL_REQUEST and len(body) == 12:  # a cancel sent over TLS
+            self.relay.cancel(*struct.unpack_from("!ii", body, 4))
+            return False
+        if version >> 16 != 3:
+            return self.fatal("0A000", "airlock: unsupported frontend protocol (or a TLS request inside TLS)")
+        params = pgwire.parse_startup_params(body)
+        unsupported = [k for k in params if k.startswith("_pq_.")]
+        if version & 0xFFFF or unsupported:
+            self.client.write(pgwire.negotiate_protocol_version(0, unsupported))
+        self.user = params.get("user", "")
+        self.dbname = params.get("database") or self.user
+        if not self.tls and not self.cfg.allow_plaintext:
+            return self.fatal("28000", "airlock: TLS is required; connect with sslmode=require",
+                              hint="the token is a password: it is never accepted over an unencrypted connection")
+        if params.get("replication", "false").lower() not in ("false", "0", "no", "off"):
+            return self.fatal("0A000", "airlock: replication connections are not relayed")
+        self.client.write(pgwire.auth_request(3))
+        kind, body, _ = await self.client.read_frame()
+        if kind != 0x70:  # p
+            raise ProtocolError("expected a password message")
+        self._token, _ = pgwire.cstring(body, 0)
+        try:
+            self.principal = await self.gate.authenticate(self._token, claimed=self.user)
+        except AuthError as exc:
+            log.info("postgres login refused for %r from %s: %s", self.user, self.client_addr, exc.reason)
+            return self.fatal("28P01", f'password authentication failed for user "{self.user}"', detail=exc.reason)
+        except Unavailable:
+            return self.fatal("57P03", "airlock cannot check credentials right now (store unavailable)")
+        self._token_checked = time.monotonic()
+        target = await self.gate.target(self.dbname)
+        if target is None or target.type != "postgres":
+            return self.fatal("3D000", f'airlock: connection "{self.dbname}" does not exist')
+        app_name = params.get("application_name", "")
+        self.run_id = app_name if app_name and app_name not in _TOOL_NAMES else None
+        self.rec = recorder().open(protocol="postgres", connection=self.dbname,
+                                   service_account=self.principal.service_account, client_addr=self.client_addr,
+                                   run_id=self.run_id, meta={"tls": self.tls, "user": self.user})
+        forwarded = {k: v for k, v in params.items() if k not in _NOT_FORWARDED and not k.startswith("_pq_.")}
+        if not await self._check_settings(forwarded):
+            return False
+        cfg = target.config
+        password = target.secrets.get("password")
+        try:
+            self.link = await pgauth.connect(
+                cfg["address"], database=cfg.get("database") or self.dbname, username=cfg["username"],
+                password=password.reveal() if password is not None else None, params=forwarded,
+                tls_mode=self.cfg.target_tls, max_frame=self.cfg.max_message)
+        except pgauth.TargetError as exc:
+            return self.fatal(exc.sqlstate, f"airlock: {exc.message}")
+        self.conv = Conversation(self, self.cfg)
+        out = [pgwire.auth_request(0), *self.link.parameters, pgwire.backend_key_data(*self.key),
+               pgwire.ready_for_query(self.link.status)]
+        self.client.write(b"".join(out))
+        for frame in self.link.parameters:
+            self.conv.parameter_changed(frame[5:])
+        wire = self.link.wire
+        wire.on_lost = self._target_lost
+        self.client.peer = wire  # a slow client pauses reading from the target
+        wire.on_data = self.conv.stream.data
+        leftover = wire.take_buffer()
+        if leftover:
+            self.conv.stream.data(leftover)
+        if wire.lost:
+            self._target_lost(None)
+        return True
+
+    async def _check_settings(self, params: dict[str, str]) -> bool:
+        """Startup parameters are settings (`options=-c role=admin` too): each passes the gate as a SET."""
+        try:
+            sets = _settings(params)
+        except ValueError as exc:
+            self.fatal("42501", f"airlock: {exc}")
+            return False
+        for name, value in sets:
+            sql = f'SET "{name.replace(chr(34), chr(34) * 2)}" TO \'{value.replace(chr(39), chr(39) * 2)}\''
+            for st in classify(sql):
+                op = Operation(protocol="postgres", connection=self.dbname, kind=st.kind, text=st.text,
+                               targets=st.tables + st.functions, attributes=st.attributes, fingerprint=st.fingerprint)
+                verdict = await self.gate.decide(self.principal, op, recording=self.rec, run_id=self.run_id, hold=0)
+                if verdict.action != "allow":
+                    rule = f' by rule "{verdict.rule}"' if verdict.rule else ""
+                    self.fatal("42501", f"airlock: the startup setting {name} was refused{rule}: {verdict.message}")
+                    return False
+        return True
+
+    # -- during the session -------------------------------------------------------
+
+    async def check_token(self) -> None:
+        now = time.monotonic()
+        if now - self._token_checked < TOKEN_RECHECK:
+            return
+        self._token_checked = now
+        try:
+            await self.gate.authenticate(self._token, claimed=self.user)
+        except AuthError as exc:
+            self.fatal("28P01", "airlock: the session's token is no longer valid", detail=exc.reason)
+            raise SessionEnd() from None
+        except Unavailable:
+            pass  # the gate refuses every statement while the store is down
+
+    def record(self, kind: str, data: dict) -> None:
+        if self.rec is not None:
+            self.rec.event(kind, data)
+
+    def tag_run(self, run_id: str) -> None:
+        if run_id and run_id != self.run_id:
+            self.run_id = run_id
+            if self.rec is not None:
+                self.rec.tag_run(run_id)
+
+    def cancel(self) -> None:
+        if self.conv is not None and self.conv.cancel():
+            return
+        link = self.link
+        if link is not None:
+            asyncio.get_running_loop().create_task(pgauth.send_cancel(link.host, link.port, link.pid, link.secret))
+
+    def lost_track(self, reason: str) -> None:
+        log.warning("postgres session %s: %s; closing it", self.client_addr, reason)
+        self.fatal("08P01", "airlock lost track of the conversation with the target; the connection is closed")
+        self._close_wires()
+
+    def _target_lost(self, exc) -> None:
+        if not self._ending:
+            self.fatal("08006", "airlock: the connection to the target was lost")
+            self._close_wires()
+
+    def fatal(self, sqlstate: str, message: str, *, detail: str | None = None, hint: str | None = None) -> bool:
+        """Tell the client why the connection ends (at a frame boundary). Returns False."""
+        frame = error_response(sqlstate, message, severity="FATAL", detail=detail, hint=hint)
+        if self.conv is not None:
+            self.conv.stream.send(frame)
+        else:
+            self.client.write(frame)
+        self.record("notice", {"fatal": sqlstate, "message": message})
+        return False
+
+    def shutdown(self) -> None:
+        self.fatal("57P01", "airlock: the relay is shutting down")
+        self._close_wires()
+
+    def _close_wires(self) -> None:
+        self._ending = True
+        self.client.close()
+        if self.link is not None:
+            self.link.wire.close()
+
+    def _end(self) -> None:
+        self._ending = True
+        self.relay.sessions.pop(self.key, None)
+        if self.link is not None and not self.link.wire.lost:
+            self.link.wire.write(pgwire.frame(b"X"))
+        self._close_wires()
+        if self.rec is not None:
+            conv = self.conv
+            self.rec.close(statements=conv.statements if conv else 0, refused=conv.refused if conv else 0)
+
+
+def _settings(params: dict[str, str]) -> list[tuple[str, str]]:
+    """(name, value) for every startup parameter, `options` unpacked (-c a=b, --a=b)."""
+    out = []
+    for key, value in params.items():
+        if key != "options":
+            out.append((key, value))
+            continue
+        words = _split_options(value)
+        i = 0
+        while i < len(words):
+            word = words[i]
+            if word == "-c" and i + 1 < len(words):
+                i += 1
+                word = "--" + words[i]
+            elif word.startswith("-c"):
+                word = "--" + word[2:]
+            if not word.startswith("--") or "=" not in word:
+                raise ValueError(f"startup option {word!r} is not allowed; only -c name=value")
+            name, _, setting = word[2:].partition("=")
+            out.append((name.replace("-", "_"), setting))
+            i += 1
+    return out
+
+
+def _split_options(value: str) -> list[str]:
+    """Words of `options` exactly as PostgreSQL splits them (pg_split_opts): whitespace
+    separates, a backslash takes the next character literally, quotes mean nothing."""
+    words, word, escaped = [], [], False
+    for ch in value:
+        if escaped:
+            word.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch.isspace():
+            if word:
+                words.append("".join(word))
+                word = []
+        else:
+            word.append(ch)
+    if word:
+        words.append("".join(word))
+    return words

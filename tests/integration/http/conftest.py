@@ -1,0 +1,253 @@
+"""The HTTP gateway end to end: a local HTTPS upstream, `airlock proxy` in a subprocess on
+a free port, a migrated store with a policy, and real clients (curl, requests, httpx).
+
+The store and the proxy live for the whole session (starting mitmproxy takes a second);
+tests keep apart by using paths of their own. Tests that need a broken or separate
+store start their own proxy with `start_proxy`.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import requests
+from cryptography.fernet import Fernet
+
+from app import db
+from app.ca import ensure_ca
+from app.config import settings
+from app.db import session_scope
+from app.identity import issue_token
+from app.inventory import apply_policy
+from app.policy import load_policy
+
+from tests.integration.http.upstream import Upstream, make_tls_files, serve_in_thread
+
+UPSTREAM_TOKEN = "upstream-secret-token-0123456789"
+UPSTREAM_KEY = "key-9f8e7d6c5b4a"
+
+POLICY = """
+version: 1
+service_accounts:
+  - {{name: agent, groups: [agents]}}
+  - {{name: intruder}}
+  - {{name: revokee}}
+users:
+  - {{email: approver@example.com, groups: [approvers]}}
+connections:
+  - name: api
+    type: http
+    hosts: ["localhost:{port}"]
+    ca_bundle: {ca}
+    inject:
+      headers:
+        Authorization: "Bearer ${{env:UPSTREAM_TOKEN}}"
+        X-Api-Key: "${{env:UPSTREAM_KEY}}"
+  - name: plain
+    type: http
+    hosts: ["localhost:{plain_port}"]
+  - name: untrusted          # the same upstream by address, without its CA
+    type: http
+    hosts: ["127.0.0.1:{port}"]
+grants:
+  - {{service_account: agent, connection: api}}
+  - {{service_account: agent, connection: plain}}
+  - {{service_account: agent, connection: untrusted}}
+  - {{service_account: revokee, connection: api}}
+rules:
+  - name: no-admin
+    match: {{connection: api, path: ["/admin", "/admin/*"]}}
+    action: deny
+    message: the admin API is off limits
+  - name: no-delete
+    match: {{connection: api, method: [DELETE]}}
+    action: deny
+  - name: no-drop
+    match: {{connection: api, body: {{"$.action": "drop*"}}}}
+    action: deny
+    message: dropping is not allowed
+  - name: no-ws-admin
+    match: {{connection: api, path: "/ws/admin*"}}
+    action: deny
+  - name: deploys-need-approval
+    match: {{connection: api, path: "/deploy/*"}}
+    action: review
+    approvers: {{groups: [approvers]}}
+    hold: 30s
+  - name: quick-review
+    match: {{connection: api, path: "/quick/*"}}
+    action: review
+    approvers: {{groups: [approvers]}}
+    hold: 1s
+  - name: many-review
+    match: {{connection: api, path: "/many/*"}}
+    action: review
+    approvers: {{groups: [approvers]}}
+    hold: 20s
+  - name: mask-pii
+    match: {{connection: api}}
+    action: mask
+    fields: [ssn, password]
+    detectors: [email]
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Proxy:
+    port: int
+    ca: Path
+    proc: subprocess.Popen
+    log: Path
+    env: dict[str, str] = field(repr=False, default_factory=dict)
+
+    def url(self, user: str | None = None, token: str | None = None) -> str:
+        auth = f"{user}:{token}@" if token else ""
+        return f"http://{auth}127.0.0.1:{self.port}"
+
+    def requests(self, token: str | None, user: str = "agent") -> requests.Session:
+        s = requests.Session()
+        s.proxies = {"http": self.url(user, token), "https": self.url(user, token)}
+        s.verify = str(self.ca)
+        s.trust_env = False
+        return s
+
+    def httpx(self, token: str | None, user: str = "agent", **kw) -> httpx.Client:
+        return httpx.Client(proxy=self.url(user, token), verify=ssl.create_default_context(cafile=str(self.ca)),
+                            trust_env=False, timeout=60, **kw)
+
+    def curl(self, token: str | None, *args: str, user: str = "agent") -> subprocess.CompletedProcess:
+        """curl through the proxy; stdout ends with a line holding the status code."""
+        cmd = ["curl", "-sS", "--max-time", "60", "--cacert", str(self.ca), "-x", self.url(user, token),
+               "-w", "\n%{http_code}", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
+
+def start_proxy(env: dict[str, str], log: Path, attempts: int = 3) -> Proxy:
+    """`airlock proxy` in a subprocess on a free port (retried if another suite takes it)."""
+    ca = ensure_ca(Path(env["AIRLOCK_HOME"]) / "ca")
+    for _ in range(attempts):
+        port = free_port()
+        penv = {**env, "AIRLOCK_PROXY_PORT": str(port), "AIRLOCK_BIND": "127.0.0.1", "PYTHONUNBUFFERED": "1"}
+        out = open(log, "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "proxy"], env=penv, stdout=out, stderr=out,
+                                cwd=Path(__file__).resolve().parents[3])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None:
+            if b"listening on" in log.read_bytes():
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                    return Proxy(port, ca, proc, log, penv)
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        stop_proxy(Proxy(port, ca, proc, log))
+    raise RuntimeError(f"the proxy did not start:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def stop_proxy(proxy: Proxy) -> None:
+    if proxy.proc.poll() is None:
+        proxy.proc.terminate()
+        try:
+            proxy.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proxy.proc.kill()
+            proxy.proc.wait()
+
+
+@dataclass
+class World:
+    env: dict[str, str]
+    upstream: Upstream
+    plain: Upstream
+    upstream_ca: Path
+    tokens: dict[str, str]
+    token_ids: dict[str, int]
+
+
+def _use(env: dict[str, str]) -> None:
+    """Point this process at the store (other suites may have pointed it elsewhere)."""
+    if any(os.environ.get(k) != v for k, v in env.items()):
+        os.environ.update(env)
+        settings.cache_clear()
+        db.reset_engines()
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory, sqlite_template) -> World:
+    base = tmp_path_factory.mktemp("http")
+    home = base / "home"
+    home.mkdir()
+    shutil.copy(sqlite_template, home / "airlock.db")
+    env = {
+        "AIRLOCK_HOME": str(home),
+        "AIRLOCK_DATABASE_URL": f"sqlite:///{home / 'airlock.db'}",
+        "AIRLOCK_SECRET_KEY": Fernet.generate_key().decode(),
+        "AIRLOCK_BUS_POLL_SECONDS": "0.02",
+        "AIRLOCK_RECORD_FLUSH_SECONDS": "0.1",
+        "AIRLOCK_PUBLIC_URL": "http://portal.test",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    _use(env)
+    ca, cert, key = make_tls_files(base)
+    upstream, plain = Upstream(), Upstream()
+    servers = [serve_in_thread(upstream, cert, key), serve_in_thread(plain, None, None)]
+    policy = POLICY.format(port=upstream.port, plain_port=plain.port, ca=ca)
+    tokens, ids = {}, {}
+    with session_scope() as s:
+        apply_policy(s, load_policy(policy), actor="test",
+                     environ={"UPSTREAM_TOKEN": UPSTREAM_TOKEN, "UPSTREAM_KEY": UPSTREAM_KEY})
+        for name in ("agent", "intruder", "revokee"):
+            issued = issue_token(s, name, timedelta(hours=2))
+            tokens[name], ids[name] = issued.token, issued.id
+    yield World(env, upstream, plain, ca, tokens, ids)
+    for server in servers:
+        server.should_exit = True
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    settings.cache_clear()
+    db.reset_engines()
+
+
+@pytest.fixture(autouse=True)
+def _store(world):
+    _use(world.env)
+    yield
+
+
+@pytest.fixture(scope="session")
+def proxy(world, tmp_path_factory) -> Proxy:
+    p = start_proxy(world.env, tmp_path_factory.mktemp("proxy-log") / "proxy.log")
+    yield p
+    stop_proxy(p)
+
+
+@pytest.fixture
+def agent(world) -> str:
+    return world.tokens["agent"]
+
+
+@pytest.fixture
+def api(world) -> str:
+    return f"https://localhost:{world.upstream.port}"

@@ -1,0 +1,186 @@
+"""The local HTTPS upstream the proxy tests talk to: a small ASGI app served by uvicorn
+on a self-signed certificate (trusted by the proxy only through a connection's ca_bundle).
+
+Every request that reaches it is logged in `Upstream.seen`, so a test can prove that
+something did NOT get through.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime
+import gzip
+import ipaddress
+import json
+import socket
+import threading
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+PII = {
+    "name": "Ann Example",
+    "email": "ann@example.com",
+    "ssn": "123-45-6789",
+    "note": "reach me at bob@example.org",
+    "nested": {"password": "hunter2hunter2", "city": "Lisbon"},
+}
+
+
+def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """(ca.pem, cert.pem, key.pem): a private CA and a leaf for localhost/127.0.0.1."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "airlock test upstream CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=30))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = directory / "upstream-ca.pem", directory / "upstream-cert.pem", directory / "upstream-key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+def big_text(lines: int) -> bytes:
+    """Lines full of addresses; chunked later at odd sizes so many straddle a boundary."""
+    return b"".join(b"line %06d contact someone.%d@example.com today\n" % (i, i) for i in range(lines))
+
+
+def _chunks(data: bytes, size: int):
+    for i in range(0, len(data), size):
+        yield data[i:i + size]
+
+
+@dataclass
+class Upstream:
+    port: int = 0
+    seen: list[dict] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def requests_to(self, prefix: str) -> list[dict]:
+        with self.lock:
+            return [r for r in self.seen if r["path"].startswith(prefix)]
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "websocket":
+            return await self._websocket(scope, receive, send)
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        path = scope["path"]
+        record = {"method": scope["method"], "path": path, "raw_path": scope["raw_path"].decode("latin-1"),
+                  "query": scope["query_string"].decode("latin-1"), "headers": headers, "body": body}
+        with self.lock:
+            self.seen.append(record)
+        query = dict(p.split("=", 1) for p in record["query"].split("&") if "=" in p)
+        if path.startswith("/pii"):
+            return await _send(send, 200, json.dumps(PII).encode(), "application/json")
+        if path.startswith("/text-pii"):
+            return await _send(send, 200, b"write to carol@example.net or call", "text/plain")
+        if path.startswith("/gzip-json"):
+            return await _send(send, 200, gzip.compress(json.dumps(PII).encode()), "application/json",
+                               [(b"content-encoding", b"gzip")])
+        if path.startswith("/big-text"):
+            data = big_text(int(query.get("lines", "40000")))
+            encoding = query.get("encoding", "")
+            return await _stream(send, data, int(query.get("chunk", "997")), "text/plain", encoding)
+        if path.startswith("/big-json"):
+            data = json.dumps({"rows": [dict(PII, id=i) for i in range(int(query.get("rows", "5000")))]}).encode()
+            return await _stream(send, data, 4093, "application/json", query.get("encoding", ""))
+        if path.startswith("/weird-encoding"):
+            return await _stream(send, b"x" * 3_000_000, 65536, "text/plain", "", [(b"content-encoding", b"snappy")])
+        if path.startswith("/binary"):
+            return await _send(send, 200, b"\x89PNG\r\n alice@example.com", "image/png")
+        if path.startswith("/cookie"):
+            return await _send(send, 200, b"{}", "application/json", [(b"set-cookie", b"session=s3cr3t-value")])
+        echo = {"method": record["method"], "path": path, "query": record["query"], "headers": headers,
+                "body": body.decode("utf-8", "replace")}
+        return await _send(send, 200, json.dumps(echo).encode(), "application/json")
+
+    async def _websocket(self, scope, receive, send):
+        with self.lock:
+            self.seen.append({"method": "WEBSOCKET", "path": scope["path"], "query": "",
+                              "headers": {k.decode(): v.decode() for k, v in scope["headers"]}, "body": b""})
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text") or ""
+            await send({"type": "websocket.send", "text": json.dumps({"echo": text, "owner": "dave@example.com"})})
+
+
+async def _send(send, status, body, content_type, extra=()):
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode()),
+                            *extra]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _stream(send, data, chunk, content_type, encoding, extra=()):
+    """A chunked response (no content-length), optionally gzip/deflate-compressed."""
+    headers = [(b"content-type", content_type.encode()), *extra]
+    if encoding == "gzip":
+        compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        headers.append((b"content-encoding", b"gzip"))
+    elif encoding == "deflate":
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+        headers.append((b"content-encoding", b"deflate"))
+    else:
+        compressor = None
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    for piece in _chunks(data, chunk):
+        if compressor is not None:
+            piece = compressor.compress(piece) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        if piece:
+            await send({"type": "http.response.body", "body": piece, "more_body": True})
+    tail = compressor.flush() if compressor is not None else b""
+    await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
+def serve_in_thread(app: Upstream, cert: Path | None, key: Path | None) -> uvicorn.Server:
+    """Serve `app` on a free loopback port, over TLS when given a certificate."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    app.port = sock.getsockname()[1]
+    config = uvicorn.Config(app, ssl_certfile=str(cert) if cert else None, ssl_keyfile=str(key) if key else None,
+                            log_level="warning",
+                            ws="wsproto", lifespan="off", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            return server
+        threading.Event().wait(0.02)
+    raise RuntimeError("the upstream did not start")
