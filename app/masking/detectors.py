@@ -29,6 +29,9 @@ BOUNDED_MAX = 1024
 
 PK_BEGIN = r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----"
 PK_END = r"-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----"
+PK_BLOCK = PK_BEGIN + r'[^"]*?(?:' + PK_END + r'|(?=")|\Z)'
+# In blanked text (see blank_escapes) an escaped quote, \x02\x02, ends a block too.
+_PK_BLANKED = PK_BEGIN + r'[^"\x02]*?(?:' + PK_END + r'|(?=["\x02])|\Z)'
 _HEX = "[0-9A-Fa-f]"
 _OCTETS = r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}"
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
@@ -38,7 +41,9 @@ _PHONE_END = r"(?![0-9]|[.-][0-9])"
 @dataclass(frozen=True, slots=True)
 class Detector:
     """`pattern` finds the whole secret on its own; `check(text, start, end)` confirms a
-    candidate and returns where the secret ends, or -1."""
+    candidate and returns where the secret ends, or -1. The scan itself runs the same
+    patterns rearranged for speed (_LITERAL_PASSES, _DIGIT_ALTS); tests hold both to
+    the same cases."""
 
     name: str
     pattern: str
@@ -49,11 +54,15 @@ def _accept(s: str, start: int, end: int) -> int:
     return end
 
 
-_DOUBLED = str.maketrans("0123456789", "0246813579")  # 2d, minus 9 when over 9
+# Digit characters to their values, and to their doubled values less 9 when over 9:
+# summing bytes runs in C, unlike int() per digit.
+_VALUE = bytes.maketrans(b"0123456789", bytes(range(10)))
+_DOUBLED = bytes.maketrans(b"0123456789", bytes([0, 2, 4, 6, 8, 1, 3, 5, 7, 9]))
 
 
 def _luhn(digits: str) -> bool:
-    return (sum(map(int, digits[-1::-2])) + sum(map(int, digits[-2::-2].translate(_DOUBLED)))) % 10 == 0
+    raw = digits.encode()
+    return (sum(raw[-1::-2].translate(_VALUE)) + sum(raw[-2::-2].translate(_DOUBLED))) % 10 == 0
 
 
 def _check_card(s: str, start: int, end: int) -> int:
@@ -116,8 +125,11 @@ def _check_iban(s: str, start: int, end: int) -> int:
 
 
 _ALL = (
-    Detector("private_key", PK_BEGIN + r"[\s\S]*?(?:" + PK_END + r"|\Z)", _accept),
-    Detector("jwt", r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
+    # The whole block; unterminated, up to where its string ends (a quote: PEM has
+    # none, JSON strings end there) or the text does.
+    Detector("private_key", PK_BLOCK, _accept),
+    # Not after a letter or digit (inside a blob); after a "-" is fine ("...KEY-----eyJ").
+    Detector("jwt", r"(?<![A-Za-z0-9_])eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
                     r"(?:\.[A-Za-z0-9_-]+){0,2}", _accept),
     Detector("aws_access_key", r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])", _accept),
     Detector("email", r"(?<![A-Za-z0-9_.%+-])[A-Za-z0-9_.%+-]{1,64}@"
@@ -143,7 +155,7 @@ DETECTORS: Mapping[str, Detector] = MappingProxyType({d.name: d for d in _ALL})
 # skip everything else fast), and each alternative then checks, looking behind, that
 # its own detector could start there. Same order as _ALL: first match at a position wins.
 _DIGIT_ALTS = {
-    "iban": r"(?<=[0-9])(?<=(?<![A-Za-z0-9])[A-Z]{2}[0-9])"
+    "iban": r"(?<=[A-Z][A-Z][0-9])(?<![A-Za-z0-9][A-Z][A-Z][0-9])"
             r"[0-9](?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])",
     "credit_card": r"(?<=[1-9])(?<![0-9].)(?:[ -]?[0-9]){12,18}",
     "ssn": r"(?<=[0-9])(?<![0-9].)[0-9]{2}(?P<ssn_sep>[- ])[0-9]{2}(?P=ssn_sep)[0-9]{4}(?![0-9]|-[0-9])",
@@ -155,9 +167,9 @@ _DIGIT_ALTS = {
     "ipv4": r"(?<![0-9.].)(?:(?<=2)(?:5[0-5]|[0-4][0-9]|[0-9])?|(?<=1)(?:[0-9]{1,2})?"
             rf"|(?<=[3-9])[0-9]?|(?<=0))(?:\.{_OCTET}){{3}}(?![0-9]|\.[0-9])",
 }
-_LITERAL_PASSES = {  # each starts with a literal; the text variant is used outside JSON
-    "private_key": PK_BEGIN + r"[\s\S]*?(?:" + PK_END + r"|\Z)",
-    "jwt": r"eyJ(?<![A-Za-z0-9_-]eyJ)[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
+_LITERAL_PASSES = {  # each starts with a literal, which the engine finds fast
+    "private_key": PK_BLOCK,
+    "jwt": r"eyJ(?<![A-Za-z0-9_]eyJ)[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"
            r"(?:\.[A-Za-z0-9_-]+){0,2}",
     "aws_access_key": r"A[KS]IA(?<![A-Za-z0-9]A[KS]IA)[A-Z0-9]{16}(?![A-Za-z0-9])",
     "email": r"@(?<=[A-Za-z0-9_.%+-]@)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}"
@@ -166,16 +178,14 @@ _LITERAL_PASSES = {  # each starts with a literal; the text variant is used outs
     # The lookbehind turns away JSON's own colons (after a quote) at once.
     "ipv6": r":(?:(?<=[0-9A-Fa-f]:)|(?=:))(?=:|[0-9A-Fa-f:.]*::|(?:[0-9A-Fa-f.]*:){6})[0-9A-Fa-f:.]*",
 }
-# In serialised JSON a key block must not run past the string it starts in: it stops at
-# the closing quote (escaped quotes are blanked by then, see masker._mask_tokens).
-_PK_IN_JSON = PK_BEGIN + r'[^"]*?(?:' + PK_END + r'|(?="))'
 _PREFILTER = {"private_key": "\\-", "jwt": "J", "aws_access_key": "A", "email": "@", "ipv6": ":"}
 
 
 @dataclass(frozen=True, slots=True)
 class Compiled:
     prefilter: re.Pattern[str]
-    passes: Mapping[str, tuple[tuple[str, re.Pattern[str]], ...]]  # by mode
+    passes: tuple[tuple[str, re.Pattern[str]], ...]
+    blanked_passes: tuple[tuple[str, re.Pattern[str]], ...]
     digit_names: tuple[str, ...]
     single: Mapping[str, re.Pattern[str]]
 
@@ -199,12 +209,11 @@ def compile_detectors(names: frozenset[str]) -> Compiled | None:
         if "iban" in digit_names:
             alts = f"(?P<iban>{_DIGIT_ALTS['iban']})" + ("|" + alts if alts else "")
         passes.append(("digits", re.compile(f"[0-9+(](?<![0-9].)(?:{alts})")))
-    modes = {"text": tuple(passes),
-             "json": tuple((n, re.compile(_PK_IN_JSON) if n == "private_key" else rx) for n, rx in passes)}
     chars = {_PREFILTER.get(n, "0-9+(") for n in names}
+    blanked = tuple((n, re.compile(_PK_BLANKED) if n == "private_key" else rx) for n, rx in passes)
     return Compiled(
         prefilter=re.compile("[" + "".join(sorted(chars)) + "]"),
-        passes=MappingProxyType(modes), digit_names=digit_names,
+        passes=tuple(passes), blanked_passes=blanked, digit_names=digit_names,
         single=MappingProxyType({n: re.compile(DETECTORS[n].pattern) for n in digit_names}))
 
 
@@ -252,27 +261,83 @@ def _ipv6_match(s: str, m: re.Match[str]) -> tuple[int, int, str] | None:
     return (start, end, "ipv6") if end > start else None
 
 
+_U_ESCAPE = re.compile(r"\\u[0-9a-fA-F]{4}")
+_ESCAPE = re.compile(r"\\[/bfnrt]")  # JSON's; "\4" in a Windows path is no escape
+
+
+def blank_escapes(s: str) -> str:
+    """`s` with each JSON escape turned into as many \x01, a break character like
+    every character such escapes stand for; offsets are kept. An escaped quote becomes
+    \x02\x02 instead: a key block ends there, as it would at the quote itself."""
+    s = s.replace("\\\\", "\x01\x01").replace('\\"', "\x02\x02")
+    return _ESCAPE.sub("\x01\x01", _U_ESCAPE.sub("\x01" * 6, s))
+
+
+def _outside_escapes(s: str, span: tuple[int, int, str]) -> tuple[int, int, str] | None:
+    """The span without the escape it starts in ("\nbob@..." -> "bob@...") or ends in
+    (a key block cut at an escaped quote, "...\\" + '"')."""
+    start, end, name = span
+    u = s.rfind("\\u", max(0, start - 5), start + 1)
+    if u >= 0 and _U_ESCAPE.match(s, u):
+        start = max(start, u + 6)
+    elif start > 0 and s[start - 1] == "\\" and s[start] in "bfnrt":
+        start += 1
+    k = end
+    while k > start and s[k - 1] == "\\":
+        k -= 1
+    end -= (end - k) % 2  # an odd run of backslashes ends with half an escape
+    return (start, end, name) if start < end else None
+
+
 def scan(c: Compiled, s: str, mode: str = "text") -> list[tuple[int, int, str]]:
     """Confirmed secrets in `s` as sorted, disjoint (start, end, detector) spans.
 
     mode "json": `s` is serialised JSON with escapes blanked (see masker._mask_tokens).
+    In mode "text", a text with backslashes may be escaped JSON (a streamed body, a JSON
+    column) or not: it is scanned both as it is and with escapes blanked, and no span
+    starts inside an escape, so masking keeps escaped text valid.
     """
     if c.prefilter.search(s) is None:
         return []
+    spans, found_by = _find(c, s, c.passes if mode == "text" else c.blanked_passes)
+    if mode == "text" and "\\" in s:
+        more, _ = _find(c, blank_escapes(s), c.blanked_passes)
+        spans = [sp for sp in map(_outside_escapes, [s] * (len(spans) + len(more)), spans + more) if sp]
+        found_by = 2
+    if len(spans) < 2:
+        return spans
+    if found_by > 1:
+        spans.sort()
+    # Matches may overlap (a card inside an email, an IPv4 inside an IPv6, an email
+    # whose local part runs back into a key block): everything found is masked, the
+    # match that starts first (then the longest) keeping the characters they share.
+    kept = [spans[0]]
+    for sp in spans[1:]:
+        last = kept[-1]
+        if sp[0] >= last[1]:
+            kept.append(sp)
+        elif sp[1] > last[1]:
+            kept[-1:] = [sp] if sp[0] == last[0] else [last, (last[1], sp[1], sp[2])]
+    return kept
+
+
+def _find(c: Compiled, s: str, passes: tuple) -> tuple[list[tuple[int, int, str]], int]:
+    """Every pass over `s`: the spans, and how many passes found any."""
     spans: list[tuple[int, int, str]] = []
     add = spans.append
     found_by = 0
-    for kind, rx in c.passes[mode]:
+    for kind, rx in passes:
         before = len(spans)
         if kind == "digits":
             _scan_digits(c, s, rx, add)
         elif kind == "email":
             # Found at the "@": the local part is behind it, matched on the reversed
-            # text (one regex call instead of a Python loop per character).
-            rev, n = "", len(s)
+            # 64 characters before (one regex call, not a Python loop per character).
+            # A longer run of local-part characters is masked in its last 64.
             for m in rx.finditer(s):
-                rev = rev or s[::-1]
-                add((n - _LOCAL_REVERSED.match(rev, n - m.start()).end(), m.end(), kind))
+                at = m.start()
+                local = _LOCAL_REVERSED.match(s[max(0, at - 64):at][::-1])
+                add((at - local.end(), m.end(), kind))  # type: ignore[union-attr]
         elif kind == "ipv6":
             for m in rx.finditer(s):
                 if (span := _ipv6_match(s, m)) is not None:
@@ -281,17 +346,4 @@ def scan(c: Compiled, s: str, mode: str = "text") -> list[tuple[int, int, str]]:
             for m in rx.finditer(s):
                 add((m.start(), m.end(), kind))
         found_by += len(spans) > before
-    if len(spans) < 2:
-        return spans
-    if found_by > 1:
-        spans.sort()
-    # Matches may overlap (a card inside an email, an IPv4 inside an IPv6, two emails
-    # sharing characters): the one that starts first wins, then the longest.
-    kept = [spans[0]]
-    for sp in spans[1:]:
-        last = kept[-1]
-        if sp[0] >= last[1]:
-            kept.append(sp)
-        elif sp[0] == last[0] and sp[1] > last[1]:
-            kept[-1] = sp
-    return kept
+    return spans, found_by

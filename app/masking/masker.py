@@ -24,12 +24,10 @@ from typing import Any
 
 from app.types import MaskSpec
 
-from .detectors import DETECTORS, Compiled, compile_detectors, scan
+from .detectors import DETECTORS, Compiled, blank_escapes, compile_detectors, scan
 
 STRATEGIES = ("partial", "hash", "redact")  # weakest first: the index is the strength
 _CACHE_MAX = 4096
-_U_ESCAPE = re.compile(r"\\u[0-9a-fA-F]{4}")
-_ESCAPE = re.compile(r"\\.")
 # Placeholders for values masked by name: private-use marks and letters g-v, which no
 # detector can match, so the scan of the serialised text never touches them.
 _NONCE = str.maketrans("0123456789abcdef", "ghijklmnopqrstuv")
@@ -89,6 +87,11 @@ class Masker:
     def detects(self) -> bool:
         """True when detectors run: the only part that applies to streamed text."""
         return self._compiled is not None
+
+    @property
+    def detectors(self) -> frozenset[str]:
+        """The detectors that run."""
+        return frozenset(self._strength)
 
     @property
     def has_fields(self) -> bool:
@@ -198,13 +201,9 @@ class Masker:
         """Detectors over serialised JSON, inside string tokens only. `mark`: the
         placeholder mark when there are placeholders whose text is in the tokens."""
         assert self._compiled is not None
-        blank = text
-        if "\\" in text:
-            # Each escape becomes as many \x01 (a break character, like every escaped
-            # character): offsets stay the same, "\n" cannot pass for an "n" next to a
-            # secret, and the quotes left are exactly the token boundaries.
-            blank = text.replace("\\\\", "\x01\x01")
-            blank = _ESCAPE.sub("\x01\x01", _U_ESCAPE.sub("\x01" * 6, blank))
+        # With escapes blanked, "\n" cannot pass for an "n" next to a secret, and the
+        # quotes left are exactly the token boundaries.
+        blank = blank_escapes(text) if "\\" in text else text
         keep, quotes, seen = [], 0, 0
         for span in scan(self._compiled, blank, "json"):
             start, _, name = span

@@ -6,11 +6,14 @@ So the masker holds back a tail and emits only text that no later byte can chang
   the last such "break" character is final (JSON quotes and commas, newlines, ...);
 - in a long run without a break (a blob), text more than BOUNDED_MAX back from the end
   is final too, except from an "eyJ" on that could be a still-growing JWT;
-- a private key block is held from its BEGIN line until its END line arrives.
-What a secret would need beyond `max_tail` (JWT, key) costs it its strategy: the held
-part is replaced by "[REDACTED:jwt]" / "[REDACTED:private_key]" and the rest of it is
-dropped as it arrives (fail closed). The body must be decoded first: gzip and friends
-are the caller's business, this class sees text.
+- a private key block is held from its BEGIN line until its END line (or the quote
+  that ends its JSON string) arrives.
+The hold is `max_tail` characters (at least 2 * BOUNDED_MAX), 8 times that for a JWT
+or a key block; a secret that needs more loses its strategy: what is held becomes
+"[REDACTED:jwt]" / "[REDACTED:private_key]" and the rest of it is dropped as it arrives
+(fail closed). Only detectors apply: field rules need the whole document, so a caller
+whose masker `has_fields` must buffer or refuse. The body must be decoded first: gzip
+and friends are the caller's business, this class sees text.
 """
 from __future__ import annotations
 
@@ -20,7 +23,9 @@ import re
 from .detectors import BOUNDED_MAX, INNER_CHARS, PK_BEGIN, PK_END
 from .masker import Masker, MaskingError
 
-_LAST_BREAK = re.compile(rf"(?s).*[^{INNER_CHARS}]")
+# A backslash counts as inner here, so that no cut splits an escape ("\u0001") whose
+# blanking the scan relies on (see detectors.scan).
+_LAST_BREAK = re.compile(rf"(?s).*[^{INNER_CHARS}\\]")
 _LAST_NON_JWT = re.compile(r"(?s).*[^A-Za-z0-9_.-]")
 # Where a dropped JWT ends; a key block glued to it must still be seen whole.
 _JWT_STOP = re.compile(r"[^A-Za-z0-9_.-]|-----BEGIN ")
@@ -35,11 +40,13 @@ class StreamMasker:
         self._decoder = codecs.getincrementaldecoder(encoding)(errors="surrogateescape")
         # Below 2x the longest bounded match, a forced cut could not keep a whole match.
         self._tail = max(int(max_tail), 2 * BOUNDED_MAX)
-        self._cap = 8 * self._tail  # what a JWT or key block may take before we give up
-        names = masker._strength
-        self._keys = "private_key" in names
-        self._jwt = "jwt" in names
+        # Keys (~3 KB for RSA-4096) and JWTs may be held longer than other matches.
+        self._cap = 8 * self._tail
+        self._keys = "private_key" in masker.detectors
+        self._jwt = "jwt" in masker.detectors
         self._buf = ""
+        # While dropping an over-long secret: (where it ends, how much to keep to see
+        # that end across chunks, whether the end itself goes too).
         self._skip: tuple[re.Pattern[str], int, bool] | None = None
         self._closed = False
 
@@ -85,10 +92,12 @@ class StreamMasker:
         return "".join(out).encode(self._encoding, "surrogateescape")
 
     def _open_key(self, buf: str) -> int:
-        """Where a BEGIN line with no END after it starts, else len(buf)."""
-        closed = 0
+        """Where a key block still open at the end of `buf` starts, else len(buf): the
+        first BEGIN line after the last END line or quote (either closes a block, see
+        detectors.PK_BLOCK)."""
+        closed = buf.rfind('"') + 1
         i = buf.rfind("-----END ")
-        while i >= 0:
+        while i >= closed:
             if (m := _END.match(buf, i)) is not None:
                 closed = m.end()
                 break
@@ -116,6 +125,8 @@ class StreamMasker:
             cut = m.end()
         else:
             cut = max(0, limit - BOUNDED_MAX)
+            escape = buf.find("\\", max(0, cut - 5), cut)
+            cut = escape if escape >= 0 else cut
             if self._jwt:
                 run = _LAST_NON_JWT.match(buf, 0, limit)
                 j = buf.find("eyJ", run.end() if run else 0, limit)
