@@ -18,7 +18,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	@touch $(STAMP)
 
-install: $(STAMP)
+# The portal's browser assets (asciinema-player) come from npm, into node_modules/
+# (never committed); reinstalled whenever the lock file changes.
+NPM_STAMP := node_modules/.installed
+$(NPM_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { echo "the portal needs npm (Debian: apt-get install npm)" >&2; exit 1; }
+	npm ci --no-audit --no-fund --silent
+	@touch $(NPM_STAMP)
+
+install: $(STAMP) $(NPM_STAMP)
 
 up: install
 	$(VENV)/bin/airlock init

@@ -14,6 +14,7 @@ import logging
 import time
 import weakref
 from dataclasses import dataclass
+from typing import Awaitable
 
 from mitmproxy import connection, http
 
@@ -67,17 +68,19 @@ class ProxyIdentity:
         header = flow.request.headers.pop("proxy-authorization", None)
         await self._authenticate(flow, header, via_connect=True)
 
-    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        # Not `async def`: most requests ride a tunnel checked less than a second ago, and
+        # mitmproxy awaits what a hook returns only when it is awaitable.
         if flow.response or flow.error:
-            return
+            return None
         header = flow.request.headers.pop("proxy-authorization", None)
         known = self._known.get(flow.client_conn)
         if known is not None and known.via_connect:
             if time.monotonic() - known.checked < RECHECK_SECONDS:
                 state(flow).principal = known.principal
-                return
+                return None
             header = None  # inside a tunnel: the CONNECT's credential is the one that counts
-        await self._authenticate(flow, header, via_connect=False, known=known)
+        return self._authenticate(flow, header, via_connect=False, known=known)
 
     async def _authenticate(self, flow: http.HTTPFlow, header: str | None, *, via_connect: bool,
                             known: _Known | None = None) -> None:
@@ -96,19 +99,19 @@ class ProxyIdentity:
         try:
             principal = await get_gate().authenticate(credential, claimed=claimed)
         except AuthError as exc:
-            self._known.pop(flow.client_conn, None)
             if exc.reason == "store unavailable":  # the authenticator folds this into AuthError
                 unavailable(flow, "airlock cannot verify credentials right now: its store is unavailable")
             else:
+                self._known.pop(flow.client_conn, None)  # refused: this tunnel is done
                 self._challenge(flow, exc.reason)
             return
+        # Cannot check now: refuse this request, but keep the tunnel's credential so the
+        # next request is checked again rather than told it has no credentials.
         except Unavailable as exc:
-            self._known.pop(flow.client_conn, None)
             unavailable(flow, str(exc))
             return
         except Exception:
             log.exception("proxy authentication failed unexpectedly")
-            self._known.pop(flow.client_conn, None)
             unavailable(flow, "airlock could not verify credentials")
             return
         via = via_connect or (known is not None and known.via_connect)

@@ -120,13 +120,17 @@ class Gate:
         run_id: str | None = None,
         hold: float | None = None,
         on_hold: OnHold | None = None,
+        record_allows: bool = True,
     ) -> Verdict:
+        """`record_allows=False`: the adapter records allowed operations in an event of its
+        own (one event per operation on hot paths, e.g. a statement with its result);
+        denials, holds, approvals and errors are recorded here all the same."""
         try:
             verdict = await self._decide(principal, operation, recording, run_id, hold, on_hold)
         except Exception as exc:  # fail closed, whatever broke
             log.exception("gate failed; refusing %s on %s", operation.kind, operation.connection)
             verdict = _error(f"airlock could not decide ({type(exc).__name__}); the operation was refused")
-        if recording is not None:
+        if recording is not None and (record_allows or verdict.action != "allow" or verdict.status is not None):
             recording.event("decision", _decision_event(operation, verdict))
         return verdict
 

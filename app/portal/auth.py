@@ -200,7 +200,7 @@ def _oidc_user(claims: dict):
             audit.append(s, email, "user.login_failed", email, {"method": "oidc", "reason": "subject mismatch"})
             return None, "This account is linked to a different identity at the provider."
         if row is None:
-            row = User(email=email, name=str(claims.get("name") or "")[:200], roles=[], source="oidc")
+            row = User(email=email, name=str(claims.get("name") or "")[:200], roles=[], source="oidc", active=True)
             s.add(row)
         if not row.active:
             audit.append(s, email, "user.login_failed", email, {"method": "oidc", "reason": "inactive"})

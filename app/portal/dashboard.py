@@ -38,7 +38,7 @@ def per_day(s, now: datetime) -> list[dict]:
 
 def chart(days: list[dict], width: int = 640, height: int = 180) -> dict:
     """Bar geometry for an inline SVG: no chart library, nothing to load."""
-    peak = max([max(d["denied"], d["approved"] + d["rejected"]) for d in days] + [1])
+    peak = max([max(d["denied"], d["approved"]) for d in days] + [1])
     pad_l, pad_b, pad_t = 34, 22, 10
     inner_h = height - pad_b - pad_t
     slot = (width - pad_l) / len(days)
@@ -46,7 +46,7 @@ def chart(days: list[dict], width: int = 640, height: int = 180) -> dict:
     bars = []
     for i, d in enumerate(days):
         x = pad_l + i * slot + 2
-        for j, (key, value) in enumerate((("approved", d["approved"] + d["rejected"]), ("denied", d["denied"]))):
+        for j, (key, value) in enumerate((("approved", d["approved"]), ("denied", d["denied"]))):
             h = inner_h * value / peak
             bars.append({"x": round(x + j * (bar + 1), 1), "y": round(pad_t + inner_h - h, 1), "w": round(bar, 1),
                          "h": round(h, 1), "cls": key, "title": f"{d['day']}: {value} {key}"})

@@ -93,45 +93,92 @@ class Step:
         return verdict_of(self.decision)
 
 
+def _request_text(request: dict[str, Any]) -> str:
+    return statement_of(request) or str(request.get("url") or "")
+
+
+def _same_operation(decision: dict[str, Any], text: str) -> bool:
+    op, text = str(decision.get("operation") or "").strip(), text.strip()
+    return bool(op and text) and (op == text or op in text or text in op)
+
+
+def _attach_output(out: list[Step], ev: Event) -> None:
+    """An answer goes to its request: same HTTP flow, or same SQL text, else the latest open step."""
+    data = ev.as_dict
+    open_steps = [s for s in out if s.response is None]
+    flow = data.get("flow")
+    text = statement_of(data)
+    for step in open_steps:
+        if flow is not None and step.request is not None and step.request.get("flow") == flow:
+            step.response = data
+            return
+    if flow is None and text:
+        for step in open_steps:
+            if step.decision is not None and _same_operation(step.decision, text):
+                step.response = data
+                return
+    if open_steps and flow is None:
+        open_steps[-1].response = data
+    else:
+        out.append(Step(t=ev.t, response=data))
+
+
 def steps(events: list[Event]) -> tuple[list[Step], list[Event]]:
-    """Pair input / decision / output events. Returns the steps and the events left over."""
+    """Pair input / decision / output events. Returns the steps and the events left over.
+
+    Adapters differ: the HTTP proxy records request and response (tied by `flow`), the
+    PostgreSQL relay one output per statement after the gate's decisions, and a refusal
+    may come with no request at all. A decision joins the request it directly precedes
+    or follows when they name the same operation; an answer joins its request.
+    """
     out: list[Step] = []
     loose: list[Event] = []
-    early_decision: Event | None = None
-    current: Step | None = None
     for ev in events:
         data = ev.as_dict
+        last = out[-1] if out else None
         if ev.kind == "input" and data:
-            current = Step(t=ev.t, request=data)
-            if early_decision is not None:
-                current.decision, early_decision = early_decision.as_dict, None
-            out.append(current)
-        elif ev.kind == "decision" and data:
-            if current is not None and current.decision is None and current.response is None:
-                current.decision = data
+            if last is not None and last.request is None and last.response is None and last.decision \
+                    and _same_operation(last.decision, _request_text(data)):
+                last.request = data
             else:
-                # Decided before its request was recorded, or a refusal with no request event.
-                if early_decision is not None:
-                    out.append(Step(t=early_decision.t, decision=early_decision.as_dict))
-                early_decision = ev
-        elif ev.kind == "output" and data and current is not None and current.response is None:
-            current.response = data
+                out.append(Step(t=ev.t, request=data))
+        elif ev.kind == "decision" and data:
+            if last is not None and last.request is not None and last.decision is None and last.response is None:
+                last.decision = data
+            else:
+                out.append(Step(t=ev.t, decision=data))
+        elif ev.kind == "output" and data:
+            _attach_output(out, ev)
         else:
             loose.append(ev)
-    if early_decision is not None:
-        out.append(Step(t=early_decision.t, decision=early_decision.as_dict))
-    out.sort(key=lambda s: s.t)
     return out, loose
+
+
+def body_view(body: Any) -> tuple[str, str]:
+    """(text, note) for a recorded HTTP body: {"json"}, {"text"}, {"omitted"} or anything."""
+    if not body:  # also a template's Undefined
+        return "", ""
+    if isinstance(body, dict) and ("json" in body or "text" in body or "omitted" in body):
+        size = body.get("bytes")
+        if "omitted" in body:
+            return "", f"{size} bytes, not recorded ({body['omitted']})"
+        note = []
+        if size is not None:
+            note.append(f"{size} bytes")
+        if body.get("truncated"):
+            note.append("truncated")
+        if body.get("streamed"):
+            note.append("streamed")
+        return clip(body.get("json") if "json" in body else body.get("text")), ", ".join(note)
+    return clip(body), ""
 
 
 def rows_preview(response: dict[str, Any] | None) -> dict[str, Any] | None:
     """A table from an SQL result, whatever the adapter called its parts."""
     if not response:
         return None
-    rows = response.get("rows")
+    rows = next((response[k] for k in ("sample", "preview", "rows") if isinstance(response.get(k), list)), None)
     if rows is None:
-        rows = response.get("preview")
-    if not isinstance(rows, list):
         return None
     columns = response.get("columns") or response.get("fields")
     cols: list[str] = []
@@ -147,7 +194,8 @@ def rows_preview(response: dict[str, Any] | None) -> dict[str, Any] | None:
             body.append([_cell(v) for v in row])
         else:
             body.append([_cell(row)])
-    total = response.get("row_count", response.get("rowcount", len(rows)))
+    total = response.get("rows") if isinstance(response.get("rows"), int) else \
+        response.get("row_count", response.get("rowcount", len(rows)))
     return {"columns": cols, "rows": body, "total": total, "shown": len(body)}
 
 
@@ -158,13 +206,15 @@ def _cell(value: Any) -> str:
     return text if len(text) <= 500 else text[:500] + "…"
 
 
-def statement_of(request: dict[str, Any] | None) -> str:
-    if not request:
+def statement_of(data: dict[str, Any] | None) -> str:
+    """The SQL text of an event ("statement" is the prepared statement's name for the relay)."""
+    if not data:
         return ""
-    for key in ("statement", "sql", "query", "text"):
-        if isinstance(request.get(key), str):
-            return request[key]
-    return ""
+    for key in ("sql", "query", "text"):
+        if isinstance(data.get(key), str):
+            return data[key]
+    value = data.get("statement")
+    return value if isinstance(value, str) and " " in value.strip() else ""
 
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*(\x07|\x1b\\\\)|[\x00-\x08\x0b-\x1f\x7f]")
@@ -190,6 +240,10 @@ def summary(protocol: str, ev: Event) -> str:
         if ev.kind == "input":
             return statement_of(d) or clip(ev.data, 200)
         if ev.kind == "output":
+            if isinstance(d.get("error"), dict):
+                return f"→ error {d['error'].get('code') or ''} {d['error'].get('message') or ''}".strip()
+            if d.get("tag"):
+                return f"→ {d['tag']}" + (f" ({d.get('ms')} ms)" if d.get("ms") is not None else "")
             preview = rows_preview(d)
             return f"→ {preview['total']} rows" if preview else clip(ev.data, 200)
     if isinstance(ev.data, dict) and isinstance(ev.data.get("text"), str):

@@ -5,7 +5,7 @@ from typing import Any
 
 from app.config import settings
 
-ID = {"type": "integer", "minimum": 1, "maximum": 2**53}
+ID = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
 TEXT = {"type": "string"}
 NTEXT = {"type": "string", "nullable": True}
 TIME = {"type": "string", "nullable": True, "description": "ISO 8601, UTC"}
@@ -100,7 +100,7 @@ AUDIT_FILTERS = [
     _q("actor", "Exact actor"), _q("action", "Action, or a prefix such as `review` for review.*"),
     _q("target", "Exact target"), _q("q", "Text anywhere in actor, target or data"),
     _q("since", "At or after (ISO date or time)"), _q("until", "Before"), LIMIT,
-    _q("before", "Entries with a smaller seq (the `next` value)", {"type": "integer", "minimum": 0}),
+    _q("before", "Entries with a smaller seq (the `next` value)", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}),
 ]
 
 
@@ -120,7 +120,7 @@ def spec() -> dict[str, Any]:
                                 {"200": _ok(_list_of("Review")), **bad},
                                 parameters=[_q("status", "Status (default pending)",
                                                {"type": "string", "enum": ["pending", "approved", "rejected", "expired", "all"]}),
-                                            LIMIT, _q("before", "Reviews with a smaller id", {"type": "integer", "minimum": 0})])},
+                                            LIMIT, _q("before", "Reviews with a smaller id", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1})])},
         "/reviews/{review_id}": {"get": _op("One review", "admin, approver, auditor",
                                             {"200": _ok(_ref("Review")), "404": _error("No such review")},
                                             parameters=[_path("review_id")])},
@@ -137,7 +137,7 @@ def spec() -> dict[str, Any]:
                 "events": {"type": "array", "items": _ref("Event")}, "next": NTEXT}}]}),
              **bad, "404": _error("No such session")},
             parameters=[_path("session_id", {"type": "string", "maxLength": 36}),
-                        _q("after", "Events after this seq", {"type": "integer", "minimum": 0})])},
+                        _q("after", "Events after this seq", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1})])},
         "/audit": {"get": _op("Search the audit log, newest first", "admin, auditor",
                               {"200": _ok(_list_of("AuditEntry")), **bad}, parameters=AUDIT_FILTERS)},
         "/audit/status": {"get": _op("The last chain verification", "admin, auditor", {"200": _ok(_ref("ChainStatus"))})},

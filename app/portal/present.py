@@ -14,19 +14,26 @@ SQL_PROTOCOLS = ("postgres", "mysql")
 PRETTY_LIMIT = 20_000  # longer statements are shown as sent: pretty-printing them costs too much
 
 
-def pretty_sql(text: str, protocol: str) -> str:
-    """A readable layout of a statement; the exact text is always shown next to it."""
+def _squash(text: str) -> str:
+    return "".join(text.split())
+
+
+def pretty_sql(text: str, protocol: str = "postgres") -> str:
+    """A readable layout of a statement that changes whitespace only, never a token.
+
+    A reviewer approves what they read, so a formatter that rewrote `now()` as
+    CURRENT_TIMESTAMP would be lying; anything but a pure re-indent falls back to the
+    statement exactly as sent.
+    """
     if not text or len(text) > PRETTY_LIMIT:
         return text
     try:
-        import sqlglot
+        import sqlparse
 
-        dialect = "mysql" if protocol == "mysql" else "postgres"
-        out = sqlglot.transpile(text, read=dialect, write=dialect, pretty=True)
-        pretty = ";\n\n".join(out)
-        return pretty or text
-    except Exception:  # any parse failure: show the statement as it came
+        pretty = sqlparse.format(text, reindent=True, indent_width=2).strip()
+    except Exception:  # any formatter failure: show the statement as it came
         return text
+    return pretty if pretty and _squash(pretty) == _squash(text) else text
 
 
 def time_left(review: Review, now: datetime | None = None) -> float:

@@ -15,7 +15,9 @@ from sqlalchemy import and_, exists, func, or_, select
 from app.models import AuditEntry, RecordedSession, SessionEvent
 
 PAGE = 50
-MAX_PAGE = 500
+MAX_INT = 2**31 - 1  # ids and sequence numbers are INTEGER columns
+MAX_PAGE = 50
+MAX_INT = 2**31 - 1  # ids and sequence numbers are INTEGER columns0
 PROTOCOLS = ("http", "postgres", "mysql", "ssh")
 VERDICTS = {
     # Decision events are JSON written by the gate; their text is searched inside one
@@ -33,9 +35,17 @@ class BadFilter(ValueError):
 
 def clean(value: Any, limit: int = 500) -> str:
     text = str(value or "").strip()
-    if "\x00" in text:
-        raise BadFilter("text may not contain NUL characters")
+    if "\x00" in text or not encodable(text):
+        raise BadFilter("text may not contain NUL characters or lone surrogates")
     return text[:limit]
+
+
+def encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a JSON "\ud800" escape: no store takes it
+        return False
+    return True
 
 
 def parse_time(value: str | None, *, end: bool = False) -> datetime | None:
@@ -125,7 +135,8 @@ def list_sessions(s, f: dict[str, Any], *, limit: int = PAGE, cursor: str | None
     rows = s.scalars(stmt.order_by(S.started_at.desc(), S.id.desc()).limit(limit + 1)).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    nxt = f"{rows[-1].started_at.isoformat()}|{rows[-1].id}" if more and rows else None
+    # UTC with a Z: no '+' that a query string would turn into a space.
+    nxt = f"{rows[-1].started_at.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%S.%fZ}|{rows[-1].id}" if more and rows else None
     return Page(list(rows), nxt)
 
 
@@ -204,6 +215,6 @@ def parse_seq(value: Any) -> int | None:
         n = int(value)
     except (TypeError, ValueError):
         raise BadFilter("cursor must be a sequence number") from None
-    if not 0 <= n <= 2**53:
+    if not 0 <= n <= MAX_INT:
         raise BadFilter("cursor out of range")
     return n

@@ -154,7 +154,9 @@ def api_user_from_header() -> PortalUser | None:
 def principal() -> PortalUser | Anonymous:
     """The caller: the API token's user inside /api, the logged-in user elsewhere."""
     if request.blueprint == "api":
-        return g.get("api_user") or Anonymous()
+        if "api_user" not in g:  # app-level hooks run before the blueprint's: resolve here
+            g.api_user = api_user_from_header()
+        return g.api_user or Anonymous()
     return current_user  # type: ignore[return-value]
 
 

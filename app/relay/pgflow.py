@@ -22,7 +22,7 @@ from collections import deque
 from app.masking import Masker
 
 from . import pgmask
-from .pgwire import ProtocolError, command_rows, parse_data_row, parse_fields, parse_row_description, unpack_i32
+from .pgwire import ProtocolError, column_names, parse_data_row, parse_fields, parse_row_description, unpack_i32
 
 PARSE, BIND, DESCRIBE, EXECUTE, CLOSE, SYNC, QUERY, REFUSE, COPY_END = range(9)
 _PASS = None  # a handler's answer: forward the frame unchanged
@@ -45,11 +45,11 @@ class _Named:
 
 
 class Prepared(_Named):
-    __slots__ = ("text", "ops", "masks", "masker", "fields", "described", "checked_at")
+    __slots__ = ("text", "ops", "masks", "masker", "fields", "described", "checked_at", "rule")
 
-    def __init__(self, name, text, ops, masks, masker: Masker | None, checked_at: float):
+    def __init__(self, name, text, ops, masks, masker: Masker | None, checked_at: float, rule: str | None):
         super().__init__(name)
-        self.text, self.ops, self.masks, self.masker = text, ops, masks, masker
+        self.text, self.ops, self.masks, self.masker, self.rule = text, ops, masks, masker, rule
         self.fields = None  # RowDescription fields, once known ([] for no rows)
         self.described: asyncio.Future | None = None  # set when the relay asked for them
         self.checked_at = checked_at
@@ -85,6 +85,15 @@ class Change:
         new.confirmed = True
         if new.settled is not None and not new.settled.done():
             new.settled.set_result(ok)
+
+
+class Query:
+    """A simple-protocol query in flight: statements (text, allow rule) in result order."""
+
+    __slots__ = ("masker", "statements", "masks")
+
+    def __init__(self, masker: Masker | None, statements: list[tuple[str, str | None]], masks: list[str]):
+        self.masker, self.statements, self.masks = masker, deque(statements), masks
 
 
 class Pending:
@@ -195,7 +204,10 @@ class TargetStream:
                 self._partial = bytearray(view[pos:])
                 start = n
                 break
-            replacement = self._message(kind, view[pos + 5:end], view[pos:end])
+            handler = _HANDLERS.get(kind) if not self._drop_until_ready or kind == 0x5A else _swallow
+            if handler is None:
+                raise Desync(f"unexpected message {chr(kind)!r} from the target")
+            replacement = handler(self, view[pos + 5:end], view[pos:end])
             if replacement is not _PASS:
                 self._cut(view, start, pos, out)
                 if replacement:
@@ -249,7 +261,10 @@ class TargetStream:
             return pos
         self._partial = None
         raw = memoryview(bytes(buf))
-        replacement = self._message(kind, raw[5:], raw)
+        handler = _HANDLERS.get(kind) if not self._drop_until_ready or kind == 0x5A else _swallow
+        if handler is None:
+            raise Desync(f"unexpected message {chr(kind)!r} from the target")
+        replacement = handler(self, raw[5:], raw)
         out.append(raw if replacement is _PASS else replacement)
         return pos
 
@@ -260,14 +275,6 @@ class TargetStream:
         while q and q[0].kind == COPY_END:
             q.popleft()
         return q[0] if q else None
-
-    def _message(self, kind: int, body: memoryview, raw: memoryview):
-        if self._drop_until_ready and kind != 0x5A:
-            return b""
-        handler = _HANDLERS.get(kind)
-        if handler is None:
-            raise Desync(f"unexpected message {chr(kind)!r} from the target")
-        return handler(self, body, raw)
 
     def _ready(self, body, raw):  # Z
         q = self.queue
@@ -280,6 +287,9 @@ class TargetStream:
             raise Desync("ReadyForQuery that answers nothing")
         self.status = bytes(body[:1])
         closed = entry.batch
+        if entry.kind == QUERY and entry.item is not None:
+            for text, _ in entry.item.statements:  # after an error, the rest never ran
+                self.session.record_output({"sql": text, "not_run": True})
         self._result = None
         self._fast_rows = False
         self._drop_until_ready = False
@@ -298,7 +308,7 @@ class TargetStream:
             self.queue.popleft()
             self._skip_to_sync()
             return head.refusal
-        self._finish(error=fields)
+        self._finish(head, error=fields)
         if head.kind != QUERY:  # a simple query's error ends that statement; Z follows
             self._skip_to_sync()
         return _PASS
@@ -331,20 +341,26 @@ class TargetStream:
 
     def _row_description(self, body, raw):  # T
         head = self._expect_head(DESCRIBE, QUERY)
-        fields = parse_row_description(body)
         if head.kind == QUERY:
-            masker = head.item
-            plan = pgmask.plan_rows(masker, fields) if masker is not None else None
-            self._start(masker, plan, fields)
+            masker = head.item.masker if head.item is not None else None
+            if masker is None:  # nothing to mask: column names only if the sample needs them
+                self._start(None, None, bytes(body))
+                return _PASS
+            fields = parse_row_description(body)
+            plan = pgmask.plan_rows(masker, fields)
+            self._start(masker, plan, [f.name for f in fields])
             if plan is not None and plan.nulls and self.refuse_binary:
                 self._drop_until_ready = True  # a binary cursor FETCH; refused below
                 return self.session.binary_refusal(plan)
-            return pgmask.rewrite_description(fields, plan) if plan is not None and plan.retype else _PASS
-        return self._described(head, fields, raw)
+            return pgmask.rewrite_description(fields, plan) if plan.retype else _PASS
+        return self._described(head, parse_row_description(body), raw)
 
     def _no_data(self, body, raw):  # n
         head = self._expect_head(DESCRIBE)
         return self._described(head, [], raw)
+
+    def _describe_fields(self, head, body, raw):
+        return self._described(head, parse_row_description(body), raw)
 
     def _described(self, head: Pending, fields, raw):
         self.queue.popleft()
@@ -368,10 +384,10 @@ class TargetStream:
             return pgmask.rewrite_description(fields, plan)
         return _PASS
 
-    def _start(self, masker, plan, fields) -> None:
+    def _start(self, masker, plan, columns) -> None:
+        """A result begins. `columns`: names, or a raw RowDescription decoded only if needed."""
         plain = plan is None or not plan.needs_work
-        self._result = _Result(masker if not plain else None, plan if not plain else None,
-                               [f.name for f in fields] if fields is not None else None)
+        self._result = _Result(masker if not plain else None, plan if not plain else None, columns)
         self._fast_rows = plain and self.sample_rows <= 0
 
     def _data_row(self, body, raw):  # D
@@ -382,7 +398,7 @@ class TargetStream:
             if portal.prepared.masker is not None and portal.plan is None:
                 raise Desync("rows of a masked statement whose columns are unknown")
             fields = portal.prepared.fields
-            self._start(portal.prepared.masker, portal.plan, fields)
+            self._start(portal.prepared.masker, portal.plan, [f.name for f in fields] if fields else None)
             r = self._result
         r.rows += 1
         if r.plan is not None:
@@ -399,26 +415,26 @@ class TargetStream:
             return
         if values is None:
             values = parse_data_row(body)
-        r.sample.append([None if v is None else bytes(v).decode("utf-8", "replace")[:500] for v in values])
+        r.sample.append([None if v is None else str(v[:2000], "utf-8", "replace")[:500] for v in values])
 
     def _complete_command(self, body, raw):  # C
         head = self._expect_head(EXECUTE, QUERY)
         tag = bytes(body).rstrip(b"\0")
-        self._finish(tag=tag)
+        self._finish(head, tag=tag)
         if head.kind == EXECUTE:
             self.queue.popleft()
         return _PASS
 
     def _empty_query(self, body, raw):  # I
         head = self._expect_head(EXECUTE, QUERY)
-        self._finish(tag=b"")
+        self._finish(head, tag=b"")
         if head.kind == EXECUTE:
             self.queue.popleft()
         return _PASS
 
     def _suspended(self, body, raw):  # s
-        self._expect_head(EXECUTE)
-        self._finish(tag=b"", suspended=True)
+        head = self._expect_head(EXECUTE)
+        self._finish(head, tag=b"", suspended=True)
         self.queue.popleft()
         return _PASS
 
@@ -438,37 +454,40 @@ class TargetStream:
 
     def _copy_out(self, body, raw):  # H
         head = self._expect_head(EXECUTE, QUERY)
-        masker = head.item.prepared.masker if head.kind == EXECUTE else head.item
+        masker = head.item.prepared.masker if head.kind == EXECUTE else head.item.masker
         if masker is not None:
             raise Desync("COPY TO STDOUT of a masked statement")  # refused earlier; never stream it
         self._start(None, None, None)
         return _PASS
 
-    def _finish(self, tag: bytes | None = None, error: dict | None = None, suspended: bool = False) -> None:
+    def _finish(self, head: Pending, tag: bytes | None = None, error: dict | None = None,
+                suspended: bool = False) -> None:
+        """One statement is done: record it with its outcome (one event per statement)."""
         r = self._result
+        self._result = None
+        self._fast_rows = False
         now = time.monotonic()
-        event: dict = {"ms": round((now - self._since) * 1000, 3)}
+        event = _statement_of(head)
+        event["ms"] = round((now - self._since) * 1000, 3)
         self._since = now
         if tag:
-            event["tag"] = tag.decode("utf-8", "replace")
-            rows = command_rows(tag)
-            if rows is not None:
-                event["rows"] = rows
+            event["tag"] = text = tag.decode("utf-8", "replace")
+            last = text.rpartition(" ")[2]
+            if last.isdigit():
+                event["rows"] = int(last)
         if r is not None:
-            event.setdefault("rows", r.rows)
+            if "rows" not in event:
+                event["rows"] = r.rows
             if r.sample:
-                event["columns"] = r.columns
+                columns = r.columns
+                event["columns"] = column_names(columns) if isinstance(columns, bytes) else columns
                 event["sample"] = r.sample
                 if r.rows > len(r.sample):
                     event["truncated"] = True
-            if r.plan is not None:
-                event["masked"] = True
         if suspended:
             event["suspended"] = True
         if error is not None:
             event["error"] = {"code": error.get("C"), "message": error.get("M")}
-        self._result = None
-        self._fast_rows = False
         self.session.record_output(event)
 
     def _parameter_status(self, body, raw):  # S
@@ -480,6 +499,43 @@ class TargetStream:
 
     def _unsupported(self, body, raw):
         raise Desync("the target started a mode the relay does not relay (replication or function call)")
+
+
+def _swallow(stream, body, raw):
+    return b""
+
+
+def _statement_of(head: Pending) -> dict:
+    """What the recording says about the statement an answer belongs to."""
+    item = head.item
+    if head.kind == QUERY:
+        if item is None or not item.statements:
+            return {}
+        text, rule = item.statements.popleft()
+        event = {"sql": text}
+        if rule:
+            event["rule"] = rule
+        if item.masks:
+            event["masks"] = item.masks
+        return event
+    if head.kind in (PARSE, BIND):
+        item = item.new
+    if isinstance(item, Portal):
+        event = {"sql": item.prepared.text}
+        if item.params:
+            event["params"] = item.params
+        prep = item.prepared
+    elif isinstance(item, Prepared):
+        event, prep = {"sql": item.text}, item
+    else:
+        return {}
+    if prep.name:
+        event["statement"] = prep.name
+    if prep.rule:
+        event["rule"] = prep.rule
+    if prep.masks:
+        event["masks"] = sorted({m.rule for m in prep.masks})
+    return event
 
 
 def _completes(kind: int):

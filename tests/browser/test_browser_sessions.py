@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
+
+from app.db import session_scope
+from app.models import utcnow
+from app.portal.changes import add_grant
+from app.recording import recorder
 
 from tests.browser.conftest import login, shot
 from tests.integration.portal.held import decide, http_op, sql_op
@@ -83,10 +89,19 @@ def test_dashboard_shows_what_needs_attention(page, scenario):
     decide(http_op("POST", "/v1/refunds"), hold=0)
     decide(sql_op("DELETE FROM invoices WHERE created_at < '2020-01-01'"), hold=0, account="billing-agent")
     seed_audit(900)
+    # An agent connected right now, and a grant nobody has used since it was made 60 days ago.
+    live = recorder().open(protocol="postgres", connection="billing-db", service_account="billing-agent")
+    recorder().flush()
+    with session_scope() as s:
+        grant = add_grant(s, "admin@example.com", "ci-deployer", "billing-db", None)
+        grant.created_at = utcnow() - timedelta(days=60)
     login(page, "admin@example.com")
     page.goto("/")
     assert page.inner_text("#dash-pending") == "3"
+    assert "ci-deployer" in page.inner_text("#unused") and "billing-agent" not in page.inner_text("#unused")
+    assert page.inner_text("#active-count") == "1"
     assert page.locator(".chart rect").count() == 28  # two bars a day, 14 days
     assert "billing-agent" in page.inner_text(".bars")
     shot(page, "dashboard")
     _assert_inert(page)
+    live.close()

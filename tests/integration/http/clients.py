@@ -79,11 +79,12 @@ def raw_request(tls: ssl.SSLSocket, request_line: str, headers: dict[str, str], 
 
 
 def websocket(proxy_port: int, ca: Path, host: str, port: int, auth: str, path: str,
-              messages: list[str]) -> tuple[int, list[str]]:
+              messages: list[str], headers: dict[str, str] | None = None) -> tuple[int, list[str]]:
     """Open a WebSocket through the proxy, send `messages`, return (status, replies)."""
     tls = tunnel_tls(proxy_port, ca, host, port, auth)
     conn = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
-    tls.sendall(conn.send(ws.Request(host=f"{host}:{port}", target=path)))
+    extra = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    tls.sendall(conn.send(ws.Request(host=f"{host}:{port}", target=path, extra_headers=extra)))
     replies: list[str] = []
     status = 0
     pending = list(messages)
@@ -100,7 +101,7 @@ def websocket(proxy_port: int, ca: Path, host: str, port: int, auth: str, path: 
             elif isinstance(event, ws.RejectConnection):
                 status = event.status_code
             elif isinstance(event, ws.RejectData):
-                if event.message_finished:
+                if event.body_finished:
                     tls.close()
                     return status, replies
             elif isinstance(event, ws.TextMessage):

@@ -185,8 +185,9 @@ class World:
 
 def _use(env: dict[str, str]) -> None:
     """Point this process at the store (other suites may have pointed it elsewhere)."""
-    if any(os.environ.get(k) != v for k, v in env.items()):
-        os.environ.update(env)
+    os.environ.update(env)
+    current = settings()
+    if current.database_url != env["AIRLOCK_DATABASE_URL"] or str(current.home) != env["AIRLOCK_HOME"]:
         settings.cache_clear()
         db.reset_engines()
 

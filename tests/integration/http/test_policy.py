@@ -106,6 +106,18 @@ def test_json_body_rules(proxy, world, agent, api):
     assert bodies == [{"action": "read"}]
 
 
+def test_a_large_chunked_json_body_is_read_whole_before_anything_goes_upstream(proxy, world, agent, api):
+    """A body that grows past the streaming limit mid-way must not start streaming upstream
+    before it was decided (mitmproxy's own stream_large_bodies would do exactly that)."""
+    path = f"/echo/big-body-{_unique()}"
+    padding = json.dumps({"action": "drop all", "padding": "x" * 3_000_000}).encode()
+    pieces = [padding[i:i + 65536] for i in range(0, len(padding), 65536)]
+    with proxy.httpx(agent) as c:
+        r = c.post(f"{api}{path}", content=iter(pieces), headers={"Content-Type": "application/json"})
+    assert r.status_code == 403 and r.json()["rule"] == "no-drop"
+    assert world.upstream.requests_to(path) == []
+
+
 BYPASSES = [
     "/ADMIN/../admin/users", "/./admin/users", "/x/../admin/users", "//admin//users", "/%61dmin/users",
     "/%2561dmin/users", "/admin%2fusers", "/admin;jsessionid=1/users", "/public/..;/admin/users",

@@ -169,7 +169,9 @@ async def _stream(send, data, chunk, content_type, encoding, extra=()):
 
 def serve_in_thread(app: Upstream, cert: Path | None, key: Path | None) -> uvicorn.Server:
     """Serve `app` on a free loopback port, over TLS when given a certificate."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when the
+    # listener says so, and without it every keep-alive response waits 40 ms (Nagle).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     app.port = sock.getsockname()[1]

@@ -19,8 +19,9 @@ def scenario(store):
 
 @pytest.fixture
 def app(scenario):
-    from app.portal import create_app
+    from app.portal import audit_views, create_app
 
+    audit_views._last.clear()  # the PostgreSQL test database keeps its URL between tests
     return create_app({"TESTING": True})
 
 

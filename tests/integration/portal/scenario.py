@@ -131,29 +131,33 @@ def seed_sessions() -> Scenario:
         ("output", {"text": "rm -rf /var/lib/api\r\nairlock: denied by rule no-rm-rf\r\n" + prompt}),
         ("output", {"text": "echo deploy-finished-ok\r\ndeploy-finished-ok\r\n" + prompt}),
     ], meta={"width": 100, "height": 28})
+    select = f"SELECT id, email, note FROM invoices WHERE note = '{XSS}'"
     sql = _record("postgres", "billing-db", "billing-agent", [
-        ("input", {"statement": f"SELECT id, email, note FROM invoices WHERE note = '{XSS}'", "params": []}),
+        # The shapes the PostgreSQL relay records: the gate's decision, then one output
+        # per statement with the SQL, its tag and a (masked) sample of the rows.
         ("decision", {"action": "allow", "status": None, "rule": "mask-pii", "kind": "read",
-                      "operation": "SELECT id, email, note FROM invoices", "masked": ["mask-pii"]}),
-        ("output", {"columns": ["id", "email", "note"], "rows": [[7, "a***@example.com", XSS], [8, "b***@example.com", "ok"]],
-                    "row_count": 2}),
-        ("input", {"statement": "DROP TABLE invoices"}),
+                      "operation": select, "masked": ["mask-pii"]}),
+        ("output", {"sql": select, "masks": ["mask-pii"], "ms": 1.8, "tag": "SELECT 2", "rows": 2,
+                    "columns": ["id", "email", "note"], "sample": [[7, "a***@example.com", XSS], [8, "b***@example.com", "ok"]]}),
         ("decision", {"action": "deny", "status": "denied", "rule": "no-ddl", "kind": "ddl",
                       "operation": "DROP TABLE invoices", "message": "DDL is not allowed through the gateway"}),
     ])
     http = _record("http", "payments-api", "billing-agent", [
-        ("input", {"method": "GET", "url": f"https://api.payments.test/v1/charges?q={XSS}",
-                   "headers": {"Accept": "application/json", "X-Note": XSS}, "body": ""}),
+        # The shapes the HTTP proxy records: request and response tied by `flow`.
         ("decision", {"action": "allow", "status": None, "rule": None, "kind": "read",
-                      "operation": "GET api.payments.test/v1/charges"}),
-        ("output", {"status": 200, "headers": {"Content-Type": "application/json"},
-                    "body": json.dumps({"data": [{"id": "ch_1", "description": XSS}]})}),
-        ("input", {"method": "POST", "url": "https://api.payments.test/v1/refunds", "headers": {},
-                   "body": json.dumps({"charge": "ch_1", "amount": 1200})}),
+                      "operation": f"GET https://api.payments.test/v1/charges?q={XSS}"}),
+        ("input", {"flow": "f1", "method": "GET", "url": f"https://api.payments.test/v1/charges?q={XSS}",
+                   "headers": {"accept": "application/json", "x-note": XSS, "authorization": "[redacted]"}}),
+        ("output", {"flow": "f1", "status": 200, "headers": {"content-type": "application/json"},
+                    "body": {"json": {"data": [{"id": "ch_1", "description": XSS}]}, "bytes": 118}}),
+        ("input", {"flow": "f2", "method": "POST", "url": "https://api.payments.test/v1/refunds",
+                   "headers": {"content-type": "application/json"},
+                   "body": {"json": {"charge": "ch_1", "amount": 1200}, "bytes": 33}}),
         ("decision", {"action": "deny", "status": "rejected", "rule": "refunds-need-finance", "kind": "write",
-                      "operation": "POST api.payments.test/v1/refunds", "review_id": 1,
+                      "operation": "POST https://api.payments.test/v1/refunds", "review_id": 1,
                       "message": "review 1 was rejected"}),
-        ("output", {"status": 403, "headers": {}, "body": json.dumps({"error": "denied"})}),
+        ("output", {"flow": "f2", "status": 403, "headers": {"content-type": "application/json"},
+                    "body": {"text": XSS, "bytes": 80, "truncated": False}}),
     ])
     recorder().flush()
     return Scenario(ssh_session=ssh, sql_session=sql, http_session=http)
