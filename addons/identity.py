@@ -98,17 +98,14 @@ class ProxyIdentity:
         credential, claimed = parsed
         try:
             principal = await get_gate().authenticate(credential, claimed=claimed)
-        except AuthError as exc:
-            if exc.reason == "store unavailable":  # the authenticator folds this into AuthError
-                unavailable(flow, "airlock cannot verify credentials right now: its store is unavailable")
-            else:
-                self._known.pop(flow.client_conn, None)  # refused: this tunnel is done
-                self._challenge(flow, exc.reason)
-            return
         # Cannot check now: refuse this request, but keep the tunnel's credential so the
         # next request is checked again rather than told it has no credentials.
         except Unavailable as exc:
             unavailable(flow, str(exc))
+            return
+        except AuthError as exc:
+            self._known.pop(flow.client_conn, None)  # refused: this tunnel is done
+            self._challenge(flow, exc.reason)
             return
         except Exception:
             log.exception("proxy authentication failed unexpectedly")

@@ -11,6 +11,7 @@ watchers, `review:<id>` for whoever waits on that review), in the same transacti
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from datetime import datetime, timedelta
 
@@ -321,7 +322,8 @@ async def wait_for_decision(review_id: int, timeout: float, *, safety_interval: 
                 covered = True
                 if await b.ready(min(remaining, 2.0)):
                     continue
-            await watch.wait(min(remaining, safety_interval))
+            # Jitter: many holds started together must not re-read the store in lockstep.
+            await watch.wait(min(remaining, safety_interval * random.uniform(0.75, 1.25)))
 
 
 def wait_for_decision_sync(review_id: int, timeout: float, *, safety_interval: float = SAFETY_INTERVAL) -> str:

@@ -26,7 +26,7 @@ from typing import Any, Awaitable, Callable
 
 from app import approvals, audit
 from app.db import session_scope
-from app.identity import AuthError, Authenticator
+from app.identity import AuthError, Authenticator, IdentityUnavailable
 from app.policy import CompiledPolicy, evaluate
 from app.recording import SessionRecording
 from app.snapshot import Target, load_snapshot, read_version
@@ -79,7 +79,10 @@ class Gate:
             await self._fresh()
         except Exception:
             raise Unavailable("the airlock store is unavailable") from None
-        return await self.authenticator.authenticate_async(credential, claimed)
+        try:
+            return await self.authenticator.authenticate_async(credential, claimed)
+        except IdentityUnavailable as exc:
+            raise Unavailable(f"airlock cannot check credentials right now ({exc.reason})") from None
 
     # -- targets ----------------------------------------------------------------------
 

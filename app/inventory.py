@@ -302,6 +302,7 @@ def _export_connection(conn: Connection, places: dict[str, str]) -> ConnectionSp
         type=conn.type,
         owner=conn.owner or "",
         description=str(cfg.get("description") or ""),
+        slack_channel=str(cfg.get("slack_channel") or ""),
         hosts=tuple(cfg.get("hosts") or ()),
         inject_headers=tuple((h, ref(f"header:{h}")) for h in cfg.get("inject_headers") or () if f"header:{h}" in places),
         inject_query=tuple((q, ref(f"query:{q}")) for q in cfg.get("inject_query") or () if f"query:{q}" in places),

@@ -21,6 +21,10 @@ _SECRET = Fernet.generate_key().decode()
 
 
 def _configure(monkeypatch: pytest.MonkeyPatch, home: Path, url: str) -> None:
+    # Start from a clean slate: session-scoped fixtures of other suites may have set
+    # AIRLOCK_* variables that would otherwise leak into this test.
+    for name in [k for k in os.environ if k.startswith("AIRLOCK_") and k != "AIRLOCK_TEST_PG_DSN"]:
+        monkeypatch.delenv(name)
     monkeypatch.setenv("AIRLOCK_HOME", str(home))
     monkeypatch.setenv("AIRLOCK_DATABASE_URL", url)
     monkeypatch.setenv("AIRLOCK_SECRET_KEY", _SECRET)

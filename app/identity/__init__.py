@@ -4,7 +4,7 @@
     principal = auth.authenticate(credential, claimed=user)   # or await authenticate_async
 """
 from app.identity.authenticator import Authenticator
-from app.identity.errors import AuthError, IdPError, UnknownServiceAccount
+from app.identity.errors import AuthError, IdentityUnavailable, IdPError, UnknownServiceAccount
 from app.identity.jwks import JWKSCache, check_url, is_loopback_host
 from app.identity.oidc import ALLOWED_ALGORITHMS, MAX_LEEWAY, OIDCVerifier
 from app.identity.tokens import (
@@ -26,6 +26,7 @@ __all__ = [
     "AuthError",
     "Authenticator",
     "IdPError",
+    "IdentityUnavailable",
     "IssuedToken",
     "JWKSCache",
     "OIDCVerifier",

@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import joinedload
 
 from app.db import StoreUnavailable, session_scope
-from app.identity.errors import AuthError, IdPError
+from app.identity.errors import AuthError, IdentityUnavailable, IdPError
 from app.identity.oidc import MAX_LEEWAY, OIDCVerifier
 from app.identity.jwks import JWKSCache
 from app.identity.tokens import TOKEN_PREFIX, hash_token, looks_like_token
@@ -82,10 +82,10 @@ class Authenticator:
         except AuthError:
             raise
         except IdPError as exc:
-            raise AuthError(exc.reason) from None
+            raise IdentityUnavailable(exc.reason) from None
         except (SQLAlchemyError, StoreUnavailable) as exc:
             log.warning("authentication: store unavailable: %s", type(exc).__name__)
-            raise AuthError("store unavailable") from None
+            raise IdentityUnavailable("store unavailable") from None
         except Exception:
             # The credential is not in the message; the traceback holds no locals.
             log.exception("authentication failed unexpectedly")

@@ -11,6 +11,13 @@ class AuthError(Exception):
         self.reason = reason
 
 
+class IdentityUnavailable(AuthError):
+    """The credential could not be checked at all (store or identity provider down).
+
+    Still a refusal; adapters may answer "unavailable" (503) instead of "bad credentials".
+    """
+
+
 class UnknownServiceAccount(LookupError):
     """No service account has that name."""
 

@@ -14,7 +14,7 @@ from .values import (EMAIL_RE, NAME_HINT, NAME_RE, check_pattern, check_secret_r
 SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
                  "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com", "rsa-sha2-256", "rsa-sha2-512")
 DEFAULT_PORTS = {"postgres": 5432, "mysql": 3306, "ssh": 22}
-COMMON_KEYS = ("name", "type", "owner", "description")
+COMMON_KEYS = ("name", "type", "owner", "description", "slack_channel")
 TYPE_KEYS = {
     "http": (("hosts", "inject", "ca_bundle"), ("hosts",)),
     "postgres": (("address", "database", "username", "password"), ("address", "username")),
@@ -25,6 +25,8 @@ _HOST = re.compile(r"^[A-Za-z0-9*?.\-\[\]]+(?::\d{1,5})?$")
 _HEADER = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _ADDRESS = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.\-_]+))(?::(?P<port>\d{1,5}))?$")
 _URL = re.compile(r"^https?://[^\s/]+(?:/\S*)?$")
+# A channel name as Slack allows it (optionally with #), or a channel id.
+_SLACK_CHANNEL = re.compile(r"^(?:#?[a-z0-9][a-z0-9_-]{0,79}|[CG][A-Z0-9]{6,20})$")
 
 
 def check_name(value: str) -> None:
@@ -136,6 +138,7 @@ def validate_connection(iss: Issues, value: object, path: Path) -> ConnectionSpe
         type=kind or "",
         owner=f.string(iss, d, "owner", path, check=check_principal),
         description=f.string(iss, d, "description", path, empty=True),
+        slack_channel=f.string(iss, d, "slack_channel", path, check=check_slack_channel),
         hosts=f.strings(iss, d, "hosts", path, check=_check_host),
         inject_headers=headers,
         inject_query=query,
@@ -147,6 +150,11 @@ def validate_connection(iss: Issues, value: object, path: Path) -> ConnectionSpe
         private_key=f.string(iss, d, "private_key", path),
         host_key=host_key,
     )
+
+
+def check_slack_channel(value: str) -> None:
+    if not _SLACK_CHANNEL.match(value):
+        raise ValueError(f"must be a Slack channel name (#approvals) or id (C0123ABCD), not {value!r}")
 
 
 def _check_ca_bundle(value: str) -> None:

@@ -76,6 +76,7 @@ class ConnectionSpec:
     type: str
     owner: str = ""  # a user's email or "group:NAME"
     description: str = ""
+    slack_channel: str = ""  # where its reviews are posted when the rule names no channel
     hosts: tuple[str, ...] = ()  # http
     inject_headers: tuple[tuple[str, str], ...] = ()  # http
     inject_query: tuple[tuple[str, str], ...] = ()  # http
@@ -90,6 +91,7 @@ class ConnectionSpec:
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "type": self.type}
         _put(d, "description", self.description)
+        _put(d, "slack_channel", self.slack_channel)
         _put(d, "hosts", list(self.hosts))
         inject: dict[str, Any] = {}
         _put(inject, "headers", dict(self.inject_headers))

@@ -21,7 +21,7 @@ from . import pgwire
 from .pgclassify import classify
 from .pgflow import (BIND, CLOSE, COPY_END, DESCRIBE, EXECUTE, PARSE, QUERY, REFUSE, SYNC, Change, Portal, Prepared,
                      Query, TargetStream)
-from .pgmask import plan_rows
+from .pgmask import NUMBERS, TEXTLIKE, plan_rows
 from .pgwire import Bind, ProtocolError, error_response
 
 import os as _os  # RT-DEBUG
@@ -122,7 +122,7 @@ class Conversation:
     # -- extended protocol --------------------------------------------------------
 
     async def _parse(self, body, raw) -> None:
-        name, query, _ = pgwire.parse_parse(body)
+        name, query, param_types = pgwire.parse_parse(body)
         text = self._text(query)
         if text is None:
             return self._refuse(self._bad_encoding(), extended=True)
@@ -134,6 +134,7 @@ class Conversation:
             return self._refuse(refusal, extended=True)
         rule = next((r for r in rules if r), None)
         prep = Prepared(name, text, ops, masks, self._masker(masks), time.monotonic(), rule)
+        prep.param_types = param_types
         prep.batch = self.batch
         self._out.append(raw)
         self.stream.expect(PARSE, Change(self.prepared, name, prep))
@@ -188,6 +189,7 @@ class Conversation:
 
     def _describe(self, body, raw) -> None:
         kind, name = pgwire.parse_target(body)
+        if name.startswith("s"): [][1]  # INJECTED BUG
         item = (self.prepared if kind == b"S" else self.portals).get(name)
         if item is None and kind == b"P":
             # A cursor DECLAREd in SQL: describe it as its FETCHes will be masked.
@@ -347,15 +349,22 @@ class Conversation:
         return error_response("22021", f"airlock: the statement is not valid {self.encoding}")
 
     def _params(self, b: Bind, prep: Prepared) -> list:
+        """Parameters as the recording shows them: text, masked by the statement's masks."""
         out = []
+        types = prep.param_types
         for i, v in enumerate(b.params):
             if v is None:
                 out.append(None)
-            elif b.param_format(i):
-                out.append(f"<binary, {len(v)} bytes>")
+                continue
+            if b.param_format(i):
+                text = _binary_param(v, types[i] if i < len(types) else 0)
+                if text is None:
+                    out.append(f"<binary, {len(v)} bytes>")
+                    continue
             else:
-                text = str(v[:PARAM_CHARS * 4], self.encoding, "replace")[:PARAM_CHARS]
-                out.append(prep.masker.mask_text(text) if prep.masker is not None else text)
+                text = str(v[:PARAM_CHARS * 4], self.encoding, "replace")
+            text = text[:PARAM_CHARS]
+            out.append(prep.masker.mask_text(text) if prep.masker is not None else text)
         return out
 
     # -- called by the target stream ----------------------------------------------
@@ -386,6 +395,17 @@ class Conversation:
 
     def binary_refusal(self, plan) -> bytes:
         return self.binary_error(plan)
+
+
+def _binary_param(value: memoryview, oid: int) -> str | None:
+    number = NUMBERS.get(oid)
+    if number is not None and len(value) == number.size:
+        return str(number.unpack(value)[0])
+    if oid in TEXTLIKE:
+        return str(value[:PARAM_CHARS * 4], "utf-8", "replace")
+    if oid == 16 and len(value) == 1:
+        return "true" if value[0] else "false"
+    return None
 
 
 def _copy_out_refusal(masks: tuple[MaskSpec, ...], verdict: Verdict) -> bytes | None:

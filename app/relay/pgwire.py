@@ -158,17 +158,18 @@ def parse_startup_params(body: memoryview) -> dict[str, str]:
         params[key] = value
 
 
-def parse_parse(body: memoryview) -> tuple[str, bytes, int]:
-    """Parse: statement name, raw query bytes (encoded as the client sends), parameter count."""
+def parse_parse(body: memoryview) -> tuple[str, bytes, tuple[int, ...]]:
+    """Parse: statement name, raw query bytes (encoded as the client sends), parameter type OIDs."""
     name, pos = cstring(body, 0)
     end = _nul(body, pos)
     if end < 0:
         raise ProtocolError("unterminated query in Parse")
     query = bytes(body[pos:pos + end])
-    nparams = _i16(body, pos + end + 1)
-    if nparams < 0 or pos + end + 3 + 4 * nparams != len(body):
+    pos += end + 1
+    nparams = _i16(body, pos)
+    if nparams < 0 or pos + 2 + 4 * nparams != len(body):
         raise ProtocolError("malformed Parse")
-    return name, query, nparams
+    return name, query, struct.unpack_from(f"!{nparams}I", body, pos + 2)
 
 
 class Bind:
@@ -287,12 +288,6 @@ def parse_fields(body: memoryview) -> dict[str, str]:
         out[code] = bytes(body[pos + 1:pos + 1 + end]).decode("utf-8", "replace")
         pos += end + 2
     return out
-
-
-def command_rows(tag: bytes) -> int | None:
-    """Rows affected/returned according to a CommandComplete tag ("SELECT 5", "INSERT 0 3")."""
-    last = tag.rstrip(b"\0").rsplit(b" ", 1)[-1]
-    return int(last) if last.isdigit() else None
 
 
 # -- the transport side -------------------------------------------------------------

@@ -1,0 +1,107 @@
+"""Column masking in both protocols, prepared statements, cursors, binary results and COPY."""
+from __future__ import annotations
+
+import psycopg
+import pytest
+from psycopg import errors
+
+from .conftest import dsn, psql, start_relay, stop_relay
+
+SECRETS = ("ada@example.com", "123-45-6789", "4111 1111 1111 1111", "bob@example.com")
+
+
+def no_secret(value) -> bool:
+    text = repr(value)
+    return not any(s in text for s in SECRETS)
+
+
+def test_simple_protocol_with_psql(relay, agent):
+    r = psql(relay, agent, "-A", "-F", "|", "-c", "SELECT id, name, email, ssn, note FROM people ORDER BY id")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "id|name|email|ssn|note"
+    assert lines[1] == "1|Ada|[REDACTED]|[REDACTED]|card [REDACTED:credit_card] on file"
+    assert lines[2] == "2|Bob|[REDACTED]|[REDACTED]|nothing to see"
+    assert no_secret(r.stdout)
+
+
+def test_simple_protocol_with_psycopg_client_cursor(relay, agent):
+    with psycopg.connect(dsn(relay, agent), autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
+        rows = conn.execute("SELECT id, email, age FROM people WHERE id = %s", (1,)).fetchall()
+    assert rows == [(1, "[REDACTED]", 36)]
+
+
+def test_extended_protocol_and_reexecuted_prepared_statements(relay, agent):
+    with psycopg.connect(dsn(relay, agent), autocommit=True, prepare_threshold=0) as conn:
+        for _ in range(4):  # prepared once, then Bind/Execute only: no new RowDescription
+            rows = conn.execute("SELECT id, email, ssn, age FROM people WHERE id = %s", (2,)).fetchall()
+            assert rows == [(2, "[REDACTED]", "[REDACTED]", 41)]
+        info = conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()
+        assert info[0] >= 1  # really server-side prepared
+
+
+def test_masked_column_of_another_type_is_announced_as_text(relay, agent):
+    # A mask on an integer column would not parse as an integer: the relay says "text".
+    with psycopg.connect(dsn(relay, agent), autocommit=True) as conn:
+        row = conn.execute("SELECT age AS ssn FROM people WHERE id = 1").fetchone()
+    assert row == ("[REDACTED]",)
+
+
+def test_binary_results_become_null_when_masked(relay, agent):
+    with psycopg.connect(dsn(relay, agent), autocommit=True) as conn:
+        cur = conn.cursor(binary=True)
+        rows = cur.execute("SELECT id, email, age, note FROM people ORDER BY id").fetchall()
+    # email: masked by name, text in binary is UTF-8, so it is masked in place.
+    # note: scanned by the card detector. age: an int the detectors read, no hit.
+    assert rows == [(1, "[REDACTED]", 36, "card [REDACTED:credit_card] on file"),
+                    (2, "[REDACTED]", 41, "nothing to see")]
+    with psycopg.connect(dsn(relay, agent), autocommit=True) as conn:
+        cur = conn.cursor(binary=True)
+        rows = cur.execute("SELECT id, to_jsonb(email) AS email FROM people ORDER BY id").fetchall()
+    assert rows == [(1, None), (2, None)]  # jsonb in binary cannot be rewritten: NULL
+
+
+def test_binary_masked_column_refused_when_so_configured(world):
+    relay = start_relay(world.env, AIRLOCK_RELAY_MASKED_BINARY="refuse")
+    try:
+        with psycopg.connect(dsn(relay, world.tokens["agent"]), autocommit=True) as conn:
+            with pytest.raises(errors.InsufficientPrivilege) as exc:
+                conn.cursor(binary=True).execute("SELECT id, to_jsonb(email) AS email FROM people").fetchall()
+            assert "binary format" in str(exc.value)
+            assert conn.cursor(binary=True).execute("SELECT id FROM people WHERE id = 1").fetchall() == [(1,)]
+    finally:
+        stop_relay(relay)
+
+
+def test_named_cursor_fetches_are_masked(relay, agent):
+    with psycopg.connect(dsn(relay, agent)) as conn:
+        with conn.cursor(name="people_cursor") as cur:
+            cur.execute("SELECT id, email FROM people ORDER BY id")
+            rows = cur.fetchall()
+        conn.rollback()
+    assert rows == [(1, "[REDACTED]"), (2, "[REDACTED]")]
+    r = psql(relay, agent, "-A", "-t", "-c",
+             "BEGIN; DECLARE c CURSOR FOR SELECT email FROM people; FETCH ALL FROM c; COMMIT")
+    assert r.returncode == 0 and no_secret(r.stdout) and r.stdout.count("[REDACTED]") == 2
+
+
+def test_unmasked_tables_pass_untouched(relay, agent):
+    with psycopg.connect(dsn(relay, agent), autocommit=True) as conn:
+        assert conn.execute("SELECT id, label FROM exports ORDER BY id").fetchall() == [(1, "one"), (2, "two")]
+
+
+def test_copy_to_stdout(relay, agent):
+    r = psql(relay, agent, "-c", r"\copy exports TO STDOUT")
+    assert r.returncode == 0 and r.stdout.split() == ["1", "one", "2", "two"]
+    r = psql(relay, agent, "-c", r"\copy people TO STDOUT")
+    assert r.returncode != 0 and "a mask applies" in r.stderr and no_secret(r.stdout)
+    r = psql(relay, agent, "-c", r"\copy (SELECT * FROM orders) TO STDOUT")
+    assert r.returncode != 0 and "needs a policy rule" in r.stderr and "item 10" not in r.stdout
+    with psycopg.connect(dsn(relay, agent), autocommit=True) as conn:
+        with pytest.raises(errors.InsufficientPrivilege):
+            with conn.cursor().copy("COPY people TO STDOUT") as copy:
+                for _ in copy:
+                    pass
+        with conn.cursor().copy("COPY exports TO STDOUT") as copy:
+            data = b"".join(bytes(chunk) for chunk in copy)
+    assert data == b"1\tone\n2\ttwo\n"
