@@ -39,7 +39,9 @@ class LiveServer:
         self.thread.join(timeout=5)
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an event loop running in the
+# main thread until it stops, and every later `asyncio.run()` in the suite would fail.
+@pytest.fixture(scope="package")
 def browser() -> Browser:
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
