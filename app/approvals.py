@@ -165,6 +165,9 @@ def vote(
         raise VoteError(f"{email} has already voted {prior.decision} on review {review_id}")
     if review.status != "pending":
         raise VoteError(f"review {review_id} is already {review.status}")
+    if via == "slack" and not review.slack:
+        # The rule wants the portal's stronger sign-in: Slack is not a door for it.
+        raise VoteError("this rule must be approved in the portal, not from Slack")
     if review.expires_at <= now:
         raise VoteError(f"review {review_id} has expired")
     _check_voter(session, review, email)

@@ -466,16 +466,19 @@ class SlackOutbox(Base):
 
 
 class SlackLinkCode(Base):
-    """A one-time `/airlock link` code: a Slack user asks, a signed-in portal user confirms."""
+    """A one-time code a signed-in portal user makes, then types as `/airlock link CODE` in Slack.
+
+    The portal login proves the airlock identity and Slack's signed command proves the
+    Slack one; the code only ties the two moments together, and only its hash is kept.
+    """
 
     __tablename__ = "slack_link_codes"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     code_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    slack_user_id: Mapped[str] = mapped_column(String(64))
-    team_id: Mapped[str] = mapped_column(String(64), default="")
-    slack_name: Mapped[str] = mapped_column(String(200), default="")
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
-    used_by: Mapped[str | None] = mapped_column(String(320))
+    slack_user_id: Mapped[str | None] = mapped_column(String(64))  # who redeemed it
+    team_id: Mapped[str | None] = mapped_column(String(64))

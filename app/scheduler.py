@@ -39,6 +39,9 @@ def register_jobs(scheduler: BackgroundScheduler) -> None:
     """Jobs are added by text reference with stable ids, so restarts replace, not duplicate."""
     scheduler.add_job("app.scheduler:expire_reviews_job", "interval", seconds=10,
                       id="expire-reviews", replace_existing=True)
+    from app.slack.notifier import register_jobs as slack_jobs  # posts reviews, keeps messages true
+
+    slack_jobs(scheduler)
     try:
         from app.campaigns import register_jobs as campaign_jobs  # arrives with access reviews
     except ImportError:

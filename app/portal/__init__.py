@@ -112,13 +112,16 @@ def _pending_badge() -> int:
 
 def _register_blueprints(app: Flask) -> None:
     from app.portal import (api, audit_views, auth, dashboard, grants_views, inventory_views, policy_views,
-                            reviews, sessions_views, users_views)
+                            reviews, sessions_views, slack_views, users_views)
 
     for module in (auth, dashboard, reviews, sessions_views, audit_views, policy_views, inventory_views,
-                   grants_views, users_views):
+                   grants_views, users_views, slack_views):
         app.register_blueprint(module.bp)
     app.register_blueprint(api.bp)
     csrf.exempt(api.bp)  # Bearer tokens only; the API never reads the session cookie
+    # Slack signs these requests itself (checked on the raw body); the link page keeps CSRF.
+    csrf.exempt(slack_views.actions_endpoint)
+    csrf.exempt(slack_views.commands_endpoint)
     auth.init_oidc(app)
 
 

@@ -28,7 +28,9 @@ from app.versions import current_version
 ROLES = ("admin", "approver", "auditor")
 API_TOKEN_PREFIX = "alu_"
 PUBLIC_ENDPOINTS = {"static", "vendor", "auth.login", "auth.oidc_start", "auth.oidc_callback", "auth.logout",
-                    "api.openapi", "healthz"}
+                    "api.openapi", "healthz",
+                    # Slack signs these requests; app.portal.slack_views checks each signature.
+                    "slack.actions_endpoint", "slack.commands_endpoint"}
 
 # What each capability needs. Kept in one table so pages, API and templates agree.
 VIEW = ("admin", "approver", "auditor")

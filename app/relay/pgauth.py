@@ -15,7 +15,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from . import pgwire
-from .pgwire import ProtocolError, Wire, unpack_i32
+from .pgwire import unpack_i32
+from .wire import ConnectionClosed, Wire
 
 CONNECT_TIMEOUT = 10.0
 _SALTED: OrderedDict[tuple[bytes, bytes, int], bytes] = OrderedDict()  # PBKDF2 results, see _salted
@@ -70,7 +71,7 @@ async def connect(address: str, *, database: str, username: str, password: str |
         raise TargetError(f"the target {address} did not answer in time") from None
     except OSError as exc:
         raise TargetError(f"cannot reach the target {address}: {exc.strerror or exc}") from None
-    except pgwire.ConnectionClosed:
+    except ConnectionClosed:
         raise TargetError(f"the target {address} closed the connection during login") from None
     return link
 

@@ -15,12 +15,20 @@ import re
 from collections import OrderedDict
 
 from app.sql import Statement, classify_postgres
+from app.types import Operation
 
 CACHE_SIZE = 4096
 MAX_TEXT = 8192
 _UNSAFE = re.compile(r"['\"$\\]|--|/\*")
 _NUMBER = re.compile(r"(?<![A-Za-z0-9_])[0-9]+(?![A-Za-z0-9_])")
 _cache: OrderedDict[str, tuple[tuple[Statement, int], ...]] = OrderedDict()
+
+
+def operations(text: str, connection: str) -> list[Operation]:
+    """The gate's Operations for every statement of `text` on `connection`."""
+    return [Operation(protocol="postgres", connection=connection, kind=st.kind, text=st.text,
+                      targets=st.tables + st.functions, attributes=st.attributes, fingerprint=st.fingerprint)
+            for st in classify(text)]
 
 
 def classify(text: str) -> list[Statement]:

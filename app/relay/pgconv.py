@@ -15,24 +15,26 @@ import asyncio
 import codecs
 import time
 
-from app.types import MaskSpec, Operation, Verdict
+from pglast import parser as pg_parser
+from pglast.enums import DiscardMode
+
+from app.types import Operation
 
 from . import pgwire
-from .pgclassify import classify
-from .pgflow import (BIND, CLOSE, COPY_END, DESCRIBE, EXECUTE, PARSE, QUERY, REFUSE, SYNC, Change, Portal, Prepared,
-                     Query, TargetStream)
+from .pgchecks import Checker, binary_refusal, mask_names
+from .pgflow import TargetStream
+from .pgstate import (BIND, CLOSE, COPY_END, DESCRIBE, EXECUTE, PARSE, QUERY, REFUSE, SYNC, Change, Portal, Prepared,
+                      Query)
 from .pgmask import NUMBERS, TEXTLIKE, plan_rows
 from .pgwire import Bind, ProtocolError, error_response
+from .wire import ConnectionClosed
 
-import os as _os  # RT-DEBUG
-_RT_NOGATE = _os.environ.get("RT_NOGATE")  # RT-DEBUG
 RECHECK_SECONDS = 1.0
-TOKEN_RECHECK = 1.0  # seconds: a revoked token stops working within this
 FLUSH = pgwire.frame(b"H")
 REFUSED_PARSE = pgwire.parse_message("airlock_refused", "airlock refused") + FLUSH
 REFUSED_QUERY = pgwire.query_message("airlock refused")
 PARAM_CHARS = 200
-_CANCELLED = Verdict("deny", rule="cancel", message="canceling statement due to user request", status="cancelled")
+_NAME_WORDS = ("prepare", "deallocate", "discard", "declare", "close")
 _TOOL_NAMES = frozenset({"psql", "pgbench", "pg_dump", "pg_dumpall", "pg_restore", "pg_basebackup", "vacuumdb"})
 _ENCODINGS = {"UTF8": "utf-8", "SQL_ASCII": "latin-1", "LATIN1": "latin-1", "LATIN9": "iso8859-15",
               "WIN1252": "cp1252", "WIN1251": "cp1251", "KOI8R": "koi8-r", "EUC_JP": "euc-jp", "EUC_KR": "euc-kr"}
@@ -49,13 +51,12 @@ class Conversation:
         self.portals: dict[str, Portal] = {}
         self.batch = 0  # counts Syncs and simple queries sent
         self.encoding = "utf-8"
-        self.statements = 0
+        self.checker = Checker(session, self.stream.send, self._flush)
         self.refused = 0
         self._out: list = []
         self._skipping = False  # after a refusal in the extended protocol, until Sync
-        self._cursor_masks: tuple[MaskSpec, ...] = ()
-        self._holding = False
-        self._cancel_hold = False
+        self._waiting: asyncio.Task | None = None
+        self.done: asyncio.Future | None = None
         self._handlers = {
             ord("Q"): self._query, ord("P"): self._parse, ord("B"): self._bind, ord("E"): self._execute,
             ord("D"): self._describe, ord("C"): self._close, ord("S"): self._sync, ord("H"): self._send,
@@ -65,28 +66,65 @@ class Conversation:
 
     # -- the loop -------------------------------------------------------------------
 
-    async def serve(self) -> None:
+    def start(self) -> asyncio.Future:
+        """Handle client messages as they arrive; the future ends with the conversation."""
+        self._loop = asyncio.get_running_loop()
+        self.done = self._loop.create_future()
+        self.client.on_ready = self.pump
+        self.target.on_writable = self.pump
+        self.pump()
+        return self.done
+
+    def pump(self) -> None:
+        """Handle every whole message buffered, in order, synchronously. A handler that
+        must wait (a hold, a token re-check, a describe) runs on as a task, and
+        messages stay buffered until it is done: the order of statements never changes."""
+        if self._waiting is not None or self.done.done():
+            return
         client, handlers = self.client, self._handlers
-        while True:
-            f = client.next_frame()
-            if f is None:
-                self._flush()
-                if self.target.write_paused:
-                    await self.target.drain()
-                f = await client.read_frame()
-            kind, body, raw = f
-            if kind == 0x58:  # X: Terminate
-                self._send(body, raw)
-                self._flush()
-                return
-            if self._skipping and kind != 0x53:
-                continue
-            handler = handlers.get(kind)
-            if handler is None:
-                raise ProtocolError(f"unexpected message type {chr(kind)!r}")
-            pending = handler(body, raw)
-            if pending is not None:
-                await pending
+        try:
+            while not self.target.write_paused:
+                f = client.next_frame()
+                if f is None:
+                    self._flush()
+                    if client.lost:
+                        raise ConnectionClosed()
+                    return
+                kind, body, raw = f
+                if kind == 0x58:  # X: Terminate
+                    self._out.append(raw)
+                    self._flush()
+                    self.done.set_result(None)
+                    return
+                if self._skipping and kind != 0x53:
+                    continue
+                handler = handlers.get(kind)
+                if handler is None:
+                    raise ProtocolError(f"unexpected message type {chr(kind)!r}")
+                pending = handler(body, raw)
+                if pending is not None:
+                    task = asyncio.Task(pending, loop=self._loop, eager_start=True)
+                    if not task.done():
+                        self._flush()
+                        self._waiting = task
+                        task.add_done_callback(self._resume)
+                        return
+                    task.result()
+            self._flush()
+        except BaseException as exc:  # noqa: BLE001 - the session decides what it means
+            if not self.done.done():
+                self.done.set_exception(exc)
+
+    def _resume(self, task: asyncio.Task) -> None:
+        self._waiting = None
+        if self.done.done():
+            return
+        if task.cancelled():
+            self.done.set_exception(ConnectionClosed())
+        elif task.exception() is not None:
+            self.done.set_exception(task.exception())
+        else:
+            self.pump()
 
     def _send(self, body, raw) -> None:
         self._out.append(raw)
@@ -105,14 +143,14 @@ class Conversation:
         text = self._text(body[:-1])
         if text is None:
             return self._refuse(self._bad_encoding(), extended=False)
-        ops = self._operations(text)
-        masks, refusal, rules = await self._check(ops)
+        ops = self.checker.operations(text)
+        masks, refusal, rules = await self.checker.check(ops)
         if refusal is not None:
             return self._refuse(refusal, extended=False)
+        self._track_names(ops)
         self._out.append(raw)
         self.batch += 1
-        query = Query(self._masker(masks) if masks else None, [(op.text, r) for op, r in zip(ops, rules)],
-                      _names(masks) if masks else ())
+        query = Query(self.checker.masker(masks), [(op.text, r) for op, r in zip(ops, rules)], mask_names(masks))
         self.stream.expect(QUERY, query, batch=self.batch)
 
     def _function_call(self, body, raw) -> None:
@@ -126,14 +164,15 @@ class Conversation:
         text = self._text(query)
         if text is None:
             return self._refuse(self._bad_encoding(), extended=True)
-        ops = self._operations(text)
-        masks, refusal, rules = await self._check(ops)
+        ops = self.checker.operations(text)
+        masks, refusal, rules = await self.checker.check(ops)
         if refusal is not None:
             if name == "":
                 self.prepared.pop(name, None)
             return self._refuse(refusal, extended=True)
+        self._track_names(ops)
         rule = next((r for r in rules if r), None)
-        prep = Prepared(name, text, ops, masks, self._masker(masks), time.monotonic(), rule)
+        prep = Prepared(name, text, ops, masks, self.checker.masker(masks), time.monotonic(), rule)
         prep.param_types = param_types
         prep.batch = self.batch
         self._out.append(raw)
@@ -153,14 +192,15 @@ class Conversation:
         prep = await self._settled(self.prepared, b.statement)
         if prep is None:
             return self._refuse(error_response(
-                "26000", f'airlock: prepared statement "{b.statement}" was not prepared through airlock'), True)
+                "26000", f'airlock: prepared statement "{b.statement}" was not prepared through airlock'),
+                extended=True)
         if time.monotonic() - prep.checked_at > RECHECK_SECONDS:
-            masks, refusal, _ = await self._check(prep.ops)
+            masks, refusal, _ = await self.checker.check(prep.ops)
             if refusal is not None:
                 return self._refuse(refusal, extended=True)
             prep.checked_at = time.monotonic()
             if masks != prep.masks:
-                prep.masks, prep.masker = masks, self._masker(masks)
+                prep.masks, prep.masker = masks, self.checker.masker(masks)
                 if prep.masker is not None and prep.fields is None and prep.described is None:
                     self._describe_for(prep)
         plan = None
@@ -172,7 +212,7 @@ class Conversation:
             if prep.fields:
                 plan = plan_rows(prep.masker, prep.fields, b.result_formats)
                 if plan.nulls and self.stream.refuse_binary:
-                    return self._refuse(self.binary_error(plan), extended=True)
+                    return self._refuse(binary_refusal(plan), extended=True)
         portal = Portal(b.portal, prep, b.result_formats, plan, self._params(b, prep))
         portal.batch = self.batch
         self._out.append(raw)
@@ -189,11 +229,10 @@ class Conversation:
 
     def _describe(self, body, raw) -> None:
         kind, name = pgwire.parse_target(body)
-        if name.startswith("s"): [][1]  # INJECTED BUG
         item = (self.prepared if kind == b"S" else self.portals).get(name)
         if item is None and kind == b"P":
             # A cursor DECLAREd in SQL: describe it as its FETCHes will be masked.
-            item = self._masker(self._cursor_masks)
+            item = self.checker.masker(self.checker.cursor_masks)
         self._out.append(raw)
         self.stream.expect(DESCRIBE, item)
 
@@ -218,6 +257,34 @@ class Conversation:
         else:
             self.stream.expect(COPY_END)
 
+    def _track_names(self, ops: list[Operation]) -> None:
+        """SQL can create and drop the names that Bind and Execute use (PREPARE, DECLARE,
+        DEALLOCATE, CLOSE, DISCARD ALL). Forget those names, so that a Bind or Execute by
+        such a name is refused instead of being paired with a plan for something else."""
+        for op in ops:
+            # A statement's text starts at its first keyword (classification cuts it so).
+            if not op.text[:10].lower().startswith(_NAME_WORDS):
+                continue
+            try:
+                nodes = [raw.stmt for raw in pg_parser.parse_sql(op.text)]
+            except Exception:  # noqa: BLE001 - cannot tell which names: forget them all
+                self.prepared.clear()
+                self.portals.clear()
+                return
+            for node in nodes:
+                kind = type(node).__name__
+                if kind == "PrepareStmt":
+                    self.prepared.pop(node.name, None)
+                elif kind == "DeallocateStmt":
+                    self.prepared.pop(node.name, None) if node.name else self.prepared.clear()
+                elif kind == "DeclareCursorStmt":
+                    self.portals.pop(node.portalname, None)
+                elif kind == "ClosePortalStmt":
+                    self.portals.pop(node.portalname, None) if node.portalname else self.portals.clear()
+                elif kind == "DiscardStmt" and node.target == DiscardMode.DISCARD_ALL:
+                    self.prepared.clear()
+                    self.portals.clear()
+
     async def _settled(self, table: dict, name: str):
         """The statement or portal `name`, once the target has confirmed it.
 
@@ -235,83 +302,7 @@ class Conversation:
             item = table.get(name)
         return item
 
-    # -- checks ---------------------------------------------------------------------
-
-    def _operations(self, text: str) -> list[Operation]:
-        dbname = self.s.dbname
-        return [Operation(protocol="postgres", connection=dbname, kind=st.kind, text=st.text,
-                          targets=st.tables + st.functions, attributes=st.attributes, fingerprint=st.fingerprint)
-                for st in classify(text)]
-
-    async def _check(self, ops: list[Operation]):
-        """(masks, refusal, allow rule per op): refusal is an ErrorResponse if any op is refused."""
-        masks: tuple[MaskSpec, ...] = ()
-        rules: list[str | None] = []
-        for op in ops:
-            verdict = await self._decide(op)
-            if verdict.action != "allow":
-                return masks, self._refusal(verdict), rules
-            rules.append(verdict.rule)
-            own = verdict.masks
-            if own:
-                self._cursor_masks = _union(self._cursor_masks, own)
-            elif not op.targets and self._cursor_masks:
-                # FETCH from a cursor, EXECUTE of a prepared statement: the rows come from
-                # a statement checked earlier, so the masks seen so far apply.
-                own = self._cursor_masks
-            if "copy_to_stdout" in op.attributes:
-                refusal = _copy_out_refusal(own, verdict)
-                if refusal is not None:
-                    return masks, refusal, rules
-            masks = _union(masks, own)
-        return masks, None, rules
-
-    async def _decide(self, op: Operation) -> Verdict:
-        s = self.s
-        if _RT_NOGATE: return Verdict("allow")  # RT-DEBUG
-        if time.monotonic() - s.token_checked >= TOKEN_RECHECK:
-            await s.check_token()
-        self.statements += 1
-        try:
-            return await s.gate.decide(s.principal, op, recording=s.rec, run_id=s.run_id, on_hold=self._on_hold,
-                                       record_allows=False)
-        except asyncio.CancelledError:
-            if not self._cancel_hold:
-                raise
-            asyncio.current_task().uncancel()
-            return _CANCELLED
-        finally:
-            self._holding = self._cancel_hold = False
-
-    def _on_hold(self, review_id: int, url: str) -> None:
-        self._flush()
-        self._holding = True
-        self.stream.send(pgwire.notice_response(
-            f"airlock: this statement needs approval and is held until a reviewer decides: {url}",
-            detail=f"review {review_id}"))
-        self.s.record("notice", {"review_id": review_id, "review_url": url})
-
-    def cancel(self) -> bool:
-        """A CancelRequest for this session: True if it ended a hold (else the target gets it)."""
-        if self._holding and not self._cancel_hold:
-            self._cancel_hold = True
-            self.s.task.cancel()
-            return True
-        return False
-
-    def _refusal(self, v: Verdict) -> bytes:
-        if v.status == "cancelled":
-            return error_response("57014", v.message)
-        if v.action == "review":
-            return error_response("42501", f"airlock: review {v.review_id} is still pending; retry once it is "
-                                  f"approved: {v.review_url}", detail=f"review {v.review_id}",
-                                  hint=f"retry after {v.retry_after or 30} seconds")
-        if v.status == "error":
-            return error_response("58000", f"airlock: {v.message}")
-        if v.review_id is not None:
-            return error_response("42501", f"airlock: review {v.review_id} was {v.status}: {v.review_url}",
-                                  detail=f"review {v.review_id}")
-        return error_response("42501", f'airlock: denied by rule "{v.rule}": {v.message}', detail=f"rule {v.rule}")
+    # -- refusals -------------------------------------------------------------------
 
     def _refuse(self, error: bytes, extended: bool) -> None:
         self.refused += 1
@@ -326,16 +317,13 @@ class Conversation:
             self.stream.expect(QUERY, None, batch=self.batch)
         self._flush()
 
-    def binary_error(self, plan) -> bytes:
-        names = ", ".join(plan.columns[i] for i in plan.nulls)
-        return error_response("42501", f"airlock: masked column(s) {names} requested in binary format",
-                              hint="ask for text format, or set AIRLOCK_RELAY_MASKED_BINARY=null")
+    def cancel(self) -> bool:
+        """A CancelRequest for this session: True if it ended a hold (else the target gets it)."""
+        return self.checker.cancel()
 
-    def _masker(self, masks: tuple[MaskSpec, ...]):
-        if not masks:
-            return None
-        masker = self.s.gate.masker(masks)
-        return masker if masker.active else None
+    @property
+    def statements(self) -> int:
+        return self.checker.statements
 
     # -- text and parameters ------------------------------------------------------
 
@@ -369,9 +357,10 @@ class Conversation:
 
     # -- called by the target stream ----------------------------------------------
 
-    def target_ready(self, status: bytes, batch: int) -> None:
-        if status == b"I" and self.portals:
-            # Outside a transaction block the target has dropped every portal up to here.
+    def target_idle(self, batch: int) -> None:
+        """ReadyForQuery 'I' for `batch`: outside a transaction block the target has dropped
+        every portal made before it."""
+        if self.portals:
             for name in [n for n, p in self.portals.items() if p.batch < batch]:
                 del self.portals[name]
 
@@ -394,7 +383,7 @@ class Conversation:
         self.s.lost_track(reason)
 
     def binary_refusal(self, plan) -> bytes:
-        return self.binary_error(plan)
+        return binary_refusal(plan)
 
 
 def _binary_param(value: memoryview, oid: int) -> str | None:
@@ -406,27 +395,3 @@ def _binary_param(value: memoryview, oid: int) -> str | None:
     if oid == 16 and len(value) == 1:
         return "true" if value[0] else "false"
     return None
-
-
-def _copy_out_refusal(masks: tuple[MaskSpec, ...], verdict: Verdict) -> bytes | None:
-    # COPY rows travel as CopyData, which the relay cannot mask; and COPY TO STDOUT
-    # exports whole tables, so it needs a rule that allows it by name.
-    if masks:
-        return error_response("42501", "airlock: COPY ... TO STDOUT is refused because a mask applies to its "
-                              f"rows (rule {masks[0].rule}); use SELECT instead")
-    if verdict.rule is None:
-        return error_response("42501", "airlock: COPY ... TO STDOUT needs a policy rule that allows it "
-                              "(match attributes: [copy_to_stdout])")
-    return None
-
-
-def _names(masks: tuple[MaskSpec, ...]) -> list[str]:
-    return sorted({m.rule for m in masks})
-
-
-def _union(a: tuple[MaskSpec, ...], b: tuple[MaskSpec, ...]) -> tuple[MaskSpec, ...]:
-    if not a:
-        return b
-    if not b or b == a:
-        return a
-    return a + tuple(m for m in b if m not in a)

@@ -13,21 +13,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import secrets
 import socket
 import struct
 import time
 
+from app.config import settings
 from app.gate import Unavailable, get_gate
 from app.identity import AuthError
 from app.recording import recorder
-from app.types import Operation
 
 from . import pgauth, pgwire, tls
 from .config import RelayConfig, relay_config
-from .pgclassify import classify
-from .pgconv import _TOOL_NAMES, TOKEN_RECHECK, Conversation
-from .pgwire import ConnectionClosed, ProtocolError, Wire, error_response
+from .pgchecks import TOKEN_RECHECK, Checker
+from .pgconv import _TOOL_NAMES, Conversation
+from .pgwire import ProtocolError, error_response
+from .wire import ConnectionClosed, Wire
+from .workers import WorkerLink
 
 log = logging.getLogger(__name__)
 
@@ -39,33 +40,53 @@ class SessionEnd(Exception):
     """The session is over; the client has been told why."""
 
 
-class PostgresRelay:
-    """The listener: accepts, negotiates TLS, runs sessions, routes CancelRequests."""
+def prepare() -> list[socket.socket]:
+    """In the parent, before workers start: the listening sockets and the certificate."""
+    cfg = settings()
+    tls.ensure_certificate()
+    sockets = bind(cfg.bind, cfg.postgres_port)
+    log.info("postgres relay listening on %s:%d", cfg.bind, sockets[0].getsockname()[1])
+    return sockets
 
-    def __init__(self, cfg: RelayConfig | None = None):
+
+async def start(sockets: list[socket.socket], link: WorkerLink) -> PostgresRelay:
+    return PostgresRelay(link=link).serve_on(sockets)
+
+
+def bind(host: str, port: int) -> list[socket.socket]:
+    out: list[socket.socket] = []
+    for family, type_, proto, _, addr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[:2]:
+        sock = socket.socket(family, type_, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if out:  # port 0: every address family on the port the first one got
+            addr = (addr[0], out[0].getsockname()[1], *addr[2:])
+        sock.bind(addr)
+        sock.listen(512)
+        sock.setblocking(False)
+        out.append(sock)
+    return out
+
+
+class PostgresRelay:
+    """The listener in one worker: accepts, negotiates TLS, runs sessions, routes cancels."""
+
+    def __init__(self, cfg: RelayConfig | None = None, link: WorkerLink | None = None):
         self.cfg = cfg or relay_config()
+        self.link = link or WorkerLink()
         self.tls = tls.server_context()
         self.tls.set_alpn_protocols(["postgresql"])  # PostgreSQL 17 direct TLS asks for it
         self.sessions: dict[tuple[int, int], Session] = {}
-        self.port = 0
         self._tasks: set[asyncio.Task] = set()
         self._sockets: list[socket.socket] = []
 
-    async def start(self, host: str, port: int) -> PostgresRelay:
-        loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        for family, type_, proto, _, addr in infos[:2]:
-            sock = socket.socket(family, type_, proto)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(addr if not self.port else (addr[0], self.port, *addr[2:]))
-            sock.listen(512)
-            sock.setblocking(False)
-            self.port = self.port or sock.getsockname()[1]
-            self._sockets.append(sock)
+    def serve_on(self, sockets: list[socket.socket]) -> PostgresRelay:
+        self._sockets = list(sockets)
+        for sock in self._sockets:
             self._spawn(self._accept(sock))
-        log.info("postgres relay listening on %s:%d", host, self.port)
+        self.link.listen_for_cancels(asyncio.get_running_loop(), self.cancel)
         return self
 
     def _spawn(self, coro) -> asyncio.Task:
@@ -77,6 +98,9 @@ class PostgresRelay:
     async def _accept(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            delay = self.link.accept_delay()
+            if delay:
+                await asyncio.sleep(delay)  # let a quieter worker take it
             try:
                 conn, addr = await loop.sock_accept(sock)
             except OSError as exc:  # EMFILE and the like: back off, keep serving
@@ -84,9 +108,16 @@ class PostgresRelay:
                 await asyncio.sleep(0.1)
                 continue
             conn.setblocking(False)
+            self.link.session_opened(1)  # counted at once: connections often arrive together
             self._spawn(self._handle(conn, addr))
 
     async def _handle(self, sock: socket.socket, addr) -> None:
+        try:
+            await self._connection(sock, addr)
+        finally:
+            self.link.session_opened(-1)
+
+    async def _connection(self, sock: socket.socket, addr) -> None:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.cfg.login_timeout):
@@ -129,6 +160,8 @@ class PostgresRelay:
         session = self.sessions.get((pid, secret))
         if session is not None:
             session.cancel()
+        else:
+            self.link.forward_cancel(pid, secret)  # another worker's session, maybe
 
     def shutdown_sessions(self) -> None:
         for session in list(self.sessions.values()):
@@ -175,8 +208,7 @@ class Session:
         self.client_addr = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
         self.tls = use_tls
         self.gate = get_gate()
-        self.key = (secrets.randbits(31), secrets.randbits(31) - (1 << 30))
-        self.task = asyncio.current_task()
+        self.key = relay.link.new_key()
         self.principal = None
         self.rec = None
         self.link: pgauth.TargetLink | None = None
@@ -193,7 +225,7 @@ class Session:
                 if not await self._login():
                     return
             self.relay.sessions[self.key] = self
-            await self.conv.serve()
+            await self.conv.start()
         except (ConnectionClosed, SessionEnd, asyncio.CancelledError):
             pass
         except ProtocolError as exc:
@@ -248,11 +280,10 @@ class Session:
         self.rec = recorder().open(protocol="postgres", connection=self.dbname,
                                    service_account=self.principal.service_account, client_addr=self.client_addr,
                                    run_id=self.run_id, meta={"tls": self.tls, "user": self.user})
-        import os as _os  # RT-DEBUG
-        if _os.environ.get("RT_NOREC"): self.rec = None  # RT-DEBUG
         forwarded = {k: v for k, v in params.items() if k not in _NOT_FORWARDED and not k.startswith("_pq_.")}
-        if not await self._check_settings(forwarded):
-            return False
+        refused = await Checker(self, self.client.write, lambda: None).check_settings(forwarded)
+        if refused is not None:
+            return self.fatal("42501", f"airlock: {refused}")
         cfg = target.config
         password = target.secrets.get("password")
         try:
@@ -277,25 +308,6 @@ class Session:
             self.conv.stream.data(leftover)
         if wire.lost:
             self._target_lost(None)
-        return True
-
-    async def _check_settings(self, params: dict[str, str]) -> bool:
-        """Startup parameters are settings (`options=-c role=admin` too): each passes the gate as a SET."""
-        try:
-            sets = _settings(params)
-        except ValueError as exc:
-            self.fatal("42501", f"airlock: {exc}")
-            return False
-        for name, value in sets:
-            sql = f'SET "{name.replace(chr(34), chr(34) * 2)}" TO \'{value.replace(chr(39), chr(39) * 2)}\''
-            for st in classify(sql):
-                op = Operation(protocol="postgres", connection=self.dbname, kind=st.kind, text=st.text,
-                               targets=st.tables + st.functions, attributes=st.attributes, fingerprint=st.fingerprint)
-                verdict = await self.gate.decide(self.principal, op, recording=self.rec, run_id=self.run_id, hold=0)
-                if verdict.action != "allow":
-                    rule = f' by rule "{verdict.rule}"' if verdict.rule else ""
-                    self.fatal("42501", f"airlock: the startup setting {name} was refused{rule}: {verdict.message}")
-                    return False
         return True
 
     # -- during the session -------------------------------------------------------
@@ -369,48 +381,3 @@ class Session:
         if self.rec is not None:
             conv = self.conv
             self.rec.close(statements=conv.statements if conv else 0, refused=conv.refused if conv else 0)
-
-
-def _settings(params: dict[str, str]) -> list[tuple[str, str]]:
-    """(name, value) for every startup parameter, `options` unpacked (-c a=b, --a=b)."""
-    out = []
-    for key, value in params.items():
-        if key != "options":
-            out.append((key, value))
-            continue
-        words = _split_options(value)
-        i = 0
-        while i < len(words):
-            word = words[i]
-            if word == "-c" and i + 1 < len(words):
-                i += 1
-                word = "--" + words[i]
-            elif word.startswith("-c"):
-                word = "--" + word[2:]
-            if not word.startswith("--") or "=" not in word:
-                raise ValueError(f"startup option {word!r} is not allowed; only -c name=value")
-            name, _, setting = word[2:].partition("=")
-            out.append((name.replace("-", "_"), setting))
-            i += 1
-    return out
-
-
-def _split_options(value: str) -> list[str]:
-    """Words of `options` exactly as PostgreSQL splits them (pg_split_opts): whitespace
-    separates, a backslash takes the next character literally, quotes mean nothing."""
-    words, word, escaped = [], [], False
-    for ch in value:
-        if escaped:
-            word.append(ch)
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch.isspace():
-            if word:
-                words.append("".join(word))
-                word = []
-        else:
-            word.append(ch)
-    if word:
-        words.append("".join(word))
-    return words

@@ -1,43 +1,49 @@
-"""`airlock relay`: run the protocol listeners on one uvloop event loop.
+"""`airlock relay`: the protocol listeners, in one or more worker processes.
 
-`LISTENERS` is the registry: a name and an async factory that starts a listener and
-returns something with `close()` and `async wait_closed()` (an asyncio.Server will
-do). The MySQL and SSH relays add their own line. SIGTERM or SIGINT stops accepting,
-ends open sessions with a FATAL/disconnect, and flushes the recordings.
+`LISTENERS` is the registry. Each entry names two functions:
+- `prepare()`, run once in the parent before the workers start: bind sockets, make
+  certificates; its result is inherited by every worker;
+- `async start(prepared, link)`, run in each worker: returns something with `close()`
+  and `async wait_closed()` (an asyncio.Server will do), and optionally
+  `shutdown_sessions()` to end open sessions politely.
+The MySQL and SSH relays add their own entry. With AIRLOCK_RELAY_WORKERS=1 (or one
+CPU) everything runs in this process; otherwise see workers.py. SIGTERM or SIGINT
+stops accepting, ends open sessions with an error, and flushes the recordings.
 """
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import logging
 import signal
-from typing import Awaitable, Callable
+import sys
+from typing import Any
 
-from app.config import settings
+from .workers import WorkerLink, run_workers, worker_count
 
 log = logging.getLogger(__name__)
 
-# name -> "module:function"; the function is `async def start() -> closable`
-LISTENERS: dict[str, str] = {
-    "postgres": "app.relay.server:start_postgres",
+# name -> ("module:prepare", "module:start")
+LISTENERS: dict[str, tuple[str, str]] = {
+    "postgres": ("app.relay.postgres:prepare", "app.relay.postgres:start"),
 }
 
 
-async def start_postgres():
-    from .postgres import PostgresRelay
-
-    cfg = settings()
-    return await PostgresRelay().start(cfg.bind, cfg.postgres_port)
-
-
-def _factory(ref: str) -> Callable[[], Awaitable]:
+def _function(ref: str):
     module, _, name = ref.partition(":")
     return getattr(importlib.import_module(module), name)
 
 
-async def serve(names: list[str] | None = None, stop: asyncio.Event | None = None) -> None:
-    """Start the listeners (all, or `names`) and run until `stop` is set or a signal arrives."""
+def prepare(names: list[str] | None = None) -> list[tuple[str, Any]]:
+    return [(name, _function(prep)()) for name, (prep, _) in LISTENERS.items() if names is None or name in names]
+
+
+async def serve(prepared: list[tuple[str, Any]], link: WorkerLink | None = None,
+                stop: asyncio.Event | None = None) -> None:
+    """Run the prepared listeners until `stop` is set or a signal arrives."""
     loop = asyncio.get_running_loop()
+    link = link or WorkerLink()
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
@@ -46,9 +52,13 @@ async def serve(names: list[str] | None = None, stop: asyncio.Event | None = Non
             pass
     running = []
     try:
-        for name, ref in LISTENERS.items():
-            if names is None or name in names:
-                running.append((name, await _factory(ref)()))
+        for name, state in prepared:
+            running.append((name, await _function(LISTENERS[name][1])(state, link)))
+        # What is loaded now (SQLAlchemy, pglast, the policy) lives as long as the
+        # process: keep it out of every garbage collection, and collect less often,
+        # since a busy relay allocates a few short-lived objects per message.
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 20)
         await stop.wait()
     finally:
         for name, listener in running:
@@ -71,4 +81,12 @@ def run() -> None:
     import uvloop
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvloop.run(serve())
+    prepared = prepare()
+    workers = worker_count()
+    if workers == 1:
+        uvloop.run(serve(prepared))
+        return
+    log.info("relay: %d worker processes", workers)
+    code = run_workers(workers, lambda link: uvloop.run(serve(prepared, link)))
+    log.info("relay stopped")
+    sys.exit(code)

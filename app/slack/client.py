@@ -5,7 +5,6 @@ timeout, and `classify` turns whatever went wrong into "retry after N s" or "giv
 """
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import urllib.error
@@ -104,7 +103,7 @@ def classify(exc: BaseException) -> Failure:
         if status >= 500 or error in TRANSIENT_ERRORS:
             return Failure(f"Slack error: {error} (HTTP {status})", True)
         return Failure(f"Slack refused the call: {error}", False)
-    if isinstance(exc, (SlackRequestError, urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError)):
+    if isinstance(exc, (SlackRequestError, urllib.error.URLError, socket.timeout, OSError)):
         return Failure(f"Slack unreachable: {type(exc).__name__}: {exc}", True)
     # Anything else is most likely our bug; retrying with backoff until give-up is safe.
     return Failure(f"{type(exc).__name__}: {exc}", True)
@@ -142,7 +141,3 @@ def post_response(url: str, body: dict[str, Any]) -> dict[str, Any]:
         raise DeliveryError(Failure(f"response_url answered {resp.status_code}", True))
     # 404 used_url / expired_url and friends: the reply's moment has passed.
     raise DeliveryError(Failure(f"response_url refused: {resp.status_code} {str(resp.body)[:200]}", False))
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

@@ -343,3 +343,31 @@ def test_wait_for_decision_sync_sees_a_vote_from_another_thread(people):
     timer.join()
     other = _create(count=1, fingerprint="other")
     assert approvals.wait_for_decision_sync(other, 0.2) == "pending"
+
+
+def test_slack_votes_are_refused_for_portal_only_reviews(sqlite_store):
+    from app.approvals import VoteError, create_review, vote
+    from app.db import session_scope
+    from app.models import Group, User
+    from app.types import Operation, Principal, ReviewSpec, Verdict
+
+    with session_scope() as s:
+        s.add(User(email="dana@example.com", roles=["approver"], groups=[Group(name="dba")]))
+        review = create_review(
+            s,
+            principal=Principal("etl-agent"),
+            operation=Operation(protocol="postgres", connection="db", kind="write", text="delete from t where id=1",
+                                fingerprint="fp"),
+            verdict=Verdict("review", rule="sensitive", review=ReviewSpec(groups=("dba",), slack=False)),
+        )
+        s.flush()
+        rid = review.id
+    with session_scope() as s:
+        try:
+            vote(s, rid, voter_email="dana@example.com", decision="approve", via="slack")
+        except VoteError as exc:
+            assert "portal" in exc.message
+        else:
+            raise AssertionError("a Slack vote counted on a portal-only review")
+    with session_scope() as s:
+        assert vote(s, rid, voter_email="dana@example.com", decision="approve", via="portal").status == "approved"

@@ -106,3 +106,9 @@ def test_revoked_token_stops_working_in_an_open_session(relay, world):
         with pytest.raises(psycopg.OperationalError) as exc:
             conn.execute("SELECT 1")
     assert "no longer valid" in str(exc.value)
+
+
+def test_replication_connections_are_refused(relay, agent):
+    with pytest.raises(psycopg.OperationalError) as exc:
+        psycopg.connect(dsn(relay, agent, replication="database"))
+    assert "replication connections are not relayed" in str(exc.value)

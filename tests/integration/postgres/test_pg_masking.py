@@ -105,3 +105,36 @@ def test_copy_to_stdout(relay, agent):
         with conn.cursor().copy("COPY exports TO STDOUT") as copy:
             data = b"".join(bytes(chunk) for chunk in copy)
     assert data == b"1\tone\n2\ttwo\n"
+
+
+def _rows_of(messages) -> list[bytes]:
+    return [body for kind, body in messages if kind == b"D"]
+
+
+def test_statement_names_cannot_be_swapped_behind_the_relay(relay, agent):
+    """A name the relay knows must keep meaning what the target really holds under it."""
+    from app.relay import pgwire
+
+    from .rawclient import RawClient
+    from .test_pg_fuzz import bind, execute
+
+    c = RawClient(relay.host, relay.port)
+    c.login("agent", "app", agent)
+    sync = pgwire.frame(b"S")
+    c.send(pgwire.parse_message("s1", "SELECT 'harmless'::text AS x") + sync)
+    c.until_ready()
+    # Re-using the name through SQL: the target now has a masked query under "s1".
+    c.query("DEALLOCATE s1")
+    c.query("PREPARE s1 AS SELECT email FROM people")
+    c.send(bind("", "s1", [], None) + execute("") + sync)
+    replies = c.until_ready()
+    assert not any(b"@example.com" in body for body in _rows_of(replies))
+    # Re-parsing a name that is taken fails on the target; the relay keeps the old meaning.
+    c.send(pgwire.parse_message("s2", "SELECT email FROM people") + sync)
+    c.until_ready()
+    c.send(pgwire.parse_message("s2", "SELECT 'harmless'::text AS email") + sync)
+    c.until_ready()
+    c.send(bind("", "s2", [], None) + execute("") + sync)
+    rows = _rows_of(c.until_ready())
+    assert rows and all(b"[REDACTED]" in body for body in rows)
+    c.close()

@@ -37,13 +37,17 @@ def test_copy_into_a_denied_table_is_refused(relay, agent, world):
 
 
 def test_cancel_reaches_the_target(relay, agent):
-    with psycopg.connect(dsn(relay, agent), autocommit=True) as conn:
-        threading.Timer(0.5, conn.cancel).start()
+    # Several sessions: the relay runs worker processes, and a CancelRequest is a new
+    # connection that any of them may accept; it must reach the session's own worker.
+    conns = [psycopg.connect(dsn(relay, agent), autocommit=True) for _ in range(4)]
+    for conn in conns:
+        threading.Timer(0.3, conn.cancel).start()
         started = time.monotonic()
         with pytest.raises(errors.QueryCanceled):
             conn.execute("SELECT pg_sleep(20)")
         assert time.monotonic() - started < 10
         assert conn.execute("SELECT 2").fetchone() == (2,)
+        conn.close()
 
 
 def test_cancel_ends_a_hold(relay, agent, world):

@@ -1,6 +1,8 @@
 """Every statement passes the gate: simple and extended protocol, psql, psycopg, SQLAlchemy."""
 from __future__ import annotations
 
+import time
+
 import psycopg
 import pytest
 import sqlalchemy as sa
@@ -118,3 +120,34 @@ def test_sqlalchemy(relay, agent):
         rows = conn.execute(sa.text("SELECT id FROM t WHERE id = :id"), {"id": 2}).all()
         assert rows == [(2,)]
     engine.dispose()
+
+
+def test_policy_change_reaches_prepared_statements(relay, agent, world):
+    from app.db import session_scope
+    from app.inventory import apply_policy
+    from app.policy import load_policy
+
+    from .conftest import POLICY
+
+    base = POLICY.format(db=world.target.db, **world.target.roles)
+    secrets_env = {f"PG_{k.upper()}_PASSWORD": v for k, v in world.target.passwords.items()}
+    extra = """
+  - name: exports-frozen
+    match: {protocol: postgres, tables: [exports]}
+    action: deny
+    message: exports are frozen
+"""
+    with psycopg.connect(dsn(relay, agent), autocommit=True, prepare_threshold=0) as conn:
+        assert conn.execute("SELECT label FROM exports WHERE id = %s", (1,)).fetchone() == ("one",)
+        try:
+            with session_scope() as s:
+                apply_policy(s, load_policy(base + extra), actor="test", environ=secrets_env)
+            time.sleep(1.6)  # policy versions are read within 1 s; the Bind re-check is a second apart
+            with pytest.raises(errors.InsufficientPrivilege) as exc:
+                conn.execute("SELECT label FROM exports WHERE id = %s", (1,))  # same prepared statement
+            assert "exports-frozen" in str(exc.value)
+        finally:
+            with session_scope() as s:
+                apply_policy(s, load_policy(base), actor="test", environ=secrets_env)
+        time.sleep(1.6)
+        assert conn.execute("SELECT label FROM exports WHERE id = %s", (2,)).fetchone() == ("two",)

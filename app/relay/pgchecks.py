@@ -1,0 +1,206 @@
+"""What the relay asks the gate, and how it tells the client the answer.
+
+`Checker` decides statements (one `Operation` each) for one session: it re-checks the
+token at most a second apart, sends the review NOTICE at once when the gate holds a
+statement, lets a CancelRequest end a hold, carries masks over to cursors, and turns
+refusals into ErrorResponses. Startup parameters are checked here too, as the SET
+statements they amount to.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Callable
+
+from app.types import MaskSpec, Operation, Verdict
+
+from . import pgwire
+from .pgclassify import operations
+from .pgwire import error_response
+
+TOKEN_RECHECK = 1.0  # seconds: a revoked token stops working within this
+_CANCELLED = Verdict("deny", rule="cancel", message="canceling statement due to user request", status="cancelled")
+
+
+class Checker:
+    def __init__(self, session, send: Callable[[bytes], None], flush: Callable[[], None]):
+        self.s = session
+        self._send = send  # a frame for the client, between the target's frames
+        self._flush = flush  # what is buffered for the target goes out before a hold
+        self.statements = 0
+        self.cursor_masks: tuple[MaskSpec, ...] = ()
+        self._holding = False
+        self._cancel_hold = False
+        self._task: asyncio.Task | None = None
+
+    def operations(self, text: str) -> list[Operation]:
+        return operations(text, self.s.dbname)
+
+    async def check(self, ops: list[Operation]) -> tuple[tuple[MaskSpec, ...], bytes | None, list[str | None]]:
+        """(masks, refusal, allow rule per op): refusal is an ErrorResponse if any op is refused."""
+        masks: tuple[MaskSpec, ...] = ()
+        rules: list[str | None] = []
+        for op in ops:
+            verdict = await self.decide(op)
+            if verdict.action != "allow":
+                return masks, refusal(verdict), rules
+            rules.append(verdict.rule)
+            own = verdict.masks
+            if own:
+                self.cursor_masks = union(self.cursor_masks, own)
+            elif not op.targets and self.cursor_masks:
+                # FETCH from a cursor, EXECUTE of a prepared statement: the rows come from
+                # a statement checked earlier, so the masks seen so far apply.
+                own = self.cursor_masks
+            if "copy_to_stdout" in op.attributes:
+                refused = _copy_out_refusal(own, verdict)
+                if refused is not None:
+                    return masks, refused, rules
+            masks = union(masks, own)
+        return masks, None, rules
+
+    async def decide(self, op: Operation, *, hold: float | None = None) -> Verdict:
+        s = self.s
+        if time.monotonic() - s.token_checked >= TOKEN_RECHECK:
+            await s.check_token()
+        self.statements += 1
+        try:
+            return await s.gate.decide(s.principal, op, recording=s.rec, run_id=s.run_id, hold=hold,
+                                       on_hold=self._on_hold, record_allows=False)
+        except asyncio.CancelledError:
+            if not self._cancel_hold:
+                raise
+            asyncio.current_task().uncancel()
+            return _CANCELLED
+        finally:
+            self._holding = self._cancel_hold = False
+            self._task = None
+
+    def _on_hold(self, review_id: int, url: str) -> None:
+        self._flush()
+        self._holding = True
+        self._task = asyncio.current_task()
+        self._send(pgwire.notice_response(
+            f"airlock: this statement needs approval and is held until a reviewer decides: {url}",
+            detail=f"review {review_id}"))
+        self.s.record("notice", {"review_id": review_id, "review_url": url})
+
+    def cancel(self) -> bool:
+        """A CancelRequest: True if it ended a hold (otherwise the target gets it)."""
+        if self._holding and not self._cancel_hold and self._task is not None:
+            self._cancel_hold = True
+            self._task.cancel()
+            return True
+        return False
+
+    def masker(self, masks: tuple[MaskSpec, ...]):
+        if not masks:
+            return None
+        masker = self.s.gate.masker(masks)
+        return masker if masker.active else None
+
+    async def check_settings(self, params: dict[str, str]) -> str | None:
+        """Startup parameters are settings (`options=-c role=admin` too): each passes the
+        gate as a SET. The reason for refusing, or None."""
+        try:
+            sets = settings_of(params)
+        except ValueError as exc:
+            return str(exc)
+        for name, value in sets:
+            sql = f'SET "{name.replace(chr(34), chr(34) * 2)}" TO \'{value.replace(chr(39), chr(39) * 2)}\''
+            for op in self.operations(sql):
+                verdict = await self.decide(op, hold=0)
+                if verdict.action != "allow":
+                    rule = f' by rule "{verdict.rule}"' if verdict.rule else ""
+                    return f"the startup setting {name} was refused{rule}: {verdict.message}"
+        return None
+
+
+def refusal(v: Verdict) -> bytes:
+    if v.status == "cancelled":
+        return error_response("57014", v.message)
+    if v.action == "review":
+        return error_response("42501", f"airlock: review {v.review_id} is still pending; retry once it is "
+                              f"approved: {v.review_url}", detail=f"review {v.review_id}",
+                              hint=f"retry after {v.retry_after or 30} seconds")
+    if v.status == "error":
+        return error_response("58000", f"airlock: {v.message}")
+    if v.review_id is not None:
+        return error_response("42501", f"airlock: review {v.review_id} was {v.status}: {v.review_url}",
+                              detail=f"review {v.review_id}")
+    return error_response("42501", f'airlock: denied by rule "{v.rule}": {v.message}', detail=f"rule {v.rule}")
+
+
+def binary_refusal(plan) -> bytes:
+    names = ", ".join(plan.columns[i] for i in plan.nulls)
+    return error_response("42501", f"airlock: masked column(s) {names} requested in binary format",
+                          hint="ask for text format, or set AIRLOCK_RELAY_MASKED_BINARY=null")
+
+
+def _copy_out_refusal(masks: tuple[MaskSpec, ...], verdict: Verdict) -> bytes | None:
+    # COPY rows travel as CopyData, which the relay cannot mask; and COPY TO STDOUT
+    # exports whole tables, so it needs a rule that allows it by name.
+    if masks:
+        return error_response("42501", "airlock: COPY ... TO STDOUT is refused because a mask applies to its "
+                              f"rows (rule {masks[0].rule}); use SELECT instead")
+    if verdict.rule is None:
+        return error_response("42501", "airlock: COPY ... TO STDOUT needs a policy rule that allows it "
+                              "(match attributes: [copy_to_stdout])")
+    return None
+
+
+def mask_names(masks: tuple[MaskSpec, ...]) -> list[str]:
+    return sorted({m.rule for m in masks})
+
+
+def union(a: tuple[MaskSpec, ...], b: tuple[MaskSpec, ...]) -> tuple[MaskSpec, ...]:
+    if not a:
+        return b
+    if not b or b == a:
+        return a
+    return a + tuple(m for m in b if m not in a)
+
+
+def settings_of(params: dict[str, str]) -> list[tuple[str, str]]:
+    """(name, value) for every startup parameter, `options` unpacked (-c a=b, --a=b)."""
+    out = []
+    for key, value in params.items():
+        if key != "options":
+            out.append((key, value))
+            continue
+        words = _split_options(value)
+        i = 0
+        while i < len(words):
+            word = words[i]
+            if word == "-c" and i + 1 < len(words):
+                i += 1
+                word = "--" + words[i]
+            elif word.startswith("-c"):
+                word = "--" + word[2:]
+            if not word.startswith("--") or "=" not in word:
+                raise ValueError(f"startup option {word!r} is not allowed; only -c name=value")
+            name, _, setting = word[2:].partition("=")
+            out.append((name.replace("-", "_"), setting))
+            i += 1
+    return out
+
+
+def _split_options(value: str) -> list[str]:
+    """Words of `options` exactly as PostgreSQL splits them (pg_split_opts): whitespace
+    separates, a backslash takes the next character literally, quotes mean nothing."""
+    words, word, escaped = [], [], False
+    for ch in value:
+        if escaped:
+            word.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch.isspace():
+            if word:
+                words.append("".join(word))
+                word = []
+        else:
+            word.append(ch)
+    if word:
+        words.append("".join(word))
+    return words

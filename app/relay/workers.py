@@ -1,0 +1,146 @@
+"""Worker processes that share the relay's listening sockets.
+
+One relay process is one event loop on one core, and the relay is CPU-bound (each
+statement is parsed, checked and recorded in Python). `run_workers` forks N workers
+after the parent has bound the sockets, so they all accept from the same queues; the
+parent only restarts workers that die and passes signals on.
+
+`WorkerLink` is what a worker knows about the others: how many sessions each holds (a
+busier worker lets a new connection go to a quieter one), and a datagram channel per
+worker, because a CancelRequest arrives on a new connection that any worker may accept.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import secrets
+import signal
+import socket
+import struct
+import time
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+MAX_WORKERS = 8
+RESTART_DELAY = 1.0
+_KEY = struct.Struct("!ii")
+
+
+def worker_count() -> int:
+    raw = os.environ.get("AIRLOCK_RELAY_WORKERS", "").strip()
+    n = int(raw) if raw else (os.cpu_count() or 1)
+    return max(1, min(n, MAX_WORKERS))
+
+
+class WorkerLink:
+    def __init__(self, index: int = 0, count: int = 1, sessions=None, channels=None):
+        self.index, self.count = index, count
+        self._sessions = sessions  # shared array of session counts, one slot per worker
+        self._channels = channels or []  # (receiving end, sending end) per worker
+
+    def new_key(self) -> tuple[int, int]:
+        """A BackendKeyData (pid, secret) whose pid says which worker owns the session."""
+        return (self.index << 24) | secrets.randbits(24), secrets.randbits(32) - (1 << 31)
+
+    def owner(self, pid: int) -> int:
+        return (pid >> 24) & 0x7F
+
+    def session_opened(self, delta: int = 1) -> None:
+        if self._sessions is not None:
+            self._sessions[self.index] += delta
+
+    def accept_delay(self) -> float:
+        """Seconds to wait before taking a new connection: busier workers let others go first."""
+        if self._sessions is None:
+            return 0.0
+        mine = self._sessions[self.index]
+        extra = mine - min(self._sessions[:])
+        return min(0.002 * extra, 0.02) if extra > 0 else 0.0
+
+    def forward_cancel(self, pid: int, secret: int) -> bool:
+        owner = self.owner(pid)
+        if owner == self.index or owner >= len(self._channels):
+            return False
+        try:
+            self._channels[owner][1].send(_KEY.pack(pid, secret))
+        except OSError:
+            pass
+        return True
+
+    def listen_for_cancels(self, loop, callback: Callable[[int, int], None]) -> None:
+        if not self._channels:
+            return
+        sock = self._channels[self.index][0]
+
+        def readable() -> None:
+            try:
+                while True:
+                    callback(*_KEY.unpack(sock.recv(_KEY.size)))
+            except (BlockingIOError, struct.error):
+                pass
+
+        loop.add_reader(sock.fileno(), readable)
+
+
+def run_workers(count: int, child: Callable[[WorkerLink], None]) -> int:
+    """Fork `count` workers running `child(link)`; restart any that dies; stop on a signal."""
+    sessions = multiprocessing.Array("i", count, lock=False)
+    channels = []
+    for _ in range(count):
+        receive, send = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        receive.setblocking(False)
+        send.setblocking(False)
+        channels.append((receive, send))
+    children: dict[int, int] = {}  # pid -> worker index
+    stopping = False
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = 0
+            try:
+                child(WorkerLink(index, count, sessions, channels))
+            except BaseException:  # noqa: BLE001 - report, then leave without the parent's cleanup
+                log.exception("relay worker %d failed", index)
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        sessions[index] = 0
+        children[pid] = index
+
+    def stop(signum, _frame) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for index in range(count):
+        spawn(index)
+    failed = False
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        index = children.pop(pid, None)
+        if index is None:
+            continue
+        if not stopping:
+            log.warning("relay worker %d ended (status %s); restarting it", index, status)
+            failed = True
+            time.sleep(RESTART_DELAY)
+            if not stopping:
+                spawn(index)
+    return 1 if failed and not stopping else 0
