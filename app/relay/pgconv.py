@@ -308,7 +308,7 @@ class Conversation:
         self.refused += 1
         if extended:
             self._out.append(REFUSED_PARSE)
-            self.stream.expect(REFUSE, refusal=error)
+            self.stream.expect(REFUSE, True, refusal=error)
             self._skipping = True
         else:
             self._out.append(REFUSED_QUERY)

@@ -49,6 +49,7 @@ class TargetStream(FrameScanner):
         self._result: _Result | None = None
         self._since = time.monotonic()
         self._drop_until_ready = False
+        self._skipping = False  # the target saw an error and ignores everything until Sync
 
     # -- called by the session ----------------------------------------------------
 
@@ -56,7 +57,13 @@ class TargetStream(FrameScanner):
                batch: int = 0) -> None:
         if kind in (EXECUTE, QUERY) and not self.queue:
             self._since = time.monotonic()
-        self.queue.append(Pending(kind, item, swallow, refusal, batch))
+        entry = Pending(kind, item, swallow, refusal, batch)
+        if self._skipping:  # the target ignores everything up to the next Sync
+            if kind != SYNC:
+                self._abandon(entry)  # never answered: nobody may wait for it
+                return
+            self._skipping = False
+        self.queue.append(entry)
 
     # -- one message ----------------------------------------------------------------
 
@@ -89,7 +96,7 @@ class TargetStream(FrameScanner):
             for text, _ in entry.item.statements:  # after an error, the rest never ran
                 self.session.record_output({"sql": text, "not_run": True})
         self._result = None
-        self.stream_rows = self._drop_until_ready = self.copy_in_extended = False
+        self.stream_rows = self._drop_until_ready = self.copy_in_extended = self._skipping = False
         if q and q[0].kind in (EXECUTE, QUERY):
             self._since = time.monotonic()
         if status == b"I":
@@ -103,7 +110,8 @@ class TargetStream(FrameScanner):
             return PASS  # e.g. a FATAL on shutdown: nothing was waiting for it
         if head.kind == REFUSE:
             self.queue.popleft()
-            self._skip_to_sync()
+            if head.item:  # refused in the extended protocol: the target now skips to Sync
+                self._skip_to_sync()
             return head.refusal
         self._finish(head, error=fields)
         if head.kind != QUERY:  # a simple query's error ends that statement; Z follows
@@ -111,13 +119,14 @@ class TargetStream(FrameScanner):
         return PASS
 
     def _skip_to_sync(self) -> None:
-        """After an error in the extended protocol the target skips to the next Sync."""
+        """After an error in the extended protocol the target ignores every message up to
+        the next Sync, simple queries included: none of them will be answered."""
         q = self.queue
-        while q and q[0].kind not in (SYNC, QUERY):
+        while q and q[0].kind != SYNC:
             self._abandon(q.popleft())
+        self._skipping = not q  # no Sync sent yet: what comes next is ignored too
 
-    @staticmethod
-    def _abandon(entry: Pending) -> None:
+    def _abandon(self, entry: Pending) -> None:
         """The target skipped this message after an error."""
         if entry.kind in (PARSE, BIND):
             entry.item.settle(False)
@@ -125,6 +134,9 @@ class TargetStream(FrameScanner):
             fut = entry.item.described
             if fut is not None and not fut.done():
                 fut.set_result(False)
+        elif entry.kind == QUERY and entry.item is not None:
+            for text, _ in entry.item.statements:
+                self.session.record_output({"sql": text, "not_run": True})
 
     def _expect_head(self, *kinds: int) -> Pending:
         head = self._head()

@@ -1,10 +1,11 @@
 """The relay's TLS server certificate, kept under $AIRLOCK_HOME/relay/.
 
-Made on first use with `cryptography`: signed by airlock's CA when $AIRLOCK_HOME/ca
-holds one (so runtimes that trust airlock-ca.pem can use sslmode=verify-full), and
-self-signed otherwise (sslmode=require still encrypts). It is renewed when it nears
-expiry or when the CA changes. Clients that must verify the host name set
-AIRLOCK_RELAY_TLS_HOSTNAMES (comma separated) before the first start.
+Made on first use with `cryptography`. When $AIRLOCK_HOME/ca holds airlock's CA
+(app.ca: airlock-ca.pem, with its key in mitmproxy-ca.pem), the CA signs it, so
+runtimes that trust airlock-ca.pem can use sslmode=verify-full. Without a CA it is
+self-signed, and sslmode=require still encrypts. It is renewed when it nears expiry or
+when the CA changes. Names to verify beyond localhost go in AIRLOCK_RELAY_TLS_HOSTNAMES
+(comma separated).
 """
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ from app.config import settings
 
 VALID_DAYS = 365
 RENEW_BEFORE = dt.timedelta(days=30)
-CA_CERT = "airlock-ca.pem"
-# The CA's key lives next to its certificate; these are the names we look for.
-CA_KEYS = ("airlock-ca-key.pem", "airlock-ca.key", "ca-key.pem")
+try:  # app.ca keeps the CA's key and certificate together under mitmproxy's file name
+    from app.ca import CA_CERT, MITM_KEY_AND_CERT
+except ImportError:  # pragma: no cover - a deployment without the HTTP proxy
+    CA_CERT, MITM_KEY_AND_CERT = "airlock-ca.pem", "mitmproxy-ca.pem"
 
 
 def cert_paths(home: Path | None = None) -> tuple[Path, Path]:
@@ -101,16 +103,13 @@ def _load_ca(ca_dir: Path):
     if not cert_file.exists():
         return None
     try:
-        pem = cert_file.read_bytes()
-        cert = x509.load_pem_x509_certificate(pem)
-        for name in CA_KEYS:
-            if (ca_dir / name).exists():
-                return cert, serialization.load_pem_private_key((ca_dir / name).read_bytes(), None)
-        if b"PRIVATE KEY" in pem:  # key and certificate in one file, as mitmproxy keeps them
-            return cert, serialization.load_pem_private_key(pem, None)
+        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+        key_file = ca_dir / MITM_KEY_AND_CERT
+        if not key_file.exists():
+            return None
+        return cert, serialization.load_pem_private_key(key_file.read_bytes(), None)
     except (ValueError, TypeError, OSError):
         return None
-    return None
 
 
 def _still_good(cert_path: Path, ca) -> bool:

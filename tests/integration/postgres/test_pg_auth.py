@@ -112,3 +112,23 @@ def test_replication_connections_are_refused(relay, agent):
     with pytest.raises(psycopg.OperationalError) as exc:
         psycopg.connect(dsn(relay, agent, replication="database"))
     assert "replication connections are not relayed" in str(exc.value)
+
+
+def test_verify_full_with_airlocks_ca(relay, world, agent):
+    from pathlib import Path
+
+    from app.ca import ensure_ca
+
+    from .conftest import start_relay, stop_relay
+
+    root = str(ensure_ca(Path(world.env["AIRLOCK_HOME"]) / "ca"))
+    # The session's relay started before there was a CA: its certificate is self-signed.
+    with pytest.raises(psycopg.OperationalError) as exc:
+        psycopg.connect(dsn(relay, agent, sslmode="verify-full", sslrootcert=root))
+    assert "certificate verify failed" in str(exc.value)
+    signed = start_relay(world.env)  # a new start finds the CA and has it sign a new certificate
+    try:
+        with psycopg.connect(dsn(signed, agent, sslmode="verify-full", sslrootcert=root)) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        stop_relay(signed)

@@ -163,7 +163,7 @@ def test_valid_frames_in_any_order(relay, world, bystander, batch):
         received, finished = until_marker(c.sock)
     finally:
         c.close()
-    assert finished, f"no answer to the final query (the relay hung?): {received[-300:]!r}"
+    assert finished, f"no answer to the final query (the relay hung?): {received[-300:]!r} after {batch!r}"
     assert not any(secret in received for secret in SECRETS), received
     still_fine(relay, bystander)
 

@@ -138,3 +138,31 @@ def test_statement_names_cannot_be_swapped_behind_the_relay(relay, agent):
     rows = _rows_of(c.until_ready())
     assert rows and all(b"[REDACTED]" in body for body in rows)
     c.close()
+
+
+def test_masked_parse_after_an_error_does_not_hang(relay, agent):
+    """After an error the target ignores everything up to Sync, a simple query in between
+    and the Describe the relay sends for a masked statement included: the relay must not
+    wait for answers that never come (found by the fuzz test)."""
+    from app.relay import pgwire
+
+    from .rawclient import RawClient, error_fields
+    from .test_pg_fuzz import bind, execute
+
+    c = RawClient(relay.host, relay.port, timeout=10)
+    c.login("agent", "app", agent)
+    sync = pgwire.frame(b"S")
+    c.send(pgwire.parse_message("", "SELECT email FROM people") + pgwire.query_message("SELECT 1")
+           + bind("", "", [], None)  # the simple query dropped the unnamed statement: an error
+           + pgwire.query_message("SELECT 2")  # ignored by the target, as is the rest up to Sync
+           + pgwire.parse_message("m1", "SELECT id, email FROM people WHERE id = $1")
+           + bind("", "m1", [b"1"], None) + execute("") + sync)
+    replies = c.until_ready()  # the simple query's ReadyForQuery
+    replies += c.until_ready()  # the Sync's, not a hang
+    errors = [error_fields(body)["C"] for kind, body in replies if kind == b"E"]
+    assert errors == ["26000"] and not any(b"@example.com" in body for _, body in replies)
+    c.send(pgwire.parse_message("m2", "SELECT id, email FROM people WHERE id = $1")
+           + bind("", "m2", [b"1"], None) + execute("") + sync)
+    rows = [body for kind, body in c.until_ready() if kind == b"D"]
+    assert rows and all(b"[REDACTED]" in body for body in rows)
+    c.close()
