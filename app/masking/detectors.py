@@ -282,10 +282,11 @@ def _outside_escapes(s: str, span: tuple[int, int, str]) -> tuple[int, int, str]
         start = max(start, u + 6)
     elif start > 0 and s[start - 1] == "\\" and s[start] in "bfnrt":
         start += 1
-    k = end
-    while k > start and s[k - 1] == "\\":
-        k -= 1
-    end -= (end - k) % 2  # an odd run of backslashes ends with half an escape
+    if end < len(s):  # at the very end of the text no escape can be cut in half
+        k = end
+        while k > start and s[k - 1] == "\\":
+            k -= 1
+        end -= (end - k) % 2  # an odd run of backslashes ends with half an escape
     return (start, end, name) if start < end else None
 
 

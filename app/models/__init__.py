@@ -1,0 +1,42 @@
+"""Typed SQLAlchemy 2.0 models: the store every process shares.
+
+Times are stored as timezone-aware UTC. Secrets live only in `Connection.secrets`
+(Fernet ciphertext, see app.vault) and as hashes (`Token.token_hash`,
+`User.password_hash`, `User.api_token_hash`).
+"""
+from app.models.base import Base, UTCDateTime, utcnow
+from app.models.identity import user_groups, service_account_groups, Group, User, ServiceAccount, Token
+from app.models.inventory import Connection, Grant, Rule, StoreVersion
+from app.models.reviews import BusEvent, Review, Vote, FingerprintApproval
+from app.models.records import RecordedSession, SessionEvent, AuditEntry
+from app.models.campaigns import Campaign, CampaignRun, CampaignItem
+from app.models.slack import SlackMessage, SlackOutbox, SlackLinkCode
+
+__all__ = [
+    "utcnow",
+    "UTCDateTime",
+    "Base",
+    "user_groups",
+    "service_account_groups",
+    "Group",
+    "User",
+    "ServiceAccount",
+    "Token",
+    "Connection",
+    "Grant",
+    "Rule",
+    "StoreVersion",
+    "BusEvent",
+    "Review",
+    "Vote",
+    "FingerprintApproval",
+    "RecordedSession",
+    "SessionEvent",
+    "AuditEntry",
+    "Campaign",
+    "CampaignRun",
+    "CampaignItem",
+    "SlackMessage",
+    "SlackOutbox",
+    "SlackLinkCode",
+]
