@@ -39,17 +39,10 @@ import re
 import sqlglot
 from sqlglot import exp
 
+from .mysql_lexer import LexError as _LexError, Tok as _Tok, lex as _lex, literal as _literal, name as _name
 from .statement import CACHE_SIZE, Facts, Statement, classifier, failed, with_attributes
 
 READ, TCL, WRITE, DDL, DCL, ADMIN = range(6)
-
-_LEX = re.compile(r"""
-    (?P<ws>\s+) | (?P<vopen>/\*M?!\d{0,6}) | (?P<vclose>\*/(?!\*))
-  | (?P<comment>/\*.*?\*/|\#[^\n]*|--(?=[\s\x00-\x1f]|$)[^\n]*) | (?P<open>/\*)
-  | (?P<str>'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*") | (?P<qid>`(?:[^`]|``)*`)
-  | (?P<var>@@?(?:[\w$.]+|`(?:[^`]|``)*`|'(?:[^'\\]|\\.|'')*'|"(?:[^"\\]|\\.|"")*")?)
-  | (?P<word>[\w$]+) | (?P<other>.)
-""", re.VERBOSE | re.DOTALL)
 
 _STRUCT = {"SELECT": READ, "WITH": READ, "TABLE": READ, "VALUES": READ, "(": READ, "DO": READ,
            "INSERT": WRITE, "REPLACE": WRITE, "UPDATE": WRITE, "DELETE": WRITE}
@@ -87,19 +80,6 @@ _SAFE_CHARSETS = frozenset("utf8 utf8mb3 utf8mb4 latin1 latin2 ascii binary defa
 _NUMBER = re.compile(r"\d+(?:e\d+)?|0x[0-9a-fA-F]+|0b[01]+")
 _SHAPE_FACTS: dict[str, Facts] = {}
 _DIALECT = sqlglot.Dialect.get_or_raise("mysql")
-_ESCAPES = {"0": "\0", "b": "\b", "n": "\n", "r": "\r", "t": "\t", "Z": "\x1a"}
-
-
-class _LexError(ValueError):
-    pass
-
-
-class _Tok:
-    __slots__ = ("kind", "text", "up", "start", "end")
-
-    def __init__(self, kind: str, text: str, start: int, end: int) -> None:
-        self.kind, self.text, self.start, self.end = kind, text, start, end
-        self.up = text.upper() if kind in ("word", "var") else text
 
 
 def classify_mysql(sql: str) -> list[Statement]:
@@ -118,30 +98,6 @@ def _classify(sql: str) -> list[Statement]:
 
 
 _classify_safely = classifier(_classify)
-
-
-def _lex(sql: str) -> tuple[list[_Tok], str, bool]:
-    """Significant tokens; the text with versioned-comment markers blanked (so offsets
-    index both texts); whether there were any."""
-    if "\x00" in sql:
-        raise _LexError("NUL")
-    tokens: list[_Tok] = []
-    clean = list(sql)
-    in_versioned = blanked = False
-    for m in _LEX.finditer(sql):
-        kind, text = m.lastgroup or "other", m.group()
-        if kind in ("ws", "comment"):
-            continue
-        if (kind == "vopen" and not in_versioned) or (kind == "vclose" and in_versioned):
-            in_versioned, blanked = kind == "vopen", True
-            clean[m.start():m.end()] = " " * (m.end() - m.start())
-        elif kind in ("vopen", "vclose", "open") or (kind == "other" and text in "'\"`"):
-            raise _LexError(f"unterminated {text!r} at {m.start()}")
-        else:
-            tokens.append(_Tok(kind, text, m.start(), m.end()))
-    if in_versioned:
-        raise _LexError("unterminated versioned comment")
-    return tokens, "".join(clean), blanked
 
 
 def _split(tokens: list[_Tok]) -> list[list[_Tok]]:
@@ -434,25 +390,3 @@ def _token_tables(toks: list[_Tok], facts: Facts, extra: tuple[str, ...] = ()) -
             continue
         i += 1
     return facts
-
-
-def _name(toks: list[_Tok], i: int) -> tuple[str, int]:
-    """A possibly qualified name starting at toks[i] (`db`.* keeps its star)."""
-    parts: list[str] = []
-    while i < len(toks) and (toks[i].kind in ("word", "qid") or (parts and toks[i].text == "*")):
-        parts.append(toks[i].text.strip("`").replace("``", "`"))
-        i += 1
-        if i + 1 < len(toks) and toks[i].text == "." and parts[-1] != "*":
-            i += 1
-        else:
-            break
-    return ".".join(parts), i
-
-
-def _literal(tok: _Tok) -> str:
-    """The value of a string token, MySQL escapes applied."""
-    if tok.kind != "str":
-        return tok.text
-    quote = tok.text[0]
-    return re.sub(r"\\(.)|" + quote * 2, lambda m: quote if m.group(1) is None
-                  else _ESCAPES.get(m.group(1), m.group(1)), tok.text[1:-1], flags=re.DOTALL)
