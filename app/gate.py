@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 VERSION_TTL = 0.5  # seconds between version checks: policy changes reach us within 1 s
 VERDICT_CACHE_SIZE = 4096
+_TEXTUAL = object()  # in the verdict cache: operations of this shape are decided by their text
 
 OnHold = Callable[[int, str], Awaitable[None] | None]
 
@@ -152,16 +153,36 @@ class Gate:
         if op.body is not None:  # unhashable and rarely repeated: don't cache
             return evaluate(policy, op, principal)
         # Rules may have time windows: a cached verdict lives at most until the minute turns.
-        key = (version, int(time.time() // 60), principal, op)
-        cached = self._verdicts.get(key)
+        minute = int(time.time() // 60)
+        verdicts = self._verdicts
+        # First by shape without the text: statements that differ only in literals share a
+        # verdict when no rule that could apply tests text, command, path or body.
+        shape = (version, minute, principal, op.protocol, op.connection, op.kind, op.fingerprint, op.targets,
+                 op.attributes, op.method, op.host)
+        cached = verdicts.get(shape)
+        if cached is not None and cached is not _TEXTUAL:
+            verdicts.move_to_end(shape)
+            return cached
+        if cached is None:
+            if policy.depends_on_text(op, principal):
+                verdicts[shape] = _TEXTUAL
+            else:
+                verdict = evaluate(policy, op, principal)
+                self._remember(shape, verdict)
+                return verdict
+        key = (version, minute, principal, op)
+        cached = verdicts.get(key)
         if cached is not None:
-            self._verdicts.move_to_end(key)
+            verdicts.move_to_end(key)
             return cached
         verdict = evaluate(policy, op, principal)
+        self._remember(key, verdict)
+        return verdict
+
+    def _remember(self, key: tuple, verdict: Verdict) -> None:
         self._verdicts[key] = verdict
         if len(self._verdicts) > VERDICT_CACHE_SIZE:
             self._verdicts.popitem(last=False)
-        return verdict
 
     async def _hold(self, principal, operation, verdict, run_id, session_id, hold, on_hold) -> Verdict:
         operation = replace(operation, fingerprint=review_fingerprint(operation))

@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -34,15 +35,6 @@ EVENT_KINDS = frozenset({"input", "output", "decision", "notice", "resize"})
 @dataclass
 class _Open:
     row: dict[str, Any]
-
-
-@dataclass
-class _Event:
-    session_id: str
-    seq: int
-    t: float
-    kind: str
-    data: str
 
 
 @dataclass
@@ -72,18 +64,21 @@ class SessionRecording:
         self._t0 = time.monotonic()
         self._seq = 0
         self._lock = threading.Lock()
+        self._append = recorder._queue.append  # a deque: appending is atomic
         self.closed = False
 
     def event(self, kind: str, data: dict[str, Any] | str) -> None:
+        """Queue one event: the data is serialised now (captured as it is at call time),
+        and the item is a plain tuple (session_id, seq, t, kind, data), one lock taken."""
         if kind not in EVENT_KINDS:
             raise ValueError(f"unknown event kind {kind!r}")
-        payload = data if isinstance(data, str) else json.dumps(data, default=str, ensure_ascii=False)
+        payload = data if type(data) is str else json.dumps(data, default=str, ensure_ascii=False)
         with self._lock:
             if self.closed:
                 return
-            self._seq += 1
-            seq = self._seq
-        self._recorder._put(_Event(self.id, seq, round(time.monotonic() - self._t0, 6), kind, payload))
+            self._seq = seq = self._seq + 1
+            # Appended under the lock, so seq order is queue order and close() comes last.
+            self._append((self.id, seq, round(time.monotonic() - self._t0, 6), kind, payload))
 
     def update(self, **values: Any) -> None:
         """Change session columns later (e.g. the service account once authenticated)."""
@@ -101,8 +96,7 @@ class SessionRecording:
             if self.closed:
                 return
             self.closed = True
-            count = self._seq
-        self._recorder._put(_Close(self.id, utcnow(), count, summary))
+            self._recorder._put(_Close(self.id, utcnow(), self._seq, summary))
 
 
 class Recorder:
@@ -110,7 +104,7 @@ class Recorder:
 
     def __init__(self, flush_seconds: float | None = None):
         self.flush_seconds = min(flush_seconds or settings().record_flush_seconds, 1.0)
-        self._queue: list[Any] = []
+        self._queue: deque[Any] = deque()  # never replaced: sessions hold its append
         self._cond = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="airlock-recorder", daemon=True)
@@ -147,15 +141,19 @@ class Recorder:
         return rec
 
     def _put(self, item: Any) -> None:
-        with self._cond:
-            self._queue.append(item)
-            if isinstance(item, _Close):
+        self._queue.append(item)
+        if isinstance(item, _Close):
+            with self._cond:
                 self._cond.notify()
+
+    def _take(self) -> list[Any]:
+        q = self._queue
+        pop = q.popleft
+        return [pop() for _ in range(len(q))]
 
     def flush(self) -> None:
         """Write everything queued now (tests, shutdown)."""
-        with self._cond:
-            batch, self._queue = self._queue, []
+        batch = self._take()
         if batch:
             self._write(batch)
 
@@ -170,8 +168,8 @@ class Recorder:
         while True:
             with self._cond:
                 self._cond.wait(timeout=self.flush_seconds)
-                batch, self._queue = self._queue, []
                 stop = self._stop
+            batch = self._take()
             if batch:
                 self._write(batch)
             if stop:
@@ -187,8 +185,7 @@ class Recorder:
             if self.failures >= 3 and len(batch) > 1:
                 batch = self._write_one_by_one(batch)
             # Keep what failed and try again next tick: recordings must survive a store blip.
-            with self._cond:
-                self._queue[:0] = batch
+            self._queue.extendleft(reversed(batch))
             time.sleep(min(1.0, 0.1 * self.failures))
         else:
             self.failures = 0
@@ -221,7 +218,7 @@ def _events_sql(rows: int, mark: str) -> str:
     return f"INSERT INTO session_events ({', '.join(_EVENT_COLUMNS)}) VALUES " + ", ".join([one] * rows)
 
 
-def _insert_events(s, rows: list[_Event]) -> None:
+def _insert_events(s, rows: list[tuple]) -> None:
     """Many rows per INSERT statement. With executemany, the driver releases the GIL
     around every row, and a busy relay loop then takes it back each time: a thread
     hand-off per row, which cost more CPU than the insert itself."""
@@ -229,7 +226,7 @@ def _insert_events(s, rows: list[_Event]) -> None:
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     for i in range(0, len(rows), _CHUNK):
         part = rows[i:i + _CHUNK]
-        params = tuple(v for e in part for v in (e.session_id, e.seq, e.t, e.kind, e.data))
+        params = tuple(v for e in part for v in e)  # (session_id, seq, t, kind, data)
         conn.exec_driver_sql(_events_sql(len(part), mark), params)
 
 
@@ -237,9 +234,9 @@ def _apply_batch(s, batch: list[Any]) -> None:
     """Apply items in order, runs of events as multi-row INSERTs: the hot path (a busy
     relay records thousands of events a second; an ORM unit of work per row cost
     ~43 us of the writer thread, this ~2 us, and both hold the GIL)."""
-    rows: list[_Event] = []
+    rows: list[tuple] = []
     for item in batch:
-        if isinstance(item, _Event):
+        if type(item) is tuple:  # an event
             rows.append(item)
             continue
         if rows:
@@ -262,8 +259,8 @@ def _apply(s, item: Any) -> None:
             target=row["id"],
             data={"protocol": row["protocol"], "connection": row["connection"], "client": row["client_addr"]},
         )
-    elif isinstance(item, _Event):
-        s.add(SessionEvent(session_id=item.session_id, seq=item.seq, t=item.t, kind=item.kind, data=item.data))
+    elif type(item) is tuple:  # an event: (session_id, seq, t, kind, data)
+        s.add(SessionEvent(**dict(zip(_EVENT_COLUMNS, item))))
     elif isinstance(item, _Update):
         row = s.get(RecordedSession, item.session_id)
         if row is not None:

@@ -29,7 +29,7 @@ FOLDED = frozenset({"protocol", "kind", "method", "host", "tables", "attributes"
 
 class _CompiledRule:
     __slots__ = ("rule", "action", "static", "strings", "others", "dynamic", "needs_time", "verdict", "mask",
-                 "review")
+                 "review", "textual")
 
     def __init__(self, rule: Rule) -> None:
         m = rule.match
@@ -46,6 +46,9 @@ class _CompiledRule:
         self.others: tuple[Predicate, ...] = tuple(_predicates(rule))
         self.dynamic = bool(self.strings or self.others)
         self.needs_time = m.time is not None
+        # Tests something besides the static keys, tables and time: path, command (which
+        # falls back to the operation's text) or body.
+        self.textual = bool(self.strings or m.body)
         self.mask = self.review = self.verdict = None
         if rule.action == "deny":
             self.verdict = Verdict("deny", rule=rule.name, message=rule.message or f"denied by rule {rule.name}")
@@ -101,7 +104,7 @@ def _hit(r: _CompiledRule, op: Operation, strings: tuple[object, object], now: d
 class _Plan:
     """The rules that passed the static conditions for one key, by action, in file order."""
 
-    __slots__ = ("denies", "reviews", "allows", "masks", "needs_time", "verdict")
+    __slots__ = ("denies", "reviews", "allows", "masks", "needs_time", "verdict", "textual")
 
     def __init__(self, rules: list[_CompiledRule]) -> None:
         denies = [r for r in rules if r.action == "deny"]
@@ -112,6 +115,7 @@ class _Plan:
         self.allows = tuple(r for r in rules if r.action == "allow")
         self.masks = tuple(r for r in rules if r.action == "mask")
         self.needs_time = any(r.needs_time for r in rules)
+        self.textual = any(r.textual for r in rules)
         self.verdict: Verdict | None = None
         if cut == 0:
             self.verdict = self.denies[0].verdict
@@ -178,6 +182,24 @@ class CompiledPolicy:
     def has_grant(self, service_account: str, connection: str, now: datetime | None = None) -> bool:
         expires = self.grants.get((service_account, connection), _MISSING)
         return expires is None or (expires is not _MISSING and _aware(now) < expires)  # type: ignore[operator]
+
+    def depends_on_text(self, op: Operation, who: Principal) -> bool:
+        """Whether `evaluate(self, op, who, now)` may depend on op.text, path, command or
+        body. When it does not, the verdict is a function of who, the grant, the time and
+        op's protocol, connection, kind, method, host, targets and attributes alone, so
+        callers may share one verdict between operations that differ only in text."""
+        if op.body is not None:
+            return True
+        if (who.service_account, op.connection) not in self.grants:
+            return False  # no grant: denied whatever the text
+        key = (op.protocol, op.connection, who.service_account, op.kind, op.method, op.host, who.groups,
+               op.attributes)
+        try:
+            plan = self._plans.get(key) or self._plan(key)
+        except TypeError:
+            key = key[:6] + (frozenset(who.groups), frozenset(op.attributes))
+            plan = self._plans.get(key) or self._plan(key)
+        return plan.textual
 
     def _plan(self, key: tuple[object, ...]) -> _Plan:
         protocol, connection, sa, kind, method, host, groups, attributes = key

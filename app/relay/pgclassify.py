@@ -1,64 +1,20 @@
-"""Statement classification with a cache that ignores numeric literals (pure).
+"""The gate's Operations for PostgreSQL statement text (pure).
 
-`classify_postgres` caches by exact text, so `WHERE id = 1` and `WHERE id = 2` are two
-parses (tens of microseconds each). Here texts that differ only in standalone numbers
-share one entry: every digit of such a number becomes 0, which keeps the text's length
-and its parse tree's shape, so the cached statements' offsets still cut the original
-text. Only texts where a number can be nothing but a numeric literal are normalised:
-pure ASCII, with no quote, dollar sign, backslash or comment. In any other text a digit
-could sit inside a string, a quoted identifier or a comment, and those go to
-`classify_postgres` untouched.
+Classification itself, with its literal-free cache, lives in `app.sql.cache`.
 """
 from __future__ import annotations
 
-import re
-from collections import OrderedDict
-
-from app.sql import Statement, classify_postgres
+from app.sql import Statement, classify_postgres_cached
 from app.types import Operation
 
-CACHE_SIZE = 4096
-MAX_TEXT = 8192
-_UNSAFE = re.compile(r"['\"$\\]|--|/\*")
-_NUMBER = re.compile(r"(?<![A-Za-z0-9_])[0-9]+(?![A-Za-z0-9_])")
-_cache: OrderedDict[str, tuple[tuple[Statement, int], ...]] = OrderedDict()
+classify = classify_postgres_cached  # the name this module used to define
 
 
 def operations(text: str, connection: str) -> list[Operation]:
     """The gate's Operations for every statement of `text` on `connection`."""
     return [Operation(protocol="postgres", connection=connection, kind=st.kind, text=st.text,
                       targets=st.tables + st.functions, attributes=st.attributes, fingerprint=st.fingerprint)
-            for st in classify(text)]
+            for st in classify_postgres_cached(text)]
 
 
-def classify(text: str) -> list[Statement]:
-    if len(text) > MAX_TEXT or not text.isascii() or _UNSAFE.search(text):
-        return classify_postgres(text)
-    shape = _NUMBER.sub(_zeros, text)
-    if shape == text:
-        return classify_postgres(text)
-    entry = _cache.get(shape)
-    if entry is None:
-        try:
-            entry = _cache[shape] = _located(shape)
-        except ValueError:
-            return classify_postgres(text)
-        if len(_cache) > CACHE_SIZE:
-            _cache.popitem(last=False)
-    return [Statement(text[at:at + len(st.text)], st.kind, st.tables, st.functions, st.attributes, st.fingerprint)
-            for st, at in entry]
-
-
-def _zeros(m: re.Match) -> str:
-    return "0" * (m.end() - m.start())
-
-
-def _located(shape: str) -> tuple[tuple[Statement, int], ...]:
-    out, cursor = [], 0
-    for st in classify_postgres(shape):
-        at = shape.find(st.text, cursor)
-        if at < 0:  # cannot happen for slices of `shape`; never guess
-            raise ValueError("statement text not found in its source")
-        out.append((st, at))
-        cursor = at + len(st.text)
-    return tuple(out)
+__all__ = ["Statement", "classify", "operations"]

@@ -156,13 +156,12 @@ class TargetStream(FrameScanner):
             if masker is None:  # nothing to mask: column names only if the sample needs them
                 self._start(None, None, bytes(body))
                 return PASS
-            fields = parse_row_description(body)
-            plan = pgmask.plan_rows(masker, fields)
-            self._start(masker, plan, [f.name for f in fields])
+            plan, names, rewritten = _query_plan(masker, body)
+            self._start(masker, plan, names)
             if plan is not None and plan.nulls and self.refuse_binary:
                 self._drop_until_ready = True  # a binary cursor FETCH; refused below
                 return self.session.binary_refusal(plan)
-            return pgmask.rewrite_description(fields, plan) if plan.retype else PASS
+            return rewritten if rewritten is not None else PASS
         return self._described(head, parse_row_description(body), raw)
 
     def _no_data(self, body, raw):  # n
@@ -291,7 +290,7 @@ class TargetStream(FrameScanner):
                 event["rows"] = r.rows
             if r.sample:
                 columns = r.columns
-                event["columns"] = column_names(columns) if isinstance(columns, bytes) else columns
+                event["columns"] = _column_names(columns) if isinstance(columns, bytes) else columns
                 event["sample"] = r.sample
                 if r.rows > len(r.sample):
                     event["truncated"] = True
@@ -310,6 +309,36 @@ class TargetStream(FrameScanner):
 
     def _unsupported(self, body, raw):
         raise Desync("the target started a mode the relay does not relay (replication or function call)")
+
+
+_NAMES: dict[bytes, list[str]] = {}  # RowDescription -> column names: results repeat their columns
+
+
+def _column_names(description: bytes) -> list[str]:
+    names = _NAMES.get(description)
+    if names is None:
+        if len(_NAMES) >= 1024:
+            _NAMES.clear()
+        names = _NAMES[description] = column_names(description)
+    return names  # shared: callers serialise it at once and never change it
+
+
+_QUERY_PLANS: dict[tuple, tuple] = {}  # (masker, RowDescription) -> (plan, names, rewritten description)
+
+
+def _query_plan(masker: Masker, body) -> tuple:
+    """The mask plan for a simple query's RowDescription, worked out once per shape:
+    a query that repeats sends the same RowDescription every time."""
+    key = (masker, bytes(body))
+    cached = _QUERY_PLANS.get(key)
+    if cached is None:
+        fields = parse_row_description(body)
+        plan = pgmask.plan_rows(masker, fields)  # immutable, as are the names and the frame
+        rewritten = pgmask.rewrite_description(fields, plan) if plan.retype else None
+        if len(_QUERY_PLANS) >= 1024:
+            _QUERY_PLANS.clear()
+        cached = _QUERY_PLANS[key] = (plan, [f.name for f in fields], rewritten)
+    return cached
 
 
 def _swallow(stream, body, raw):

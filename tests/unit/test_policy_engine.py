@@ -303,3 +303,39 @@ def test_evaluate_never_raises(op: Operation, groups: frozenset[str], sa: str, n
         assert v.rule == "no-grant"
     if v.action == "deny":
         assert v.masks == ()
+
+
+# --- depends_on_text (callers may share a verdict between texts) ---------------------------
+
+def test_depends_on_text_only_when_a_rule_that_could_apply_tests_text():
+    sql = Operation("postgres", "db", "read", text="select 1", targets=("public.orders",))
+    shell = Operation("ssh", "box", "exec", text="rm -rf /", command="rm -rf /")
+    web = Operation("http", "api", "read", text="GET /x", method="GET", host="h", path="/x")
+    rules = [rule("no-orders", tables=["orders"]), rule("reads", "allow", protocol="postgres", kind="read"),
+             rule("no-rm", protocol="ssh", command="rm *"), rule("no-admin", protocol="http", path="/admin*"),
+             rule("late", protocol="postgres", kind="write", time={"days": ["sat"]})]
+    policy = compile_policy(rules, GRANTS)
+    assert not policy.depends_on_text(sql, WHO)  # tables, kind and time do not depend on text
+    assert policy.depends_on_text(shell, WHO)
+    assert policy.depends_on_text(web, WHO)
+    # A command rule without protocol falls back to op.text, so it applies to SQL too.
+    assert compile_policy(rules + [rule("no-drop", command="drop *")], GRANTS).depends_on_text(sql, WHO)
+    # Body tests, and any operation that carries a body, depend on it.
+    body_rule = Rule.from_dict({"name": "b", "match": {"protocol": "http", "body": {"$.a": ["x"]}}, "action": "deny"})
+    assert compile_policy([body_rule], GRANTS).depends_on_text(Operation("http", "api", "write"), WHO)
+    assert policy.depends_on_text(Operation("http", "api", "write", body={"a": 1}), WHO)
+    # No grant: denied whatever the text.
+    assert not policy.depends_on_text(Operation("postgres", "nope", "read", text="x"), WHO)
+
+
+@given(st.sampled_from(["select 1", "select 2 from orders", "delete from orders", "rm -rf /", "/admin/x"]),
+       st.sampled_from(["select 9", "drop table t", "rm x", "/other", ""]))
+@settings(max_examples=50, deadline=None)
+def test_text_free_verdicts_do_not_change_with_text(a, b):
+    rules = [rule("no-orders", tables=["orders"]), rule("reads", "allow", kind="read"),
+             rule("mask", "mask", tables=["orders"])]
+    policy = compile_policy(rules, GRANTS)
+    op_a = Operation("postgres", "db", "read", text=a, targets=("orders",))
+    op_b = Operation("postgres", "db", "read", text=b, targets=("orders",))
+    assert not policy.depends_on_text(op_a, WHO)
+    assert evaluate(policy, op_a, WHO, NOW) == evaluate(policy, op_b, WHO, NOW)
