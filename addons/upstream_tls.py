@@ -28,7 +28,7 @@ class UpstreamTLS:
         self._contexts: dict[tuple, SSL.Context] = {}
 
     async def tls_start_server(self, tls_start: tls.TlsData) -> None:
-        if tls_start.ssl_conn is None or tls_start.is_dtls or ctx.options.ssl_insecure:
+        if tls_start.ssl_conn is None or tls_start.is_dtls:
             return
         address = tls_start.conn.address
         if not address:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Mapping
 
 from sqlalchemy import select
@@ -74,6 +73,13 @@ class _Groups:
         self.s = s
         self.by_name = {g.name: g for g in s.scalars(select(Group))}
 
+    def sync(self, row: ServiceAccount | User, names) -> bool:
+        """Give `row` exactly these groups; whether anything changed."""
+        if row.group_names == set(names):
+            return False
+        row.groups = self.get(names)
+        return True
+
     def get(self, names) -> list[Group]:
         out = []
         for name in sorted(set(names)):
@@ -110,8 +116,7 @@ def _apply_accounts(s: Session, specs: tuple[ServiceAccountSpec, ...], groups: _
             report.created.append(f"service_account:{spec.name}")
             continue
         changed = _set(row, values)
-        if row.group_names != set(spec.groups):
-            row.groups = groups.get(spec.groups)
+        if groups.sync(row, spec.groups):
             changed = True
         if changed:
             report.updated.append(f"service_account:{spec.name}")
@@ -134,8 +139,7 @@ def _apply_users(s: Session, specs: tuple[UserSpec, ...], groups: _Groups, repor
             report.created.append(f"user:{spec.email}")
             continue
         changed = _set(row, values)
-        if row.group_names != set(spec.groups):
-            row.groups = groups.get(spec.groups)
+        if groups.sync(row, spec.groups):
             changed = True
         if changed:
             report.updated.append(f"user:{spec.email}")

@@ -4,7 +4,9 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import psycopg
 import pytest
@@ -31,6 +33,44 @@ def _configure(monkeypatch: pytest.MonkeyPatch, home: Path, url: str) -> None:
     monkeypatch.setenv("AIRLOCK_BUS_POLL_SECONDS", "0.02")
     settings.cache_clear()
     db.reset_engines()
+
+
+def use_store(env: dict[str, str]) -> None:
+    """Point this process at a suite's store (other suites may have pointed it elsewhere)."""
+    os.environ.update(env)
+    current = settings()
+    if current.database_url != env["AIRLOCK_DATABASE_URL"] or str(current.home) != env["AIRLOCK_HOME"]:
+        settings.cache_clear()
+        db.reset_engines()
+
+
+@contextmanager
+def suite_store(base: Path, template: Path) -> Iterator[dict[str, str]]:
+    """A store shared by a whole suite (a proxy or relay subprocess runs against it):
+    yields its environment, applied to this process, and puts the old one back after."""
+    home = base / "home"
+    home.mkdir()
+    shutil.copy(template, home / "airlock.db")
+    env = {
+        "AIRLOCK_HOME": str(home),
+        "AIRLOCK_DATABASE_URL": f"sqlite:///{home / 'airlock.db'}",
+        "AIRLOCK_SECRET_KEY": Fernet.generate_key().decode(),
+        "AIRLOCK_BUS_POLL_SECONDS": "0.02",
+        "AIRLOCK_RECORD_FLUSH_SECONDS": "0.1",
+        "AIRLOCK_PUBLIC_URL": "http://portal.test",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    use_store(env)
+    try:
+        yield env
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        settings.cache_clear()
+        db.reset_engines()
 
 
 @pytest.fixture(scope="session")

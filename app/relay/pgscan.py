@@ -10,6 +10,7 @@ which are forwarded as they arrive however large they are. Frames of the relay's
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 
 from .pgwire import ProtocolError, unpack_i32
 
@@ -22,7 +23,7 @@ class Desync(Exception):
     """An answer the relay cannot place: stop rather than risk unmasked rows."""
 
 
-class FrameScanner:
+class FrameScanner(ABC):
     def __init__(self, client, max_frame: int):
         self.client = client
         self.max_frame = max_frame
@@ -31,12 +32,13 @@ class FrameScanner:
         self._partial: bytearray | None = None
         self._held: list[bytes] = []
 
+    @abstractmethod
     def handle(self, kind: int, body: memoryview, raw: memoryview):
         """PASS, b"" to drop the frame, or the bytes to send instead."""
-        raise NotImplementedError
 
+    @abstractmethod
     def failed(self, reason: str) -> None:
-        raise NotImplementedError
+        """The stream cannot go on (desync, oversized frame): end the session."""
 
     def send(self, frame: bytes) -> None:
         """A frame of the relay's own, placed between the target's frames."""

@@ -7,8 +7,6 @@ store start their own proxy with `start_proxy`.
 """
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -21,16 +19,14 @@ from pathlib import Path
 import httpx
 import pytest
 import requests
-from cryptography.fernet import Fernet
 
-from app import db
 from app.ca import ensure_ca
-from app.config import settings
 from app.db import session_scope
 from app.identity import issue_token
 from app.inventory import apply_policy
 from app.policy import load_policy
 
+from tests.conftest import suite_store, use_store
 from tests.integration.http.upstream import Upstream, make_tls_files, serve_in_thread
 
 UPSTREAM_TOKEN = "upstream-secret-token-0123456789"
@@ -183,52 +179,27 @@ class World:
     token_ids: dict[str, int]
 
 
-def _use(env: dict[str, str]) -> None:
-    """Point this process at the store (other suites may have pointed it elsewhere)."""
-    os.environ.update(env)
-    current = settings()
-    if current.database_url != env["AIRLOCK_DATABASE_URL"] or str(current.home) != env["AIRLOCK_HOME"]:
-        settings.cache_clear()
-        db.reset_engines()
+_use = use_store  # the suite's tests import it under this name
 
 
 @pytest.fixture(scope="session")
 def world(tmp_path_factory, sqlite_template) -> World:
     base = tmp_path_factory.mktemp("http")
-    home = base / "home"
-    home.mkdir()
-    shutil.copy(sqlite_template, home / "airlock.db")
-    env = {
-        "AIRLOCK_HOME": str(home),
-        "AIRLOCK_DATABASE_URL": f"sqlite:///{home / 'airlock.db'}",
-        "AIRLOCK_SECRET_KEY": Fernet.generate_key().decode(),
-        "AIRLOCK_BUS_POLL_SECONDS": "0.02",
-        "AIRLOCK_RECORD_FLUSH_SECONDS": "0.1",
-        "AIRLOCK_PUBLIC_URL": "http://portal.test",
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    _use(env)
-    ca, cert, key = make_tls_files(base)
-    upstream, plain = Upstream(), Upstream()
-    servers = [serve_in_thread(upstream, cert, key), serve_in_thread(plain, None, None)]
-    policy = POLICY.format(port=upstream.port, plain_port=plain.port, ca=ca)
-    tokens, ids = {}, {}
-    with session_scope() as s:
-        apply_policy(s, load_policy(policy), actor="test",
-                     environ={"UPSTREAM_TOKEN": UPSTREAM_TOKEN, "UPSTREAM_KEY": UPSTREAM_KEY})
-        for name in ("agent", "intruder", "revokee"):
-            issued = issue_token(s, name, timedelta(hours=2))
-            tokens[name], ids[name] = issued.token, issued.id
-    yield World(env, upstream, plain, ca, tokens, ids)
-    for server in servers:
-        server.should_exit = True
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    settings.cache_clear()
-    db.reset_engines()
+    with suite_store(base, sqlite_template) as env:
+        ca, cert, key = make_tls_files(base)
+        upstream, plain = Upstream(), Upstream()
+        servers = [serve_in_thread(upstream, cert, key), serve_in_thread(plain, None, None)]
+        policy = POLICY.format(port=upstream.port, plain_port=plain.port, ca=ca)
+        tokens, ids = {}, {}
+        with session_scope() as s:
+            apply_policy(s, load_policy(policy), actor="test",
+                         environ={"UPSTREAM_TOKEN": UPSTREAM_TOKEN, "UPSTREAM_KEY": UPSTREAM_KEY})
+            for name in ("agent", "intruder", "revokee"):
+                issued = issue_token(s, name, timedelta(hours=2))
+                tokens[name], ids[name] = issued.token, issued.id
+        yield World(env, upstream, plain, ca, tokens, ids)
+        for server in servers:
+            server.should_exit = True
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,6 @@ import fcntl
 import os
 import re
 import secrets
-import shutil
 import subprocess
 import sys
 import threading
@@ -27,14 +26,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from cryptography.fernet import Fernet
 
-from app import db
-from app.config import settings
 from app.db import session_scope
 from app.identity import issue_token
 from app.inventory import apply_policy
 from app.policy import load_policy
+from tests.conftest import suite_store, use_store
 
 ADMIN_DSN = os.environ.get("AIRLOCK_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
 ROOT = Path(__file__).resolve().parents[3]
@@ -221,46 +218,21 @@ def _wait_for_password_auth(role: str) -> None:
 # -- the store and the relay ------------------------------------------------------
 
 
-def _use(env: dict[str, str]) -> None:
-    """Point this process at the relay tests' store (other suites point it elsewhere)."""
-    os.environ.update(env)
-    current = settings()
-    if current.database_url != env["AIRLOCK_DATABASE_URL"] or str(current.home) != env["AIRLOCK_HOME"]:
-        settings.cache_clear()
-        db.reset_engines()
+_use = use_store
 
 
 @pytest.fixture(scope="session")
 def world(tmp_path_factory, sqlite_template, target) -> World:
-    home = tmp_path_factory.mktemp("pgrelay") / "home"
-    home.mkdir()
-    shutil.copy(sqlite_template, home / "airlock.db")
-    env = {
-        "AIRLOCK_HOME": str(home),
-        "AIRLOCK_DATABASE_URL": f"sqlite:///{home / 'airlock.db'}",
-        "AIRLOCK_SECRET_KEY": Fernet.generate_key().decode(),
-        "AIRLOCK_BUS_POLL_SECONDS": "0.02",
-        "AIRLOCK_RECORD_FLUSH_SECONDS": "0.1",
-        "AIRLOCK_PUBLIC_URL": "http://portal.test",
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    _use(env)
-    policy = POLICY.format(db=target.db, **target.roles)
-    secrets_env = {f"PG_{k.upper()}_PASSWORD": v for k, v in target.passwords.items()}
-    tokens, ids = {}, {}
-    with session_scope() as s:
-        apply_policy(s, load_policy(policy), actor="test", environ=secrets_env)
-        for name in ("agent", "stranger", "revokee"):
-            issued = issue_token(s, name, timedelta(hours=2))
-            tokens[name], ids[name] = issued.token, issued.id
-    yield World(env, target, tokens, ids)
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    settings.cache_clear()
-    db.reset_engines()
+    with suite_store(tmp_path_factory.mktemp("pgrelay"), sqlite_template) as env:
+        policy = POLICY.format(db=target.db, **target.roles)
+        secrets_env = {f"PG_{k.upper()}_PASSWORD": v for k, v in target.passwords.items()}
+        tokens, ids = {}, {}
+        with session_scope() as s:
+            apply_policy(s, load_policy(policy), actor="test", environ=secrets_env)
+            for name in ("agent", "stranger", "revokee"):
+                issued = issue_token(s, name, timedelta(hours=2))
+                tokens[name], ids[name] = issued.token, issued.id
+        yield World(env, target, tokens, ids)
 
 
 @pytest.fixture(autouse=True)
