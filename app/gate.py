@@ -179,6 +179,23 @@ class Gate:
         self._remember(key, verdict)
         return verdict
 
+    def stamp(self) -> tuple[int, int] | None:
+        """What a verdict given now stays valid under: equal stamps, same verdicts (the
+        policy version and the minute, as in the verdict cache). None when the gate must
+        look at the store before deciding again, so callers holding verdicts of their own
+        ask the gate instead."""
+        snap = self._snapshot
+        now = time.time()
+        if snap is None or now >= snap.stale_at or time.monotonic() - self._version_checked >= self._version_ttl:
+            return None
+        return snap.version, int(now // 60)
+
+    def shares_verdict(self, principal: Principal, op: Operation) -> bool:
+        """Whether every operation that differs from `op` only in its text gets op's verdict
+        (no rule that could apply reads the text)."""
+        snap = self._snapshot
+        return snap is not None and op.body is None and not snap.policy.depends_on_text(op, principal)
+
     def _remember(self, key: tuple, verdict: Verdict) -> None:
         self._verdicts[key] = verdict
         if len(self._verdicts) > VERDICT_CACHE_SIZE:

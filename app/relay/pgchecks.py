@@ -32,6 +32,20 @@ class Checker:
         self._holding = False
         self._cancel_hold = False
         self._task: asyncio.Task | None = None
+        self.verdicts: list[Verdict] = []  # of the last check, one per operation
+
+    def allowed_again(self, shape) -> bool:
+        """Whether a statement of an allowed shape (pgshapes) may reuse its verdict now:
+        not when the token is due for a re-check, nor when its masks would differ (a
+        statement with no tables reads a cursor's rows, masked as the cursor is)."""
+        if time.monotonic() - self.s.token_checked >= TOKEN_RECHECK:
+            return False
+        if shape.masks:
+            self.cursor_masks = union(self.cursor_masks, shape.masks)
+        elif not shape.has_targets and self.cursor_masks:
+            return False
+        self.statements += 1
+        return True
 
     def operations(self, text: str) -> list[Operation]:
         return operations(text, self.s.dbname)
@@ -40,8 +54,10 @@ class Checker:
         """(masks, refusal, allow rule per op): refusal is an ErrorResponse if any op is refused."""
         masks: tuple[MaskSpec, ...] = ()
         rules: list[str | None] = []
+        self.verdicts = verdicts = []
         for op in ops:
             verdict = await self.decide(op)
+            verdicts.append(verdict)
             if verdict.action != "allow":
                 return masks, refusal(verdict), rules
             rules.append(verdict.rule)

@@ -23,6 +23,7 @@ from app.types import Operation
 from . import pgwire
 from .pgchecks import Checker, binary_refusal, mask_names
 from .pgflow import TargetStream
+from .pgshapes import AllowedShapes
 from .pgstate import (BIND, CLOSE, COPY_END, DESCRIBE, EXECUTE, PARSE, QUERY, REFUSE, SYNC, Change, Portal, Prepared,
                       Query)
 from .pgmask import NUMBERS, TEXTLIKE, plan_rows
@@ -52,6 +53,7 @@ class Conversation:
         self.batch = 0  # counts Syncs and simple queries sent
         self.encoding = "utf-8"
         self.checker = Checker(session, self.stream.send, self._flush)
+        self.shapes = AllowedShapes(session.gate)
         self.refused = 0
         self._out: list = []
         self._skipping = False  # after a refusal in the extended protocol, until Sync
@@ -137,17 +139,33 @@ class Conversation:
 
     # -- simple protocol ----------------------------------------------------------
 
-    async def _query(self, body, raw) -> None:
+    def _query(self, body, raw):
         if not len(body) or body[-1] != 0:
             raise ProtocolError("malformed Query")
         text = self._text(body[:-1])
+        if text is not None:
+            hit = self.shapes.lookup(text)
+            if hit is not None and self.checker.allowed_again(hit[0]):
+                shape, statement = hit
+                self._out.append(raw)
+                self.batch += 1
+                self.stream.expect(QUERY, Query(shape.masker, [(statement, shape.rule)], shape.mask_names),
+                                   batch=self.batch)
+                return None
+        return self._check_query(text, raw)
+
+    async def _check_query(self, text: str | None, raw) -> None:
         if text is None:
             return self._refuse(self._bad_encoding(), extended=False)
         ops = self.checker.operations(text)
+        stamp = self.s.gate.stamp()
         masks, refusal, rules = await self.checker.check(ops)
         if refusal is not None:
             return self._refuse(refusal, extended=False)
         self._track_names(ops)
+        if len(ops) == 1:
+            self.shapes.remember(text, ops[0], self.checker.verdicts[0], self.checker.masker(masks), stamp,
+                                 self.s.principal)
         self._out.append(raw)
         self.batch += 1
         query = Query(self.checker.masker(masks), [(op.text, r) for op, r in zip(ops, rules)], mask_names(masks))

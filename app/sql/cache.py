@@ -43,6 +43,15 @@ def classify_postgres_cached(text: str) -> list[Statement]:
             for st, at in entry]
 
 
+def numberless(text: str) -> str | None:
+    """`text` with every standalone number replaced by a single 0: the key under which
+    texts that differ only in numbers meet. None where a digit could be anything but a
+    numeric literal (the same texts `classify_postgres_cached` does not normalise)."""
+    if len(text) > MAX_TEXT or not text.isascii() or _UNSAFE.search(text):
+        return None
+    return _NUMBER.sub("0", text)
+
+
 def _zeros(m: re.Match) -> str:
     return "0" * (m.end() - m.start())
 

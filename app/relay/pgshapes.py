@@ -1,0 +1,76 @@
+"""Allowed statement shapes, remembered per session: the relay's fast path.
+
+Traffic from a runtime repeats a handful of statements with different numbers in them.
+The first statement of a shape takes the full path: classification, then the gate.
+When the gate allowed it outright, by a rule that does not read the text, the session
+remembers the shape with the gate's stamp. Later statements of that shape reuse the
+verdict, skipping both, for as long as the stamp holds: the same policy version, the
+same minute, and a store check younger than the gate's version TTL.
+
+Everything else takes the full path every time: several statements in one text, a
+hold or an approval, a denial, a rule that reads the text, a statement that names
+prepared statements or cursors, COPY.
+"""
+from __future__ import annotations
+
+import re
+
+from app.sql import numberless
+from app.types import MaskSpec, Operation, Verdict
+
+MAX_SHAPES = 256  # per session
+_DIGIT = re.compile(r"[0-9]")
+_NAME_WORDS = ("prepare", "deallocate", "discard", "declare", "close")
+
+
+class Shape:
+    """An allowed statement shape: where the statement sits in the text, and its verdict."""
+
+    __slots__ = ("stamp", "lead", "tail", "rule", "masks", "masker", "mask_names", "has_targets")
+
+    def __init__(self, stamp, lead: int, tail: int, verdict: Verdict, masker, has_targets: bool):
+        self.stamp = stamp
+        self.lead, self.tail = lead, tail  # characters before and after the statement: no digits there
+        self.rule = verdict.rule
+        self.masks: tuple[MaskSpec, ...] = verdict.masks
+        self.masker = masker
+        self.mask_names = sorted({m.rule for m in verdict.masks})
+        self.has_targets = has_targets
+
+
+class AllowedShapes:
+    def __init__(self, gate):
+        self.gate = gate
+        self._shapes: dict[str, Shape] = {}
+
+    def lookup(self, text: str) -> tuple[Shape, str] | None:
+        """The remembered shape of `text` and the statement cut out of it, if still valid."""
+        key = numberless(text)
+        if key is None:
+            return None
+        shape = self._shapes.get(key)
+        if shape is None:
+            return None
+        if shape.stamp != self.gate.stamp():
+            del self._shapes[key]
+            return None
+        return shape, text[shape.lead:len(text) - shape.tail]
+
+    def remember(self, text: str, op: Operation, verdict: Verdict, masker, stamp, principal) -> None:
+        """After the full path allowed `text`, a single statement `op`, with `verdict`."""
+        if (stamp is None or verdict.action != "allow" or verdict.status is not None
+                or verdict.review_id is not None or any(a.startswith("copy") for a in op.attributes)
+                or op.text[:10].lower().startswith(_NAME_WORDS)):
+            return
+        key = numberless(text)
+        lead = text.find(op.text)
+        if key is None or lead < 0:
+            return
+        end = lead + len(op.text)
+        if _DIGIT.search(text, 0, lead) or _DIGIT.search(text, end):
+            return  # the statement's place in the text could move with the numbers
+        if not self.gate.shares_verdict(principal, op):
+            return
+        if len(self._shapes) >= MAX_SHAPES:
+            self._shapes.clear()
+        self._shapes[key] = Shape(stamp, lead, len(text) - end, verdict, masker, bool(op.targets))
