@@ -116,12 +116,16 @@ def append(session: Session, actor: str, action: str, target: str = "", data: di
     return entry
 
 
+def digest_line(seq: int, t: float, kind: str, data: str) -> bytes:
+    """One event's share of its recording's digest."""
+    return canonical_json([seq, t, kind, data]).encode() + b"\n"
+
+
 def digest_events(events: Iterable[tuple[int, float, str, str]]) -> str:
     """Digest of a recording from its (seq, t, kind, data) events in seq order."""
     h = hashlib.sha256()
     for seq, t, kind, data in events:
-        h.update(canonical_json([seq, t, kind, data]).encode())
-        h.update(b"\n")
+        h.update(digest_line(seq, t, kind, data))
     return h.hexdigest()
 
 

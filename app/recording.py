@@ -9,46 +9,24 @@ events' digest goes into the audit chain, so later edits fail `airlock audit ver
 from __future__ import annotations
 
 import atexit
-import functools
 import json
 import logging
 import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import timezone
 from typing import Any
 
 from sqlalchemy import select
 
-from app import audit
 from app.config import settings
-from app.db import session_scope
 from app.models import RecordedSession, SessionEvent, utcnow
+from app.recording_store import Close, Open, StoreWriter, Update
 
 log = logging.getLogger(__name__)
 
 EVENT_KINDS = frozenset({"input", "output", "decision", "notice", "resize"})
-
-
-@dataclass
-class _Open:
-    row: dict[str, Any]
-
-
-@dataclass
-class _Update:
-    session_id: str
-    values: dict[str, Any]
-
-
-@dataclass
-class _Close:
-    session_id: str
-    ended_at: datetime
-    event_count: int
-    summary: dict[str, Any] = field(default_factory=dict)
 
 
 class SessionRecording:
@@ -85,7 +63,7 @@ class SessionRecording:
         for key in ("service_account", "connection", "run_id"):
             if key in values:
                 setattr(self, key, values[key])
-        self._recorder._put(_Update(self.id, values))
+        self._recorder._put(Update(self.id, values))
 
     def tag_run(self, run_id: str | None) -> None:
         if run_id and run_id != self.run_id:
@@ -96,20 +74,20 @@ class SessionRecording:
             if self.closed:
                 return
             self.closed = True
-            self._recorder._put(_Close(self.id, utcnow(), self._seq, summary))
+            self._recorder._put(Close(self.id, utcnow(), self._seq, summary))
 
 
 class Recorder:
     """One writer thread per process; every adapter shares it."""
 
-    def __init__(self, flush_seconds: float | None = None):
+    def __init__(self, flush_seconds: float | None = None, sink=None):
+        self._sink = sink or StoreWriter()  # write(batch) -> what it could not write
         self.flush_seconds = min(flush_seconds or settings().record_flush_seconds, 1.0)
         self._queue: deque[Any] = deque()  # never replaced: sessions hold its append
         self._cond = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="airlock-recorder", daemon=True)
         self._thread.start()
-        self.failures = 0
 
     def open(
         self,
@@ -125,7 +103,7 @@ class Recorder:
         rec = SessionRecording(self, session_id, protocol, service_account, connection)
         rec.run_id = run_id
         self._put(
-            _Open(
+            Open(
                 dict(
                     id=session_id,
                     protocol=protocol,
@@ -142,7 +120,7 @@ class Recorder:
 
     def _put(self, item: Any) -> None:
         self._queue.append(item)
-        if isinstance(item, _Close):
+        if isinstance(item, Close):
             with self._cond:
                 self._cond.notify()
 
@@ -163,6 +141,9 @@ class Recorder:
             self._cond.notify()
         self._thread.join(timeout=10)
         self.flush()
+        close = getattr(self._sink, "close", None)
+        if close is not None:
+            close()
 
     def _run(self) -> None:
         while True:
@@ -176,114 +157,15 @@ class Recorder:
                 return
 
     def _write(self, batch: list[Any]) -> None:
-        try:
-            with session_scope() as s:
-                _apply_batch(s, batch)
-        except Exception:
-            self.failures += 1
-            log.exception("recording flush failed (%d in a row); %d items kept", self.failures, len(batch))
-            if self.failures >= 3 and len(batch) > 1:
-                batch = self._write_one_by_one(batch)
+        kept = self._sink.write(batch)
+        if kept:
             # Keep what failed and try again next tick: recordings must survive a store blip.
-            self._queue.extendleft(reversed(batch))
-            time.sleep(min(1.0, 0.1 * self.failures))
-        else:
-            self.failures = 0
+            self._queue.extendleft(reversed(kept))
+            time.sleep(min(1.0, 0.1 * max(1, self.failures)))
 
-    def _write_one_by_one(self, batch: list[Any]) -> list[Any]:
-        """Isolate an item that can never be written, so it cannot block every recording."""
-        kept, written = [], 0
-        for item in batch:
-            try:
-                with session_scope() as s:
-                    _apply(s, item)
-                written += 1
-            except Exception:
-                kept.append(item)
-        if written:  # the store works, so what still fails is poison: drop it loudly
-            for item in kept:
-                log.error("dropping a recording item that cannot be written: %r", type(item).__name__)
-            self.failures = 0
-            return []
-        return kept
-
-
-_EVENT_COLUMNS = ("session_id", "seq", "t", "kind", "data")
-_CHUNK = 200  # rows per INSERT: 1000 parameters, well within SQLite's and PostgreSQL's limits
-
-
-@functools.lru_cache(maxsize=8)
-def _events_sql(rows: int, mark: str) -> str:
-    one = "(" + ", ".join([mark] * len(_EVENT_COLUMNS)) + ")"
-    return f"INSERT INTO session_events ({', '.join(_EVENT_COLUMNS)}) VALUES " + ", ".join([one] * rows)
-
-
-def _insert_events(s, rows: list[tuple]) -> None:
-    """Many rows per INSERT statement. With executemany, the driver releases the GIL
-    around every row, and a busy relay loop then takes it back each time: a thread
-    hand-off per row, which cost more CPU than the insert itself."""
-    conn = s.connection()
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    for i in range(0, len(rows), _CHUNK):
-        part = rows[i:i + _CHUNK]
-        params = tuple(v for e in part for v in e)  # (session_id, seq, t, kind, data)
-        conn.exec_driver_sql(_events_sql(len(part), mark), params)
-
-
-def _apply_batch(s, batch: list[Any]) -> None:
-    """Apply items in order, runs of events as multi-row INSERTs: the hot path (a busy
-    relay records thousands of events a second; an ORM unit of work per row cost
-    ~43 us of the writer thread, this ~2 us, and both hold the GIL)."""
-    rows: list[tuple] = []
-    for item in batch:
-        if type(item) is tuple:  # an event
-            rows.append(item)
-            continue
-        if rows:
-            _insert_events(s, rows)
-            rows = []
-        _apply(s, item)
-    if rows:
-        _insert_events(s, rows)
-
-
-def _apply(s, item: Any) -> None:
-    if isinstance(item, _Open):
-        s.add(RecordedSession(**item.row))
-        s.flush()
-        row = item.row
-        audit.append(
-            s,
-            actor=row["service_account"] or "anonymous",
-            action="session.open",
-            target=row["id"],
-            data={"protocol": row["protocol"], "connection": row["connection"], "client": row["client_addr"]},
-        )
-    elif type(item) is tuple:  # an event: (session_id, seq, t, kind, data)
-        s.add(SessionEvent(**dict(zip(_EVENT_COLUMNS, item))))
-    elif isinstance(item, _Update):
-        row = s.get(RecordedSession, item.session_id)
-        if row is not None:
-            for key, value in item.values.items():
-                setattr(row, key, value)
-    elif isinstance(item, _Close):
-        s.flush()
-        row = s.get(RecordedSession, item.session_id)
-        if row is None:
-            return
-        digest = audit.recording_digest(s, item.session_id)
-        row.ended_at = item.ended_at
-        row.event_count = item.event_count
-        row.digest = digest
-        if item.summary:
-            row.meta = {**(row.meta or {}), **item.summary}
-        audit.append(
-            s,
-            actor=row.service_account or "anonymous",
-            action="session.close",
-            target=row.id,
-            data={"session_id": row.id, "digest": digest, "events": item.event_count},
-        )
+    @property
+    def failures(self) -> int:
+        return getattr(self._sink, "failures", 0)
 
 
 _recorder: Recorder | None = None
@@ -297,6 +179,21 @@ def recorder() -> Recorder:
             _recorder = Recorder()
             atexit.register(_recorder.shutdown)
         return _recorder
+
+
+def use_writer_process() -> None:
+    """Write this process's recordings from a child process (app/recording_writer.py),
+    so that store work never competes with the caller's event loop for the GIL. The
+    relay calls this in each worker before serving."""
+    global _recorder
+    from app.recording_writer import WriterProcess
+
+    with _recorder_lock:
+        if _recorder is not None:
+            _recorder.shutdown()
+            atexit.unregister(_recorder.shutdown)
+        _recorder = Recorder(sink=WriterProcess())
+        atexit.register(_recorder.shutdown)
 
 
 def reset_recorder() -> None:

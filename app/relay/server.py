@@ -20,6 +20,8 @@ import signal
 import sys
 from typing import Any
 
+from app.recording import use_writer_process
+
 from .workers import WorkerLink, run_workers, worker_count
 
 log = logging.getLogger(__name__)
@@ -84,9 +86,15 @@ def run() -> None:
     prepared = prepare()
     workers = worker_count()
     if workers == 1:
+        use_writer_process()
         uvloop.run(serve(prepared))
         return
     log.info("relay: %d worker processes", workers)
-    code = run_workers(workers, lambda link: uvloop.run(serve(prepared, link)))
+
+    def worker(link: WorkerLink) -> None:
+        use_writer_process()  # one writer per worker, started after the fork
+        uvloop.run(serve(prepared, link))
+
+    code = run_workers(workers, worker)
     log.info("relay stopped")
     sys.exit(code)

@@ -205,3 +205,22 @@ def test_verdicts_are_shared_between_literals_only_when_text_cannot_matter():
     assert gate._evaluate(policy, 7, who, ok).action == "allow"
     assert gate._evaluate(policy, 7, who, rm).action == "deny"
     assert gate._evaluate(policy, 7, who, ok).action == "allow"
+
+
+def test_stamp_holds_while_the_policy_version_stands_and_changes_with_it(token):
+    async def main():
+        gate = Gate(version_ttl=0.2)
+        assert gate.stamp() is None  # nothing read from the store yet
+        who = await gate.authenticate(token, claimed="etl-agent")
+        first = gate.stamp()
+        assert first is not None and gate.stamp() == first
+        assert gate.shares_verdict(who, op())  # the file's rules match on tables and kinds, not text
+        await asyncio.sleep(0.25)
+        assert gate.stamp() is None  # the version check is due: callers must ask the gate again
+        with session_scope() as s:
+            apply_policy(s, load_policy(POLICY.replace("DDL is not allowed", "No DDL here")), actor="test",
+                         environ=ENV)
+        await gate.decide(who, op())
+        assert gate.stamp() is not None and gate.stamp()[0] != first[0]
+
+    asyncio.run(main())

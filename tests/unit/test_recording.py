@@ -68,17 +68,17 @@ def test_events_after_close_are_ignored(sqlite_store):
 
 
 def test_a_failed_flush_keeps_the_events_for_the_next_try(sqlite_store, monkeypatch):
-    import app.recording as recording
+    import app.recording_store as recording
 
     rec = _recorder()
     real = recording._apply
     calls = {"n": 0}
 
-    def flaky(s, item):
+    def flaky(s, item, *args):
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("store blip")
-        return real(s, item)
+        return real(s, item, *args)
 
     monkeypatch.setattr(recording, "_apply", flaky)
     session = rec.open(protocol="http", connection="api")
@@ -124,3 +124,85 @@ def test_asciicast_v2_export(sqlite_store):
     assert frames[2][2] == "120x40"
     assert frames[3][2] == "a  b\r\n"
     assert all(frames[i][0] <= frames[i + 1][0] for i in range(len(frames) - 1))
+
+
+# --- the running digest and the writer process ------------------------------------------
+
+def _sealed_digest_matches_the_store(session_id: str) -> None:
+    with session_scope() as s:
+        row = s.get(RecordedSession, session_id)
+        assert row.digest is not None and row.digest == audit.recording_digest(s, session_id)
+        assert audit.verify(s).ok
+
+
+def test_a_recording_written_over_many_batches_is_sealed_with_its_running_digest(store, monkeypatch):
+    import app.audit as audit_module
+
+    rec = _recorder()
+    session = rec.open(protocol="postgres", connection="db", service_account="etl")
+    for i in range(30):
+        session.event("output", {"sql": f"select {i}", "ms": i / 7})
+        if i % 10 == 9:
+            rec.flush()
+    read_back = []
+    monkeypatch.setattr(audit_module, "recording_digest", lambda s, sid: read_back.append(sid) or "from the store")
+    session.close()
+    rec.shutdown()
+    assert read_back == []  # sealed without reading the events back
+    monkeypatch.undo()
+    _sealed_digest_matches_the_store(session.id)
+
+
+def test_a_recording_the_writer_did_not_see_whole_is_digested_from_the_store(sqlite_store):
+    first = _recorder()
+    session = first.open(protocol="postgres", connection="db")
+    session.event("output", {"sql": "select 1"})
+    first.flush()
+    second = Recorder(flush_seconds=0.05)  # a new writer (a restarted process) sees only the rest
+    session._recorder, session._append = second, second._queue.append
+    session.event("output", {"sql": "select 2"})
+    session.close()
+    second.shutdown()
+    first.shutdown()
+    _sealed_digest_matches_the_store(session.id)
+
+
+def test_the_writer_process_writes_flushes_and_survives_being_killed(store):
+    from app.recording_writer import WriterProcess
+
+    sink = WriterProcess()
+    rec = Recorder(flush_seconds=0.05, sink=sink)
+    try:
+        session = rec.open(protocol="postgres", connection="db", service_account="etl")
+        session.event("output", {"sql": "select 1"})
+        rec.flush()  # synchronous: written once it returns
+        with session_scope() as s:
+            assert [e.kind for e in s.scalars(select(SessionEvent).where(SessionEvent.session_id == session.id))] == ["output"]
+        sink._child.kill()
+        sink._child.wait()
+        session.event("output", {"sql": "select 2"})
+        session.event("output", {"sql": "select 3"})
+        session.close()
+        rec.flush()  # the dead child's batch comes back; the next flush starts a new child
+        rec.flush()
+    finally:
+        rec.shutdown()
+    assert sink._child is None  # shutdown ended the child
+    with session_scope() as s:
+        data = [json.loads(e.data)["sql"] for e in s.scalars(
+            select(SessionEvent).where(SessionEvent.session_id == session.id).order_by(SessionEvent.seq))]
+        assert data == ["select 1", "select 2", "select 3"]
+        assert s.get(RecordedSession, session.id).event_count == 3
+    _sealed_digest_matches_the_store(session.id)
+
+
+def test_the_writer_process_hands_back_what_the_store_refused(sqlite_store, tmp_path, monkeypatch):
+    from app.recording_writer import WriterProcess
+
+    monkeypatch.setenv("AIRLOCK_DATABASE_URL", f"sqlite:///{tmp_path}/missing/dir/x.db?mode=ro")
+    sink = WriterProcess()
+    try:
+        batch = [("no-such-session", 1, 0.1, "output", "{}")]
+        assert sink.write(batch) == batch and sink.failures == 1
+    finally:
+        sink.close()
