@@ -2,6 +2,7 @@
 # pgbench -S -c 8 -j 2 through four paths, in one run, and the ratios to direct:
 #   direct       PostgreSQL at 127.0.0.1:5432
 #   pgbouncer    session pooling, the Debian package
+#   pipe         bench/pg_pipe.py, a bare uvloop byte pipe: the floor for a Python proxy
 #   relay        `airlock relay`, 20-rule policy, recording on, no masks
 #   relay+mask   the same plus a mask rule on pgbench_accounts.abalance (every row masked)
 # The relay runs with AIRLOCK_RELAY_ALLOW_PLAINTEXT=1 so that every path is plaintext,
@@ -18,11 +19,12 @@ PG="-h 127.0.0.1 -p 5432 -U postgres"
 DB="airlock_bench_$$"
 WORK=$(mktemp -d /tmp/airlock-pgbench.XXXXXX)
 chmod 755 "$WORK"
-RELAY_PID="" BOUNCER_PID=""
+RELAY_PID="" BOUNCER_PID="" PIPE_PID=""
 
 cleanup() {
   [ -n "$RELAY_PID" ] && kill "$RELAY_PID" 2>/dev/null && wait "$RELAY_PID" 2>/dev/null || true
   [ -n "$BOUNCER_PID" ] && kill "$BOUNCER_PID" 2>/dev/null || true
+  [ -n "$PIPE_PID" ] && kill "$PIPE_PID" 2>/dev/null || true
   dropdb $PG --if-exists --force "$DB" 2>/dev/null || true
   rm -rf "$WORK"
 }
@@ -47,6 +49,10 @@ TOKEN=$("$PY" bench/pg_relay_setup.py init "$DB")
 RELAY_PORT=$(free_port)
 AIRLOCK_RELAY_ALLOW_PLAINTEXT=1 AIRLOCK_POSTGRES_PORT=$RELAY_PORT "$PY" -m app.cli relay >"$WORK/relay.log" 2>&1 &
 RELAY_PID=$!
+
+PIPE_PORT=$(free_port)
+"$PY" bench/pg_pipe.py "$PIPE_PORT" >/dev/null 2>&1 &
+PIPE_PID=$!
 
 BOUNCER_PORT=$(free_port)
 cat >"$WORK/pgbouncer.ini" <<EOF
@@ -74,13 +80,15 @@ fi
 BOUNCER_PID=$!
 
 for _ in $(seq 100); do
-  grep -q "listening on" "$WORK/relay.log" 2>/dev/null && pg_isready -q -h 127.0.0.1 -p "$BOUNCER_PORT" && break
+  grep -q "listening on" "$WORK/relay.log" 2>/dev/null && pg_isready -q -h 127.0.0.1 -p "$BOUNCER_PORT" \
+    && pg_isready -q -h 127.0.0.1 -p "$PIPE_PORT" && break
   sleep 0.1
 done
 
 echo "== pgbench -S -c 8 -j 2 -T $SECONDS_PER_RUN (scale 10)"
 direct=$(tps 5432 postgres "" disable "$DB");            echo "direct      $direct tps"
 bouncer=$(tps "$BOUNCER_PORT" postgres "" disable "$DB"); echo "pgbouncer   $bouncer tps"
+pipe=$(tps "$PIPE_PORT" postgres "" disable "$DB");       echo "pipe        $pipe tps"
 relay=$(tps "$RELAY_PORT" bench "$TOKEN" disable bench);  echo "relay       $relay tps"
 relay_tls=$(tps "$RELAY_PORT" bench "$TOKEN" require bench); echo "relay+tls   $relay_tls tps"
 "$PY" bench/pg_relay_setup.py mask "$DB"
@@ -88,10 +96,11 @@ sleep 2  # the relay sees the new policy version within 1 s
 masked=$(tps "$RELAY_PORT" bench "$TOKEN" disable bench); echo "relay+mask  $masked tps"
 
 echo "== ratios to direct"
-"$PY" - "$direct" "$bouncer" "$relay" "$relay_tls" "$masked" <<'EOF'
+"$PY" - "$direct" "$bouncer" "$pipe" "$relay" "$relay_tls" "$masked" <<'EOF'
 import sys
-direct, bouncer, relay, tls, masked = map(float, sys.argv[1:])
-for name, value, target in (("pgbouncer", bouncer, None), ("relay", relay, 0.5), ("relay+tls", tls, None),
+direct, bouncer, pipe, relay, tls, masked = map(float, sys.argv[1:])
+for name, value, target in (("pgbouncer", bouncer, None), ("pipe", pipe, None), ("relay", relay, 0.5),
+                            ("relay+tls", tls, None),
                             ("relay+mask", masked, 0.4)):
     mark = "" if target is None else ("  (target >= %.1f: %s)" % (target, "met" if value / direct >= target else "MISSED"))
     print(f"{name:<11} {value / direct:.2f}x{mark}")

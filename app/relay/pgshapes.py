@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 
 from app.sql import numberless
+from app.sql.cache import MAX_TEXT, NUMBER
 from app.types import MaskSpec, Operation, Verdict
 
 MAX_SHAPES = 256  # per session
@@ -45,14 +46,17 @@ class AllowedShapes:
 
     def lookup(self, text: str) -> tuple[Shape, str] | None:
         """The remembered shape of `text` and the statement cut out of it, if still valid."""
-        key = numberless(text)
-        if key is None:
+        if len(text) > MAX_TEXT:
             return None
-        shape = self._shapes.get(key)
+        # numberless() without its checks: a text that fails them (non-ASCII, quotes,
+        # comments) keeps those characters in its key, and no remembered key has any.
+        shape = self._shapes.get(NUMBER.sub("0", text))
         if shape is None:
             return None
-        if shape.stamp != self.gate.stamp():
-            del self._shapes[key]
+        current = self.gate.stamp()
+        if shape.stamp != current:
+            if current is not None:  # a new version or minute: every shape remembered is stale
+                self._shapes.clear()
             return None
         return shape, text[shape.lead:len(text) - shape.tail]
 

@@ -20,7 +20,7 @@ from .statement import Statement
 CACHE_SIZE = 4096
 MAX_TEXT = 8192
 _UNSAFE = re.compile(r"['\"$\\]|--|/\*")
-_NUMBER = re.compile(r"(?<![A-Za-z0-9_])[0-9]+(?![A-Za-z0-9_])")
+NUMBER = _NUMBER = re.compile(r"(?<![A-Za-z0-9_])[0-9]+(?![A-Za-z0-9_])")  # a standalone number
 _cache: OrderedDict[str, tuple[tuple[Statement, int], ...]] = OrderedDict()
 
 

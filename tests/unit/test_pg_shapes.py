@@ -55,6 +55,8 @@ def test_a_new_policy_version_or_minute_or_a_due_store_check_forgets_the_shape()
     shapes = remembered("SELECT a FROM t WHERE id = 1", gate=gate)
     gate.current = None  # the gate must look at the store first
     assert shapes.lookup("SELECT a FROM t WHERE id = 2") is None
+    gate.current = (2, 100)  # it did, and nothing changed: the shape holds again
+    assert shapes.lookup("SELECT a FROM t WHERE id = 2") is not None
 
 
 def test_only_plain_allows_of_text_blind_rules_are_remembered():
