@@ -23,7 +23,7 @@ from app.masking import Masker
 from . import pgmask
 from .pgscan import PASS, Desync, FrameScanner
 from .pgstate import BIND, CLOSE, COPY_END, DESCRIBE, EXECUTE, PARSE, QUERY, REFUSE, SYNC, Pending, Portal, statement_of
-from .pgwire import column_names, parse_data_row, parse_fields, parse_row_description
+from .pgwire import column_names, parse_fields, parse_row_description, sample_cells, sample_row
 
 
 class _Result:
@@ -48,8 +48,9 @@ class TargetStream(FrameScanner):
         self.copy_in_extended = False  # the target ignores Syncs until the copy ends
         self._result: _Result | None = None
         self._since = time.monotonic()
-        self._drop_until_ready = False
         self._skipping = False  # the target saw an error and ignores everything until Sync
+        self._handlers = self.handlers = {kind: f.__get__(self) for kind, f in _HANDLERS.items()}
+        self._dropping = {0x5A: self._ready}  # after a refused binary result: all but Z dropped
 
     # -- called by the session ----------------------------------------------------
 
@@ -67,11 +68,10 @@ class TargetStream(FrameScanner):
 
     # -- one message ----------------------------------------------------------------
 
-    def handle(self, kind: int, body: memoryview, raw: memoryview):
-        handler = _HANDLERS.get(kind) if not self._drop_until_ready or kind == 0x5A else _swallow
-        if handler is None:
-            raise Desync(f"unexpected message {chr(kind)!r} from the target")
-        return handler(self, body, raw)
+    def unhandled(self, kind: int, body):
+        if self.handlers is self._dropping:
+            return b""
+        raise Desync(f"unexpected message {chr(kind)!r} from the target")
 
     def failed(self, reason: str) -> None:
         self.session.lost_track(reason)
@@ -82,7 +82,7 @@ class TargetStream(FrameScanner):
             q.popleft()
         return q[0] if q else None
 
-    def _ready(self, body, raw):  # Z
+    def _ready(self, body):  # Z
         q = self.queue
         while q:
             entry = q.popleft()
@@ -91,19 +91,23 @@ class TargetStream(FrameScanner):
             self._abandon(entry)
         else:
             raise Desync("ReadyForQuery that answers nothing")
-        self.status = status = bytes(body[:1])
+        status = _STATUS.get(body[0]) if len(body) == 1 else None  # no slice, no copy
+        if status is None:
+            status = bytes(body[:1])
+        self.status = status
         if entry.kind == QUERY and entry.item is not None:
             for text, _ in entry.item.statements:  # after an error, the rest never ran
                 self.session.record_output({"sql": text, "not_run": True})
         self._result = None
-        self.stream_rows = self._drop_until_ready = self.copy_in_extended = self._skipping = False
+        self.stream_rows = self.copy_in_extended = self._skipping = False
+        self.handlers = self._handlers
         if q and q[0].kind in (EXECUTE, QUERY):
             self._since = time.monotonic()
         if status == b"I":
             self.session.target_idle(entry.batch)
         return PASS
 
-    def _error(self, body, raw):  # E
+    def _error(self, body):  # E
         head = self._head()
         fields = parse_fields(body)
         if head is None:
@@ -144,34 +148,32 @@ class TargetStream(FrameScanner):
             raise Desync("an answer the relay did not expect")
         return head
 
-    def _param_description(self, body, raw):  # t
+    def _param_description(self, body):  # t
         head = self._expect_head(DESCRIBE)
         return b"" if head.swallow else PASS
 
-    def _row_description(self, body, raw):  # T
+    def _row_description(self, body):  # T
         q = self.queue
         head = q[0] if q and q[0].kind == QUERY else self._expect_head(DESCRIBE, QUERY)
         if head.kind == QUERY:
             masker = head.item.masker if head.item is not None else None
             if masker is None:  # nothing to mask: column names only if the sample needs them
-                self._start(None, None, bytes(body))
+                self._result = _Result(None, None, bytes(body))  # as _start, one call less
+                self.stream_rows = self.sample_rows <= 0
                 return PASS
             plan, names, rewritten = _query_plan(masker, body)
             self._start(masker, plan, names)
             if plan is not None and plan.nulls and self.refuse_binary:
-                self._drop_until_ready = True  # a binary cursor FETCH; refused below
+                self.handlers = self._dropping  # a binary cursor FETCH; refused below
                 return self.session.binary_refusal(plan)
             return rewritten if rewritten is not None else PASS
-        return self._described(head, parse_row_description(body), raw)
+        return self._described(head, parse_row_description(body))
 
-    def _no_data(self, body, raw):  # n
+    def _no_data(self, body):  # n
         head = self._expect_head(DESCRIBE)
-        return self._described(head, [], raw)
+        return self._described(head, [])
 
-    def _describe_fields(self, head, body, raw):
-        return self._described(head, parse_row_description(body), raw)
-
-    def _described(self, head: Pending, fields, raw):
+    def _described(self, head: Pending, fields):
         self.queue.popleft()
         item = head.item
         if item is None:
@@ -199,7 +201,7 @@ class TargetStream(FrameScanner):
         self._result = _Result(masker if not plain else None, plan if not plain else None, columns)
         self.stream_rows = plain and self.sample_rows <= 0
 
-    def _data_row(self, body, raw):  # D
+    def _data_row(self, body):  # D
         r = self._result
         if r is None:
             head = self._expect_head(EXECUTE)
@@ -212,43 +214,39 @@ class TargetStream(FrameScanner):
         r.rows += 1
         if r.plan is not None:
             frame, values = pgmask.mask_row(r.masker, r.plan, body)
-            self._sample(r, values)
+            if len(r.sample) < self.sample_rows:
+                r.sample.append(sample_cells(values))
             return frame
-        self._sample(r, None, body)
+        if len(r.sample) < self.sample_rows:
+            r.sample.append(sample_row(body))
+        else:
+            self.stream_rows = True  # sample full: stop parsing rows
         return PASS
 
-    def _sample(self, r: _Result, values, body=None) -> None:
-        if len(r.sample) >= self.sample_rows:
-            if r.plan is None:
-                self.stream_rows = True  # sample full: stop parsing rows
-            return
-        if values is None:
-            values = parse_data_row(body)
-        r.sample.append([None if v is None else str(v[:2000], "utf-8", "replace")[:500] for v in values])
-
-    def _complete_command(self, body, raw):  # C
+    def _complete_command(self, body):  # C
         q = self.queue
         head = q[0] if q and q[0].kind in (QUERY, EXECUTE) else self._expect_head(EXECUTE, QUERY)
-        tag = bytes(body).rstrip(b"\0")
-        self._finish(head, tag=tag)
+        key = bytes(body)
+        tag, rows = _TAGS.get(key) or _command_tag(key)
+        self._finish(head, tag, rows)
         if head.kind == EXECUTE:
             self.queue.popleft()
         return PASS
 
-    def _empty_query(self, body, raw):  # I
+    def _empty_query(self, body):  # I
         head = self._expect_head(EXECUTE, QUERY)
-        self._finish(head, tag=b"")
+        self._finish(head)
         if head.kind == EXECUTE:
             self.queue.popleft()
         return PASS
 
-    def _suspended(self, body, raw):  # s
+    def _suspended(self, body):  # s
         head = self._expect_head(EXECUTE)
-        self._finish(head, tag=b"", suspended=True)
+        self._finish(head, suspended=True)
         self.queue.popleft()
         return PASS
 
-    def _copy_in(self, body, raw):  # G
+    def _copy_in(self, body):  # G
         head = self._expect_head(EXECUTE, QUERY)
         # The target ignores Sync while it copies in; drop those we queued meanwhile.
         q = self.queue
@@ -262,7 +260,7 @@ class TargetStream(FrameScanner):
         q.extendleft(reversed(kept))
         return PASS
 
-    def _copy_out(self, body, raw):  # H
+    def _copy_out(self, body):  # H
         head = self._expect_head(EXECUTE, QUERY)
         masker = head.item.prepared.masker if head.kind == EXECUTE else head.item.masker
         if masker is not None:
@@ -270,7 +268,7 @@ class TargetStream(FrameScanner):
         self._start(None, None, None)
         return PASS
 
-    def _finish(self, head: Pending, tag: bytes | None = None, error: dict | None = None,
+    def _finish(self, head: Pending, tag: str = "", rows: int | None = None, error: dict | None = None,
                 suspended: bool = False) -> None:
         """One statement is done: record it with its outcome (one event per statement)."""
         r = self._result
@@ -281,16 +279,17 @@ class TargetStream(FrameScanner):
         event["ms"] = round((now - self._since) * 1000, 3)
         self._since = now
         if tag:
-            event["tag"] = text = tag.decode("utf-8", "replace")
-            last = text.rpartition(" ")[2]
-            if last.isdigit():
-                event["rows"] = int(last)
+            event["tag"] = tag
+        if rows is not None:
+            event["rows"] = rows
+        elif r is not None:
+            event["rows"] = r.rows
         if r is not None:
-            if "rows" not in event:
-                event["rows"] = r.rows
             if r.sample:
                 columns = r.columns
-                event["columns"] = _column_names(columns) if isinstance(columns, bytes) else columns
+                if isinstance(columns, bytes):
+                    columns = _NAMES.get(columns) or _column_names(columns)
+                event["columns"] = columns
                 event["sample"] = r.sample
                 if r.rows > len(r.sample):
                     event["truncated"] = True
@@ -300,17 +299,18 @@ class TargetStream(FrameScanner):
             event["error"] = {"code": error.get("C"), "message": error.get("M")}
         self.session.record_output(event)
 
-    def _parameter_status(self, body, raw):  # S
+    def _parameter_status(self, body):  # S
         self.session.parameter_changed(bytes(body))
         return PASS
 
-    def _passthrough(self, body, raw):  # N A v c
+    def _passthrough(self, body):  # N A v c
         return PASS
 
-    def _unsupported(self, body, raw):
+    def _unsupported(self, body):
         raise Desync("the target started a mode the relay does not relay (replication or function call)")
 
 
+_STATUS = {s[0]: s for s in (b"I", b"T", b"E")}  # ReadyForQuery's transaction status
 _NAMES: dict[bytes, list[str]] = {}  # RowDescription -> column names: results repeat their columns
 
 
@@ -321,6 +321,22 @@ def _column_names(description: bytes) -> list[str]:
             _NAMES.clear()
         names = _NAMES[description] = column_names(description)
     return names  # shared: callers serialise it at once and never change it
+
+
+_TAGS: dict[bytes, tuple[str, int | None]] = {}  # CommandComplete body -> (tag, rows): tags repeat
+
+
+def _command_tag(body: bytes) -> tuple[str, int | None]:
+    """A CommandComplete's tag ("" if none) and the row count it ends with, if any."""
+    cached = _TAGS.get(body)
+    if cached is None:
+        tag = body.rstrip(b"\0").decode("utf-8", "replace")
+        last = tag.rpartition(" ")[2]
+        rows = int(last) if tag and last.isdigit() else None
+        if len(_TAGS) >= 1024:
+            _TAGS.clear()
+        cached = _TAGS[body] = (tag, rows)
+    return cached
 
 
 _QUERY_PLANS: dict[tuple, tuple] = {}  # (masker, RowDescription) -> (plan, names, rewritten description)
@@ -341,13 +357,9 @@ def _query_plan(masker: Masker, body) -> tuple:
     return cached
 
 
-def _swallow(stream, body, raw):
-    return b""
-
-
 def _completes(kind: int):
     """A handler for an answer that completes one queued message (ParseComplete & co)."""
-    def handler(stream: TargetStream, body, raw):
+    def handler(stream: TargetStream, body):
         stream._expect_head(kind)
         entry = stream.queue.popleft()
         if kind != CLOSE:

@@ -1,6 +1,8 @@
 """Forward the target's frames to the client without copying what passes unchanged.
 
-A chunk from the target is cut into frames. Frames the subclass leaves alone go out as
+A chunk from the target is cut into frames, and each frame goes to the subclass's
+handler for its type (`handlers`: one dict look-up and one call per frame, the hot
+loop of the answer side). Frames the subclass leaves alone go out as
 slices of the chunk (a whole unchanged chunk goes out as the same object). Frames it
 rewrites or drops are cut out of the run. A frame cut by a chunk boundary is buffered
 until complete, except rows nobody needs to read (`stream_rows`) and COPY OUT data,
@@ -31,10 +33,13 @@ class FrameScanner(ABC):
         self._skip = 0  # bytes of a streamed frame still to forward
         self._partial: bytearray | None = None
         self._held: list[bytes] = []
+        # Message type -> handler(body): PASS, b"" to drop the frame, or the bytes to
+        # send instead. The subclass may swap the dict between frames.
+        self.handlers: dict = {}
 
     @abstractmethod
-    def handle(self, kind: int, body: memoryview, raw: memoryview):
-        """PASS, b"" to drop the frame, or the bytes to send instead."""
+    def unhandled(self, kind: int, body: memoryview):
+        """A frame of a type `handlers` has no entry for: as a handler, or raise."""
 
     @abstractmethod
     def failed(self, reason: str) -> None:
@@ -84,7 +89,7 @@ class FrameScanner(ABC):
                 start = n
                 break
             kind = chunk[pos]
-            length = unpack_i32(chunk, pos + 1)[0]
+            length = unpack_i32(view, pos + 1)[0]
             if length < 4:
                 raise ProtocolError("the target sent a malformed frame")
             end = pos + 1 + length
@@ -101,13 +106,18 @@ class FrameScanner(ABC):
                 self._partial = bytearray(view[pos:])
                 start = n
                 break
-            replacement = self.handle(kind, view[pos + 5:end], view[pos:end])
+            handler = self.handlers.get(kind)
+            body = view[pos + 5:end]
+            replacement = handler(body) if handler is not None else self.unhandled(kind, body)
             if replacement is not PASS:
                 self._cut(view, start, pos, out)
                 if replacement:
                     out.append(replacement)
                 start = end
             pos = end
+        if not start and not out and n:  # the common case: the whole chunk unchanged
+            self.client.write(chunk)
+            return
         if start < n:
             out.append(view[start:] if start else chunk)
         self._write(out)
@@ -155,6 +165,7 @@ class FrameScanner(ABC):
             return pos
         self._partial = None
         raw = memoryview(bytes(buf))
-        replacement = self.handle(kind, raw[5:], raw)
+        handler = self.handlers.get(kind)
+        replacement = handler(raw[5:]) if handler is not None else self.unhandled(kind, raw[5:])
         out.append(raw if replacement is PASS else replacement)
         return pos

@@ -274,6 +274,39 @@ def parse_data_row(body: memoryview) -> list[memoryview | None]:
     return out
 
 
+SAMPLE_CHARS = 500  # a recorded cell keeps this many characters
+_SAMPLE_BYTES = 4 * SAMPLE_CHARS  # enough bytes for them in UTF-8
+
+
+def sample_cells(values: list) -> list[str | None]:
+    """Cells (bytes-like or None) as a recording's row sample keeps them."""
+    return [None if v is None else str(v[:_SAMPLE_BYTES], "utf-8", "replace")[:SAMPLE_CHARS] for v in values]
+
+
+def sample_row(body: memoryview) -> list[str | None]:
+    """`sample_cells(parse_data_row(body))` in one pass (a row recorded as it streams by).
+    Runs for most rows of small results: no helper calls, no list of slices."""
+    end = len(body)
+    if end < 2:
+        raise ProtocolError("message too short")
+    pos = 2
+    out: list[str | None] = []
+    for _ in range(unpack_i16(body, 0)[0]):  # a negative count: no cells, as parse_data_row
+        if pos + 4 > end:
+            raise ProtocolError("message too short")
+        size = unpack_i32(body, pos)[0]
+        pos += 4
+        if size == -1:
+            out.append(None)
+            continue
+        if size < 0 or pos + size > end:
+            raise ProtocolError("malformed DataRow")
+        cut = pos + size if size <= _SAMPLE_BYTES else pos + _SAMPLE_BYTES
+        out.append(str(body[pos:cut], "utf-8", "replace")[:SAMPLE_CHARS])
+        pos += size
+    return out
+
+
 def parse_fields(body: memoryview) -> dict[str, str]:
     """ErrorResponse/NoticeResponse fields by code letter."""
     out: dict[str, str] = {}
