@@ -31,6 +31,19 @@ def test_simple_protocol_with_psycopg_client_cursor(relay, agent):
     assert rows == [(1, "[REDACTED]", 36)]
 
 
+def test_repeated_simple_queries_that_reuse_an_allowed_shape_stay_masked(relay, agent):
+    # The second and later texts differ only in numbers: they reuse the first one's
+    # verdict (app/relay/pgshapes.py), masks included, without being parsed again.
+    with psycopg.connect(dsn(relay, agent), autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
+        for _ in range(3):
+            for person, age in ((1, 36), (2, 41)):
+                rows = conn.execute("SELECT id, email, ssn, age FROM people WHERE id = %s", (person,)).fetchall()
+                assert rows == [(person, "[REDACTED]", "[REDACTED]", age)]
+        # Another statement in the same session still goes to the gate.
+        with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute("DROP TABLE people")
+
+
 def test_extended_protocol_and_reexecuted_prepared_statements(relay, agent):
     with psycopg.connect(dsn(relay, agent), autocommit=True, prepare_threshold=0) as conn:
         for _ in range(4):  # prepared once, then Bind/Execute only: no new RowDescription

@@ -122,6 +122,40 @@ def test_sqlalchemy(relay, agent):
     engine.dispose()
 
 
+def test_policy_change_reaches_repeated_simple_queries(relay, agent, world):
+    # Texts that differ only in numbers reuse a verdict (app/relay/pgshapes.py) only
+    # while the policy version stands.
+    from app.db import session_scope
+    from app.inventory import apply_policy
+    from app.policy import load_policy
+
+    from .conftest import POLICY
+
+    base = POLICY.format(db=world.target.db, **world.target.roles)
+    secrets_env = {f"PG_{k.upper()}_PASSWORD": v for k, v in world.target.passwords.items()}
+    extra = """
+  - name: exports-frozen
+    match: {protocol: postgres, tables: [exports]}
+    action: deny
+    message: exports are frozen
+"""
+    with psycopg.connect(dsn(relay, agent), autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
+        for i in (1, 2, 1):
+            assert conn.execute("SELECT id FROM exports WHERE id = %s", (i,)).fetchone() == (i,)
+        try:
+            with session_scope() as s:
+                apply_policy(s, load_policy(base + extra), actor="test", environ=secrets_env)
+            time.sleep(1.2)  # policy versions are read within 1 s
+            with pytest.raises(errors.InsufficientPrivilege) as exc:
+                conn.execute("SELECT id FROM exports WHERE id = %s", (2,))
+            assert "exports-frozen" in str(exc.value)
+        finally:
+            with session_scope() as s:
+                apply_policy(s, load_policy(base), actor="test", environ=secrets_env)
+        time.sleep(1.2)
+        assert conn.execute("SELECT id FROM exports WHERE id = %s", (1,)).fetchone() == (1,)
+
+
 def test_policy_change_reaches_prepared_statements(relay, agent, world):
     from app.db import session_scope
     from app.inventory import apply_policy
