@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -122,9 +123,17 @@ def test_sqlalchemy(relay, agent):
     engine.dispose()
 
 
-def test_policy_change_reaches_repeated_simple_queries(relay, agent, world):
-    # Texts that differ only in numbers reuse a verdict (app/relay/pgshapes.py) only
-    # while the policy version stands.
+EXPORTS_FROZEN = """
+  - name: exports-frozen
+    match: {protocol: postgres, tables: [exports]}
+    action: deny
+    message: exports are frozen
+"""
+
+
+@contextmanager
+def exports_frozen(world):
+    """The suite's policy plus a rule that denies the exports table, while in the block."""
     from app.db import session_scope
     from app.inventory import apply_policy
     from app.policy import load_policy
@@ -133,55 +142,37 @@ def test_policy_change_reaches_repeated_simple_queries(relay, agent, world):
 
     base = POLICY.format(db=world.target.db, **world.target.roles)
     secrets_env = {f"PG_{k.upper()}_PASSWORD": v for k, v in world.target.passwords.items()}
-    extra = """
-  - name: exports-frozen
-    match: {protocol: postgres, tables: [exports]}
-    action: deny
-    message: exports are frozen
-"""
+    with session_scope() as s:
+        apply_policy(s, load_policy(base + EXPORTS_FROZEN), actor="test", environ=secrets_env)
+    try:
+        yield
+    finally:
+        with session_scope() as s:
+            apply_policy(s, load_policy(base), actor="test", environ=secrets_env)
+
+
+def test_policy_change_reaches_repeated_simple_queries(relay, agent, world):
+    # Texts that differ only in numbers reuse a verdict (app/relay/pgshapes.py) only
+    # while the policy version stands.
     with psycopg.connect(dsn(relay, agent), autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
         for i in (1, 2, 1):
             assert conn.execute("SELECT id FROM exports WHERE id = %s", (i,)).fetchone() == (i,)
-        try:
-            with session_scope() as s:
-                apply_policy(s, load_policy(base + extra), actor="test", environ=secrets_env)
+        with exports_frozen(world):
             time.sleep(1.2)  # policy versions are read within 1 s
             with pytest.raises(errors.InsufficientPrivilege) as exc:
                 conn.execute("SELECT id FROM exports WHERE id = %s", (2,))
             assert "exports-frozen" in str(exc.value)
-        finally:
-            with session_scope() as s:
-                apply_policy(s, load_policy(base), actor="test", environ=secrets_env)
         time.sleep(1.2)
         assert conn.execute("SELECT id FROM exports WHERE id = %s", (1,)).fetchone() == (1,)
 
 
 def test_policy_change_reaches_prepared_statements(relay, agent, world):
-    from app.db import session_scope
-    from app.inventory import apply_policy
-    from app.policy import load_policy
-
-    from .conftest import POLICY
-
-    base = POLICY.format(db=world.target.db, **world.target.roles)
-    secrets_env = {f"PG_{k.upper()}_PASSWORD": v for k, v in world.target.passwords.items()}
-    extra = """
-  - name: exports-frozen
-    match: {protocol: postgres, tables: [exports]}
-    action: deny
-    message: exports are frozen
-"""
     with psycopg.connect(dsn(relay, agent), autocommit=True, prepare_threshold=0) as conn:
         assert conn.execute("SELECT label FROM exports WHERE id = %s", (1,)).fetchone() == ("one",)
-        try:
-            with session_scope() as s:
-                apply_policy(s, load_policy(base + extra), actor="test", environ=secrets_env)
+        with exports_frozen(world):
             time.sleep(1.6)  # policy versions are read within 1 s; the Bind re-check is a second apart
             with pytest.raises(errors.InsufficientPrivilege) as exc:
                 conn.execute("SELECT label FROM exports WHERE id = %s", (1,))  # same prepared statement
             assert "exports-frozen" in str(exc.value)
-        finally:
-            with session_scope() as s:
-                apply_policy(s, load_policy(base), actor="test", environ=secrets_env)
         time.sleep(1.6)
         assert conn.execute("SELECT label FROM exports WHERE id = %s", (2,)).fetchone() == ("two",)
