@@ -16,13 +16,13 @@ import time
 import uuid
 from collections import deque
 from datetime import timezone
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import select
 
 from app.config import settings
 from app.models import RecordedSession, SessionEvent, utcnow
-from app.recording_store import Close, Open, StoreWriter, Update
+from app.recording_store import Close, Later, Open, StoreWriter, Update
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,19 @@ class SessionRecording:
             self._seq = seq = self._seq + 1
             # Appended under the lock, so seq order is queue order and close() comes last.
             self._append((self.id, seq, round(time.monotonic() - self._t0, 6), kind, payload))
+
+    def event_later(self, kind: str, render: Callable[..., dict[str, Any]], *args: Any) -> None:
+        """Queue an event whose data the writer builds, as `render(*args)`: a module-level
+        function, and arguments that pickle and that nobody changes afterwards. For hot
+        paths: the relay hands over a statement's raw answer, and the writer, in a process
+        of its own, decodes it (app/relay/pganswer.py)."""
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"unknown event kind {kind!r}")
+        with self._lock:
+            if self.closed:
+                return
+            self._seq = seq = self._seq + 1
+            self._append((self.id, seq, round(time.monotonic() - self._t0, 6), kind, Later(render, args)))
 
     def update(self, **values: Any) -> None:
         """Change session columns later (e.g. the service account once authenticated)."""

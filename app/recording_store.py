@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 from app import audit
 from app.db import session_scope
@@ -47,6 +48,33 @@ class Close:
     ended_at: datetime
     event_count: int
     summary: dict[str, Any] = field(default_factory=dict)
+
+
+# The C encoder built once: json.dumps builds one per call, which is half its cost on an
+# event. No circular-reference check: events are trees their adapter builds.
+_encode = (json.encoder.c_make_encoder(None, str, json.encoder.encode_basestring, None, ":", ",", False, False, True)
+           if json.encoder.c_make_encoder is not None
+           else json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":")).iterencode)
+
+
+def compact_json(data: Any) -> str:
+    """json.dumps(data, default=str, ensure_ascii=False, separators=(",", ":")), faster."""
+    return "".join(_encode(data, 0))
+
+
+class Later(NamedTuple):
+    """An event's data, built by the writer (SessionRecording.event_later)."""
+
+    render: Callable[..., dict[str, Any]]
+    args: tuple
+
+    def json(self) -> str:
+        try:
+            data = self.render(*self.args)
+        except Exception as exc:  # noqa: BLE001 - keep the event, say what went wrong
+            log.exception("rendering a recording event failed")
+            data = {"render_error": type(exc).__name__}
+        return compact_json(data)
 
 
 class _RunningDigest:
@@ -145,6 +173,8 @@ def _apply_batch(s, batch: list[Any], running: dict[str, _RunningDigest] | None 
     rows: list[tuple] = []
     for item in batch:
         if type(item) is tuple:  # an event
+            if type(item[4]) is Later:
+                item = (*item[:4], item[4].json())
             rows.append(item)
             sid = item[0]
             digest = work[sid] if sid in work else _copy(running.get(sid))
@@ -184,7 +214,7 @@ def _apply(s, item: Any, digest: str | None = None) -> None:
             data={"protocol": row["protocol"], "connection": row["connection"], "client": row["client_addr"]},
         )
     elif type(item) is tuple:  # an event: (session_id, seq, t, kind, data)
-        _insert_events(s, [item])
+        _insert_events(s, [item if type(item[4]) is not Later else (*item[:4], item[4].json())])
     elif isinstance(item, Update):
         row = s.get(RecordedSession, item.session_id)
         if row is not None:

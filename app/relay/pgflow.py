@@ -9,9 +9,11 @@ queue always says what the next answer belongs to: which portal's rows are arriv
 does not expect means the relay lost track; it then closes the connection rather
 than guess how to mask (fail closed).
 
-Fast path: when nothing applies to the rows of the current result (no mask, row
-sample full), DataRows are forwarded without being parsed, even across chunk
-boundaries, and whole chunks go out as received.
+Fast paths: a simple query's whole unmasked answer in one chunk goes out as received,
+and the recording writer decodes it (app/relay/pganswer.py). Otherwise, when nothing
+applies to the rows of the current result (no mask, row sample full), DataRows are
+forwarded without being parsed, even across chunk boundaries, and whole chunks go out
+as received.
 """
 from __future__ import annotations
 
@@ -21,9 +23,10 @@ from collections import deque
 from app.masking import Masker
 
 from . import pgmask
+from .pganswer import cached_column_names, plain_answer
 from .pgscan import PASS, Desync, FrameScanner
 from .pgstate import BIND, CLOSE, COPY_END, DESCRIBE, EXECUTE, PARSE, QUERY, REFUSE, SYNC, Pending, Portal, statement_of
-from .pgwire import column_names, parse_fields, parse_row_description, sample_cells, sample_row
+from .pgwire import command_tag, parse_fields, parse_row_description, sample_cells, sample_row
 
 
 class _Result:
@@ -65,6 +68,37 @@ class TargetStream(FrameScanner):
                 return
             self._skipping = False
         self.queue.append(entry)
+
+    def data(self, chunk: bytes) -> None:
+        if not self._whole_plain_answer(chunk):
+            super().data(chunk)
+
+    def _whole_plain_answer(self, chunk: bytes) -> bool:
+        """The fast path (app/relay/pganswer.py): one unmasked simple query's whole answer
+        in one chunk goes out as it is, and its recording is decoded by the writer."""
+        q = self.queue
+        if len(q) != 1 or self._skip or self._partial is not None or self._held or self._result is not None:
+            return False
+        head = q[0]
+        item = head.item
+        if (head.kind != QUERY or item is None or item.masker is not None or len(item.statements) != 1
+                or self.handlers is not self._handlers):
+            return False
+        z = plain_answer(chunk, self.sample_rows)
+        status = _STATUS.get(chunk[-1]) if z >= 0 else None
+        if status is None:
+            return False
+        self.client.write(chunk)
+        q.popleft()
+        now = time.monotonic()
+        event = statement_of(head)
+        event["ms"] = round((now - self._since) * 1000, 3)
+        self._since = now
+        self.session.record_answer(event, chunk[:z], self.sample_rows)
+        self.status = status
+        if status == b"I":
+            self.session.target_idle(head.batch)
+        return True
 
     # -- one message ----------------------------------------------------------------
 
@@ -227,7 +261,7 @@ class TargetStream(FrameScanner):
         q = self.queue
         head = q[0] if q and q[0].kind in (QUERY, EXECUTE) else self._expect_head(EXECUTE, QUERY)
         key = bytes(body)
-        tag, rows = _TAGS.get(key) or _command_tag(key)
+        tag, rows = command_tag(key)
         self._finish(head, tag, rows)
         if head.kind == EXECUTE:
             self.queue.popleft()
@@ -288,7 +322,7 @@ class TargetStream(FrameScanner):
             if r.sample:
                 columns = r.columns
                 if isinstance(columns, bytes):
-                    columns = _NAMES.get(columns) or _column_names(columns)
+                    columns = cached_column_names(columns)
                 event["columns"] = columns
                 event["sample"] = r.sample
                 if r.rows > len(r.sample):
@@ -311,33 +345,6 @@ class TargetStream(FrameScanner):
 
 
 _STATUS = {s[0]: s for s in (b"I", b"T", b"E")}  # ReadyForQuery's transaction status
-_NAMES: dict[bytes, list[str]] = {}  # RowDescription -> column names: results repeat their columns
-
-
-def _column_names(description: bytes) -> list[str]:
-    names = _NAMES.get(description)
-    if names is None:
-        if len(_NAMES) >= 1024:
-            _NAMES.clear()
-        names = _NAMES[description] = column_names(description)
-    return names  # shared: callers serialise it at once and never change it
-
-
-_TAGS: dict[bytes, tuple[str, int | None]] = {}  # CommandComplete body -> (tag, rows): tags repeat
-
-
-def _command_tag(body: bytes) -> tuple[str, int | None]:
-    """A CommandComplete's tag ("" if none) and the row count it ends with, if any."""
-    cached = _TAGS.get(body)
-    if cached is None:
-        tag = body.rstrip(b"\0").decode("utf-8", "replace")
-        last = tag.rpartition(" ")[2]
-        rows = int(last) if tag and last.isdigit() else None
-        if len(_TAGS) >= 1024:
-            _TAGS.clear()
-        cached = _TAGS[body] = (tag, rows)
-    return cached
-
 
 _QUERY_PLANS: dict[tuple, tuple] = {}  # (masker, RowDescription) -> (plan, names, rewritten description)
 

@@ -307,6 +307,22 @@ def sample_row(body: memoryview) -> list[str | None]:
     return out
 
 
+_TAGS: dict[bytes, tuple[str, int | None]] = {}  # CommandComplete body -> (tag, rows): tags repeat
+
+
+def command_tag(body: bytes) -> tuple[str, int | None]:
+    """A CommandComplete's tag ("" if none) and the row count it ends with, if any."""
+    cached = _TAGS.get(body)
+    if cached is None:
+        tag = body.rstrip(b"\0").decode("utf-8", "replace")
+        last = tag.rpartition(" ")[2]
+        rows = int(last) if tag and last.isdigit() else None
+        if len(_TAGS) >= 1024:
+            _TAGS.clear()
+        cached = _TAGS[body] = (tag, rows)
+    return cached
+
+
 def parse_fields(body: memoryview) -> dict[str, str]:
     """ErrorResponse/NoticeResponse fields by code letter."""
     out: dict[str, str] = {}

@@ -21,9 +21,11 @@ from app.config import settings
 from app.gate import Unavailable, get_gate
 from app.identity import AuthError
 from app.recording import recorder
+from app.recording_store import compact_json
 
 from . import pgauth, pgwire, tls
 from .config import RelayConfig, relay_config
+from .pganswer import answer_event
 from .pgchecks import TOKEN_RECHECK, Checker
 from .pgconv import _TOOL_NAMES, Conversation
 from .pgwire import ProtocolError, error_response
@@ -32,17 +34,7 @@ from .workers import WorkerLink
 
 log = logging.getLogger(__name__)
 
-# `json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":")).encode(data)` is
-# `"".join(_encode(data, 0))`, without the C encoder `encode` builds anew on every call
-# (nearly half the cost of encoding a statement's event). No circular-reference check: an
-# event is a tree the relay builds. Without the C accelerator, the pure-Python chunks.
-_encode = (json.encoder.c_make_encoder(None, str, json.encoder.encode_basestring, None, ":", ",", False, False, True)
-           if json.encoder.c_make_encoder is not None
-           else json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":")).iterencode)
-
-
-def _json(data) -> str:
-    return "".join(_encode(data, 0))
+_json = compact_json  # one event a statement: the C encoder, built once
 
 
 _NOT_FORWARDED = ("user", "database", "replication")
@@ -340,6 +332,11 @@ class Session:
     def record(self, kind: str, data: dict) -> None:
         if self.rec is not None:
             self.rec.event(kind, _json(data))
+
+    def record_answer(self, event: dict, answer: bytes, sample_rows: int) -> None:
+        """A statement's output event, completed from its raw answer by the writer."""
+        if self.rec is not None:
+            self.rec.event_later("output", answer_event, event, answer, sample_rows)
 
     def tag_run(self, run_id: str) -> None:
         if run_id and run_id != self.run_id:

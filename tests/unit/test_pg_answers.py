@@ -7,8 +7,8 @@ import struct
 
 import pytest
 
-from app.relay.pgflow import _command_tag
 from app.relay.pgwire import ProtocolError, data_row, parse_data_row, sample_cells, sample_row
+from app.relay.pgwire import command_tag as _command_tag
 from app.relay.postgres import _json
 
 

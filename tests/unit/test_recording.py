@@ -206,3 +206,28 @@ def test_the_writer_process_hands_back_what_the_store_refused(sqlite_store, tmp_
         assert sink.write(batch) == batch and sink.failures == 1
     finally:
         sink.close()
+
+
+def _render_statement(sql: str, rows: int) -> dict:
+    return {"sql": sql, "rows": rows}
+
+
+def _render_nothing_good(sql: str) -> dict:
+    raise ValueError(sql)
+
+
+def test_events_built_later_by_the_writer_are_stored_as_json_and_sealed(store):
+    from app.recording_writer import WriterProcess
+
+    rec = Recorder(flush_seconds=0.05, sink=WriterProcess())  # rendered in the child process
+    session = rec.open(protocol="postgres", connection="db")
+    session.event_later("output", _render_statement, "select 1", 1)
+    session.event("output", {"sql": "select 2"})
+    session.event_later("output", _render_nothing_good, "select 3")
+    session.close()
+    rec.shutdown()
+    with session_scope() as s:
+        data = [json.loads(e.data) for e in s.scalars(
+            select(SessionEvent).where(SessionEvent.session_id == session.id).order_by(SessionEvent.seq))]
+    assert data == [{"sql": "select 1", "rows": 1}, {"sql": "select 2"}, {"render_error": "ValueError"}]
+    _sealed_digest_matches_the_store(session.id)

@@ -1,0 +1,104 @@
+"""Whole plain answers: recorded by the writer, not decoded by the relay (pure).
+
+Most statements a runtime sends are one query whose whole answer arrives in one chunk:
+RowDescription, a few DataRows, CommandComplete, ReadyForQuery. When nothing masks it,
+the relay has nothing to change in it, so `TargetStream` forwards such a chunk as it
+is and hands the answer's bytes to the recording. The recording writer, in a process
+of its own, then decodes it with `answer_event` into exactly the event that
+`TargetStream` would have built frame by frame. That took a third of the relay's time
+per statement under pgbench.
+
+`plain_answer` says whether a chunk is such an answer; anything else (an error, a
+notice, a parameter change, more rows than the sample keeps, a chunk boundary in the
+middle) takes the frame-by-frame path.
+"""
+from __future__ import annotations
+
+import struct
+
+from .pgwire import ProtocolError, column_names, command_tag, sample_row
+
+_I32 = struct.Struct("!i").unpack_from
+_ROW_DESCRIPTION, _DATA_ROW, _COMMAND_COMPLETE, _READY = 0x54, 0x44, 0x43, 0x5A
+
+
+def plain_answer(chunk: bytes, max_rows: int) -> int:
+    """Where the closing ReadyForQuery starts, if `chunk` is exactly [RowDescription]
+    DataRow{0..max_rows} CommandComplete ReadyForQuery, with rows only after a
+    RowDescription; else -1."""
+    z = len(chunk) - 6
+    if z < 5 or chunk[z] != _READY or _I32(chunk, z + 1)[0] != 5:
+        return -1
+    pos = rows = 0
+    described = False
+    while z - pos >= 5:
+        kind = chunk[pos]
+        length = _I32(chunk, pos + 1)[0]
+        end = pos + 1 + length
+        if length < 4 or end > z:
+            return -1
+        if kind == _DATA_ROW:
+            rows += 1
+            if not described or rows > max_rows:
+                return -1
+        elif kind == _COMMAND_COMPLETE:
+            return z if end == z else -1
+        elif kind != _ROW_DESCRIPTION or pos:
+            return -1
+        else:
+            described = True
+        pos = end
+    return -1
+
+
+_NAMES: dict[bytes, list[str]] = {}  # RowDescription -> column names: answers repeat their columns
+
+
+def cached_column_names(description: bytes) -> list[str]:
+    names = _NAMES.get(description)
+    if names is None:
+        if len(_NAMES) >= 1024:
+            _NAMES.clear()
+        names = _NAMES[description] = column_names(description)
+    return names  # shared: serialised at once, never changed
+
+
+def answer_event(event: dict, answer: bytes, sample_rows: int) -> dict:
+    """`event` (the statement, its rule and time) completed from its answer, the frames
+    before ReadyForQuery, as TargetStream._finish records a simple query's result."""
+    view = memoryview(answer)
+    description: bytes | None = None
+    sample: list = []
+    rows = 0
+    tag, tag_rows = "", None
+    pos = 0
+    try:
+        while pos < len(answer):
+            kind, end = answer[pos], pos + 1 + _I32(answer, pos + 1)[0]
+            body = view[pos + 5:end]
+            if kind == _ROW_DESCRIPTION:
+                description = bytes(body)
+            elif kind == _DATA_ROW:
+                rows += 1
+                if len(sample) < sample_rows:
+                    sample.append(sample_row(body))
+            elif kind == _COMMAND_COMPLETE:
+                tag, tag_rows = command_tag(bytes(body))
+            pos = end
+        columns = cached_column_names(description) if description is not None and sample else None
+    except (ProtocolError, struct.error, ValueError, IndexError):
+        # The client got these bytes as the target sent them; say so rather than guess.
+        event["sample_error"] = "the target's answer could not be decoded for the recording"
+        return event
+    if tag:
+        event["tag"] = tag
+    if tag_rows is not None:
+        event["rows"] = tag_rows
+    elif description is not None:
+        event["rows"] = rows
+    if columns is not None:
+        event["columns"] = columns
+        event["sample"] = sample
+        if rows > len(sample):
+            event["truncated"] = True
+    return event

@@ -1,0 +1,131 @@
+"""Whole plain answers (app/relay/pganswer.py): forwarded as received, decoded by the
+recording writer into the same event the frame-by-frame path records."""
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from app.relay.pganswer import answer_event, plain_answer
+from app.relay.pgflow import TargetStream
+from app.relay.pgstate import QUERY, Query
+
+
+def frame(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("!i", len(body) + 4) + body
+
+
+def description(*names: str) -> bytes:
+    body = struct.pack("!h", len(names))
+    for name in names:
+        body += name.encode() + b"\0" + struct.pack("!ihihih", 0, 0, 25, -1, -1, 0)
+    return frame(b"T", body)
+
+
+def row(*cells) -> bytes:
+    body = struct.pack("!h", len(cells))
+    for cell in cells:
+        body += struct.pack("!i", -1) if cell is None else struct.pack("!i", len(cell)) + cell
+    return frame(b"D", body)
+
+
+def complete(tag: str) -> bytes:
+    return frame(b"C", tag.encode() + b"\0")
+
+
+READY = frame(b"Z", b"I")
+ANSWERS = {
+    "rows": description("id", "name") + row(b"1", b"ada") + row(b"2", None) + complete("SELECT 2"),
+    "no rows": description("id") + complete("SELECT 0"),
+    "insert": complete("INSERT 0 3"),
+    "set": complete("SET"),
+    "no count": description("QUERY PLAN") + row(b"Seq Scan on t") + row(b"  Filter: x") + complete("EXPLAIN"),
+    "long and odd cells": description("v") + row("é".encode() * 3000) + row(b"\xff\xfe ok") + complete("SELECT 2"),
+}
+
+
+class Conversation:
+    def __init__(self):
+        self.outputs, self.answers, self.idle = [], [], []
+
+    def record_output(self, event):
+        self.outputs.append(event)
+
+    def record_answer(self, event, answer, sample_rows):
+        self.answers.append(answer_event(event, answer, sample_rows))
+
+    def target_idle(self, batch):
+        self.idle.append(batch)
+
+    def lost_track(self, reason):
+        raise AssertionError(reason)
+
+
+class Client:
+    def __init__(self):
+        self.sent = b""
+
+    def write(self, data):
+        self.sent += bytes(data)
+
+
+def run(answer: bytes, chunks: list[bytes], sample_rows: int = 20):
+    conv, client = Conversation(), Client()
+    stream = TargetStream(conv, client, sample_rows=sample_rows, max_frame=1 << 20, refuse_binary=False)
+    stream.expect(QUERY, Query(None, [("SELECT stuff", "reads-ok")], []), batch=7)
+    for chunk in chunks:
+        stream.data(chunk)
+    assert client.sent == answer + READY  # forwarded unchanged either way
+    assert conv.idle == [7] and not stream.queue and stream.status == b"I"
+    return conv
+
+
+def without_time(events):
+    return [{k: v for k, v in e.items() if k != "ms"} for e in events]
+
+
+@pytest.mark.parametrize("name", sorted(ANSWERS))
+def test_the_writer_records_what_the_frame_by_frame_path_records(name):
+    answer = ANSWERS[name]
+    whole = run(answer, [answer + READY])
+    assert whole.outputs == [] and len(whole.answers) == 1  # the fast path took it
+    split = run(answer, [answer[:7], answer[7:] + READY])  # a chunk boundary: frame by frame
+    assert split.answers == [] and len(split.outputs) == 1
+    assert without_time(whole.answers) == without_time(split.outputs)
+    assert whole.answers[0]["sql"] == "SELECT stuff" and whole.answers[0]["rule"] == "reads-ok"
+
+
+def test_more_rows_than_the_sample_keeps_go_frame_by_frame():
+    answer = description("id") + b"".join(row(str(i).encode()) for i in range(5)) + complete("SELECT 5")
+    conv = run(answer, [answer + READY], sample_rows=3)
+    assert conv.answers == [] and conv.outputs[0]["truncated"] is True and len(conv.outputs[0]["sample"]) == 3
+
+
+@pytest.mark.parametrize("chunk", [
+    b"",
+    READY,  # ReadyForQuery alone: nothing answered
+    complete("SELECT 1") + READY[:-1],  # cut short
+    complete("SELECT 1") + frame(b"Z", b"II"),  # a ReadyForQuery of the wrong size
+    row(b"1") + complete("SELECT 1") + READY,  # rows without a RowDescription
+    description("a") + frame(b"N", b"Mhi\0\0") + complete("SELECT 0") + READY,  # a notice
+    frame(b"E", b"SERROR\0C42P01\0Mno\0\0") + READY,  # an error
+    description("a") + complete("SELECT 0") + complete("SELECT 0") + READY,  # two statements
+    complete("SELECT 0") + description("a") + READY,  # no CommandComplete last
+    description("a") + b"D\x00\x00\x00\x02" + complete("SELECT 0") + READY,  # a length under 4
+    description("a") + b"D\x7f\x00\x00\x00" + READY,  # a length past the end
+])
+def test_anything_else_is_not_a_plain_answer(chunk):
+    assert plain_answer(chunk, 20) == -1
+
+
+def test_a_plain_answer_ends_where_ready_for_query_starts():
+    answer = ANSWERS["rows"]
+    assert plain_answer(answer + READY, 20) == len(answer)
+    assert plain_answer(answer + READY, 1) == -1  # two rows, a sample of one
+
+
+def test_a_malformed_row_is_reported_in_the_event_not_raised():
+    answer = description("a") + frame(b"D", struct.pack("!hi", 1, 50) + b"short") + complete("SELECT 1")
+    assert plain_answer(answer + READY, 20) == len(answer)
+    event = answer_event({"sql": "x"}, answer, 20)
+    assert event["sample_error"] and "sample" not in event
