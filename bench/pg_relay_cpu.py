@@ -5,7 +5,10 @@ connections' transports for in-memory ones and replays one pgbench -S transactio
 (simple protocol: Query -> RowDescription, DataRow, CommandComplete, ReadyForQuery)
 N times. Prints microseconds per statement; `--profile` adds a cProfile listing.
 
-    AIRLOCK_HOME=... AIRLOCK_SECRET_KEY=... python bench/pg_relay_cpu.py TOKEN [N] [--profile] [--extended]
+    export AIRLOCK_HOME=$(mktemp -d) AIRLOCK_SECRET_KEY=$(python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')
+    createdb -h 127.0.0.1 -U postgres bench && pgbench -h 127.0.0.1 -U postgres -i -s 10 bench
+    TOKEN=$(python bench/pg_relay_setup.py init bench)
+    python bench/pg_relay_cpu.py $TOKEN [N] [--profile]
 
 bench/pg_relay.sh measures throughput; this isolates the Python part of it.
 """
