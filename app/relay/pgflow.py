@@ -17,16 +17,17 @@ as received.
 """
 from __future__ import annotations
 
+import struct
 import time
 from collections import deque
 
 from app.masking import Masker
 
 from . import pgmask
-from .pganswer import cached_column_names, plain_answer
+from .pganswer import cached_column_names, masked_answer, plain_answer
 from .pgscan import PASS, Desync, FrameScanner
 from .pgstate import BIND, CLOSE, COPY_END, DESCRIBE, EXECUTE, PARSE, QUERY, REFUSE, SYNC, Pending, Portal, statement_of
-from .pgwire import command_tag, parse_fields, parse_row_description, sample_cells, sample_row
+from .pgwire import ProtocolError, command_tag, parse_fields, parse_row_description, sample_cells, sample_row
 
 
 class _Result:
@@ -74,27 +75,38 @@ class TargetStream(FrameScanner):
             super().data(chunk)
 
     def _whole_plain_answer(self, chunk: bytes) -> bool:
-        """The fast path (app/relay/pganswer.py): one unmasked simple query's whole answer
-        in one chunk goes out as it is, and its recording is decoded by the writer."""
+        """The fast path (app/relay/pganswer.py): one simple query's whole answer in one
+        chunk goes out at once, as it is or masked, and the writer decodes it for the
+        recording."""
         q = self.queue
         if len(q) != 1 or self._skip or self._partial is not None or self._held or self._result is not None:
             return False
         head = q[0]
         item = head.item
-        if (head.kind != QUERY or item is None or item.masker is not None or len(item.statements) != 1
+        if (head.kind != QUERY or item is None or len(item.statements) != 1
                 or self.handlers is not self._handlers):
             return False
         z = plain_answer(chunk, self.sample_rows)
         status = _STATUS.get(chunk[-1]) if z >= 0 else None
         if status is None:
             return False
-        self.client.write(chunk)
+        if item.masker is None:
+            answer, out = chunk[:z], chunk
+        else:  # masked here, before anything is sent or changed: an error leaves it to the slow path
+            try:
+                answer = masked_answer(item.masker, chunk, z, self.refuse_binary)
+            except (ProtocolError, struct.error):
+                return False
+            if answer is None:
+                return False
+            out = answer + chunk[z:]
+        self.client.write(out)
         q.popleft()
         now = time.monotonic()
         event = statement_of(head)
         event["ms"] = round((now - self._since) * 1000, 3)
         self._since = now
-        self.session.record_answer(event, chunk[:z], self.sample_rows)
+        self.session.record_answer(event, answer, self.sample_rows)  # as sent: masked
         self.status = status
         if status == b"I":
             self.session.target_idle(head.batch)
@@ -195,7 +207,7 @@ class TargetStream(FrameScanner):
                 self._result = _Result(None, None, bytes(body))  # as _start, one call less
                 self.stream_rows = self.sample_rows <= 0
                 return PASS
-            plan, names, rewritten = _query_plan(masker, body)
+            plan, names, rewritten = pgmask.query_plan(masker, body)
             self._start(masker, plan, names)
             if plan is not None and plan.nulls and self.refuse_binary:
                 self.handlers = self._dropping  # a binary cursor FETCH; refused below
@@ -345,24 +357,6 @@ class TargetStream(FrameScanner):
 
 
 _STATUS = {s[0]: s for s in (b"I", b"T", b"E")}  # ReadyForQuery's transaction status
-
-_QUERY_PLANS: dict[tuple, tuple] = {}  # (masker, RowDescription) -> (plan, names, rewritten description)
-
-
-def _query_plan(masker: Masker, body) -> tuple:
-    """The mask plan for a simple query's RowDescription, worked out once per shape:
-    a query that repeats sends the same RowDescription every time."""
-    key = (masker, bytes(body))
-    cached = _QUERY_PLANS.get(key)
-    if cached is None:
-        fields = parse_row_description(body)
-        plan = pgmask.plan_rows(masker, fields)  # immutable, as are the names and the frame
-        rewritten = pgmask.rewrite_description(fields, plan) if plan.retype else None
-        if len(_QUERY_PLANS) >= 1024:
-            _QUERY_PLANS.clear()
-        cached = _QUERY_PLANS[key] = (plan, [f.name for f in fields], rewritten)
-    return cached
-
 
 def _completes(kind: int):
     """A handler for an answer that completes one queued message (ParseComplete & co)."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from app.masking import ColumnPlan, Masker
 
-from .pgwire import Field, data_row, frame, parse_data_row
+from .pgwire import Field, data_row, frame, parse_data_row, parse_row_description
 
 TEXT_OID = 25
 TEXTLIKE = frozenset({25, 1043, 1042, 19, 18, 114, 142, 705})  # text varchar bpchar name char json xml unknown
@@ -114,3 +114,21 @@ def mask_row(masker: Masker, plan: RowPlan, body: memoryview) -> tuple[bytes, li
         if masker.mask_text(text) != text:
             values[i] = None
     return data_row(values), values
+
+
+_QUERY_PLANS: dict[tuple, tuple] = {}  # (masker, RowDescription) -> (plan, names, rewritten description)
+
+
+def query_plan(masker: Masker, body) -> tuple:
+    """The mask plan for a simple query's RowDescription, worked out once per shape:
+    a query that repeats sends the same RowDescription every time."""
+    key = (masker, bytes(body))
+    cached = _QUERY_PLANS.get(key)
+    if cached is None:
+        fields = parse_row_description(body)
+        plan = plan_rows(masker, fields)  # immutable, as are the names and the frame
+        rewritten = rewrite_description(fields, plan) if plan.retype else None
+        if len(_QUERY_PLANS) >= 1024:
+            _QUERY_PLANS.clear()
+        cached = _QUERY_PLANS[key] = (plan, [f.name for f in fields], rewritten)
+    return cached

@@ -21,6 +21,8 @@ def recorded(relay, world):
         conn.execute("SELECT id, email, note FROM people ORDER BY id").fetchall()
         conn.execute("SELECT id FROM people WHERE note = %s OR id = %s", (CARD, 2)).fetchall()
         conn.execute("SELECT g FROM generate_series(1, 50) g").fetchall()
+        # The simple protocol: a whole masked answer, which the writer decodes (pganswer).
+        psycopg.ClientCursor(conn).execute("SELECT p.id, p.email, p.note FROM people p WHERE p.id = 1").fetchall()
         with pytest.raises(errors.InsufficientPrivilege):
             conn.execute("DROP TABLE t")
     with session_scope() as s:
@@ -31,6 +33,14 @@ def recorded(relay, world):
 
 def outputs(recorded, needle):
     return [d for _, kind, d in recorded if kind == "output" and needle in d.get("sql", "")]
+
+
+def test_simple_query_with_a_whole_masked_answer(recorded):
+    [event] = outputs(recorded, "WHERE p.id = 1")
+    assert event["sql"] == "SELECT p.id, p.email, p.note FROM people p WHERE p.id = 1"
+    assert event["rows"] == 1 and event["tag"] == "SELECT 1" and event["columns"] == ["id", "email", "note"]
+    assert event["sample"] == [["1", "[REDACTED]", "card [REDACTED:credit_card] on file"]]
+    assert event["masks"] == ["mask-cards", "mask-pii"]
 
 
 def test_session_row(recorded):
