@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from app.config import settings
 from app.models import RecordedSession, SessionEvent, utcnow
-from app.recording_store import Close, Later, Open, StoreWriter, Update
+from app.recording_store import Close, Open, StoreWriter, Update
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +62,15 @@ class SessionRecording:
         """Queue an event whose data the writer builds, as `render(*args)`: a module-level
         function, and arguments that pickle and that nobody changes afterwards. For hot
         paths: the relay hands over a statement's raw answer, and the writer, in a process
-        of its own, decodes it (app/relay/pganswer.py)."""
+        of its own, decodes it (app/relay/pganswer.py). The item is a plain tuple, six
+        long, (session_id, seq, t, kind, render, args): the cheapest thing to pickle."""
         if kind not in EVENT_KINDS:
             raise ValueError(f"unknown event kind {kind!r}")
         with self._lock:
             if self.closed:
                 return
             self._seq = seq = self._seq + 1
-            self._append((self.id, seq, round(time.monotonic() - self._t0, 6), kind, Later(render, args)))
+            self._append((self.id, seq, round(time.monotonic() - self._t0, 6), kind, render, args))
 
     def update(self, **values: Any) -> None:
         """Change session columns later (e.g. the service account once authenticated)."""

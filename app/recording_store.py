@@ -19,7 +19,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, NamedTuple
+from typing import Any
 
 from app import audit
 from app.db import session_scope
@@ -62,19 +62,16 @@ def compact_json(data: Any) -> str:
     return "".join(_encode(data, 0))
 
 
-class Later(NamedTuple):
-    """An event's data, built by the writer (SessionRecording.event_later)."""
-
-    render: Callable[..., dict[str, Any]]
-    args: tuple
-
-    def json(self) -> str:
-        try:
-            data = self.render(*self.args)
-        except Exception as exc:  # noqa: BLE001 - keep the event, say what went wrong
-            log.exception("rendering a recording event failed")
-            data = {"render_error": type(exc).__name__}
-        return compact_json(data)
+def rendered(item: tuple) -> tuple:
+    """An event built by the writer, (session_id, seq, t, kind, render, args) from
+    SessionRecording.event_later, as the event it stands for: its data as JSON."""
+    sid, seq, t, kind, render, args = item
+    try:
+        data = render(*args)
+    except Exception as exc:  # noqa: BLE001 - keep the event, say what went wrong
+        log.exception("rendering a recording event failed")
+        data = {"render_error": type(exc).__name__}
+    return sid, seq, t, kind, compact_json(data)
 
 
 class _RunningDigest:
@@ -173,8 +170,8 @@ def _apply_batch(s, batch: list[Any], running: dict[str, _RunningDigest] | None 
     rows: list[tuple] = []
     for item in batch:
         if type(item) is tuple:  # an event
-            if type(item[4]) is Later:
-                item = (*item[:4], item[4].json())
+            if len(item) == 6:
+                item = rendered(item)
             rows.append(item)
             sid = item[0]
             digest = work[sid] if sid in work else _copy(running.get(sid))
@@ -214,7 +211,7 @@ def _apply(s, item: Any, digest: str | None = None) -> None:
             data={"protocol": row["protocol"], "connection": row["connection"], "client": row["client_addr"]},
         )
     elif type(item) is tuple:  # an event: (session_id, seq, t, kind, data)
-        _insert_events(s, [item if type(item[4]) is not Later else (*item[:4], item[4].json())])
+        _insert_events(s, [item if len(item) == 5 else rendered(item)])
     elif isinstance(item, Update):
         row = s.get(RecordedSession, item.session_id)
         if row is not None:

@@ -25,6 +25,7 @@ import time
 from app.recording import recorder, use_writer_process
 from app.relay import pgwire
 from app.relay.postgres import PostgresRelay, Session
+from app.relay.server import tune_gc
 from app.relay.wire import Wire
 
 
@@ -102,6 +103,7 @@ async def main(token: str, n: int, profile: bool) -> None:
         return clock() - started
 
     await run(5000)  # warm the caches
+    tune_gc()  # as `airlock relay` does once its listeners run
     split[:] = [0.0, 0.0]
     recorder().flush()
     prof = cProfile.Profile() if profile else None

@@ -87,9 +87,16 @@ def cached_column_names(description: bytes) -> list[str]:
     return names  # shared: serialised at once, never changed
 
 
-def answer_event(event: dict, answer: bytes, sample_rows: int) -> dict:
-    """`event` (the statement, its rule and time) completed from its answer, the frames
-    before ReadyForQuery, as TargetStream._finish records a simple query's result."""
+def answer_event(sql: str, rule: str | None, masks: list[str], ms: float, answer: bytes, sample_rows: int) -> dict:
+    """A simple query's output event, as TargetStream._finish records it: the statement,
+    its allow rule, masks and time, completed from its answer (the frames before
+    ReadyForQuery). Plain arguments, not a dict: they cross to the writer per statement."""
+    event: dict = {"sql": sql}
+    if rule:
+        event["rule"] = rule
+    if masks:
+        event["masks"] = masks
+    event["ms"] = ms
     view = memoryview(answer)
     description: bytes | None = None
     sample: list = []

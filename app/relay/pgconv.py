@@ -397,8 +397,8 @@ class Conversation:
     def record_output(self, event: dict) -> None:
         self.s.record("output", event)
 
-    def record_answer(self, event: dict, answer: bytes, sample_rows: int) -> None:
-        self.s.record_answer(event, answer, sample_rows)
+    def record_answer(self, *statement_and_answer) -> None:
+        self.s.record_answer(*statement_and_answer)
 
     def lost_track(self, reason: str) -> None:
         self.s.lost_track(reason)

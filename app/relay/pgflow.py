@@ -103,10 +103,10 @@ class TargetStream(FrameScanner):
         self.client.write(out)
         q.popleft()
         now = time.monotonic()
-        event = statement_of(head)
-        event["ms"] = round((now - self._since) * 1000, 3)
+        text, rule = item.statements.pop()
+        self.session.record_answer(text, rule, item.masks, round((now - self._since) * 1000, 3),
+                                   answer, self.sample_rows)  # as sent: masked
         self._since = now
-        self.session.record_answer(event, answer, self.sample_rows)  # as sent: masked
         self.status = status
         if status == b"I":
             self.session.target_idle(head.batch)

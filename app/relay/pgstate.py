@@ -7,7 +7,6 @@ says about the statement an answer belongs to.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 
 from app.masking import Masker
 
@@ -77,7 +76,7 @@ class Query:
     __slots__ = ("masker", "statements", "masks")
 
     def __init__(self, masker: Masker | None, statements: list[tuple[str, str | None]], masks: list[str]):
-        self.masker, self.statements, self.masks = masker, deque(statements), masks
+        self.masker, self.statements, self.masks = masker, statements, masks  # taken from the front
 
 
 class Pending:
@@ -93,7 +92,7 @@ def statement_of(head: Pending) -> dict:
     if head.kind == QUERY:
         if item is None or not item.statements:
             return {}
-        text, rule = item.statements.popleft()
+        text, rule = item.statements.pop(0)
         event = {"sql": text}
         if rule:
             event["rule"] = rule

@@ -333,10 +333,11 @@ class Session:
         if self.rec is not None:
             self.rec.event(kind, _json(data))
 
-    def record_answer(self, event: dict, answer: bytes, sample_rows: int) -> None:
-        """A statement's output event, completed from its raw answer by the writer."""
+    def record_answer(self, sql: str, rule: str | None, masks: list[str], ms: float, answer: bytes,
+                      sample_rows: int) -> None:
+        """A simple query's output event, built from its raw answer by the writer."""
         if self.rec is not None:
-            self.rec.event_later("output", answer_event, event, answer, sample_rows)
+            self.rec.event_later("output", answer_event, sql, rule, masks, ms, answer, sample_rows)
 
     def tag_run(self, run_id: str) -> None:
         if run_id and run_id != self.run_id:

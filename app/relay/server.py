@@ -56,11 +56,7 @@ async def serve(prepared: list[tuple[str, Any]], link: WorkerLink | None = None,
     try:
         for name, state in prepared:
             running.append((name, await _function(LISTENERS[name][1])(state, link)))
-        # What is loaded now (SQLAlchemy, pglast, the policy) lives as long as the
-        # process: keep it out of every garbage collection, and collect less often,
-        # since a busy relay allocates a few short-lived objects per message.
-        gc.freeze()
-        gc.set_threshold(20_000, 20, 20)
+        tune_gc()
         await stop.wait()
     finally:
         for name, listener in running:
@@ -77,6 +73,14 @@ async def serve(prepared: list[tuple[str, Any]], link: WorkerLink | None = None,
 
         await asyncio.to_thread(recorder().flush)
         log.info("relay stopped")
+
+
+def tune_gc() -> None:
+    """What is loaded by now (SQLAlchemy, pglast, the policy) lives as long as the
+    process: keep it out of every garbage collection, and collect less often, since a
+    busy relay allocates a few short-lived objects per message."""
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 def run() -> None:

@@ -57,8 +57,8 @@ class Conversation:
     def record_output(self, event):
         self.outputs.append(event)
 
-    def record_answer(self, event, answer, sample_rows):
-        self.answers.append(answer_event(event, answer, sample_rows))
+    def record_answer(self, *statement_and_answer):
+        self.answers.append(answer_event(*statement_and_answer))
 
     def target_idle(self, batch):
         self.idle.append(batch)
@@ -165,5 +165,5 @@ def test_a_plain_answer_ends_where_ready_for_query_starts():
 def test_a_malformed_row_is_reported_in_the_event_not_raised():
     answer = description("a") + frame(b"D", struct.pack("!hi", 1, 50) + b"short") + complete("SELECT 1")
     assert plain_answer(answer + READY, 20) == len(answer)
-    event = answer_event({"sql": "x"}, answer, 20)
+    event = answer_event("x", None, [], 0.5, answer, 20)
     assert event["sample_error"] and "sample" not in event
