@@ -9,11 +9,14 @@
 # as direct and pgbouncer are; `relay+tls` (sslmode=require) is measured too, for
 # information. Targets: relay >= 0.5x direct, relay+mask >= 0.4x.
 #
-#   bench/pg_relay.sh [SECONDS per run, default 15]   (run as root or as a user that can
-#   start pgbouncer; other load on the machine makes the numbers noisy: run it twice)
+#   [ROUNDS=3] bench/pg_relay.sh [SECONDS per run, default 10]   (run as root or as a user
+#   that can start pgbouncer). Every path is measured once per round, and each ratio is
+#   the median over the rounds of the ratio to that round's direct run: other load on
+#   the machine drifts, and one run of each is not enough to see through it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SECONDS_PER_RUN=${1:-15}
+SECONDS_PER_RUN=${1:-10}
+ROUNDS=${ROUNDS:-3}
 PY=${PY:-.venv/bin/python}
 PG="-h 127.0.0.1 -p 5432 -U postgres"
 DB="airlock_bench_$$"
@@ -85,23 +88,40 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-echo "== pgbench -S -c 8 -j 2 -T $SECONDS_PER_RUN (scale 10)"
-direct=$(tps 5432 postgres "" disable "$DB");            echo "direct      $direct tps"
-bouncer=$(tps "$BOUNCER_PORT" postgres "" disable "$DB"); echo "pgbouncer   $bouncer tps"
-pipe=$(tps "$PIPE_PORT" postgres "" disable "$DB");       echo "pipe        $pipe tps"
-relay=$(tps "$RELAY_PORT" bench "$TOKEN" disable bench);  echo "relay       $relay tps"
-relay_tls=$(tps "$RELAY_PORT" bench "$TOKEN" require bench); echo "relay+tls   $relay_tls tps"
-"$PY" bench/pg_relay_setup.py mask "$DB"
-sleep 2  # the relay sees the new policy version within 1 s
-masked=$(tps "$RELAY_PORT" bench "$TOKEN" disable bench); echo "relay+mask  $masked tps"
+use_policy() {  # plain | mask: the relay sees a new policy version within a second
+  "$PY" bench/pg_relay_setup.py "$1" "$DB"
+  sleep 2
+}
 
-echo "== ratios to direct"
-"$PY" - "$direct" "$bouncer" "$pipe" "$relay" "$relay_tls" "$masked" <<'EOF'
+# Rounds of every path, each ratio taken to the direct run of its own round: the
+# machine's speed drifts over minutes, and a round takes about 6 x SECONDS.
+echo "== pgbench -S -c 8 -j 2 -T $SECONDS_PER_RUN (scale 10), $ROUNDS rounds"
+results=""
+for round in $(seq "$ROUNDS"); do
+  direct=$(tps 5432 postgres "" disable "$DB")
+  bouncer=$(tps "$BOUNCER_PORT" postgres "" disable "$DB")
+  pipe=$(tps "$PIPE_PORT" postgres "" disable "$DB")
+  relay=$(tps "$RELAY_PORT" bench "$TOKEN" disable bench)
+  relay_tls=$(tps "$RELAY_PORT" bench "$TOKEN" require bench)
+  use_policy mask
+  masked=$(tps "$RELAY_PORT" bench "$TOKEN" disable bench)
+  use_policy plain
+  echo "round $round: direct $direct, pgbouncer $bouncer, pipe $pipe, relay $relay, relay+tls $relay_tls, relay+mask $masked tps"
+  results="$results $direct,$bouncer,$pipe,$relay,$relay_tls,$masked"
+done
+
+echo "== ratios to direct (median of the rounds; each round's ratios in brackets)"
+"$PY" - $results <<'EOF'
+import statistics
 import sys
-direct, bouncer, pipe, relay, tls, masked = map(float, sys.argv[1:])
-for name, value, target in (("pgbouncer", bouncer, None), ("pipe", pipe, None), ("relay", relay, 0.5),
-                            ("relay+tls", tls, None),
-                            ("relay+mask", masked, 0.4)):
-    mark = "" if target is None else ("  (target >= %.1f: %s)" % (target, "met" if value / direct >= target else "MISSED"))
-    print(f"{name:<11} {value / direct:.2f}x{mark}")
+
+rounds = [list(map(float, r.split(","))) for r in sys.argv[1:]]
+names = ("pgbouncer", "pipe", "relay", "relay+tls", "relay+mask")
+targets = {"relay": 0.5, "relay+mask": 0.4}
+for i, name in enumerate(names, start=1):
+    ratios = [r[i] / r[0] for r in rounds]
+    median = statistics.median(ratios)
+    target = targets.get(name)
+    mark = "" if target is None else "  (target >= %.1f: %s)" % (target, "met" if median >= target else "MISSED")
+    print(f"{name:<11} {median:.2f}x  [{', '.join(f'{x:.2f}' for x in ratios)}]{mark}")
 EOF

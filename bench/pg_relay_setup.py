@@ -2,6 +2,7 @@
 
     pg_relay_setup.py init DB        migrate the store, apply the 20-rule policy, print a token
     pg_relay_setup.py mask DB        re-apply the policy plus a mask on pgbench_accounts.abalance
+    pg_relay_setup.py plain DB       re-apply the policy without the mask
 
 AIRLOCK_HOME / AIRLOCK_SECRET_KEY come from the environment (the script sets them).
 """
@@ -76,6 +77,8 @@ def main() -> None:
             print(issue_token(s, "bench", timedelta(hours=4)).token)
     elif command == "mask":
         apply(db, MASK)
+    elif command == "plain":
+        apply(db)
     else:
         raise SystemExit(f"unknown command {command}")
 
