@@ -397,8 +397,9 @@ class Conversation:
     def record_output(self, event: dict) -> None:
         self.s.record("output", event)
 
-    def record_answer(self, *statement_and_answer) -> None:
-        self.s.record_answer(*statement_and_answer)
+    def record_answer(self, sql: str, rule: str | None, masks: list[str], ms: float, answer: bytes,
+                      sample_rows: int) -> None:
+        self.s.record_answer(sql, rule, masks, ms, answer, sample_rows)
 
     def lost_track(self, reason: str) -> None:
         self.s.lost_track(reason)

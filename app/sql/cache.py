@@ -20,7 +20,7 @@ from .statement import Statement
 CACHE_SIZE = 4096
 MAX_TEXT = 8192
 _UNSAFE = re.compile(r"['\"$\\]|--|/\*")
-NUMBER = _NUMBER = re.compile(r"(?<![A-Za-z0-9_])[0-9]+(?![A-Za-z0-9_])")  # a standalone number
+NUMBER = re.compile(r"(?<![A-Za-z0-9_])[0-9]+(?![A-Za-z0-9_])")  # a standalone number
 _cache: OrderedDict[str, tuple[tuple[Statement, int], ...]] = OrderedDict()
 
 
@@ -28,7 +28,7 @@ def classify_postgres_cached(text: str) -> list[Statement]:
     """`classify_postgres(text)`, sharing one parse between texts that differ only in numbers."""
     if len(text) > MAX_TEXT or not text.isascii() or _UNSAFE.search(text):
         return classify_postgres(text)
-    shape = _NUMBER.sub(_zeros, text)
+    shape = NUMBER.sub(_zeros, text)
     if shape == text:
         return classify_postgres(text)
     entry = _cache.get(shape)
@@ -49,7 +49,7 @@ def numberless(text: str) -> str | None:
     numeric literal (the same texts `classify_postgres_cached` does not normalise)."""
     if len(text) > MAX_TEXT or not text.isascii() or _UNSAFE.search(text):
         return None
-    return _NUMBER.sub("0", text)
+    return NUMBER.sub("0", text)
 
 
 def _zeros(m: re.Match) -> str:
