@@ -56,11 +56,12 @@ class SessionRecording:
                 return
             self._seq = seq = self._seq + 1
             # Appended under the lock, so seq order is queue order and close() comes last.
-            self._append((self.id, seq, round(time.monotonic() - self._t0, 6), kind, payload))
+            self._append((self.id, seq, int((time.monotonic() - self._t0) * 1e6) / 1e6, kind, payload))
 
-    def event_later(self, kind: str, render: Callable[..., dict[str, Any]], *args: Any) -> None:
+    def event_later(self, kind: str, render: Callable[..., dict[str, Any] | str], *args: Any) -> None:
         """Queue an event whose data the writer builds, as `render(*args)`: a module-level
-        function, and arguments that pickle and that nobody changes afterwards. For hot
+        function returning the data (or its JSON, as a str), and arguments that pickle
+        and that nobody changes afterwards. For hot
         paths: the relay hands over a statement's raw answer, and the writer, in a process
         of its own, decodes it (app/relay/pganswer.py). The item is a plain tuple, six
         long, (session_id, seq, t, kind, render, args): the cheapest thing to pickle."""
@@ -70,7 +71,7 @@ class SessionRecording:
             if self.closed:
                 return
             self._seq = seq = self._seq + 1
-            self._append((self.id, seq, round(time.monotonic() - self._t0, 6), kind, render, args))
+            self._append((self.id, seq, int((time.monotonic() - self._t0) * 1e6) / 1e6, kind, render, args))
 
     def update(self, **values: Any) -> None:
         """Change session columns later (e.g. the service account once authenticated)."""

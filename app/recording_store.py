@@ -64,14 +64,15 @@ def compact_json(data: Any) -> str:
 
 def rendered(item: tuple) -> tuple:
     """An event built by the writer, (session_id, seq, t, kind, render, args) from
-    SessionRecording.event_later, as the event it stands for: its data as JSON."""
+    SessionRecording.event_later, as the event it stands for: its data as JSON (what
+    `render` returns, if it returns a str)."""
     sid, seq, t, kind, render, args = item
     try:
         data = render(*args)
     except Exception as exc:  # noqa: BLE001 - keep the event, say what went wrong
         log.exception("rendering a recording event failed")
         data = {"render_error": type(exc).__name__}
-    return sid, seq, t, kind, compact_json(data)
+    return sid, seq, t, kind, data if type(data) is str else compact_json(data)
 
 
 class _RunningDigest:

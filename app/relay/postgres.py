@@ -25,7 +25,7 @@ from app.recording_store import compact_json
 
 from . import pgauth, pgwire, tls
 from .config import RelayConfig, relay_config
-from .pganswer import answer_event
+from .pganswer import answer_json
 from .pgchecks import TOKEN_RECHECK, Checker
 from .pgconv import _TOOL_NAMES, Conversation
 from .pgwire import ProtocolError, error_response
@@ -337,7 +337,7 @@ class Session:
                       sample_rows: int) -> None:
         """A simple query's output event, built from its raw answer by the writer."""
         if self.rec is not None:
-            self.rec.event_later("output", answer_event, sql, rule, masks, ms, answer, sample_rows)
+            self.rec.event_later("output", answer_json, sql, rule, masks, ms, answer, sample_rows)
 
     def tag_run(self, run_id: str) -> None:
         if run_id and run_id != self.run_id:

@@ -2,12 +2,14 @@
 recording writer into the same event the frame-by-frame path records."""
 from __future__ import annotations
 
+import json
 import struct
 
 import pytest
 
 from app.masking import Masker
-from app.relay.pganswer import answer_event, plain_answer
+from app.recording_store import compact_json
+from app.relay.pganswer import answer_json, plain_answer
 from app.relay.pgchecks import binary_refusal
 from app.relay.pgflow import TargetStream
 from app.relay.pgstate import QUERY, Query
@@ -58,7 +60,10 @@ class Conversation:
         self.outputs.append(event)
 
     def record_answer(self, *statement_and_answer):
-        self.answers.append(answer_event(*statement_and_answer))
+        text = answer_json(*statement_and_answer)
+        event = json.loads(text)
+        assert text == compact_json(event)  # as the recording would store the event itself
+        self.answers.append(event)
 
     def target_idle(self, batch):
         self.idle.append(batch)
@@ -165,5 +170,17 @@ def test_a_plain_answer_ends_where_ready_for_query_starts():
 def test_a_malformed_row_is_reported_in_the_event_not_raised():
     answer = description("a") + frame(b"D", struct.pack("!hi", 1, 50) + b"short") + complete("SELECT 1")
     assert plain_answer(answer + READY, 20) == len(answer)
-    event = answer_event("x", None, [], 0.5, answer, 20)
+    event = json.loads(answer_json("x", None, [], 0.5, answer, 20))
     assert event["sample_error"] and "sample" not in event
+
+
+@pytest.mark.parametrize("sql", ['SELECT "a\\\\b", \'é\u2028\', E\'\\n\t\x01\'', "SELECT 1 -- </script>"])
+def test_the_event_json_is_what_the_recording_would_write_for_any_text(sql):
+    answer = description('na"me', "é") + row(b'"x"\\', "\u2028".encode()) + row(None, b"\x00") \
+        + row(b"3", b"4") + complete("SELECT 3")
+    text = answer_json(sql, 'rule "q"', ["m1", "m\u00e9"], 1.25, answer, 2)
+    event = json.loads(text)
+    assert text == compact_json(event)
+    assert event == {"sql": sql, "rule": 'rule "q"', "masks": ["m1", "m\u00e9"], "ms": 1.25, "tag": "SELECT 3",
+                     "rows": 3, "columns": ['na"me', "é"], "sample": [['"x"\\', "\u2028"], [None, "\x00"]],
+                     "truncated": True}

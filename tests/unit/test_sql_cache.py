@@ -1,7 +1,10 @@
 """classify_postgres_cached: texts that differ only in numbers share one parse (pure)."""
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given, strategies as st
 
 from app.sql import cache, classify_postgres, classify_postgres_cached
 
@@ -37,3 +40,11 @@ def test_the_relay_uses_it():
     from app.relay import pgclassify
     ops = pgclassify.operations("SELECT 1; DROP TABLE t", "db")
     assert [(o.kind, o.connection, o.text) for o in ops] == [("read", "db", "SELECT 1"), ("ddl", "db", "DROP TABLE t")]
+
+
+_LOOKAROUND = re.compile(r"(?<![A-Za-z0-9_])[0-9]+(?![A-Za-z0-9_])")  # the plain way to say it
+
+
+@given(st.text(alphabet="0123456789 _aZx.(),;e-+'é", max_size=40))
+def test_standalone_numbers_are_found_exactly_as_the_plain_pattern_finds_them(text):
+    assert cache.NUMBER.sub("#", text) == _LOOKAROUND.sub("#", text)
