@@ -76,7 +76,9 @@ async def main(token: str, n: int, profile: bool) -> None:
         if login.done():
             raise SystemExit(f"login failed: {client.transport.sent} bytes sent")
     target = session.link.wire
-    target.transport.close()
+    real = target.transport
+    real.set_protocol(asyncio.Protocol())  # its connection_lost must not reach the wire
+    real.close()
     target.connection_made(_Transport())
     queries = [pgwire.query_message(f"SELECT abalance FROM pgbench_accounts WHERE aid = {random.randint(1, 10**6)};")
                for _ in range(1000)]

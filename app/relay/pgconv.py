@@ -20,7 +20,7 @@ from pglast.enums import DiscardMode
 
 from app.types import Operation
 
-from . import pgwire
+from . import fastlane, pgwire
 from .pgchecks import Checker, binary_refusal, mask_names
 from .pgflow import TargetStream
 from .pgshapes import AllowedShapes
@@ -74,6 +74,7 @@ class Conversation:
         self.done = self._loop.create_future()
         self.client.on_ready = self.pump
         self.target.on_writable = self.pump
+        fastlane.attach(self)
         self.pump()
         return self.done
 

@@ -55,11 +55,16 @@ class TargetStream(FrameScanner):
         self._skipping = False  # the target saw an error and ignores everything until Sync
         self._handlers = self.handlers = {kind: f.__get__(self) for kind, f in _HANDLERS.items()}
         self._dropping = {0x5A: self._ready}  # after a refused binary result: all but Z dropped
+        self.statuses = _STATUS
+        self.lane = None  # the conversation's fast lane (fastlane.py), while it has one
 
     # -- called by the session ----------------------------------------------------
 
     def expect(self, kind: int, item=None, swallow: bool = False, refusal: bytes | None = None,
                batch: int = 0) -> None:
+        lane = self.lane
+        if lane is not None and lane.pending:
+            lane.materialize()  # the statement in flight on the lane answers first
         if kind in (EXECUTE, QUERY) and not self.queue:
             self._since = time.monotonic()
         entry = Pending(kind, item, swallow, refusal, batch)

@@ -43,6 +43,7 @@ class AllowedShapes:
     def __init__(self, gate):
         self.gate = gate
         self._shapes: dict[str, Shape] = {}
+        self.table = self._shapes  # the fast lane's view (fastlane.py): cleared, never replaced
 
     def lookup(self, text: str) -> tuple[Shape, str] | None:
         """The remembered shape of `text` and the statement cut out of it, if still valid."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
+from .fastlane import WireBase
 from .pgwire import MAX_STARTUP, ProtocolError, unpack_i32
 
 PAUSE_ABOVE = 1 << 20  # unread client bytes before TCP pushes back (a held statement)
@@ -21,7 +22,10 @@ class ConnectionClosed(Exception):
     pass
 
 
-class Wire(asyncio.Protocol):
+class Wire(WireBase, asyncio.Protocol):
+    """`data_received` comes from WireBase: in C, it relays the fast lane's messages
+    (app/relay/fastlane.py) and passes everything else to `_data_received`."""
+
     def __init__(self, max_frame: int, initial: bytes = b""):
         self.max_frame = max_frame
         self.transport: asyncio.Transport | None = None
@@ -50,7 +54,7 @@ class Wire(asyncio.Protocol):
         except OSError:
             pass
 
-    def data_received(self, data: bytes) -> None:
+    def _data_received(self, data: bytes) -> None:
         if self.on_data is not None:
             self.on_data(data)
             return

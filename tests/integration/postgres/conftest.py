@@ -112,6 +112,7 @@ class Target:
     db: str
     roles: dict[str, str]  # kind -> role name
     passwords: dict[str, str]
+    lane: bool = True  # the relay under test runs its fast lane
 
     def admin(self, dbname: str | None = None) -> psycopg.Connection:
         return psycopg.connect(f"{ADMIN_DSN} dbname={dbname or self.db}", autocommit=True)
@@ -171,8 +172,11 @@ def _hba_lines(lines: list[str], marker: str):
         edit(False)
 
 
-@pytest.fixture(scope="session")
-def target() -> Target:
+@pytest.fixture(scope="session", params=["lane", "python"])
+def target(request) -> Target:
+    """A database of its own for each way the relay runs: with its C fast lane
+    (app/relay/fastlane.py) and without it. Every relay test runs both ways, on fresh
+    data, and the two must answer alike."""
     tag = secrets.token_hex(4)
     db_name = f"airlock_relay_{tag}"
     roles = {kind: f"airlock_relay_{kind}_{tag}" for kind in ("scram", "md5", "clear")}
@@ -185,7 +189,7 @@ def target() -> Target:
         conn.execute("SET password_encryption = 'md5'")
         conn.execute(f"CREATE ROLE {roles['md5']} LOGIN PASSWORD '{passwords['md5']}'")
         conn.execute(f"CREATE DATABASE {db_name} OWNER {roles['scram']}")
-    tgt = Target(db_name, roles, passwords)
+    tgt = Target(db_name, roles, passwords, lane=request.param == "lane")
     with tgt.admin() as conn:
         conn.execute(f"SET ROLE {roles['scram']}")
         conn.execute(SCHEMA)
@@ -242,9 +246,11 @@ def _store(request):
     yield
 
 
-def start_relay(env: dict[str, str], **extra: str) -> Relay:
-    """`airlock relay` in a subprocess on a free port; its log is kept for failures."""
-    full = {**os.environ, **env, "AIRLOCK_POSTGRES_PORT": "0", **extra}
+def start_relay(world: World, **extra: str) -> Relay:
+    """`airlock relay` for `world`'s target, in a subprocess on a free port, with its fast
+    lane or without as the target's tests run; its log is kept for failures."""
+    full = {**os.environ, **world.env, "AIRLOCK_POSTGRES_PORT": "0",
+            "AIRLOCK_RELAY_FASTLANE": "1" if world.target.lane else "0", **extra}
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "relay"], cwd=ROOT, env=full,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     relay = Relay("127.0.0.1", 0, proc, full)
@@ -276,7 +282,7 @@ def stop_relay(relay: Relay) -> None:
 
 @pytest.fixture(scope="session")
 def relay(world) -> Relay:
-    r = start_relay(world.env)
+    r = start_relay(world)
     yield r
     stop_relay(r)
 

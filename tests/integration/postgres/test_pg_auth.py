@@ -126,7 +126,7 @@ def test_verify_full_with_airlocks_ca(relay, world, agent):
     with pytest.raises(psycopg.OperationalError) as exc:
         psycopg.connect(dsn(relay, agent, sslmode="verify-full", sslrootcert=root))
     assert "certificate verify failed" in str(exc.value)
-    signed = start_relay(world.env)  # a new start finds the CA and has it sign a new certificate
+    signed = start_relay(world)  # a new start finds the CA and has it sign a new certificate
     try:
         with psycopg.connect(dsn(signed, agent, sslmode="verify-full", sslrootcert=root)) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)

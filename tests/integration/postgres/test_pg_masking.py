@@ -75,7 +75,7 @@ def test_binary_results_become_null_when_masked(relay, agent):
 
 
 def test_binary_masked_column_refused_when_so_configured(world):
-    relay = start_relay(world.env, AIRLOCK_RELAY_MASKED_BINARY="refuse")
+    relay = start_relay(world, AIRLOCK_RELAY_MASKED_BINARY="refuse")
     try:
         with psycopg.connect(dsn(relay, world.tokens["agent"]), autocommit=True) as conn:
             with pytest.raises(errors.InsufficientPrivilege) as exc:

@@ -103,7 +103,7 @@ def test_lost_target_gives_a_clear_error(relay, agent, world):
 
 
 def test_sigterm_stops_the_relay_cleanly(world):
-    relay = start_relay(world.env)
+    relay = start_relay(world)
     conn = psycopg.connect(dsn(relay, world.tokens["agent"]), autocommit=True)
     assert conn.execute("SELECT 5").fetchone() == (5,)
     relay.proc.send_signal(signal.SIGTERM)

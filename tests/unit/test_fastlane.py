@@ -1,0 +1,51 @@
+"""The fast lane's pure parts (app/relay/_fastlane.c) against the Python they stand in
+for: the shape key against app.sql.cache.NUMBER, the answer check against
+pganswer.plain_answer. The lane as a whole runs under every relay test
+(tests/integration/postgres, with and without it)."""
+from __future__ import annotations
+
+import struct
+
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from app.relay import fastlane
+from app.relay._fastlane import plain_answer as c_plain_answer
+from app.relay._fastlane import shape_key
+from app.relay.pganswer import plain_answer
+from app.sql.cache import NUMBER
+
+SQL_CHARS = st.sampled_from(list("0123456789 aZ_=;.,()-+*/'\"$é\t\n") + ["1e5", "x1", "_9", "12a"])
+
+
+def test_the_compiled_lane_is_built_and_on():
+    assert fastlane.Lane is not None, "app/relay/_fastlane.c is not compiled: `pip install -e .` builds it"
+    assert fastlane.enabled()
+
+
+@given(st.lists(SQL_CHARS, max_size=60).map("".join).filter(str.isascii))
+@example("SELECT abalance FROM pgbench_accounts WHERE aid = 123456;")
+@example("1 a1 1a 1_ _1 11 1.5 x=-42;")
+def test_shape_key_is_the_number_pattern(text):
+    assert shape_key(text) == NUMBER.sub("0", text)
+
+
+def _frame(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("!i", len(body) + 4) + body
+
+
+FRAMES = st.one_of(
+    st.builds(_frame, st.sampled_from([b"T", b"D", b"C", b"E", b"N", b"S"]), st.binary(max_size=12)),
+    st.just(_frame(b"Z", b"I")), st.just(_frame(b"Z", b"T")),
+    st.binary(min_size=1, max_size=8),  # garbage and cut frames
+)
+
+
+@given(st.lists(FRAMES, max_size=8).map(b"".join), st.integers(0, 4))
+@example(_frame(b"T", b"x") + _frame(b"D", b"y") + _frame(b"C", b"SELECT 1\0") + _frame(b"Z", b"I"), 1)
+@example(_frame(b"T", b"x") + _frame(b"D", b"y") * 2 + _frame(b"C", b"SELECT 2\0") + _frame(b"Z", b"I"), 1)
+@example(_frame(b"C", b"BEGIN\0") + _frame(b"Z", b"T"), 0)
+@example(_frame(b"D", b"y") + _frame(b"C", b"x\0") + _frame(b"Z", b"I"), 3)
+@example(b"T\xff\xff\xff\xff" + _frame(b"Z", b"I"), 3)
+def test_plain_answer_agrees_with_python(chunk, max_rows):
+    assert c_plain_answer(chunk, max_rows) == plain_answer(chunk, max_rows)
