@@ -1,8 +1,12 @@
-"""Only for the relay's C fast lane; everything else is in pyproject.toml.
+"""Only for the relay's C parts; everything else is in pyproject.toml.
 
-Optional: without a C compiler the install still succeeds, and the relay takes its
-Python path for every message (app/relay/fastlane.py)."""
+Both are optional: without a C compiler the install still succeeds, and the Python
+they stand in for does their work (app/relay/fastlane.py, app/relay/pganswer.py)."""
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("app.relay._fastlane", ["app/relay/_fastlane.c"], extra_compile_args=["-O2"],
-                             optional=True)])
+
+def _c(name: str) -> Extension:
+    return Extension(f"app.relay.{name}", [f"app/relay/{name}.c"], extra_compile_args=["-O2"], optional=True)
+
+
+setup(ext_modules=[_c("_fastlane"), _c("_pganswer")])

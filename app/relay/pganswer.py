@@ -22,6 +22,12 @@ from app.recording_store import compact_json
 from . import pgmask
 from .pgwire import ProtocolError, column_names, command_tag, sample_row
 
+try:
+    from ._pganswer import scan_answer as _scan
+except ImportError:  # not compiled (`pip install -e .` builds it): the Python scan does it all
+    def _scan(answer: bytes, sample_rows: int) -> None:
+        return None
+
 _I32 = struct.Struct("!i").unpack_from
 _ROW_DESCRIPTION, _DATA_ROW, _COMMAND_COMPLETE, _READY = 0x54, 0x44, 0x43, 0x5A
 
@@ -103,24 +109,9 @@ def answer_json(sql: str, rule: str | None, masks: list[str], ms: float, answer:
     if masks:
         head += ',"masks":' + compact_json(masks)
     head += ',"ms":' + repr(ms)
-    view = memoryview(answer)
-    description: bytes | None = None
-    complete: bytes | None = None
-    sample: list = []
-    rows = pos = 0
     try:
-        while pos < len(answer):
-            kind, end = answer[pos], pos + 1 + _I32(answer, pos + 1)[0]
-            if kind == _DATA_ROW:
-                rows += 1
-                if len(sample) < sample_rows:
-                    sample.append(sample_row(view[pos + 5:end]))
-            elif kind == _ROW_DESCRIPTION:
-                description = answer[pos + 5:end]
-            elif kind == _COMMAND_COMPLETE:
-                complete = answer[pos + 5:end]
-            pos = end
-        columns = _columns_json(description) if description is not None and sample else ""
+        rows, sampled, description, complete, sample = _scan(answer, sample_rows) or scan_answer(answer, sample_rows)
+        columns = _columns_json(description) if description is not None and sampled else ""
         tag, has_rows = _tag_json(complete) if complete is not None else ("", False)
     except (ProtocolError, struct.error, ValueError, IndexError):
         # The client got these bytes as the target sent them; say so rather than guess.
@@ -129,8 +120,34 @@ def answer_json(sql: str, rule: str | None, masks: list[str], ms: float, answer:
         tag += f',"rows":{rows}'
     if not columns:
         return head + tag + "}"
-    truncated = ',"truncated":true}' if rows > len(sample) else "}"
-    return head + tag + columns + compact_json(sample) + truncated
+    truncated = ',"truncated":true}' if rows > sampled else "}"
+    return head + tag + columns + sample + truncated
+
+
+def scan_answer(answer: bytes, sample_rows: int) -> tuple[int, int, bytes | None, bytes | None, str]:
+    """(rows, rows sampled, the RowDescription's body, the CommandComplete's body, the
+    sample as JSON) of an answer's frames; raises on a malformed one. _pganswer.c does
+    the same faster, and leaves malformed answers to this."""
+    view = memoryview(answer)
+    description: bytes | None = None
+    complete: bytes | None = None
+    sample: list = []
+    rows = pos = 0
+    while pos < len(answer):
+        kind, length = answer[pos], _I32(answer, pos + 1)[0]
+        end = pos + 1 + length
+        if length < 4 or end > len(answer):
+            raise ProtocolError("malformed frame in a recorded answer")
+        if kind == _DATA_ROW:
+            rows += 1
+            if len(sample) < sample_rows:
+                sample.append(sample_row(view[pos + 5:end]))
+        elif kind == _ROW_DESCRIPTION:
+            description = answer[pos + 5:end]
+        elif kind == _COMMAND_COMPLETE:
+            complete = answer[pos + 5:end]
+        pos = end
+    return rows, len(sample), description, complete, compact_json(sample)
 
 
 _string = json.encoder.encode_basestring  # a str as compact_json writes it

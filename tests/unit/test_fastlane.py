@@ -1,6 +1,7 @@
-"""The fast lane's pure parts (app/relay/_fastlane.c) against the Python they stand in
-for: the shape key against app.sql.cache.NUMBER, the answer check against
-pganswer.plain_answer. The lane as a whole runs under every relay test
+"""The relay's C parts against the Python they stand in for: the fast lane's shape key
+(app/relay/_fastlane.c) against app.sql.cache.NUMBER, its answer check against
+pganswer.plain_answer, and the writer's answer scan (app/relay/_pganswer.c) against
+pganswer.scan_answer. The lane as a whole runs under every relay test
 (tests/integration/postgres, with and without it)."""
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from hypothesis import strategies as st
 from app.relay import fastlane
 from app.relay._fastlane import plain_answer as c_plain_answer
 from app.relay._fastlane import shape_key
-from app.relay.pganswer import plain_answer
+from app.relay._pganswer import scan_answer as c_scan_answer
+from app.relay.pganswer import plain_answer, scan_answer
+from app.relay.pgwire import ProtocolError
 from app.sql.cache import NUMBER
 
 SQL_CHARS = st.sampled_from(list("0123456789 aZ_=;.,()-+*/'\"$é\t\n") + ["1e5", "x1", "_9", "12a"])
@@ -21,6 +24,12 @@ SQL_CHARS = st.sampled_from(list("0123456789 aZ_=;.,()-+*/'\"$é\t\n") + ["1e5",
 def test_the_compiled_lane_is_built_and_on():
     assert fastlane.Lane is not None, "app/relay/_fastlane.c is not compiled: `pip install -e .` builds it"
     assert fastlane.enabled()
+
+
+def test_the_compiled_answer_scan_is_used():
+    from app.relay import pganswer
+
+    assert pganswer._scan is c_scan_answer, "app/relay/_pganswer.c is not compiled: `pip install -e .` builds it"
 
 
 @given(st.lists(SQL_CHARS, max_size=60).map("".join).filter(str.isascii))
@@ -49,3 +58,38 @@ FRAMES = st.one_of(
 @example(b"T\xff\xff\xff\xff" + _frame(b"Z", b"I"), 3)
 def test_plain_answer_agrees_with_python(chunk, max_rows):
     assert c_plain_answer(chunk, max_rows) == plain_answer(chunk, max_rows)
+
+
+CELLS = st.one_of(
+    st.none(),
+    st.text(max_size=8).map(str.encode),  # any character: quotes, backslashes, controls, non-ASCII
+    st.binary(max_size=8),  # not UTF-8
+    st.sampled_from([b"x" * 500, b"x" * 501, "\u00e9".encode() * 600, b"\xff" * 2001, b"\x7f\x1f\"\\"]),
+)
+
+
+def _row(cells) -> bytes:
+    body = struct.pack("!h", len(cells))
+    for cell in cells:
+        body += struct.pack("!i", -1) if cell is None else struct.pack("!i", len(cell)) + cell
+    return _frame(b"D", body)
+
+
+ANSWER_FRAMES = st.one_of(
+    st.lists(CELLS, max_size=4).map(_row),
+    st.just(_frame(b"T", b"\0\1a\0" + bytes(18))), st.just(_frame(b"C", b"SELECT 3\0")),
+    st.builds(_frame, st.sampled_from([b"D", b"T", b"C", b"N"]), st.binary(max_size=10)),  # odd bodies
+    st.binary(min_size=1, max_size=6),  # garbage and cut frames
+)
+
+
+@given(st.lists(ANSWER_FRAMES, max_size=6).map(b"".join), st.integers(0, 3))
+@example(_frame(b"D", b"\xff\xff"), 1)  # a negative cell count: no cells
+@example(_frame(b"D", b"\0\1\xff\xff\xff\xfe"), 1)  # a negative cell size
+@example(b"D\xff\xff\xff\xff", 1)  # a negative frame length
+def test_answer_scan_agrees_with_python(answer, sample_rows):
+    try:
+        expected = scan_answer(answer, sample_rows)
+    except (ProtocolError, struct.error, ValueError, IndexError):
+        expected = None  # malformed: the C scan says so, and answer_json runs the Python to say how
+    assert c_scan_answer(answer, sample_rows) == expected
