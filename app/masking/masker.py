@@ -334,6 +334,12 @@ class Masker:
         out = self._whole(text, strength) if strength >= 0 else self._text(text)
         return v if out is text else out
 
+    def mask_cell(self, v: Any, strength: int) -> Any:
+        """One cell as mask_row masks it: `strength` from a ColumnPlan's `masked`, or -1
+        for a column in its `scan`. For code that walks the rows itself (the relay's C
+        row loop); the value comes back as it went in when nothing in it is masked."""
+        return self._cell(v, strength)
+
     def mask_row(self, plan: ColumnPlan, values: Sequence[Any]) -> list[Any]:
         out = list(values)
         n = len(out)

@@ -23,8 +23,11 @@ from . import pgmask
 from .pgwire import ProtocolError, column_names, command_tag, sample_row
 
 try:
+    from ._pganswer import mask_rows as _mask_rows
     from ._pganswer import scan_answer as _scan
-except ImportError:  # not compiled (`pip install -e .` builds it): the Python scan does it all
+except ImportError:  # not compiled (`pip install -e .` builds it): the Python does it all
+    _mask_rows = None
+
     def _scan(answer: bytes, sample_rows: int) -> None:
         return None
 
@@ -75,7 +78,11 @@ def masked_answer(masker, chunk: bytes, z: int, refuse_binary: bool) -> bytes | 
         return None
     if not plan.needs_work:
         return chunk[:z] if rewritten is None else rewritten + chunk[end:z]
-    parts = [rewritten or chunk[:end]]
+    if _mask_rows is not None and not plan.nulls and not plan.checks:
+        rows = _mask_rows(chunk, end, z, plan.cells, masker.mask_cell)
+        if rows is not None:
+            return (rewritten or chunk[:end]) + rows
+    parts = [rewritten or chunk[:end]]  # the rows below say how they are malformed
     pos = end
     while pos < z:
         kind, end = chunk[pos], pos + 1 + _I32(chunk, pos + 1)[0]

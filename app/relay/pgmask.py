@@ -38,6 +38,7 @@ class RowPlan:
     nulls: tuple[int, ...]  # always NULL (masked binary values we cannot rewrite)
     checks: tuple[tuple[int, struct.Struct | None], ...]  # NULL when a detector finds something
     retype: tuple[int, ...]  # columns announced as text instead of their own type
+    cells: tuple[tuple[int, int], ...]  # (column, strength) for Masker.mask_cell: text.masked, then text.scan
 
     @property
     def needs_work(self) -> bool:
@@ -72,7 +73,7 @@ def plan_rows(masker: Masker, fields: list[Field], formats: tuple[int, ...] | No
         elif oid not in INERT:
             nulls.append(i)
     return RowPlan(names, ColumnPlan(names, tuple(masked), tuple(scan)), tuple(nulls), tuple(checks),
-                   tuple(retype))
+                   tuple(retype), tuple(masked) + tuple((i, -1) for i in scan))
 
 
 def _format(formats: tuple[int, ...], i: int) -> int:

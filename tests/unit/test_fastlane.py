@@ -2,7 +2,8 @@
 (app/relay/_fastlane.c) against app.sql.cache.NUMBER, its answer check against
 pganswer.plain_answer, and the writer's answer scan (app/relay/_pganswer.c) against
 pganswer.scan_answer. The lane as a whole runs under every relay test
-(tests/integration/postgres, with and without it)."""
+(tests/integration/postgres, with and without it). The row loop of masked answers
+(app/relay/_pganswer.c) runs there too, and against pganswer's Python here."""
 from __future__ import annotations
 
 import struct
@@ -10,13 +11,15 @@ import struct
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from app.relay import fastlane
+from app.masking import Masker
+from app.relay import fastlane, pganswer
 from app.relay._fastlane import plain_answer as c_plain_answer
 from app.relay._fastlane import shape_key
 from app.relay._pganswer import scan_answer as c_scan_answer
 from app.relay.pganswer import plain_answer, scan_answer
 from app.relay.pgwire import ProtocolError
 from app.sql.cache import NUMBER
+from app.types import MaskSpec
 
 SQL_CHARS = st.sampled_from(list("0123456789 aZ_=;.,()-+*/'\"$é\t\n") + ["1e5", "x1", "_9", "12a"])
 
@@ -26,10 +29,9 @@ def test_the_compiled_lane_is_built_and_on():
     assert fastlane.enabled()
 
 
-def test_the_compiled_answer_scan_is_used():
-    from app.relay import pganswer
-
+def test_the_compiled_answer_parts_are_used():
     assert pganswer._scan is c_scan_answer, "app/relay/_pganswer.c is not compiled: `pip install -e .` builds it"
+    assert pganswer._mask_rows is not None
 
 
 @given(st.lists(SQL_CHARS, max_size=60).map("".join).filter(str.isascii))
@@ -93,3 +95,47 @@ def test_answer_scan_agrees_with_python(answer, sample_rows):
     except (ProtocolError, struct.error, ValueError, IndexError):
         expected = None  # malformed: the C scan says so, and answer_json runs the Python to say how
     assert c_scan_answer(answer, sample_rows) == expected
+
+
+def _description(*columns: tuple[str, int]) -> bytes:
+    body = struct.pack("!h", len(columns))
+    for name, oid in columns:
+        body += name.encode() + b"\0" + struct.pack("!IhIhih", 0, 0, oid, -1, -1, 0)
+    return _frame(b"T", body)
+
+
+MASKERS = [
+    Masker((MaskSpec(fields=("email",), rule="r"),), b"salt"),  # redacted by name
+    Masker((MaskSpec(fields=("email",), strategy="partial", rule="r"),), b"salt"),
+    Masker((MaskSpec(fields=("email",), strategy="hash", rule="r"),), b"salt"),
+    Masker((MaskSpec(fields=("email",), rule="r"), MaskSpec(detectors=("email", "credit_card"), rule="d")), b"salt"),
+]
+ROW_CELLS = st.one_of(st.none(), st.sampled_from([b"", b"ada@example.com", b"4111 1111 1111 1111", b"\xff\xfe", b"x" * 40]))
+DATA_ROWS = st.one_of(
+    st.lists(ROW_CELLS, max_size=4).map(_row),
+    st.builds(_frame, st.just(b"D"), st.binary(max_size=10)),  # malformed inside a well-framed DataRow
+)
+
+
+@given(st.sampled_from(range(len(MASKERS))), st.lists(DATA_ROWS, max_size=4), st.sampled_from([25, 23, 1043]))
+@example(0, [_row([b"ada@example.com", None, b"1"])], 25)
+@example(0, [_frame(b"D", b"\xff\xff")], 25)  # a negative cell count: a row of no cells
+@example(0, [_frame(b"D", b"\0\1\0\0\0\1xtrailing")], 25)  # bytes after the last cell are dropped
+def test_masked_rows_agree_with_python(masker_index, rows, oid):
+    """The C row loop of masked_answer (app/relay/_pganswer.c) against the Python one."""
+    masker = MASKERS[masker_index]
+    chunk = (_description(("email", oid), ("note", 25), ("id", 23)) + b"".join(rows)
+             + _frame(b"C", b"SELECT 1\0") + _frame(b"Z", b"I"))
+    z = len(chunk) - 6
+
+    def masked(with_c: bool):
+        saved = pganswer._mask_rows
+        pganswer._mask_rows = saved if with_c else None
+        try:
+            return pganswer.masked_answer(masker, chunk, z, False)
+        except (ProtocolError, struct.error) as exc:
+            return type(exc)
+        finally:
+            pganswer._mask_rows = saved
+
+    assert masked(True) == masked(False)
