@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -157,7 +158,7 @@ def _insert_events(s, rows: list[tuple]) -> None:
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     for i in range(0, len(rows), _CHUNK):
         part = rows[i:i + _CHUNK]
-        params = tuple(v for e in part for v in e)  # (session_id, seq, t, kind, data)
+        params = tuple(itertools.chain.from_iterable(part))  # each (session_id, seq, t, kind, data)
         conn.exec_driver_sql(_events_sql(len(part), mark), params)
 
 
