@@ -43,6 +43,16 @@ static int put(Buffer *b, const char *s, Py_ssize_t n) {
     return 0;
 }
 
+static void set_be32(char *p, Py_ssize_t v) {
+    p[0] = (char)(v >> 24), p[1] = (char)(v >> 16), p[2] = (char)(v >> 8), p[3] = (char)v;
+}
+
+static int put_be32(Buffer *b, Py_ssize_t v) {
+    char bytes[4];
+    set_be32(bytes, v);
+    return put(b, bytes, 4);
+}
+
 static inline int be16(const unsigned char *p) { return (short)(((unsigned)p[0] << 8) | p[1]); }
 
 static inline int be32(const unsigned char *p) {
@@ -195,9 +205,7 @@ static PyObject *mask_rows(PyObject *module, PyObject *args) {
                 if (index == i) strength = PyTuple_GET_ITEM(pair, 1);
             }
             if (strength == NULL) {
-                unsigned char sz[4] = {(unsigned char)(size >> 24), (unsigned char)(size >> 16),
-                                       (unsigned char)(size >> 8), (unsigned char)size};
-                if (put(&b, (const char *)sz, 4) || put(&b, (const char *)row + at, size)) goto done;
+                if (put_be32(&b, size) || put(&b, (const char *)row + at, size)) goto done;
             } else {
                 PyObject *value = PyBytes_FromStringAndSize((const char *)row + at, size);
                 if (value == NULL) goto done;
@@ -209,10 +217,7 @@ static PyObject *mask_rows(PyObject *module, PyObject *args) {
                     PyErr_SetString(PyExc_TypeError, "mask_rows: the masker must return bytes for a cell");
                     goto done;
                 }
-                Py_ssize_t m = PyBytes_GET_SIZE(out);
-                unsigned char sz[4] = {(unsigned char)(m >> 24), (unsigned char)(m >> 16), (unsigned char)(m >> 8),
-                                       (unsigned char)m};
-                int r = put(&b, (const char *)sz, 4) || put(&b, PyBytes_AS_STRING(out), m);
+                int r = put_be32(&b, PyBytes_GET_SIZE(out)) || put(&b, PyBytes_AS_STRING(out), PyBytes_GET_SIZE(out));
                 Py_DECREF(out);
                 if (r) goto done;
             }
@@ -223,9 +228,7 @@ static PyObject *mask_rows(PyObject *module, PyObject *args) {
             PyErr_SetString(PyExc_ValueError, "mask_rows: a masked row is too long");
             goto done;
         }
-        unsigned char *len_at = (unsigned char *)b.data + frame_at + 1;
-        len_at[0] = (unsigned char)(frame_len >> 24), len_at[1] = (unsigned char)(frame_len >> 16);
-        len_at[2] = (unsigned char)(frame_len >> 8), len_at[3] = (unsigned char)frame_len;
+        set_be32(b.data + frame_at + 1, frame_len);
         pos = end;
     }
     result = PyBytes_FromStringAndSize(b.data, b.len);
