@@ -11,6 +11,11 @@ per statement under pgbench.
 `plain_answer` says whether a chunk is such an answer; anything else (an error, a
 notice, a parameter change, more rows than the sample keeps, a chunk boundary in the
 middle) takes the frame-by-frame path.
+
+`_pganswer.c` does the two steps every statement pays for, the writer's scan
+(`scan_answer`) and the row loop of `masked_answer`, in C. The Python here is what
+the C must equal (tests/unit/test_fastlane.py), what says how a malformed answer is
+malformed, and what runs when the extension is not compiled.
 """
 from __future__ import annotations
 
