@@ -203,7 +203,7 @@ def proxy() -> None:
 
 @main.command()
 def relay() -> None:
-    """Run the database and SSH relays (PostgreSQL 15432, MySQL 13306, SSH 2222)."""
+    """Run the PostgreSQL relay (port 15432; the MySQL and SSH relays are not built yet)."""
     from app.relay.server import run
 
     run()
