@@ -163,9 +163,26 @@ static PyObject *mask_rows(PyObject *module, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "mask_rows: start and z must be within the chunk");
         return NULL;
     }
+    /* The plan's cells, read once: the index each names, and its strength. */
     Py_ssize_t named = PyTuple_GET_SIZE(cells);
+    long *indexes = PyMem_New(long, named > 0 ? named : 1);
+    PyObject **strengths = PyMem_New(PyObject *, named > 0 ? named : 1);
     Buffer b = {NULL, 0, 0};
     PyObject *result = NULL;
+    if (indexes == NULL || strengths == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t k = 0; k < named; k++) {
+        PyObject *pair = PyTuple_GET_ITEM(cells, k);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            PyErr_SetString(PyExc_TypeError, "mask_rows: cells are (index, strength) pairs");
+            goto done;
+        }
+        indexes[k] = PyLong_AsLong(PyTuple_GET_ITEM(pair, 0));
+        if (indexes[k] == -1 && PyErr_Occurred()) goto done;
+        strengths[k] = PyTuple_GET_ITEM(pair, 1); /* borrowed: `cells` holds it for the call */
+    }
     Py_ssize_t pos = start;
     while (pos < z) {
         if (z - pos < 5) goto malformed;
@@ -194,16 +211,8 @@ static PyObject *mask_rows(PyObject *module, PyObject *args) {
             }
             if (size < 0 || at + size > row_end) goto malformed;
             PyObject *strength = NULL;
-            for (Py_ssize_t k = 0; k < named && strength == NULL; k++) {
-                PyObject *pair = PyTuple_GET_ITEM(cells, k);
-                if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
-                    PyErr_SetString(PyExc_TypeError, "mask_rows: cells are (index, strength) pairs");
-                    goto done;
-                }
-                long index = PyLong_AsLong(PyTuple_GET_ITEM(pair, 0));
-                if (index == -1 && PyErr_Occurred()) goto done;
-                if (index == i) strength = PyTuple_GET_ITEM(pair, 1);
-            }
+            for (Py_ssize_t k = 0; k < named && strength == NULL; k++)
+                if (indexes[k] == i) strength = strengths[k];
             if (strength == NULL) {
                 if (put_be32(&b, size) || put(&b, (const char *)row + at, size)) goto done;
             } else {
@@ -237,6 +246,8 @@ malformed:
     result = Py_NewRef(Py_None);
 done:
     PyMem_Free(b.data);
+    PyMem_Free(indexes);
+    PyMem_Free(strengths);
     return result;
 }
 
