@@ -182,20 +182,7 @@ class Bind:
         pos += 2
         self.param_formats = [_i16(body, pos + 2 * i) for i in range(max(n, 0))]
         pos += 2 * max(n, 0)
-        n = _i16(body, pos)
-        pos += 2
-        params: list[memoryview | None] = []
-        for _ in range(max(n, 0)):
-            size = _i32(body, pos)
-            pos += 4
-            if size == -1:
-                params.append(None)
-                continue
-            if size < 0 or pos + size > len(body):
-                raise ProtocolError("malformed Bind parameter")
-            params.append(body[pos:pos + size])
-            pos += size
-        self.params = params
+        self.params, pos = _values(body, pos + 2, _i16(body, pos), "Bind parameter")
         n = _i16(body, pos)
         pos += 2
         if n < 0 or pos + 2 * n != len(body):
@@ -257,21 +244,25 @@ def column_names(body: bytes) -> list[str]:
 
 
 def parse_data_row(body: memoryview) -> list[memoryview | None]:
-    n = _i16(body, 0)
-    pos = 2
+    return _values(body, 2, _i16(body, 0), "DataRow")[0]
+
+
+def _values(body: memoryview, pos: int, count: int, what: str) -> tuple[list[memoryview | None], int]:
+    """`count` length-prefixed values from `pos` (length -1 is NULL), as views, and the
+    position after them: the layout of Bind's parameters and of a DataRow."""
     out: list[memoryview | None] = []
     end = len(body)
-    for _ in range(max(n, 0)):
+    for _ in range(max(count, 0)):
         size = _i32(body, pos)
         pos += 4
         if size == -1:
             out.append(None)
             continue
         if size < 0 or pos + size > end:
-            raise ProtocolError("malformed DataRow")
+            raise ProtocolError(f"malformed {what}")
         out.append(body[pos:pos + size])
         pos += size
-    return out
+    return out, pos
 
 
 SAMPLE_CHARS = 500  # a recorded cell keeps this many characters
