@@ -295,7 +295,11 @@ static int target_answer(Lane *l, PyObject *chunk) {
         if ((answer = PyBytes_FromStringAndSize((const char *)c, z)) == NULL) goto fallback;
         out = Py_NewRef(chunk);
     } else { /* masked in Python, before anything is sent: an error leaves it to the Python path */
-        answer = PyObject_CallFunction(l->masked_answer, "OOnO", l->masker, chunk, z, l->refuse_binary);
+        PyObject *size = PyLong_FromSsize_t(z);
+        if (size == NULL) goto fallback;
+        PyObject *argv[4] = {l->masker, chunk, size, l->refuse_binary};
+        answer = PyObject_Vectorcall(l->masked_answer, argv, 4, NULL);
+        Py_DECREF(size);
         if (answer == NULL || !PyBytes_Check(answer)) {
             Py_XDECREF(answer);
             goto fallback;
@@ -320,9 +324,13 @@ static int target_answer(Lane *l, PyObject *chunk) {
     l->pending = 0;
     double ms = (double)(long long)((monotonic() - l->since) * 1e6) / 1000; /* int(s * 1e6) / 1000 */
     int failed = 0;
-    if (l->record != Py_None) {
-        PyObject *done = PyObject_CallFunction(l->record, "OOOOOdOO", s_output, l->answer_json, statement, rule,
-                                               masks, ms, answer, l->sample_rows);
+    if (l->record != Py_None) { /* vectorcall: no argument tuple built for a call that collects *args */
+        PyObject *elapsed = PyFloat_FromDouble(ms), *done = NULL;
+        if (elapsed != NULL) {
+            PyObject *argv[8] = {s_output, l->answer_json, statement, rule, masks, elapsed, answer, l->sample_rows};
+            done = PyObject_Vectorcall(l->record, argv, 8, NULL);
+            Py_DECREF(elapsed);
+        }
         failed |= done == NULL;
         Py_XDECREF(done);
     }
