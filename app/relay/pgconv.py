@@ -12,7 +12,6 @@ the target skips to Sync, and ReadyForQuery carries the true status.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import time
 
 from pglast import parser as pg_parser
@@ -22,6 +21,7 @@ from app.types import Operation
 
 from . import fastlane, pgwire
 from .pgchecks import Checker, binary_refusal, mask_names
+from .pgparity import Reading, divergence, reparses
 from .pgflow import TargetStream
 from .pgshapes import AllowedShapes
 from .pgstate import (BIND, CLOSE, COPY_END, DESCRIBE, EXECUTE, PARSE, QUERY, REFUSE, SYNC, Change, Portal, Prepared,
@@ -37,8 +37,8 @@ REFUSED_QUERY = pgwire.query_message("airlock refused")
 PARAM_CHARS = 200
 _NAME_WORDS = ("prepare", "deallocate", "discard", "declare", "close")
 _TOOL_NAMES = frozenset({"psql", "pgbench", "pg_dump", "pg_dumpall", "pg_restore", "pg_basebackup", "vacuumdb"})
-_ENCODINGS = {"UTF8": "utf-8", "SQL_ASCII": "latin-1", "LATIN1": "latin-1", "LATIN9": "iso8859-15",
-              "WIN1252": "cp1252", "WIN1251": "cp1251", "KOI8R": "koi8-r", "EUC_JP": "euc-jp", "EUC_KR": "euc-kr"}
+BARRIER_HINT = ("a statement that changes client_encoding or standard_conforming_strings must be followed by "
+                "Sync before the next statement: the target reads what follows in the new setting")
 
 
 class Conversation:
@@ -51,7 +51,16 @@ class Conversation:
         self.prepared: dict[str, Prepared] = {}
         self.portals: dict[str, Portal] = {}
         self.batch = 0  # counts Syncs and simple queries sent
+        self.reading = Reading()  # how the target reads our text, as it last confirmed
+        # "utf-8" while the fast lane may take statements (it checks this): not while the
+        # target reads another encoding, nor while a barrier may be needed.
         self.encoding = "utf-8"
+        # A statement that may change how the target reads text ("reparse") is a barrier:
+        # nothing more is read until the target's ReadyForQuery for `_barrier` (its batch).
+        self._barrier: int | None = None
+        self._barrier_done: asyncio.Future | None = None
+        self._barrier_in_batch = False  # extended protocol: one was parsed or bound before Sync
+        self._settings_in_block = False  # one ran inside a transaction block: its end reverts it
         self.checker = Checker(session, self.stream.send, self._flush)
         self.shapes = AllowedShapes(session.gate)
         self.refused = 0
@@ -87,6 +96,14 @@ class Conversation:
         client, handlers = self.client, self._handlers
         try:
             while not self.target.write_paused:
+                if self._barrier is not None:
+                    self._flush()
+                    task = asyncio.Task(self._await_barrier(), loop=self._loop, eager_start=True)
+                    if not task.done():
+                        self._waiting = task
+                        task.add_done_callback(self._resume)
+                        return
+                    task.result()
                 f = client.next_frame()
                 if f is None:
                     self._flush()
@@ -132,6 +149,50 @@ class Conversation:
     def _send(self, body, raw) -> None:
         self._out.append(raw)
 
+    # -- barriers: wait for the target to confirm how it reads what follows -----------
+
+    def _reparse_check(self, ops: list[Operation], extended: bool, binding: bool = False) -> bytes | None:
+        """Before `ops` go to the target: a refusal if they could diverge (or a statement
+        follows a barrier in the same extended batch); else note a barrier if they need one."""
+        refused = divergence(ops)
+        if refused is not None:
+            return refused
+        if self._barrier_in_batch and not binding:
+            return error_response("42501", f"airlock: {BARRIER_HINT}")
+        barrier = reparses(ops)
+        if not barrier and self._settings_in_block:
+            barrier = any(op.kind == "tcl" for op in ops)  # COMMIT/ROLLBACK may revert them
+        if barrier:
+            self._settings_in_block = True  # until a ReadyForQuery outside a block
+            self._update_lane()
+            if extended:
+                self._barrier_in_batch = True
+            else:
+                self._set_barrier(self.batch + 1)  # the batch of the Query about to go
+        return None
+
+    def _update_lane(self) -> None:
+        r = self.reading
+        self.encoding = (r.codec if r.codec and r.conforming else "refused") if not self._settings_in_block else "held"
+
+    def _set_barrier(self, batch: int) -> None:
+        self._barrier = batch
+        self._barrier_done = self._loop.create_future()
+
+    async def _await_barrier(self) -> None:
+        await self._barrier_done
+        self._barrier = self._barrier_done = None
+
+    def target_ready(self, batch: int, status: bytes) -> None:
+        """ReadyForQuery for `batch` (called by the stream while a barrier is up)."""
+        if status == b"I" and self._settings_in_block:
+            self._settings_in_block = False
+            self._update_lane()
+        if self._barrier is not None and batch >= self._barrier:
+            fut = self._barrier_done
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+
     def _flush(self) -> None:
         out = self._out
         if out:
@@ -144,7 +205,7 @@ class Conversation:
         if not len(body) or body[-1] != 0:
             raise ProtocolError("malformed Query")
         text = self._text(body[:-1])
-        if text is not None:
+        if text is not None and not self._settings_in_block:  # else COMMIT may need a barrier
             hit = self.shapes.lookup(text)
             if hit is not None and self.checker.allowed_again(hit[0]):
                 shape, statement = hit
@@ -157,11 +218,16 @@ class Conversation:
 
     async def _check_query(self, text: str | None, raw) -> None:
         if text is None:
-            return self._refuse(self._bad_encoding(), extended=False)
+            return self._refuse(self.reading.refusal(), extended=False)
         ops = self.checker.operations(text)
+        refused = self._reparse_check(ops, extended=False)
+        if refused is not None:
+            self._barrier = self._barrier_done = None
+            return self._refuse(refused, extended=False)
         stamp = self.s.gate.stamp()
         masks, refusal, rules = await self.checker.check(ops)
         if refusal is not None:
+            self._barrier = self._barrier_done = None  # nothing of it runs
             return self._refuse(refusal, extended=False)
         self._track_names(ops)
         if len(ops) == 1:
@@ -182,8 +248,13 @@ class Conversation:
         name, query, param_types = pgwire.parse_parse(body)
         text = self._text(query)
         if text is None:
-            return self._refuse(self._bad_encoding(), extended=True)
+            return self._refuse(self.reading.refusal(), extended=True)
         ops = self.checker.operations(text)
+        refusal = self._reparse_check(ops, extended=True)
+        if refusal is not None:
+            if name == "":
+                self.prepared.pop(name, None)
+            return self._refuse(refusal, extended=True)
         masks, refusal, rules = await self.checker.check(ops)
         if refusal is not None:
             if name == "":
@@ -213,6 +284,10 @@ class Conversation:
             return self._refuse(error_response(
                 "26000", f'airlock: prepared statement "{b.statement}" was not prepared through airlock'),
                 extended=True)
+        if prep.name and reparses(prep.ops):  # running it again changes the setting again
+            refusal = self._reparse_check(prep.ops, extended=True, binding=True)
+            if refusal is not None:
+                return self._refuse(refusal, extended=True)
         if time.monotonic() - prep.checked_at > RECHECK_SECONDS:
             masks, refusal, _ = await self.checker.check(prep.ops)
             if refusal is not None:
@@ -268,6 +343,9 @@ class Conversation:
             return  # the target ignores Sync while it copies in
         self.batch += 1
         self.stream.expect(SYNC, batch=self.batch)
+        if self._barrier_in_batch:
+            self._barrier_in_batch = False
+            self._set_barrier(self.batch)
 
     def _copy_end(self, body, raw) -> None:
         self._out.append(raw)
@@ -347,13 +425,7 @@ class Conversation:
     # -- text and parameters ------------------------------------------------------
 
     def _text(self, raw) -> str | None:
-        try:
-            return str(raw, self.encoding)
-        except (UnicodeDecodeError, LookupError):
-            return None
-
-    def _bad_encoding(self) -> bytes:
-        return error_response("22021", f"airlock: the statement is not valid {self.encoding}")
+        return self.reading.decode(raw)
 
     def _params(self, b: Bind, prep: Prepared) -> list:
         """Parameters as the recording shows them: text, masked by the statement's masks."""
@@ -369,7 +441,7 @@ class Conversation:
                     out.append(f"<binary, {len(v)} bytes>")
                     continue
             else:
-                text = str(v[:PARAM_CHARS * 4], self.encoding, "replace")
+                text = str(v[:PARAM_CHARS * 4], self.reading.codec or "latin-1", "replace")
             text = text[:PARAM_CHARS]
             out.append(prep.masker.mask_text(text) if prep.masker is not None else text)
         return out
@@ -386,12 +458,10 @@ class Conversation:
     def parameter_changed(self, body: bytes) -> None:
         name, _, rest = body.partition(b"\0")
         value = rest.split(b"\0", 1)[0].decode("utf-8", "replace")
-        if name == b"client_encoding":
-            self.encoding = _ENCODINGS.get(value.upper(), value.lower())
-            try:
-                codecs.lookup(self.encoding)
-            except LookupError:
-                self.encoding = "unsupported " + value  # every statement is then refused
+        if name in (b"client_encoding", b"standard_conforming_strings"):
+            reading = self.reading
+            reading.parameter(name, value)
+            self._update_lane()
         elif name == b"application_name" and value not in _TOOL_NAMES:
             self.s.tag_run(value)
 

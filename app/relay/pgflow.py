@@ -115,6 +115,8 @@ class TargetStream(FrameScanner):
         self.status = status
         if status == b"I":
             self.session.target_idle(head.batch)
+        if self.session._barrier is not None or self.session._settings_in_block:
+            self.session.target_ready(head.batch, status)
         return True
 
     # -- one message ----------------------------------------------------------------
@@ -156,6 +158,8 @@ class TargetStream(FrameScanner):
             self._since = time.monotonic()
         if status == b"I":
             self.session.target_idle(entry.batch)
+        if self.session._barrier is not None or self.session._settings_in_block:
+            self.session.target_ready(entry.batch, status)
         return PASS
 
     def _error(self, body):  # E

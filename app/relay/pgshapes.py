@@ -9,7 +9,8 @@ same minute, and a store check younger than the gate's version TTL.
 
 Everything else takes the full path every time: several statements in one text, a
 hold or an approval, a denial, a rule that reads the text, a statement that names
-prepared statements or cursors, COPY.
+prepared statements or cursors, COPY, a statement that changes how the target reads
+text (a barrier, pgconv.py).
 """
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ class AllowedShapes:
         """After the full path allowed `text`, a single statement `op`, with `verdict`."""
         if (stamp is None or verdict.action != "allow" or verdict.status is not None
                 or verdict.review_id is not None or any(a.startswith("copy") for a in op.attributes)
+                or "reparse" in op.attributes
                 or op.text[:10].lower().startswith(_NAME_WORDS)):
             return
         key = numberless(text)

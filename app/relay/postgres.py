@@ -28,6 +28,7 @@ from .config import RelayConfig, relay_config
 from .pganswer import answer_json
 from .pgchecks import TOKEN_RECHECK, Checker
 from .pgconv import _TOOL_NAMES, Conversation
+from .pgparity import startup_divergence
 from .pgwire import ProtocolError, error_response
 from .wire import ConnectionClosed, Wire
 from .workers import WorkerLink
@@ -285,7 +286,8 @@ class Session:
                                    service_account=self.principal.service_account, client_addr=self.client_addr,
                                    run_id=self.run_id, meta={"tls": self.tls, "user": self.user})
         forwarded = {k: v for k, v in params.items() if k not in _NOT_FORWARDED and not k.startswith("_pq_.")}
-        refused = await Checker(self, self.client.write, lambda: None).check_settings(forwarded)
+        refused = startup_divergence(forwarded) or await Checker(self, self.client.write,
+                                                                 lambda: None).check_settings(forwarded)
         if refused is not None:
             return self.fatal("42501", f"airlock: {refused}")
         cfg = target.config

@@ -16,6 +16,10 @@ from .fastlane import WireBase
 from .pgwire import MAX_STARTUP, ProtocolError, unpack_i32
 
 PAUSE_ABOVE = 1 << 20  # unread client bytes before TCP pushes back (a held statement)
+# libpq's non-blocking API can wait on the socket while the rest of an answer sits in
+# OpenSSL's buffer when records are larger than this (psycopg issue 1107); pgbouncer-like
+# gateways cap TLS records at 8 KiB for that reason. One SSL write makes one record.
+TLS_RECORD = 8192
 
 
 class ConnectionClosed(Exception):
@@ -46,6 +50,8 @@ class Wire(WireBase, asyncio.Protocol):
     # -- asyncio callbacks ------------------------------------------------------------
 
     def connection_made(self, transport) -> None:
+        if transport.get_extra_info("sslcontext") is not None:
+            transport = RecordCapped(transport)
         self.transport = transport
         sock = transport.get_extra_info("socket")
         try:
@@ -65,13 +71,16 @@ class Wire(WireBase, asyncio.Protocol):
             # re-copied for every chunk it arrives in.
             self._extra.append(data)
             self._extra_len += len(data)
+        # Paused before the owner looks: an owner that is waiting for the rest of a large
+        # frame resumes reading in next_frame; pausing after it would stop that frame
+        # half-way for good (messages over PAUSE_ABOVE used to hang).
+        if self._reading and self.buffered > PAUSE_ABOVE:
+            self.transport.pause_reading()  # the owner is busy (a held statement): TCP pushes back
+            self._reading = False
         if self.on_ready is not None:
             self.on_ready()
         else:
             self._wake()
-        if self._reading and self.buffered > PAUSE_ABOVE:
-            self.transport.pause_reading()  # the owner is busy (a held statement): TCP pushes back
-            self._reading = False
 
     def eof_received(self):
         return False  # close the transport
@@ -201,3 +210,26 @@ class Wire(WireBase, asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+
+
+class RecordCapped:
+    """A TLS transport whose writes become records of at most TLS_RECORD bytes: the
+    SSL protocol turns each piece of a writelines() into records of its own."""
+
+    __slots__ = ("_inner", "_write", "_writelines")
+
+    def __init__(self, inner):
+        self._inner = inner
+        self._write = inner.write
+        self._writelines = inner.writelines
+
+    def write(self, data) -> None:
+        n = len(data)
+        if n <= TLS_RECORD:
+            self._write(data)
+            return
+        view = memoryview(data)
+        self._writelines([view[i:i + TLS_RECORD] for i in range(0, n, TLS_RECORD)])
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)

@@ -24,7 +24,8 @@ admin  ALTER SYSTEM, DO ("do_block"), CALL, LOAD, EXECUTE of a prepared statemen
        admin functions (pg_terminate_backend, pg_read_file, dblink*, lo_import, ...);
        settings that are superuser-only or would make this parser read the text
        differently from the server (standard_conforming_strings, a client_encoding
-       such as SJIS or BIG5); set_config() with a non-literal name; anything
+       such as SJIS or BIG5: attribute "parser_divergence", which the relay refuses
+       outright; see pg_session.py); set_config() with a non-literal name; anything
        unparseable ("unparseable") or of an unknown node type ("unknown").
 
 Choices:
@@ -52,6 +53,7 @@ from pglast.enums import AlterTableType, DiscardMode, ObjectType, VariableSetKin
 
 from app.types import KINDS
 
+from .pg_session import conforming_value_safe, encoding_value_safe
 from .statement import Facts, Statement, classifier, failed
 
 READ, TCL, WRITE, DDL, DCL, ADMIN = range(6)
@@ -107,11 +109,6 @@ _ADMIN_SETTINGS = frozenset("""
     session_preload_libraries local_preload_libraries
 """.split())
 _ADMIN_SETTING_PREFIXES = ("log_", "debug_", "pgaudit.", "trace_")
-# Client encodings whose multibyte characters can end in an ASCII byte such as "\";
-# the server would then split the text differently from what was classified here.
-_UNSAFE_ENCODINGS = frozenset("big5 gb18030 gbk johab sjis shiftjis mskanji shiftjis2004 "
-                              "uhc win932 win936 win949 win950 cp932 cp936 cp949 cp950".split())
-
 _RELATION_OBJECTS = frozenset({ObjectType.OBJECT_TABLE, ObjectType.OBJECT_VIEW,
                                ObjectType.OBJECT_MATVIEW, ObjectType.OBJECT_FOREIGN_TABLE,
                                ObjectType.OBJECT_SEQUENCE, ObjectType.OBJECT_INDEX})
@@ -275,27 +272,39 @@ def _copy(node: ast.CopyStmt, facts: Facts) -> None:
 
 
 def _variable_set(node: ast.VariableSetStmt, facts: Facts) -> None:
-    if node.kind in (VariableSetKind.VAR_RESET_ALL, VariableSetKind.VAR_SET_MULTI):
-        facts.flag(TCL)  # RESET ALL leaves the role alone; SET TRANSACTION
+    if node.kind == VariableSetKind.VAR_RESET_ALL:
+        facts.flag(TCL, "reparse")  # leaves the role alone; may change how text is read
+    elif node.kind == VariableSetKind.VAR_SET_MULTI:
+        facts.flag(TCL)  # SET TRANSACTION
     else:
-        value = None
-        if node.kind == VariableSetKind.VAR_SET_VALUE and node.args:
-            value = _string_const(node.args[0]) or ""
-        facts.flag(_setting_rank(node.name or "", value))
+        value = None  # RESET, DEFAULT, FROM CURRENT
+        if node.kind == VariableSetKind.VAR_SET_VALUE:
+            args = node.args or ()
+            value = (_string_const(args[0]) or "") if len(args) == 1 else ""
+        _setting(node.name or "", value, facts)
 
 
-def _setting_rank(name: str, value: str | None) -> int:
-    """Rank of changing a setting; `value` None means back to its default."""
+def _setting(name: str, value: str | None, facts: Facts) -> None:
+    """Changing a setting; `value` None means back to its default, "" a value that
+    cannot be known from the text.
+
+    Settings that change how the server reads later statements get "reparse" (the relay
+    waits for the server to confirm them before it reads on), and "parser_divergence"
+    when the new value could make the server read text otherwise than airlock does
+    (airlock refuses those whatever the policy says).
+    """
     name = name.lower()
     if name in ("role", "session_authorization"):
-        return DCL
-    if name in _ADMIN_SETTINGS or name.startswith(_ADMIN_SETTING_PREFIXES):
-        return ADMIN
-    if name == "client_encoding" and value is not None:
-        normal = value.lower().replace("-", "").replace("_", "")
-        if normal in _UNSAFE_ENCODINGS or not normal:
-            return ADMIN
-    return TCL
+        facts.flag(DCL)
+    elif name == "client_encoding":
+        safe = encoding_value_safe(value)
+        facts.flag(TCL if safe else ADMIN, "reparse", *(() if safe else ("parser_divergence",)))
+    elif name == "standard_conforming_strings":
+        facts.flag(ADMIN, "reparse", *(() if conforming_value_safe(value) else ("parser_divergence",)))
+    elif name in _ADMIN_SETTINGS or name.startswith(_ADMIN_SETTING_PREFIXES):
+        facts.flag(ADMIN)
+    else:
+        facts.flag(TCL)
 
 
 def _function_rank(node: ast.FuncCall, facts: Facts) -> int:
@@ -309,20 +318,33 @@ def _function_rank(node: ast.FuncCall, facts: Facts) -> int:
     if bare == "set_config":
         args = node.args or ()
         setting = _string_const(args[0]) if args else None
-        if setting is None:
+        if setting is None:  # could be client_encoding or standard_conforming_strings
+            facts.flag(ADMIN, "parser_divergence")
             return ADMIN
-        return _setting_rank(setting, _string_const(args[1]) if len(args) > 1 else "")
+        value = _string_const(args[1]) if len(args) > 1 else None
+        twin = Facts()
+        _setting(setting, value or "", twin)  # never a reset: NULL and expressions are unknown
+        facts.attributes.update(twin.attributes)
+        return twin.rank
     return READ
 
 
 def _explain_analyze(node: ast.ExplainStmt) -> bool:
+    """Whether EXPLAIN runs its statement. PostgreSQL takes the last of repeated options
+    (`ANALYZE false, ANALYZE true` runs it), so the last one decides here too."""
+    analyze = False
     for option in node.options or ():
         if getattr(option, "defname", None) == "analyze":
             # Any number counts as on, even 0: a numeric literal must never lower a
-            # kind, so that texts differing only in numbers may share one answer.
-            value = getattr(option.arg, "sval", None) or getattr(option.arg, "boolval", True)
-            return str(value).lower() not in ("false", "off", "no")
-    return False
+            # kind, so that texts differing only in numbers may share one answer. Only
+            # the spellings defGetBoolean reads as false turn it off.
+            arg = option.arg
+            if isinstance(arg, ast.Boolean):
+                analyze = bool(arg.boolval)
+            else:
+                value = getattr(arg, "sval", None)
+                analyze = not (isinstance(value, str) and value.lower() in ("false", "off"))
+    return analyze
 
 
 def _create_function(node: ast.CreateFunctionStmt, facts: Facts) -> None:
@@ -351,7 +373,10 @@ def _rename(node: ast.RenameStmt, facts: Facts) -> None:
 
 
 def _discard(node: ast.DiscardStmt, facts: Facts) -> None:
-    facts.flag(DCL if node.target == DiscardMode.DISCARD_ALL else TCL)
+    if node.target == DiscardMode.DISCARD_ALL:
+        facts.flag(DCL, "reparse")  # RESET ALL inside
+    else:
+        facts.flag(TCL)
 
 
 def _create_table_as(node: ast.CreateTableAsStmt, facts: Facts) -> None:

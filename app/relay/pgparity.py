@@ -1,0 +1,103 @@
+"""Reading statements as the target reads them (parse parity), for one session.
+
+The relay decodes and classifies a statement's bytes under the session state the
+target will use for them: the client encoding and `standard_conforming_strings` the
+target last confirmed in ParameterStatus. Where the two could read a text differently
+the statement is refused, whatever the policy says:
+
+- while the confirmed client encoding is not ASCII-safe (app/sql/pg_session.py) or has
+  no decoder here, or standard_conforming_strings is off (a role or database setting);
+- a statement that would switch to such a state ("parser_divergence"), by SET, SET
+  NAMES, set_config(), RESET, ALTER ROLE/DATABASE/SYSTEM ... SET, or startup settings
+  (`client_encoding`, PGCLIENTENCODING, `options=-c ...`).
+
+A statement that may change either setting ("reparse") is a barrier: the target reads
+the next message in the new state, so the relay reads nothing more until the target's
+ReadyForQuery (with its ParameterStatus) is in (pgconv.py).
+"""
+from __future__ import annotations
+
+from app.sql.pg_session import codec, encoding_value_safe
+from app.types import Operation
+
+from .pgchecks import settings_of
+from .pgclassify import operations
+from .pgwire import error_response
+
+DIVERGENCE = "parser_divergence"
+REPARSE = "reparse"
+
+
+class Reading:
+    """How the target reads this session's text now, as it last confirmed."""
+
+    __slots__ = ("encoding", "codec", "conforming")
+
+    def __init__(self) -> None:
+        self.encoding = "UTF8"
+        self.codec: str | None = "utf-8"
+        self.conforming = True
+
+    def parameter(self, name: bytes, value: str) -> None:
+        if name == b"client_encoding":
+            self.encoding = value
+            self.codec = codec(value) if encoding_value_safe(value) else None
+        elif name == b"standard_conforming_strings":
+            self.conforming = value.strip().lower() == "on"
+
+    def decode(self, raw) -> str | None:
+        """The statement text as the target reads it, or None when it must be refused."""
+        if self.codec is None or not self.conforming:
+            return None
+        try:
+            return str(raw, self.codec)
+        except UnicodeDecodeError:
+            return None
+
+    def refusal(self) -> bytes:
+        """Why `decode` gave None."""
+        if not self.conforming:
+            return error_response(
+                "42501", "airlock: standard_conforming_strings is off on the target, so the target could read "
+                "string literals differently from airlock; statements are refused while it is off",
+                hint="a role or database setting turned it off: ALTER ROLE ... RESET standard_conforming_strings")
+        if self.codec is None:
+            return error_response(
+                "42501", f"airlock: the client encoding {self.encoding} is refused: in it a byte below 0x80 need "
+                "not be ASCII, or airlock cannot decode it", hint="use UTF8 (client_encoding=UTF8)")
+        return error_response("22021", f"airlock: the statement is not valid {self.encoding}")
+
+
+def divergence(ops: list[Operation]) -> bytes | None:
+    """A refusal if any statement could make the target read later text otherwise."""
+    for op in ops:
+        if DIVERGENCE in op.attributes:
+            return error_response(
+                "42501", f"airlock: refused: {_what(op.text)} could make the target read statements differently "
+                "from airlock (only ASCII-safe client encodings, and standard_conforming_strings on)",
+                detail="statement: " + op.text[:200])
+    return None
+
+
+def reparses(ops: list[Operation]) -> bool:
+    return any(REPARSE in op.attributes for op in ops)
+
+
+def _what(text: str) -> str:
+    return "this statement" if len(text) > 60 else repr(text)
+
+
+def startup_divergence(params: dict[str, str]) -> str | None:
+    """Why a startup setting (a parameter, PGCLIENTENCODING, `options=-c`) is refused
+    for parse parity, or None. Malformed options are left to Checker.check_settings."""
+    try:
+        sets = settings_of(params)
+    except ValueError:
+        return None
+    for name, value in sets:
+        sql = f'SET "{name.replace(chr(34), chr(34) * 2)}" TO \'{value.replace(chr(39), chr(39) * 2)}\''
+        if any(DIVERGENCE in op.attributes for op in operations(sql, "")):
+            return (f"the startup setting {name}={value!r} is refused: the target would read statements "
+                    "differently from airlock (only ASCII-safe client encodings, and "
+                    "standard_conforming_strings on)")
+    return None
