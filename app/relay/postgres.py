@@ -91,7 +91,7 @@ class PostgresRelay:
         self._sockets = list(sockets)
         for sock in self._sockets:
             self._spawn(self._accept(sock))
-        self.link.listen_for_cancels(asyncio.get_running_loop(), self.cancel)
+        self.link.listen_for_cancels(asyncio.get_running_loop(), self._cancel_here)
         return self
 
     def _spawn(self, coro) -> asyncio.Task:
@@ -162,11 +162,15 @@ class PostgresRelay:
             return head, False
 
     def cancel(self, pid: int, secret: int) -> None:
+        if not self._cancel_here(pid, secret):
+            self.link.forward_cancel(pid, secret)  # another worker's session, maybe
+
+    def _cancel_here(self, pid: int, secret: int) -> bool:
+        """Cancel this worker's session with that key; never passed on (no loops)."""
         session = self.sessions.get((pid, secret))
         if session is not None:
             session.cancel()
-        else:
-            self.link.forward_cancel(pid, secret)  # another worker's session, maybe
+        return session is not None
 
     def shutdown_sessions(self) -> None:
         for session in list(self.sessions.values()):
@@ -213,7 +217,7 @@ class Session:
         self.client_addr = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
         self.tls = use_tls
         self.gate = get_gate()
-        self.key = relay.link.new_key()
+        self.key: tuple[int, int] = (0, 0)  # BackendKeyData: the target's pid, our secret
         self.principal = None
         self.rec = None
         self.link: pgauth.TargetLink | None = None
@@ -300,6 +304,9 @@ class Session:
         except pgauth.TargetError as exc:
             return self.fatal(exc.sqlstate, f"airlock: {exc.message}")
         self.conv = Conversation(self, self.cfg)
+        self.key = self.relay.link.new_key(self.link.pid)
+        while self.key in self.relay.sessions:  # two targets may reuse a pid; keys stay unique here
+            self.key = self.relay.link.new_key(self.link.pid)
         out = [pgwire.auth_request(0), *self.link.parameters, pgwire.backend_key_data(*self.key),
                pgwire.ready_for_query(self.link.status)]
         self.client.write(b"".join(out))
@@ -386,7 +393,8 @@ class Session:
 
     def _end(self) -> None:
         self._ending = True
-        self.relay.sessions.pop(self.key, None)
+        if self.relay.sessions.get(self.key) is self:
+            del self.relay.sessions[self.key]
         if self.link is not None and not self.link.wire.lost:
             self.link.wire.write(pgwire.frame(b"X"))
         self._close_wires()

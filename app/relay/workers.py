@@ -7,7 +7,8 @@ parent only restarts workers that die and passes signals on.
 
 `WorkerLink` is what a worker knows about the others: how many sessions each holds (a
 busier worker lets a new connection go to a quieter one), and a datagram channel per
-worker, because a CancelRequest arrives on a new connection that any worker may accept.
+worker, because a CancelRequest arrives on a new connection that any worker may accept:
+a worker that holds no session with that key passes it to all the others.
 """
 from __future__ import annotations
 
@@ -40,12 +41,13 @@ class WorkerLink:
         self._sessions = sessions  # shared array of session counts, one slot per worker
         self._channels = channels or []  # (receiving end, sending end) per worker
 
-    def new_key(self) -> tuple[int, int]:
-        """A BackendKeyData (pid, secret) whose pid says which worker owns the session."""
-        return (self.index << 24) | secrets.randbits(24), secrets.randbits(32) - (1 << 31)
-
-    def owner(self, pid: int) -> int:
-        return (pid >> 24) & 0x7F
+    @staticmethod
+    def new_key(pid: int) -> tuple[int, int]:
+        """A BackendKeyData for a session whose target backend is `pid`: the client sees
+        the server's real pid (pg_terminate_backend, pg_stat_activity and notification
+        pids line up), with a random 32-bit secret of the relay's own, as strong as
+        PostgreSQL's. The target's own secret never leaves the relay."""
+        return pid, secrets.randbits(32) - (1 << 31)
 
     def session_opened(self, delta: int = 1) -> None:
         if self._sessions is not None:
@@ -59,15 +61,16 @@ class WorkerLink:
         extra = mine - min(self._sessions[:])
         return min(0.002 * extra, 0.02) if extra > 0 else 0.0
 
-    def forward_cancel(self, pid: int, secret: int) -> bool:
-        owner = self.owner(pid)
-        if owner == self.index or owner >= len(self._channels):
-            return False
-        try:
-            self._channels[owner][1].send(_KEY.pack(pid, secret))
-        except OSError:
-            pass
-        return True
+    def forward_cancel(self, pid: int, secret: int) -> None:
+        """A CancelRequest for no session of this worker: every other worker checks its
+        own sessions (the key says nothing about its worker, so it goes to all)."""
+        message = _KEY.pack(pid, secret)
+        for index, (_, send) in enumerate(self._channels):
+            if index != self.index:
+                try:
+                    send.send(message)
+                except OSError:
+                    pass
 
     def listen_for_cancels(self, loop, callback: Callable[[int, int], None]) -> None:
         if not self._channels:

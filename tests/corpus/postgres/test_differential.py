@@ -7,7 +7,7 @@ What PostgreSQL reports it did (command tags, a transaction id assigned, tuples 
 the current role changed) gives the server's kind; the relay's classifier must never
 rate lower anything the server executed as a write, DDL, DCL or admin.
 
-The bounded run (make test) tries AIRLOCK_PG_DIFF_EXAMPLES variants (default 150); a
+The bounded run (make test) tries AIRLOCK_PG_DIFF_EXAMPLES variants (default 1000, a few seconds); a
 longer one: AIRLOCK_PG_DIFF_EXAMPLES=5000 pytest tests/corpus/postgres/test_differential.py
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ from .corpus import CASES, relay_rank, texts
 from .test_corpus import SETUP
 
 READ, TCL, WRITE, DDL, DCL, ADMIN = range(6)
-EXAMPLES = int(os.environ.get("AIRLOCK_PG_DIFF_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("AIRLOCK_PG_DIFF_EXAMPLES", "1000"))
 _TX_WORDS = re.compile(r"^\s*(begin|start|commit|end|rollback|abort|savepoint|release|prepare\s+transaction)\b",
                        re.I)
 _LOCKING = re.compile(r"\bfor\s+(update|share|no\s+key|key\s+share)\b", re.I)

@@ -338,3 +338,42 @@ def test_psycopg_over_tls_never_hangs_on_larger_results(relay, agent):
     threading.Thread(target=loop, daemon=True).start()
     assert done.wait(180), f"psycopg hung after {time.monotonic() - started:.0f} s"
     assert not failures, failures
+
+
+# -- finding 9: the server's backend pid --------------------------------------------------
+
+def test_backend_pid_is_the_servers_and_cancel_still_works(relay, agent):
+    # Several sessions: the relay runs worker processes, and a CancelRequest may reach any.
+    conns = [psycopg.connect(dsn(relay, agent), autocommit=True) for _ in range(4)]
+    try:
+        for conn in conns:
+            pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+            assert conn.info.backend_pid == pid
+            assert conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone() == (1,)
+        listener = conns[0]
+        listener.execute("LISTEN parity")
+        conns[1].execute("NOTIFY parity, 'hello'")
+        note = next(listener.notifies(timeout=10))
+        assert note.pid == conns[1].info.backend_pid and note.payload == "hello"
+        for conn in conns:
+            threading.Timer(0.3, conn.cancel).start()
+            started = time.monotonic()
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                conn.execute("SELECT pg_sleep(20)")
+            assert time.monotonic() - started < 10
+            assert conn.execute("SELECT 2").fetchone() == (2,)
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def test_a_cancel_with_the_wrong_secret_does_nothing(relay, agent):
+    with psycopg.connect(dsn(relay, agent), autocommit=True) as conn:
+        pid = conn.info.backend_pid
+
+        def wrong_cancel():
+            with socket.create_connection((relay.host, relay.port)) as s:
+                s.sendall(struct.pack("!iiii", 16, pgwire.CANCEL_REQUEST, pid, 12345))
+
+        threading.Timer(0.2, wrong_cancel).start()
+        assert conn.execute("SELECT pg_sleep(1.5), 7").fetchone()[1] == 7
