@@ -530,3 +530,48 @@ def test_numbers_never_change_the_answer(template: str, n: int) -> None:
     original, zeroed = one(template.format(n=n)), one(template.format(n=0))
     assert (original.kind, original.tables, original.attributes) == (
         zeroed.kind, zeroed.tables, zeroed.attributes)
+
+
+# -- parse parity (issue 16): settings that change how the server reads later text --------
+
+@pytest.mark.parametrize("sql", [
+    "SET client_encoding = 'windows932'", "SET client_encoding TO 'S.JIS'", "SET NAMES 'big5 '",
+    "SET client_encoding = 'Big-5'", "SET client_encoding TO mskanji", "SET client_encoding = 'win950'",
+    "SET client_encoding = 'shift_jis_2004'", "SET client_encoding = 'UHC'", "SET client_encoding = 'johab'",
+    "SET client_encoding = 'cp936'", "SET client_encoding TO 936", "SET client_encoding TO 'utf8', 'sjis'",
+    "SELECT set_config('client_encoding', 'S.JIS', false)", "SELECT set_config('client_encoding', x, false) FROM t",
+    "SELECT set_config('client_encoding', NULL, false)", "SELECT set_config(lower('CLIENT_ENCODING'), 'utf8', false)",
+    "SET standard_conforming_strings = off", "SET standard_conforming_strings TO 0",
+    "SET standard_conforming_strings TO DEFAULT", "RESET standard_conforming_strings",
+    "SELECT set_config('standard_conforming_strings', 'on' || '', false)",
+    "ALTER ROLE r SET standard_conforming_strings = off", "ALTER DATABASE d SET client_encoding = 'GBK'",
+    "ALTER SYSTEM SET client_encoding = 'sjis'",
+    "CREATE FUNCTION f() RETURNS int LANGUAGE sql SET client_encoding = 'sjis' AS 'SELECT 1'",
+])
+def test_parser_divergence_is_flagged(sql: str) -> None:
+    assert any("parser_divergence" in stmt.attributes for stmt in classify_postgres(sql)), sql
+
+
+@pytest.mark.parametrize(("sql", "kind"), [
+    ("SET client_encoding = 'UTF8'", "tcl"), ("SET client_encoding TO 'latin1'", "tcl"),
+    ("SET NAMES 'ISO-8859-15'", "tcl"), ("SET client_encoding TO DEFAULT", "tcl"), ("RESET client_encoding", "tcl"),
+    ("SET NAMES DEFAULT", "tcl"), ("RESET ALL", "tcl"), ("SELECT set_config('client_encoding', 'UTF8', false)", "tcl"),
+    ("SET standard_conforming_strings = on", "admin"), ("DISCARD ALL", "dcl"),
+])
+def test_reading_changes_are_barriers_but_not_refused(sql: str, kind: str) -> None:
+    (stmt,) = classify_postgres(sql)
+    assert stmt.kind == kind and "reparse" in stmt.attributes and "parser_divergence" not in stmt.attributes
+
+
+@pytest.mark.parametrize(("sql", "kind"), [
+    ("EXPLAIN (ANALYZE false, ANALYZE true) DELETE FROM t", "write"),
+    ("EXPLAIN (ANALYZE true, ANALYZE false) DELETE FROM t", "read"),
+    ("EXPLAIN (ANALYZE off, COSTS off, ANALYZE) UPDATE t SET a = 1", "write"),
+    ("EXPLAIN (ANALYZE 'off', ANALYZE 'on') INSERT INTO t VALUES (1)", "write"),
+    ("EXPLAIN (ANALYZE 1, ANALYZE 0) DELETE FROM t", "write"),  # numbers never lower a kind
+    ("EXPLAIN (ANALYZE on, ANALYZE off) DELETE FROM t", "read"),
+    ("EXPLAIN (ANALYZE, ANALYZE FALSE) CREATE TABLE x AS SELECT 1", "read"),
+    ("EXPLAIN (FORMAT JSON, ANALYZE) CREATE TABLE x AS SELECT 1", "ddl"),
+])
+def test_repeated_explain_options_the_last_wins(sql: str, kind: str) -> None:
+    assert classify_postgres(sql)[0].kind == kind

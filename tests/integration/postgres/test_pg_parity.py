@@ -377,3 +377,21 @@ def test_a_cancel_with_the_wrong_secret_does_nothing(relay, agent):
 
         threading.Timer(0.2, wrong_cancel).start()
         assert conn.execute("SELECT pg_sleep(1.5), 7").fetchone()[1] == 7
+
+
+def test_encoding_allowlist_agrees_with_the_server(world):
+    """Every name the server knows (its aliases, in many spellings) maps to the encoding the
+    server says, and only the ASCII-safe ones are accepted; names it does not know are
+    refused."""
+    from app.sql.pg_session import _SAFE_ALIASES, UNSAFE_ENCODINGS, safe_encoding
+    names = set(_SAFE_ALIASES) | {"sjis", "mskanji", "shiftjis", "win932", "windows932", "big5", "win950",
+                                  "windows950", "gbk", "win936", "windows936", "uhc", "win949", "windows949",
+                                  "gb18030", "johab", "shiftjis2004", "cp936", "ms932", "sjis2004", "utf16"}
+    spellings = {n for name in names for n in (name, name.upper(), f"{name[:2]}-{name[2:]}", f" {name}.")}
+    with world.target.admin() as conn:
+        server = dict(conn.execute("SELECT n, pg_encoding_to_char(pg_char_to_encoding(n)) FROM unnest(%s::text[]) n",
+                                   (sorted(spellings),)).fetchall())
+    for spelling, canonical in server.items():
+        expected = canonical if canonical and canonical not in UNSAFE_ENCODINGS else None
+        assert safe_encoding(spelling) == expected, (spelling, canonical)
+    assert {server[n] for n in ("sjis", "big5", "gbk", "uhc", "gb18030", "johab", "shiftjis2004")} == set(UNSAFE_ENCODINGS)
