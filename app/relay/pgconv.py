@@ -21,7 +21,7 @@ from app.types import Operation
 
 from . import fastlane, pgwire
 from .pgchecks import Checker, binary_refusal, mask_names
-from .pgparity import Reading, divergence, reparses
+from .pgparity import Barriers, Reading, reparses
 from .pgflow import TargetStream
 from .pgshapes import AllowedShapes
 from .pgstate import (BIND, CLOSE, COPY_END, DESCRIBE, EXECUTE, PARSE, QUERY, REFUSE, SYNC, Change, Portal, Prepared,
@@ -37,8 +37,6 @@ REFUSED_QUERY = pgwire.query_message("airlock refused")
 PARAM_CHARS = 200
 _NAME_WORDS = ("prepare", "deallocate", "discard", "declare", "close")
 _TOOL_NAMES = frozenset({"psql", "pgbench", "pg_dump", "pg_dumpall", "pg_restore", "pg_basebackup", "vacuumdb"})
-BARRIER_HINT = ("a statement that changes client_encoding or standard_conforming_strings must be followed by "
-                "Sync before the next statement: the target reads what follows in the new setting")
 
 
 class Conversation:
@@ -55,12 +53,7 @@ class Conversation:
         # "utf-8" while the fast lane may take statements (it checks this): not while the
         # target reads another encoding, nor while a barrier may be needed.
         self.encoding = "utf-8"
-        # A statement that may change how the target reads text ("reparse") is a barrier:
-        # nothing more is read until the target's ReadyForQuery for `_barrier` (its batch).
-        self._barrier: int | None = None
-        self._barrier_done: asyncio.Future | None = None
-        self._barrier_in_batch = False  # extended protocol: one was parsed or bound before Sync
-        self._settings_in_block = False  # one ran inside a transaction block: its end reverts it
+        self.barriers = Barriers(asyncio.get_running_loop())
         self.checker = Checker(session, self.stream.send, self._flush)
         self.shapes = AllowedShapes(session.gate)
         self.refused = 0
@@ -96,9 +89,9 @@ class Conversation:
         client, handlers = self.client, self._handlers
         try:
             while not self.target.write_paused:
-                if self._barrier is not None:
+                if self.barriers.at is not None:
                     self._flush()
-                    task = asyncio.Task(self._await_barrier(), loop=self._loop, eager_start=True)
+                    task = asyncio.Task(self.barriers.wait(), loop=self._loop, eager_start=True)
                     if not task.done():
                         self._waiting = task
                         task.add_done_callback(self._resume)
@@ -149,49 +142,21 @@ class Conversation:
     def _send(self, body, raw) -> None:
         self._out.append(raw)
 
-    # -- barriers: wait for the target to confirm how it reads what follows -----------
+    # -- barriers: wait for the target to confirm how it reads what follows (pgparity) --
 
     def _reparse_check(self, ops: list[Operation], extended: bool, binding: bool = False) -> bytes | None:
-        """Before `ops` go to the target: a refusal if they could diverge (or a statement
-        follows a barrier in the same extended batch); else note a barrier if they need one."""
-        refused = divergence(ops)
-        if refused is not None:
-            return refused
-        if self._barrier_in_batch and not binding:
-            return error_response("42501", f"airlock: {BARRIER_HINT}")
-        barrier = reparses(ops)
-        if not barrier and self._settings_in_block:
-            barrier = any(op.kind == "tcl" for op in ops)  # COMMIT/ROLLBACK may revert them
-        if barrier:
-            self._settings_in_block = True  # until a ReadyForQuery outside a block
-            self._update_lane()
-            if extended:
-                self._barrier_in_batch = True
-            else:
-                self._set_barrier(self.batch + 1)  # the batch of the Query about to go
-        return None
+        refused = self.barriers.check(ops, extended=extended, next_batch=self.batch + 1, binding=binding)
+        self._update_lane()
+        return refused
 
     def _update_lane(self) -> None:
         r = self.reading
-        self.encoding = (r.codec if r.codec and r.conforming else "refused") if not self._settings_in_block else "held"
-
-    def _set_barrier(self, batch: int) -> None:
-        self._barrier = batch
-        self._barrier_done = self._loop.create_future()
-
-    async def _await_barrier(self) -> None:
-        await self._barrier_done
-        self._barrier = self._barrier_done = None
+        self.encoding = "held" if self.barriers.in_block else r.codec if r.codec and r.conforming else "refused"
 
     def target_ready(self, batch: int, status: bytes) -> None:
-        """ReadyForQuery for `batch` (called by the stream while a barrier is up)."""
-        if status == b"I" and self._settings_in_block:
-            self._settings_in_block = False
-            self._update_lane()
-        if self._barrier is not None and batch >= self._barrier:
-            fut = self._barrier_done
-            if fut is not None and not fut.done():
-                fut.set_result(None)
+        """ReadyForQuery for `batch` (called by the stream while the barriers watch)."""
+        self.barriers.ready(batch, status)
+        self._update_lane()
 
     def _flush(self) -> None:
         out = self._out
@@ -205,7 +170,7 @@ class Conversation:
         if not len(body) or body[-1] != 0:
             raise ProtocolError("malformed Query")
         text = self._text(body[:-1])
-        if text is not None and not self._settings_in_block:  # else COMMIT may need a barrier
+        if text is not None and not self.barriers.in_block:  # else COMMIT may need a barrier
             hit = self.shapes.lookup(text)
             if hit is not None and self.checker.allowed_again(hit[0]):
                 shape, statement = hit
@@ -222,12 +187,11 @@ class Conversation:
         ops = self.checker.operations(text)
         refused = self._reparse_check(ops, extended=False)
         if refused is not None:
-            self._barrier = self._barrier_done = None
             return self._refuse(refused, extended=False)
         stamp = self.s.gate.stamp()
         masks, refusal, rules = await self.checker.check(ops)
         if refusal is not None:
-            self._barrier = self._barrier_done = None  # nothing of it runs
+            self.barriers.drop()  # nothing of it runs
             return self._refuse(refusal, extended=False)
         self._track_names(ops)
         if len(ops) == 1:
@@ -284,7 +248,7 @@ class Conversation:
             return self._refuse(error_response(
                 "26000", f'airlock: prepared statement "{b.statement}" was not prepared through airlock'),
                 extended=True)
-        if prep.name and reparses(prep.ops):  # running it again changes the setting again
+        if reparses(prep.ops):  # running it again changes the setting again
             refusal = self._reparse_check(prep.ops, extended=True, binding=True)
             if refusal is not None:
                 return self._refuse(refusal, extended=True)
@@ -343,9 +307,7 @@ class Conversation:
             return  # the target ignores Sync while it copies in
         self.batch += 1
         self.stream.expect(SYNC, batch=self.batch)
-        if self._barrier_in_batch:
-            self._barrier_in_batch = False
-            self._set_barrier(self.batch)
+        self.barriers.synced(self.batch)
 
     def _copy_end(self, body, raw) -> None:
         self._out.append(raw)

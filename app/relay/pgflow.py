@@ -115,7 +115,7 @@ class TargetStream(FrameScanner):
         self.status = status
         if status == b"I":
             self.session.target_idle(head.batch)
-        if self.session._barrier is not None or self.session._settings_in_block:
+        if self.session.barriers.watching:
             self.session.target_ready(head.batch, status)
         return True
 
@@ -158,7 +158,7 @@ class TargetStream(FrameScanner):
             self._since = time.monotonic()
         if status == b"I":
             self.session.target_idle(entry.batch)
-        if self.session._barrier is not None or self.session._settings_in_block:
+        if self.session.barriers.watching:
             self.session.target_ready(entry.batch, status)
         return PASS
 

@@ -101,3 +101,74 @@ def startup_divergence(params: dict[str, str]) -> str | None:
                     "differently from airlock (only ASCII-safe client encodings, and "
                     "standard_conforming_strings on)")
     return None
+
+
+BARRIER_HINT = ("a statement that changes client_encoding or standard_conforming_strings must be followed by "
+                "Sync before the next statement: the target reads what follows in the new setting")
+
+
+class Barriers:
+    """When the relay must stop reading until the target has confirmed how it reads text.
+
+    A statement that may change it ("reparse") raises a barrier at its batch: nothing more
+    is read from the client until the target's ReadyForQuery for that batch (which comes
+    after its ParameterStatus). Such a change inside a transaction block is reverted by
+    the block's end, so until a ReadyForQuery outside a block every TCL statement is a
+    barrier too. In the extended protocol the barrier waits for the client's Sync; a
+    statement parsed before that Sync is refused.
+    """
+
+    __slots__ = ("at", "done", "in_batch", "in_block", "_loop")
+
+    def __init__(self, loop) -> None:
+        self._loop = loop
+        self.at: int | None = None  # the batch whose ReadyForQuery lifts the barrier
+        self.done = None  # its future
+        self.in_batch = False  # extended protocol: one was parsed or bound before Sync
+        self.in_block = False  # one ran since the last ReadyForQuery outside a block
+
+    @property
+    def watching(self) -> bool:
+        """Whether ReadyForQuery matters to us (the stream calls `ready` only then)."""
+        return self.at is not None or self.in_block
+
+    def check(self, ops: list[Operation], *, extended: bool, next_batch: int, binding: bool = False) -> bytes | None:
+        """Before `ops` go to the target: a refusal, or None (a barrier noted if needed)."""
+        refused = divergence(ops)
+        if refused is not None:
+            return refused
+        if self.in_batch and not binding:
+            return error_response("42501", f"airlock: {BARRIER_HINT}")
+        barrier = reparses(ops) or (self.in_block and any(op.kind == "tcl" for op in ops))
+        if barrier:
+            self.in_block = True
+            if extended:
+                self.in_batch = True
+            else:
+                self.raise_at(next_batch)
+        return None
+
+    def raise_at(self, batch: int) -> None:
+        self.at = batch
+        self.done = self._loop.create_future()
+
+    def synced(self, batch: int) -> None:
+        """The client's Sync, the end of `batch`."""
+        if self.in_batch:
+            self.in_batch = False
+            self.raise_at(batch)
+
+    def drop(self) -> None:
+        """The statement that raised it was refused: nothing of it runs."""
+        self.at = self.done = None
+
+    async def wait(self) -> None:
+        await self.done
+        self.at = self.done = None
+
+    def ready(self, batch: int, status: bytes) -> None:
+        """The target's ReadyForQuery for `batch`."""
+        if status == b"I":
+            self.in_block = False
+        if self.at is not None and batch >= self.at and not self.done.done():
+            self.done.set_result(None)

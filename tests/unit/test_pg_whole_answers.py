@@ -12,6 +12,7 @@ from app.recording_store import compact_json
 from app.relay.pganswer import answer_json, plain_answer
 from app.relay.pgchecks import binary_refusal
 from app.relay.pgflow import TargetStream
+from app.relay.pgparity import Barriers
 from app.relay.pgstate import QUERY, Query
 from app.types import MaskSpec
 
@@ -55,6 +56,7 @@ ANSWERS = {
 class Conversation:
     def __init__(self):
         self.outputs, self.answers, self.idle = [], [], []
+        self.barriers = Barriers(None)  # none raised: ReadyForQuery is not watched
 
     def record_output(self, event):
         self.outputs.append(event)
@@ -67,6 +69,9 @@ class Conversation:
 
     def target_idle(self, batch):
         self.idle.append(batch)
+
+    def target_ready(self, batch, status):
+        raise AssertionError("no barrier was raised")
 
     def lost_track(self, reason):
         raise AssertionError(reason)

@@ -33,7 +33,6 @@ READ, TCL, WRITE, DDL, DCL, ADMIN = range(6)
 EXAMPLES = int(os.environ.get("AIRLOCK_PG_DIFF_EXAMPLES", "1000"))
 _TX_WORDS = re.compile(r"^\s*(begin|start|commit|end|rollback|abort|savepoint|release|prepare\s+transaction)\b",
                        re.I)
-_LOCKING = re.compile(r"\bfor\s+(update|share|no\s+key|key\s+share)\b", re.I)
 
 _TAGS: list[tuple[str, int]] = [
     *[(t, DCL) for t in ("CREATE ROLE", "ALTER ROLE", "DROP ROLE", "GRANT", "REVOKE", "ALTER DEFAULT PRIVILEGES",
@@ -49,6 +48,15 @@ _TAGS: list[tuple[str, int]] = [
 
 _STATE = ("SELECT pg_current_xact_id_if_assigned() IS NOT NULL, current_user, "
           "(SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_xact_user_tables)")
+
+
+def _locks_rows(sql: str) -> bool:
+    """SELECT ... FOR UPDATE/SHARE anywhere (read from the parse tree: comments and
+    spacing may sit between FOR and UPDATE)."""
+    try:
+        return '"lockingClause"' in parser.parse_sql_json(sql)
+    except Exception:  # noqa: BLE001 - unparseable here: count any xid as a write
+        return False
 
 
 def tag_rank(tag: str) -> int:
@@ -90,7 +98,7 @@ class Oracle:
         self._reset()
         self.ran += 1
         rank = max(tag_rank(t) for t in tags)
-        if written or (xid and not _LOCKING.search(sql)):  # row locks take an xid without writing
+        if written or (xid and not _locks_rows(sql)):  # row locks take an xid without writing
             rank = max(rank, WRITE)
         if role_now != role:
             rank = max(rank, DCL)
