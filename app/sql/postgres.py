@@ -79,7 +79,7 @@ for _rank, _names in (
           "GrantRoleStmt GrantStmt ReassignOwnedStmt SecLabelStmt"),
     (ADMIN, "AlterEventTrigStmt AlterExtensionContentsStmt AlterExtensionStmt AlterFdwStmt "
             "AlterForeignServerStmt AlterPublicationStmt AlterSubscriptionStmt "
-            "AlterSystemStmt AlterTableSpaceOptionsStmt AlterUserMappingStmt CallStmt "
+            "AlterSystemStmt AlterTableSpaceOptionsStmt AlterUserMappingStmt "
             "CheckPointStmt ClusterStmt CreateAmStmt CreateEventTrigStmt "
             "CreateExtensionStmt CreateFdwStmt CreateForeignServerStmt CreatePLangStmt "
             "CreatePublicationStmt CreateSubscriptionStmt CreateTableSpaceStmt "
@@ -394,7 +394,10 @@ _HANDLERS = {
     "RenameStmt": _rename,
     "DiscardStmt": _discard,
     "CreateTableAsStmt": _create_table_as,
-    "DoStmt": lambda node, facts: facts.flag(ADMIN, "do_block"),
+    # Their bodies are not in the text and may call set_config('client_encoding', ...):
+    # "reparse" makes the relay wait for the target's word on the settings after them.
+    "DoStmt": lambda node, facts: facts.flag(ADMIN, "do_block", "reparse"),
+    "CallStmt": lambda node, facts: facts.flag(ADMIN, "reparse"),
     "ExecuteStmt": lambda node, facts: facts.flag(ADMIN, "execute_prepared", "unknown"),
 }
 

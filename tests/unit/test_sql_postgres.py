@@ -262,7 +262,7 @@ ATTRIBUTE_CASES = [
     ("COPY t TO PROGRAM 'gzip > /tmp/x'", {"copy_program"}),
     ("COPY t TO '/tmp/x'", {"copy_file"}),
     ("SELECT * INTO newt FROM t", {"select_into"}),
-    ("DO $$ BEGIN NULL; END $$", {"do_block"}),
+    ("DO $$ BEGIN NULL; END $$", {"do_block", "reparse"}),
     ("EXECUTE p", {"execute_prepared", "unknown"}),
     ("CREATE FUNCTION f() RETURNS int LANGUAGE c AS 'lib', 'f'", {"untrusted_language"}),
     ("select from", {"unparseable"}),
