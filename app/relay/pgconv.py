@@ -422,8 +422,15 @@ class Conversation:
         value = rest.split(b"\0", 1)[0].decode("utf-8", "replace")
         if name in (b"client_encoding", b"standard_conforming_strings"):
             reading = self.reading
+            before = (reading.encoding, reading.conforming)
             reading.parameter(name, value)
             self._update_lane()
+            if self.done is not None and not self.barriers.expecting and before != (reading.encoding,
+                                                                                     reading.conforming):
+                # Changed by something the relay could not see (a function calling
+                # set_config): statements sent since may have been read the old way.
+                self.s.lost_track(f"the target changed {name.decode()} to {value!r} where no statement "
+                                  "was seen to change it")
         elif name == b"application_name" and value not in _TOOL_NAMES:
             self.s.tag_run(value)
 

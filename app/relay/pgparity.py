@@ -132,6 +132,11 @@ class Barriers:
         """Whether ReadyForQuery matters to us (the stream calls `ready` only then)."""
         return self.at is not None or self.in_block
 
+    @property
+    def expecting(self) -> bool:
+        """Whether a statement that may change how text is read is in flight."""
+        return self.at is not None or self.in_batch
+
     def check(self, ops: list[Operation], *, extended: bool, next_batch: int, binding: bool = False) -> bytes | None:
         """Before `ops` go to the target: a refusal, or None (a barrier noted if needed)."""
         refused = divergence(ops)

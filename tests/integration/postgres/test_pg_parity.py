@@ -395,3 +395,18 @@ def test_encoding_allowlist_agrees_with_the_server(world):
         expected = canonical if canonical and canonical not in UNSAFE_ENCODINGS else None
         assert safe_encoding(spelling) == expected, (spelling, canonical)
     assert {server[n] for n in ("sjis", "big5", "gbk", "uhc", "gb18030", "johab", "shiftjis2004")} == set(UNSAFE_ENCODINGS)
+
+
+def test_a_change_no_statement_announced_ends_the_session(relay, agent, world):
+    """A function that calls set_config('client_encoding', ...) is a `read` by its text; when
+    the target reports the change the relay did not expect, it closes the session."""
+    with world.target.admin() as conn:
+        conn.execute(f"SET ROLE {world.target.roles['scram']}")
+        conn.execute("CREATE OR REPLACE FUNCTION parity_switch() RETURNS text LANGUAGE sql "
+                     "AS $$ SELECT set_config('client_encoding', 'LATIN1', false) $$")
+    with _raw(relay, agent) as c:
+        c.send(_q(b"SELECT parity_switch()"))
+        data = c.read_all()
+        assert b"08P01" in data and b"lost track" in data
+    with _raw(relay, agent) as c:  # other sessions carry on
+        assert _rows(c.query("SELECT 1")) == [b"1"]
