@@ -8,7 +8,8 @@ the current role changed) gives the server's kind; the relay's classifier must n
 rate lower anything the server executed as a write, DDL, DCL or admin.
 
 The bounded run (make test) tries AIRLOCK_PG_DIFF_EXAMPLES variants (default 1000, a few seconds); a
-longer one: AIRLOCK_PG_DIFF_EXAMPLES=5000 pytest tests/corpus/postgres/test_differential.py
+longer one (the suite-wide pytest timeout must go):
+    AIRLOCK_PG_DIFF_EXAMPLES=20000 pytest --timeout 0 tests/corpus/postgres/test_differential.py
 """
 from __future__ import annotations
 
