@@ -420,7 +420,7 @@ class Conversation:
     def parameter_changed(self, body: bytes) -> None:
         name, _, rest = body.partition(b"\0")
         value = rest.split(b"\0", 1)[0].decode("utf-8", "replace")
-        if name in (b"client_encoding", b"standard_conforming_strings"):
+        if name in (b"client_encoding", b"standard_conforming_strings", b"server_encoding"):
             reading = self.reading
             before = (reading.encoding, reading.conforming)
             reading.parameter(name, value)

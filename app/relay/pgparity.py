@@ -31,19 +31,27 @@ REPARSE = "reparse"
 class Reading:
     """How the target reads this session's text now, as it last confirmed."""
 
-    __slots__ = ("encoding", "codec", "conforming")
+    __slots__ = ("encoding", "server_encoding", "codec", "conforming")
 
     def __init__(self) -> None:
-        self.encoding = "UTF8"
+        self.encoding = self.server_encoding = "UTF8"
         self.codec: str | None = "utf-8"
         self.conforming = True
 
     def parameter(self, name: bytes, value: str) -> None:
         if name == b"client_encoding":
             self.encoding = value
-            self.codec = codec(value) if encoding_value_safe(value) else None
+        elif name == b"server_encoding":
+            self.server_encoding = value
         elif name == b"standard_conforming_strings":
             self.conforming = value.strip().lower() == "on"
+            return
+        else:
+            return
+        self.codec = codec(self.encoding) if encoding_value_safe(self.encoding) else None
+        if self.encoding.upper() == "SQL_ASCII" and self.server_encoding.upper() != "SQL_ASCII":
+            # No conversion: the server checks and reads the bytes in its own encoding.
+            self.codec = codec(self.server_encoding) if encoding_value_safe(self.server_encoding) else None
 
     def decode(self, raw) -> str | None:
         """The statement text as the target reads it, or None when it must be refused."""

@@ -38,9 +38,10 @@ _SAFE_ALIASES: dict[str, str] = {
 }
 
 # How the relay decodes text in each accepted encoding, by the name the server reports
-# in ParameterStatus. SQL_ASCII passes bytes through unconverted, and the server then
-# reads them in its own encoding: only ASCII reads the same both ways. EUC_TW and
-# MULE_INTERNAL have no Python codec; statements are refused in them.
+# in ParameterStatus. A SQL_ASCII client's bytes are not converted: the server reads
+# them in its own encoding (the relay does the same, pgparity.Reading), and when that is
+# SQL_ASCII too, only ASCII reads the same both ways. EUC_TW and MULE_INTERNAL have no
+# Python codec; statements are refused in them.
 CODECS: dict[str, str] = {
     "UTF8": "utf-8", "SQL_ASCII": "ascii", "EUC_JP": "euc-jp", "EUC_KR": "euc-kr",
     "EUC_CN": "gb2312", "EUC_JIS_2004": "euc_jis_2004", "KOI8R": "koi8-r", "KOI8U": "koi8-u",

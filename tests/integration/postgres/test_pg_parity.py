@@ -410,3 +410,14 @@ def test_a_change_no_statement_announced_ends_the_session(relay, agent, world):
         assert b"08P01" in data and b"lost track" in data
     with _raw(relay, agent) as c:  # other sessions carry on
         assert _rows(c.query("SELECT 1")) == [b"1"]
+
+
+def test_sql_ascii_client_is_read_in_the_servers_encoding(relay, agent):
+    """No conversion from SQL_ASCII: the server checks and reads the bytes as UTF-8 (its
+    encoding here), and so does the relay."""
+    with _raw(relay, agent) as c:
+        assert not _errors(c.query("SET client_encoding TO 'SQL_ASCII'"))
+        assert _rows(c.query("SELECT 'é'")) == ["é".encode()]
+        c.send(_q(b"SELECT '\xe9'"))
+        errors = _errors(c.until_ready())
+        assert errors and errors[0]["C"] == "22021" and errors[0]["M"].startswith("airlock")
