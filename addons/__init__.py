@@ -3,6 +3,7 @@
 Order matters; each addon reads what the ones before it left in `state(flow)`:
 
     Limits          body-size options shared by the others
+    HeaderCheck     header fields with CR, LF or NUL -> 400, before anything reads them
     ProxyIdentity   Proxy-Authorization -> principal, or 407 / 503
     Sessions        session per client connection, run id, the request recorded
     Gatekeeper      flow -> Operation -> gate.decide -> allow, or 403 / 503
@@ -16,6 +17,7 @@ A response set by an earlier addon is final: every request-side hook starts with
 """
 from __future__ import annotations
 
+from .framing import HeaderCheck
 from .gatekeeper import Gatekeeper
 from .identity import ProxyIdentity
 from .inject import Injector
@@ -26,7 +28,7 @@ from .upstream_tls import UpstreamTLS
 
 
 def airlock_addons() -> list[object]:
-    return [Limits(), ProxyIdentity(), Sessions(), Gatekeeper(), Injector(), UpstreamTLS(), ResponseMasker(),
+    return [Limits(), HeaderCheck(), ProxyIdentity(), Sessions(), Gatekeeper(), Injector(), UpstreamTLS(), ResponseMasker(),
             Exchanges()]
 
 

@@ -19,9 +19,9 @@ from app.gate import get_gate
 from app.snapshot import Target
 from app.types import Verdict
 
-from . import operation
+from . import operation, streaming
 from .flowstate import bad_request, content_length, needs_body, refuse, state, unavailable
-from .limits import sizes
+from .limits import body_cap, sizes
 from .operation import BadRequest
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,27 @@ def check_destination(flow: http.HTTPFlow) -> None:
     sni = flow.client_conn.sni
     if sni and operation.normalise_host(sni) != dest[0]:
         raise BadRequest(f"the TLS server name {sni!r} does not match the destination {dest[0]}")
+
+
+def decoded_body(req: http.Request, limit: int) -> bytes | None:
+    """The body with its content-encoding undone, or None past `limit` bytes: a small
+    compressed body must not inflate without bound in memory."""
+    raw = req.raw_content or b""
+    encoding = req.headers.get("content-encoding")
+    if not raw or not encoding:
+        return raw if len(raw) <= limit else None
+    decode = streaming.decoder_for(encoding)
+    if decode is None:
+        raise BadRequest(f"the content-encoding {encoding!r} cannot be decoded")
+    out = bytearray()
+    try:
+        for i in range(0, len(raw), 16384):
+            out += decode(raw[i:i + 16384])
+            if len(out) > limit:
+                return None
+    except streaming.DecodeError:
+        raise BadRequest("the request body cannot be decoded") from None
+    return bytes(out)
 
 
 def refusal(verdict: Verdict) -> tuple[int, dict, dict[str, str]]:
@@ -74,7 +95,9 @@ class Gatekeeper:
         if needs_body(req):
             size = content_length(req)
             if size is not None and size > sizes().json:
-                bad_request(flow, f"JSON bodies larger than {sizes().json} bytes cannot be checked", 413)
+                bad_request(flow, f"JSON and form bodies larger than {sizes().json} bytes cannot be checked", 413)
+            else:
+                body_cap(flow, sizes().json)  # a chunked one is counted as it arrives
             return
         await self._decide(flow, None)
         size = content_length(req)
@@ -86,18 +109,25 @@ class Gatekeeper:
             return
         if state(flow).verdict is not None:
             return  # decided on its headers
+        req = flow.request
+        body, overrides = None, ()
+        limit = sizes().json
         try:
-            content = flow.request.get_content()  # content-encoding undone
-            body = operation.parse_json_body(content) if content else None
+            content = decoded_body(req, limit)
+            if content is None:
+                bad_request(flow, f"JSON and form bodies larger than {limit} bytes cannot be checked", 413)
+                return
+            content_type = req.headers.get("content-type")
+            if content and operation.is_json(content_type):
+                body = operation.parse_json_body(content)
+            elif content:
+                overrides = operation.body_overrides(content_type, content)
         except BadRequest as exc:
             bad_request(flow, exc.message)
             return
-        except ValueError:
-            bad_request(flow, "the request body cannot be decoded")
-            return
-        await self._decide(flow, body)
+        await self._decide(flow, body, overrides)
 
-    async def _decide(self, flow: http.HTTPFlow, body: object | None) -> None:
+    async def _decide(self, flow: http.HTTPFlow, body: object | None, overrides: tuple[str, ...] = ()) -> None:
         st = state(flow)
         if st.principal is None:  # identity answers first; reaching here is a bug, so refuse
             unavailable(flow, "airlock could not establish who is calling")
@@ -109,7 +139,8 @@ class Gatekeeper:
             target = await self._route(gate, req)
             op = operation.build(operation.Request(
                 method=req.method, scheme=req.scheme, host=req.host, port=req.port, path=req.path,
-                override=tuple(v for name in operation.OVERRIDE_HEADERS for v in req.headers.get_all(name)),
+                override=tuple(v for name, v in req.headers.items(multi=True) if operation.override_header(name))
+                + overrides,
                 websocket=req.headers.get("upgrade", "").lower() == "websocket",
                 body=body,
             ), connection=target.name if target else "")
