@@ -14,6 +14,10 @@ Order matters; each addon reads what the ones before it left in `state(flow)`:
 
 A response set by an earlier addon is final: every request-side hook starts with
 `if flow.response or flow.error: return`.
+
+Two behaviours of mitmproxy itself are adjusted on import: HTTP/1 trailers are dropped
+instead of crashing the connection (trailers.py), and a body mitmproxy collects whole
+is capped while it arrives (limits.py).
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from .framing import HeaderCheck
 from .gatekeeper import Gatekeeper
 from .identity import ProxyIdentity
 from .inject import Injector
+from . import trailers  # noqa: F401  (installs itself)
 from .limits import Limits
 from .masking import ResponseMasker
 from .recording import Exchanges, Sessions

@@ -1,5 +1,10 @@
 """Masking of what comes back: JSON by key and detector, text by detector, and the
-connection's injected credentials scrubbed wherever an upstream echoes them.
+connection's injected credentials scrubbed wherever an upstream echoes them, in every
+content type (an image can carry a reflected header as well as a JSON document can).
+
+Media that detectors cannot read (images, archives, PDF) under a mask verdict are
+refused (502), unless every mask rule of the verdict lets that media type through
+(`unmasked_types`): a mask the body cannot honour is never silently skipped.
 
 A body of known length up to the body limit is held whole and masked in `response`.
 Anything larger or of unknown length streams through a chunk function chosen in
@@ -9,6 +14,7 @@ WebSocket messages from the server are masked one by one.
 """
 from __future__ import annotations
 
+import fnmatch
 import logging
 
 from mitmproxy import http
@@ -23,8 +29,25 @@ from .operation import is_json
 log = logging.getLogger(__name__)
 
 
-def _has_work(st: FlowState, content_type: str | None) -> bool:
-    return (st.masker is not None or bool(st.secrets)) and not streaming.is_binary(content_type)
+def _has_work(st: FlowState) -> bool:
+    return st.masker is not None or bool(st.secrets)
+
+
+def _uninspectable(st: FlowState, content_type: str | None) -> str | None:
+    """Why a masked body of this type must be refused, or None when it may go on."""
+    if st.masker is None or not streaming.is_binary(content_type):
+        return None
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    masks = st.verdict.masks if st.verdict is not None else ()
+    if masks and all(any(fnmatch.fnmatchcase(media, t) for t in m.unmasked_types) for m in masks):
+        return None
+    return (f"the response is {media}, which cannot be masked; a mask rule may let it through "
+            f"with unmasked_types: [{media}]")
+
+
+def _masker_for(st: FlowState, content_type: str | None):
+    """The masker for this body: none for allowed binary media, which are only scrubbed."""
+    return None if streaming.is_binary(content_type) else st.masker
 
 
 def _no_body(flow: http.HTTPFlow) -> bool:
@@ -61,7 +84,11 @@ class ResponseMasker:
         if size is not None and size <= limits.body:
             return  # held whole: `response` masks it
         content_type = resp.headers.get("content-type")
-        if not _has_work(st, content_type):
+        problem = _uninspectable(st, content_type)
+        if problem is not None:
+            _refuse(flow, problem, streamed=True)
+            return
+        if not _has_work(st):
             resp.stream = streaming.Passthrough(st, limits.record)
             return
         decode = streaming.decoder_for(resp.headers.get("content-encoding"))
@@ -69,7 +96,7 @@ class ResponseMasker:
             _refuse(flow, f"content-encoding {resp.headers.get('content-encoding')!r} cannot be decoded for masking",
                     streamed=True)
             return
-        masker = st.masker
+        masker = _masker_for(st, content_type)
         if masker is not None and masker.has_fields and is_json(content_type):
             if size is not None and size <= limits.json:
                 return  # held whole after all: field rules need the document
@@ -95,7 +122,11 @@ class ResponseMasker:
         if flow.error or not st.allowed or resp is None or resp.stream or _no_body(flow):
             return
         content_type = resp.headers.get("content-type")
-        if not _has_work(st, content_type) or not resp.raw_content:
+        problem = _uninspectable(st, content_type)
+        if problem is not None:
+            _refuse(flow, problem, streamed=False)
+            return
+        if not _has_work(st) or not resp.raw_content:
             return
         try:
             content = resp.get_content()
@@ -104,7 +135,7 @@ class ResponseMasker:
                     streamed=False)
             return
         try:
-            masked = streaming.mask_body(content, content_type, st.masker, st.secrets)
+            masked = streaming.mask_body(content, content_type, _masker_for(st, content_type), st.secrets)
         except MaskingError as exc:
             _refuse(flow, f"the response could not be masked ({exc})", streamed=False)
             return

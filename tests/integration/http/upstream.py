@@ -186,3 +186,70 @@ def serve_in_thread(app: Upstream, cert: Path | None, key: Path | None) -> uvico
             return server
         threading.Event().wait(0.02)
     raise RuntimeError("the upstream did not start")
+
+
+class RawUpstream:
+    """A plain-HTTP upstream written on sockets, for what ASGI servers will not send:
+    chunked responses with trailers, and header fields a test chooses byte by byte.
+    Every request head it receives is kept in `seen` (raw bytes)."""
+
+    def __init__(self) -> None:
+        self.seen: list[bytes] = []
+        self.lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def heads_with(self, marker: bytes) -> list[bytes]:
+        with self.lock:
+            return [h for h in self.seen if marker in h]
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            buf = b""
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                with self.lock:
+                    self.seen.append(head)
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                while len(buf) < length:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                buf = buf[length:]
+                target = head.split(b" ")[1]
+                conn.sendall(self._answer(target))
+
+    @staticmethod
+    def _answer(target: bytes) -> bytes:
+        if target.startswith(b"/trailers"):
+            body = b'{"note": "mail eve@example.com", "n": 1}'
+            chunks = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (body[:10], body[10:]))
+            return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+                    b"Trailer: X-Checksum\r\n\r\n" + chunks + b"0\r\nX-Checksum: abc123\r\n\r\n")
+        if target.startswith(b"/bad-header"):
+            return (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Evil: a\rSet-Cookie: x=1\r\n"
+                    b"Content-Length: 2\r\n\r\nok")
+        body = b'{"ok": true}'
+        return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+    def close(self) -> None:
+        self.listener.close()
