@@ -222,18 +222,27 @@ class RawUpstream:
                         return
                     buf += data
                 head, _, buf = buf.partition(b"\r\n\r\n")
-                with self.lock:
-                    self.seen.append(head)
-                length = 0
+                length, chunked = 0, False
                 for line in head.split(b"\r\n")[1:]:
                     name, _, value = line.partition(b":")
                     if name.strip().lower() == b"content-length":
                         length = int(value)
+                    elif name.strip().lower() == b"transfer-encoding" and b"chunked" in value.lower():
+                        chunked = True
+                if chunked:  # up to the end of the trailer section, kept with the head
+                    while b"\r\n0\r\n" not in b"\r\n" + buf or not buf.endswith(b"\r\n\r\n"):
+                        data = conn.recv(65536)
+                        if not data:
+                            return
+                        buf += data
+                    length = len(buf)
                 while len(buf) < length:
                     data = conn.recv(65536)
                     if not data:
                         return
                     buf += data
+                with self.lock:
+                    self.seen.append(head + b"\r\n\r\n" + buf[:length])
                 buf = buf[length:]
                 target = head.split(b" ")[1]
                 conn.sendall(self._answer(target))
