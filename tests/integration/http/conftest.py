@@ -52,6 +52,7 @@ connections:
   - name: plain
     type: http
     hosts: ["localhost:{plain_port}"]
+    path_case_sensitive: true  # as a case-sensitive upstream would declare it
   - name: raw                # a socket-level upstream (trailers, odd header bytes)
     type: http
     hosts: ["localhost:{raw_port}"]
@@ -99,7 +100,7 @@ rules:
     action: mask
     fields: [ssn, password]
     detectors: [email]
-    unmasked_types: ["image/png"]
+    unmasked_types: ["image/png", "image/x-*"]
   - name: mask-raw
     match: {{connection: raw, path: "/trailers/masked*"}}
     action: mask

@@ -3,9 +3,17 @@ what the two could read differently, bounds what it holds, and keeps injected
 credentials out of every response form. Real proxy, real upstreams, raw sockets."""
 from __future__ import annotations
 
+import base64
+import ssl
+import threading
 import uuid
+from urllib.parse import quote
 
-from tests.integration.http.rawhttp import send_plain, send_tunnel
+import pytest
+
+from tests.integration.http.clients import Reply, basic, tunnel_tls
+from tests.integration.http.conftest import UPSTREAM_KEY, UPSTREAM_TOKEN
+from tests.integration.http.rawhttp import read_reply, send_plain, send_tunnel
 
 
 def _unique() -> str:
@@ -36,3 +44,120 @@ def test_a_bare_cr_in_a_header_value_is_refused_and_never_forwarded(proxy, world
     reply = send_tunnel(proxy.port, proxy.ca, "localhost", world.upstream.port, agent, inner)
     assert reply.status == 400
     assert world.upstream.requests_to(f"/echo/{marker}") == []
+
+
+def _peak_rss(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def _send_chunked(proxy, world, agent, head: str, total: int, chunk: bytes) -> Reply:
+    """Stream `total` bytes of chunked body inside a tunnel until the proxy answers or
+    closes; returns its reply."""
+    tls = tunnel_tls(proxy.port, proxy.ca, "localhost", world.upstream.port, basic("agent", agent))
+    tls.settimeout(60)
+    frame = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+
+    def upload() -> None:  # while the main thread waits for the answer
+        sent = 0
+        try:
+            tls.sendall(head.encode())
+            while sent < total:
+                tls.sendall(frame)
+                sent += len(chunk)
+            tls.sendall(b"0\r\n\r\n")
+        except (OSError, ValueError):
+            pass  # the proxy answered and closed, or we did
+
+    sender = threading.Thread(target=upload, daemon=True)
+    sender.start()
+    try:
+        return read_reply(tls)
+    except (ConnectionResetError, ssl.SSLError):
+        return Reply(0, {}, b"")
+    finally:
+        tls.close()
+        sender.join(timeout=30)
+
+
+def test_a_chunked_json_body_is_capped_while_it_arrives(proxy, world, agent):
+    marker = _unique()
+    before = _peak_rss(proxy.proc.pid)
+    head = (f"POST /echo/{marker} HTTP/1.1\r\nHost: localhost:{world.upstream.port}\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+    reply = _send_chunked(proxy, world, agent, head, 300 << 20, b'{"a": "' + b"x" * (1 << 20) + b'"}')
+    assert reply.status == 413, reply
+    assert world.upstream.requests_to(f"/echo/{marker}") == []
+    # The JSON limit is 16 MiB: the proxy held about that, not the 300 MiB sent.
+    assert _peak_rss(proxy.proc.pid) - before < 96 << 20, (before, _peak_rss(proxy.proc.pid))
+
+
+def test_a_refused_chunked_upload_is_read_off_the_wire_not_held(proxy, world, agent):
+    before = _peak_rss(proxy.proc.pid)
+    head = (f"PUT /admin/upload HTTP/1.1\r\nHost: localhost:{world.upstream.port}\r\n"
+            "Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+    reply = _send_chunked(proxy, world, agent, head, 200 << 20, b"z" * (1 << 20))
+    assert reply.status == 403 and reply.json()["error"] == "denied"
+    assert _peak_rss(proxy.proc.pid) - before < 64 << 20
+
+
+def test_overrides_and_paths_through_curl(proxy, world, agent, api):
+    cases = [
+        (["--path-as-is", f"{api}/ADMIN"], "403"),
+        ([f"{api}/%EF%BC%A1DMIN"], "403"),
+        (["-X", "POST", "-H", "X-Original-Method: DELETE", f"{api}/echo/x"], "403"),
+        (["-H", "X-Method: DELETE", f"{api}/echo/x"], "403"),
+        (["-d", "_method=DELETE", f"{api}/echo/x"], "403"),
+        (["-F", "_method=DELETE", f"{api}/echo/x"], "403"),
+        (["-X", "POST", f"{api}/echo/x?_method=DELETE"], "403"),
+        (["-X", "POST", "-H", "X-Method: PUT", f"{api}/echo/x?_method=DELETE"], "400"),
+        ([f"{api}/public/%u002e%u002e/admin"], "400"),
+        (["-d", "a=1", f"{api}/echo/form-ok"], "200"),
+    ]
+    for args, status in cases:
+        out = proxy.curl(agent, *args)
+        assert out.stdout.rsplit("\n", 1)[-1] == status, (args, out.stdout, out.stderr)
+
+
+def test_a_case_sensitive_connection_keeps_case(proxy, world, agent):
+    marker = _unique()
+    with proxy.requests(agent) as s:
+        upper = s.get(f"http://localhost:{world.plain.port}/ADMIN/{marker}", timeout=30)
+        lower = s.get(f"http://localhost:{world.plain.port}/admin/{marker}", timeout=30)
+    assert upper.status_code == 200 and lower.status_code == 403
+    assert [r["path"] for r in world.plain.requests_to("/")
+            if marker in r["path"]] == [f"/ADMIN/{marker}"]
+
+
+@pytest.mark.parametrize("form", ["raw", "b64", "b64url-nopad", "b64-header-line", "b64-key", "urlencoded", "hex"])
+@pytest.mark.parametrize("chunked", [False, True])
+def test_injected_credentials_never_come_back_in_any_form(proxy, world, agent, api, form, chunked):
+    token = UPSTREAM_TOKEN.encode()
+    with proxy.requests(agent) as s:
+        r = s.get(f"{api}/reflect", params={"form": form, "header": "1", **({"chunked": "1"} if chunked else {})})
+    assert r.status_code == 200 and r.content.startswith(b"\x89PNG")
+    assert b"[REDACTED:credential]" in r.content
+    everything = r.content + repr(r.headers).encode()
+    for leak in (token, base64.b64encode(token), base64.urlsafe_b64encode(token).rstrip(b"="),
+                 quote(UPSTREAM_TOKEN, safe="").encode(), token.hex().encode(), UPSTREAM_KEY.encode(),
+                 base64.b64encode(b"k=" + UPSTREAM_KEY.encode())[4:-4]):
+        assert leak not in everything, (form, leak)
+    # What the runtime gets holds none of the token's base64 at any alignment.
+    for k in range(3):
+        core = base64.b64encode(b"\0" * k + token)[(0, 2, 3)[k]:(8 * (k + len(token))) // 6]
+        assert core not in everything and core.replace(b"+", b"-").replace(b"/", b"_") not in everything
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_binary_media_under_a_mask_are_refused_unless_a_rule_lets_them_through(proxy, agent, api, chunked):
+    extra = {"chunked": "1"} if chunked else {}
+    with proxy.requests(agent) as s:
+        gif = s.get(f"{api}/reflect", params={"type": "image/gif", **extra})
+        png = s.get(f"{api}/reflect", params={"type": "image/png", **extra})
+        wild = s.get(f"{api}/reflect", params={"type": "image/x-icon", **extra})
+        pdf = s.get(f"{api}/binary", params={"type": "application/pdf"})
+    assert gif.status_code == 502 and gif.json()["error"] == "unmaskable" and "image/gif" in gif.json()["message"]
+    assert pdf.status_code == 502
+    assert png.status_code == 200 and wild.status_code == 200  # unmasked_types: [image/png, image/x-*]

@@ -16,6 +16,7 @@ import threading
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote
 
 import uvicorn
 from cryptography import x509
@@ -100,7 +101,7 @@ class Upstream:
                   "query": scope["query_string"].decode("latin-1"), "headers": headers, "body": body}
         with self.lock:
             self.seen.append(record)
-        query = dict(p.split("=", 1) for p in record["query"].split("&") if "=" in p)
+        query = {k: unquote(v) for k, v in (p.split("=", 1) for p in record["query"].split("&") if "=" in p)}
         if path.startswith("/pii"):
             return await _send(send, 200, json.dumps(PII).encode(), "application/json")
         if path.startswith("/text-pii"):
@@ -118,7 +119,10 @@ class Upstream:
         if path.startswith("/weird-encoding"):
             return await _stream(send, b"x" * 3_000_000, 65536, "text/plain", "", [(b"content-encoding", b"snappy")])
         if path.startswith("/binary"):
-            return await _send(send, 200, b"\x89PNG\r\n alice@example.com", "image/png")
+            return await _send(send, 200, b"\x89PNG\r\n alice@example.com", query.get("type", "image/png"))
+        if path.startswith("/reflect"):
+            # Echo the credential the proxy injected, in the form the query names.
+            return await _reflect(send, headers.get("authorization", ""), headers.get("x-api-key", ""), query)
         if path.startswith("/cookie"):
             return await _send(send, 200, b"{}", "application/json", [(b"set-cookie", b"session=s3cr3t-value")])
         echo = {"method": record["method"], "path": path, "query": record["query"], "headers": headers,
@@ -137,6 +141,27 @@ class Upstream:
                 return
             text = message.get("text") or ""
             await send({"type": "websocket.send", "text": json.dumps({"echo": text, "owner": "dave@example.com"})})
+
+
+async def _reflect(send, authorization: str, api_key: str, query: dict[str, str]):
+    import base64
+    from urllib.parse import quote
+
+    token = authorization.partition(" ")[2].encode()
+    forms = {
+        "raw": authorization.encode(),
+        "b64": base64.b64encode(token),
+        "b64url-nopad": base64.urlsafe_b64encode(b"\xfb\xff" + token).rstrip(b"="),
+        "b64-header-line": base64.b64encode(b"Authorization: " + authorization.encode() + b"\r\n"),
+        "b64-key": base64.b64encode(b"k=" + api_key.encode()),
+        "urlencoded": quote(authorization, safe="").encode(),
+        "hex": token.hex().encode(),
+    }
+    body = b"\x89PNG\r\n\x1a\n" + forms[query.get("form", "raw")] + b"\x00\x01"
+    extra = [(b"x-debug", forms["b64"])] if query.get("header") else []
+    if query.get("chunked"):
+        return await _stream(send, body, 7, query.get("type", "image/png"), "", extra)
+    return await _send(send, 200, body, query.get("type", "image/png"), extra)
 
 
 async def _send(send, status, body, content_type, extra=()):
