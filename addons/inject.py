@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 from urllib.parse import quote, quote_plus
 
@@ -33,7 +34,8 @@ def _base64_forms(raw: bytes) -> list[bytes]:
     return out + [whole, base64.urlsafe_b64encode(raw)]
 
 
-def scrub_forms(value: str) -> list[bytes]:
+@functools.lru_cache(maxsize=256)  # the same few credentials, on every request
+def scrub_forms(value: str) -> tuple[bytes, ...]:
     """Every encoding of an injected value (and of its token alone) to scrub."""
     plain = [value]
     scheme, _, token = value.partition(" ")
@@ -46,7 +48,7 @@ def scrub_forms(value: str) -> list[bytes]:
         forms += [raw, quoted.encode(), quoted.lower().encode(), quote_plus(text).encode(), escaped.encode(),
                   escaped.replace("/", "\\/").encode(), binascii.hexlify(raw), binascii.hexlify(raw).upper()]
         forms += _base64_forms(raw)
-    return [f for f in dict.fromkeys(forms) if len(f) >= MIN_SCRUB]
+    return tuple(f for f in dict.fromkeys(forms) if len(f) >= MIN_SCRUB)
 
 
 class Injector:

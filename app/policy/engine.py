@@ -31,10 +31,11 @@ FOLDED = frozenset({"protocol", "kind", "method", "host", "tables", "attributes"
 def fold_path(path: str) -> str:
     """A path (or path pattern) as a case-insensitive server compares it: NFKC, then case
     folded. upper().lower() also merges the letters whose upper case is ASCII (the
-    dotless i, the long s), as Windows-style comparisons do."""
+    dotless i), and the dotted capital I folds to a plain i (its simple case mapping),
+    as Windows-style comparisons do."""
     if path.isascii():
         return path.lower()
-    return unicodedata.normalize("NFKC", path).upper().lower()
+    return unicodedata.normalize("NFKC", path).upper().lower().replace("i\u0307", "i")
 
 
 class _CompiledRule:
