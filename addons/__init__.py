@@ -4,6 +4,7 @@ Order matters; each addon reads what the ones before it left in `state(flow)`:
 
     Limits          body-size options shared by the others
     HeaderCheck     header fields with CR, LF or NUL -> 400, before anything reads them
+    Trailers        trailer fields dropped, or scrubbed where the client can take them
     ProxyIdentity   Proxy-Authorization -> principal, or 407 / 503
     Sessions        session per client connection, run id, the request recorded
     Gatekeeper      flow -> Operation -> gate.decide -> allow, or 403 / 503
@@ -25,16 +26,16 @@ from .framing import HeaderCheck
 from .gatekeeper import Gatekeeper
 from .identity import ProxyIdentity
 from .inject import Injector
-from . import trailers  # noqa: F401  (installs itself)
 from .limits import Limits
 from .masking import ResponseMasker
 from .recording import Exchanges, Sessions
+from .trailers import Trailers
 from .upstream_tls import UpstreamTLS
 
 
 def airlock_addons() -> list[object]:
-    return [Limits(), HeaderCheck(), ProxyIdentity(), Sessions(), Gatekeeper(), Injector(), UpstreamTLS(), ResponseMasker(),
-            Exchanges()]
+    return [Limits(), HeaderCheck(), Trailers(), ProxyIdentity(), Sessions(), Gatekeeper(), Injector(), UpstreamTLS(),
+            ResponseMasker(), Exchanges()]
 
 
 __all__ = ["airlock_addons"]

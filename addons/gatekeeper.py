@@ -1,10 +1,13 @@
 """The flow -> Operation -> gate.decide -> enforce step. No policy here: the gate decides.
 
 Timing matters more than anything else in this file:
-- a JSON request is decided in `request`, once its whole body is there (body rules);
+- a JSON or form request is decided in `request`, once its whole body is there (body
+  rules, `_method`);
 - every other request is decided in `requestheaders`, before a byte of its body is
   read; a large or chunked one then streams upstream, which happens right after this
-  hook, so nothing can reach the upstream undecided.
+  hook, so nothing can reach the upstream undecided. An HTTP/2 body of unknown length
+  is held instead (capped), so it can be given a Content-Length: an HTTP/1 upstream has
+  no other way to tell where it ends.
 A `review` verdict is held inside `gate.decide`; this hook awaits it, which pauses this
 flow only (mitmproxy runs every flow's hooks in its own task).
 """
@@ -101,15 +104,24 @@ class Gatekeeper:
             return
         await self._decide(flow, None)
         size = content_length(req)
-        if state(flow).allowed and (size is None or size > sizes().body):
+        if not state(flow).allowed:
+            return
+        if size is None and (req.is_http2 or req.is_http3):
+            # No length to frame it by on an HTTP/1 upstream: held (capped) and given one.
+            body_cap(flow, sizes().json)
+        elif size is None or size > sizes().body:
             req.stream = True
 
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error:
             return
+        req = flow.request
+        if (req.is_http2 or req.is_http3) and "content-length" not in req.headers and req.raw_content:
+            # mitmproxy sends an HTTP/2 body to an HTTP/1 upstream without framing: the
+            # upstream would read it as the next request, one the gate never saw.
+            req.headers["content-length"] = str(len(req.raw_content))
         if state(flow).verdict is not None:
             return  # decided on its headers
-        req = flow.request
         body, overrides = None, ()
         limit = sizes().json
         try:

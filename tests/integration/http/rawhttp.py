@@ -6,7 +6,7 @@ import socket
 import ssl
 from pathlib import Path
 
-from tests.integration.http.clients import Reply, basic, tunnel_tls
+from tests.integration.http.clients import Reply, basic, connect, tunnel_tls
 
 
 def read_reply(sock: socket.socket) -> Reply:
@@ -74,3 +74,53 @@ def send_tunnel(proxy_port: int, ca: Path, host: str, port: int, token: str, raw
             return read_reply(tls)
         except (ConnectionResetError, ssl.SSLError):
             return Reply(0, {}, b"")
+
+
+def send_h2(proxy_port: int, ca: Path, host: str, port: int, token: str, headers: list[tuple[bytes, bytes]],
+            body: bytes = b"", trailers: list[tuple[bytes, bytes]] | None = None) -> Reply:
+    """One HTTP/2 request inside a tunnel, with header bytes the h2 library would refuse
+    to send unless told not to check them. Status 0: the stream or connection was reset."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    sock, reply = connect(proxy_port, host, port, basic("agent", token))
+    assert reply.status == 200, reply
+    context = ssl.create_default_context(cafile=str(ca))
+    context.set_alpn_protocols(["h2"])
+    tls = context.wrap_socket(sock, server_hostname=host)
+    assert tls.selected_alpn_protocol() == "h2"
+    tls.settimeout(20)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(
+        client_side=True, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False,
+        validate_inbound_headers=False))
+    conn.initiate_connection()
+    stream = conn.get_next_available_stream_id()
+    conn.send_headers(stream, headers, end_stream=not body and not trailers)
+    if body:
+        conn.send_data(stream, body, end_stream=not trailers)
+    if trailers:
+        conn.send_headers(stream, trailers, end_stream=True)
+    tls.sendall(conn.data_to_send())
+    status, got, data = 0, {}, b""
+    with tls:
+        while True:
+            try:
+                chunk = tls.recv(65536)
+            except (OSError, ssl.SSLError):
+                break
+            if not chunk:
+                break
+            for event in conn.receive_data(chunk):
+                if isinstance(event, h2.events.ResponseReceived) and event.stream_id == stream:
+                    got = {k.decode().lower(): v.decode("latin-1") for k, v in event.headers}
+                    status = int(got.get(":status", "0"))
+                elif isinstance(event, h2.events.DataReceived) and event.stream_id == stream:
+                    data += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, stream)
+                elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)) and event.stream_id == stream:
+                    return Reply(status, got, data)
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    return Reply(status, got, data)
+            tls.sendall(conn.data_to_send())
+    return Reply(status, got, data)

@@ -13,7 +13,7 @@ import pytest
 
 from tests.integration.http.clients import Reply, basic, tunnel_tls
 from tests.integration.http.conftest import UPSTREAM_KEY, UPSTREAM_TOKEN
-from tests.integration.http.rawhttp import read_reply, send_plain, send_tunnel
+from tests.integration.http.rawhttp import read_reply, send_h2, send_plain, send_tunnel
 
 
 def _unique() -> str:
@@ -161,3 +161,56 @@ def test_binary_media_under_a_mask_are_refused_unless_a_rule_lets_them_through(p
     assert gif.status_code == 502 and gif.json()["error"] == "unmaskable" and "image/gif" in gif.json()["message"]
     assert pdf.status_code == 502
     assert png.status_code == 200 and wild.status_code == 200  # unmasked_types: [image/png, image/x-*]
+
+
+def _h2_head(world, method: bytes, path: bytes, marker: str, extra=()) -> list[tuple[bytes, bytes]]:
+    return [(b":method", method), (b":path", path), (b":scheme", b"https"),
+            (b":authority", f"localhost:{world.upstream.port}".encode()), (b"x-case", marker.encode()), *extra]
+
+
+@pytest.mark.parametrize("method,path,extra", [
+    (b"GET", b"/echo/h2", [(b"x-note", b"a\rX-HTTP-Method-Override: DELETE")]),
+    (b"GET", b"/echo/h2", [(b"x-note", b"a\r\nHost: evil.example")]),
+    (b"GET", b"/echo/h2", [(b"x-note", b"a\x00b")]),
+    (b"GET", b"/echo/h2", [(b"x note", b"1")]),
+    (b"GET", b"/public /admin", []),
+    (b"GET", b"/public\r\nX-A: 1", []),
+    (b"GET /admin", b"/public", []),
+    (b"GET", b"/ADMIN", []),
+    (b"POST", b"/echo/h2", [(b"x-original-method", b"DELETE")]),
+    (b"GET", b"/admin#x", []),
+])
+def test_http2_requests_are_held_to_the_same_rules(proxy, world, agent, method, path, extra):
+    marker = _unique()
+    reply = send_h2(proxy.port, proxy.ca, "localhost", world.upstream.port, agent,
+                    _h2_head(world, method, path, marker, extra))
+    assert reply.status in (0, 400, 403), reply  # 0: mitmproxy's HTTP/2 layer reset the stream
+    with world.upstream.lock:
+        assert not any(r["headers"].get("x-case") == marker for r in world.upstream.seen)
+
+
+@pytest.mark.parametrize("trailers", [None, [(b"x-http-method-override", b"DELETE")]])
+def test_http2_request_trailers_never_reach_an_http1_upstream(proxy, world, agent, trailers):
+    marker = _unique()
+    reply = send_h2(proxy.port, proxy.ca, "localhost", world.upstream.port, agent,
+                    _h2_head(world, b"POST", f"/echo/{marker}".encode(), marker,
+                             [(b"content-type", b"application/octet-stream")]),
+                    body=b"payload", trailers=trailers)
+    assert reply.status == 200, (reply, proxy.tail())
+    (seen,) = world.upstream.requests_to(f"/echo/{marker}")
+    assert seen["body"] == b"payload" and "x-http-method-override" not in seen["headers"]
+    assert "has crashed" not in proxy.tail()
+
+
+def test_an_http2_body_without_length_cannot_smuggle_a_request_to_an_http1_upstream(proxy, world, agent):
+    marker = _unique()
+    smuggled = (f"DELETE /admin/smuggled-{marker} HTTP/1.1\r\nHost: localhost:{world.upstream.port}\r\n"
+                "Content-Length: 0\r\n\r\n").encode()
+    for content_type in (b"application/octet-stream", b"application/json"):
+        reply = send_h2(proxy.port, proxy.ca, "localhost", world.upstream.port, agent,
+                        _h2_head(world, b"POST", f"/echo/{marker}".encode(), marker, [(b"content-type", content_type)]),
+                        body=smuggled)
+        assert reply.status in (200, 400), reply  # the JSON one is not JSON: 400
+    assert world.upstream.requests_to(f"/admin/smuggled-{marker}") == []
+    (seen,) = world.upstream.requests_to(f"/echo/{marker}")
+    assert seen["body"] == smuggled and seen["headers"]["content-length"] == str(len(smuggled))
