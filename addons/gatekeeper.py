@@ -132,6 +132,7 @@ class Gatekeeper:
             content_type = req.headers.get("content-type")
             if content and operation.is_json(content_type):
                 body = operation.parse_json_body(content)
+                overrides = operation.json_overrides(body)
             elif content:
                 overrides = operation.body_overrides(content_type, content)
         except BadRequest as exc:

@@ -79,6 +79,16 @@ def is_form(content_type: str | None, method: str) -> bool:
                                                              and method.upper() == "POST")
 
 
+def json_overrides(body: object) -> tuple[str, ...]:
+    """Laravel and Symfony read `_method` from a JSON body's top level too."""
+    if not isinstance(body, dict):
+        return ()
+    named = tuple(v for k, v in body.items() if k.strip().lower() == OVERRIDE_PARAM)
+    if any(not isinstance(v, str) for v in named):
+        raise BadRequest("_method in the JSON body is not a string")
+    return named
+
+
 def body_overrides(content_type: str | None, data: bytes) -> tuple[str, ...]:
     """Methods named by `_method` in a form body (see is_form)."""
     if media_type(content_type) != "multipart/form-data":
@@ -217,6 +227,8 @@ def split_target(target: str) -> tuple[str, str]:
     servers drop it, some keep it in the path, so it is refused."""
     if "#" in target:
         raise BadRequest("a fragment (#) does not belong in a request target")
+    if " " in target:  # only an HTTP/2 :path can hold one; an HTTP/1 upstream would split on it
+        raise BadRequest("the request target contains a space")
     path, _, query = target.partition("?")
     return path or "/", query
 
@@ -267,6 +279,8 @@ def fingerprint(method: str, host: str, port: int, path: str, query: str, body: 
 
 
 def build(req: Request, connection: str) -> Operation:
+    if not _TOKEN.match(req.method):
+        raise BadRequest("the request method is not a token")
     raw_path, query = split_target(req.path)
     method = effective_method(req.method, req.override + query_overrides(query))
     path = normalise_path(raw_path)

@@ -3,6 +3,7 @@ through the real proxy with raw sockets: every attempt gets the status it should
 a refused one never reaches the upstream."""
 from __future__ import annotations
 
+import gzip
 import uuid
 from pathlib import Path
 
@@ -32,6 +33,8 @@ def build_request(case: dict, via: str, host: str, marker: str) -> bytes:
     body = b""
     if "body" in case:
         body = case["body"].encode("latin-1")
+        if case.get("gzip"):
+            body = gzip.compress(body)
         lines.append(f"Content-Length: {len(body)}")
     elif "chunks" in case:
         lines.append("Transfer-Encoding: chunked")
