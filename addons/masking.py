@@ -70,6 +70,8 @@ def _scrub_headers(resp: http.Response, secrets: tuple[bytes, ...]) -> None:
     fields = tuple((k, streaming.scrub(v, secrets)) for k, v in resp.headers.fields)
     if fields != resp.headers.fields:
         resp.headers.fields = fields
+    if resp.data.reason:  # an HTTP/1 reason phrase can echo too
+        resp.data.reason = streaming.scrub(resp.data.reason, secrets)
 
 
 class ResponseMasker:

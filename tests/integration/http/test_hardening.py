@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.integration.http.clients import Reply, basic, tunnel_tls
+from tests.integration.http.clients import Reply, basic, connect, tunnel_tls
 from tests.integration.http.conftest import UPSTREAM_KEY, UPSTREAM_TOKEN
 from tests.integration.http.rawhttp import read_reply, send_h2, send_plain, send_tunnel
 
@@ -214,3 +214,11 @@ def test_an_http2_body_without_length_cannot_smuggle_a_request_to_an_http1_upstr
     assert world.upstream.requests_to(f"/admin/smuggled-{marker}") == []
     (seen,) = world.upstream.requests_to(f"/echo/{marker}")
     assert seen["body"] == smuggled and seen["headers"]["content-length"] == str(len(smuggled))
+
+
+@pytest.mark.parametrize("extra", ["X-Note: a\rHost: evil.example\r\n", "X-Note: a\r\n folded\r\n", "X-Note: a\x00b\r\n",
+                                   "Bad Name: 1\r\n"])
+def test_a_connect_with_a_malformed_header_field_opens_no_tunnel(proxy, world, agent, extra):
+    sock, reply = connect(proxy.port, "localhost", world.upstream.port, basic("agent", agent), extra)
+    sock.close()
+    assert reply.status == 400
