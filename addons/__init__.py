@@ -18,7 +18,7 @@ A response set by an earlier addon is final: every request-side hook starts with
 
 Two behaviours of mitmproxy itself are adjusted on import: HTTP/1 trailers are dropped
 instead of crashing the connection (trailers.py), and a body mitmproxy collects whole
-is capped while it arrives (limits.py).
+is capped while it arrives (bodycap.py).
 """
 from __future__ import annotations
 

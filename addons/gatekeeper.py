@@ -24,7 +24,8 @@ from app.types import Verdict
 
 from . import operation, streaming
 from .flowstate import bad_request, content_length, needs_body, refuse, state, unavailable
-from .limits import body_cap, sizes
+from .bodycap import body_cap
+from .limits import sizes
 from .operation import BadRequest
 
 log = logging.getLogger(__name__)
