@@ -27,7 +27,7 @@ def build_request(case: dict, via: str, host: str, marker: str) -> bytes:
     target = case.get("target", "/corpus")
     if via == "plain" and target.startswith("/"):
         target = f"http://{host}{target}"
-    lines = [f"{case.get('method', 'GET')} {target} HTTP/1.1"]
+    lines = [case.get("raw_line", f"{case.get('method', 'GET')} {{target}} HTTP/1.1").replace("{target}", target)]
     if case.get("host", "{host}") is not None:
         lines.append("Host: " + case.get("host", "{host}").replace("{host}", host))
     lines += ["{auth}", f"X-Case: {marker}", "Connection: close", *case.get("headers", ())]
@@ -88,7 +88,8 @@ def test_corpus(case, via, proxy, world, agent):
         expected = [*expected, 0]  # mitmproxy's HTTP/2 layer may reset the stream instead
     assert reply.status in expected, (case, reply, proxy.tail()[-1500:])
     forwarded = case.get("forwarded", expected == [200])
-    assert _forwarded(world, via, marker) is forwarded, case
+    if forwarded is not None:  # null: either way, as long as the other checks hold
+        assert _forwarded(world, via, marker) is forwarded, case
     if "never_path" in case:  # a request smuggled inside this one never reaches an upstream
         assert world.upstream.requests_to(case["never_path"]) == [], case
         assert world.raw.heads_with(b" " + case["never_path"].encode()) == [], case
