@@ -27,7 +27,7 @@ from app.inventory import apply_policy
 from app.policy import load_policy
 
 from tests.conftest import suite_store, use_store
-from tests.integration.http.upstream import RawUpstream, Upstream, make_tls_files, serve_in_thread
+from tests.integration.http.upstream import H2Upstream, RawUpstream, Upstream, make_tls_files, serve_in_thread
 
 UPSTREAM_TOKEN = "upstream-secret-token-0123456789"
 UPSTREAM_KEY = "key-9f8e7d6c5b4a"
@@ -56,6 +56,10 @@ connections:
   - name: raw                # a socket-level upstream (trailers, odd header bytes)
     type: http
     hosts: ["localhost:{raw_port}"]
+  - name: h2only             # an HTTP/2-only upstream that sends trailers
+    type: http
+    hosts: ["localhost:{h2_port}"]
+    ca_bundle: {ca}
   - name: untrusted          # the same upstream by address, without its CA
     type: http
     hosts: ["127.0.0.1:{port}"]
@@ -64,6 +68,7 @@ grants:
   - {{service_account: agent, connection: plain}}
   - {{service_account: agent, connection: untrusted}}
   - {{service_account: agent, connection: raw}}
+  - {{service_account: agent, connection: h2only}}
   - {{service_account: revokee, connection: api}}
 rules:
   - name: no-admin
@@ -185,6 +190,7 @@ class World:
     upstream: Upstream
     plain: Upstream
     raw: RawUpstream
+    h2: H2Upstream
     upstream_ca: Path
     tokens: dict[str, str]
     token_ids: dict[str, int]
@@ -200,8 +206,8 @@ def world(tmp_path_factory, sqlite_template) -> World:
         ca, cert, key = make_tls_files(base)
         upstream, plain = Upstream(), Upstream()
         servers = [serve_in_thread(upstream, cert, key), serve_in_thread(plain, None, None)]
-        raw = RawUpstream()
-        policy = POLICY.format(port=upstream.port, plain_port=plain.port, raw_port=raw.port, ca=ca)
+        raw, h2 = RawUpstream(), H2Upstream(cert, key)
+        policy = POLICY.format(port=upstream.port, plain_port=plain.port, raw_port=raw.port, h2_port=h2.port, ca=ca)
         tokens, ids = {}, {}
         with session_scope() as s:
             apply_policy(s, load_policy(policy), actor="test",
@@ -209,10 +215,11 @@ def world(tmp_path_factory, sqlite_template) -> World:
             for name in ("agent", "intruder", "revokee"):
                 issued = issue_token(s, name, timedelta(hours=2))
                 tokens[name], ids[name] = issued.token, issued.id
-        yield World(env, upstream, plain, raw, ca, tokens, ids)
+        yield World(env, upstream, plain, raw, h2, ca, tokens, ids)
         for server in servers:
             server.should_exit = True
         raw.close()
+        h2.close()
 
 
 @pytest.fixture(autouse=True)

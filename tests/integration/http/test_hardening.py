@@ -222,3 +222,22 @@ def test_a_connect_with_a_malformed_header_field_opens_no_tunnel(proxy, world, a
     sock, reply = connect(proxy.port, "localhost", world.upstream.port, basic("agent", agent), extra)
     sock.close()
     assert reply.status == 400
+
+
+def test_http2_response_trailers_do_not_crash_an_http1_client(proxy, world, agent):
+    """The client offers http/1.1 first, so mitmproxy speaks HTTP/1 to it; the upstream
+    picks HTTP/2 and sends trailers, which HTTP/1 cannot carry here: they are dropped."""
+    for _ in range(2):
+        sock, reply = connect(proxy.port, "localhost", world.h2.port, basic("agent", agent))
+        assert reply.status == 200
+        context = ssl.create_default_context(cafile=str(proxy.ca))
+        context.set_alpn_protocols(["http/1.1", "h2"])
+        with context.wrap_socket(sock, server_hostname="localhost") as tls:
+            assert tls.selected_alpn_protocol() == "http/1.1"
+            tls.settimeout(20)
+            marker = _unique()
+            tls.sendall(f"GET /grpc/{marker} HTTP/1.1\r\nHost: localhost:{world.h2.port}\r\n\r\n".encode())
+            reply = read_reply(tls)
+        assert reply.status == 200 and b"frank@example.com" in reply.body, reply
+        assert f"/grpc/{marker}" in world.h2.paths  # it did go over HTTP/2
+    assert "has crashed" not in proxy.tail()

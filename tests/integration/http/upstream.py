@@ -287,3 +287,62 @@ class RawUpstream:
 
     def close(self) -> None:
         self.listener.close()
+
+
+class H2Upstream:
+    """An HTTPS upstream that speaks only HTTP/2 and ends every response with trailers
+    (as gRPC does): for what a downgrade to an HTTP/1 client must cope with."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        import ssl
+
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(str(cert), str(key))
+        self.context.set_alpn_protocols(["h2"])
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.paths: list[str] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        import h2.config
+        import h2.connection
+        import h2.events
+
+        try:
+            tls = self.context.wrap_socket(sock, server_side=True)
+        except OSError:
+            return
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+        conn.initiate_connection()
+        tls.sendall(conn.data_to_send())
+        with tls:
+            while True:
+                try:
+                    data = tls.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.RequestReceived):
+                        self.paths.append(dict(event.headers)[":path"])
+                    elif isinstance(event, h2.events.StreamEnded):
+                        body = b'{"owner": "frank@example.com"}'
+                        conn.send_headers(event.stream_id, [(":status", "200"), ("content-type", "application/json"),
+                                                            ("content-length", str(len(body)))])
+                        conn.send_data(event.stream_id, body)
+                        conn.send_headers(event.stream_id, [("grpc-status", "0"), ("x-checksum", "abc")],
+                                          end_stream=True)
+                tls.sendall(conn.data_to_send())
+
+    def close(self) -> None:
+        self.listener.close()
