@@ -96,7 +96,15 @@ def _predicates(rule: Rule) -> list[Predicate]:
     preds: list[Predicate] = []
     if m.tables:
         tables = TablePatterns(m.tables)
-        preds.append(lambda op, now: tables.any(op.targets, op.protocol in SQL_PROTOCOLS))
+        # An HTTP path target folds (NFKC, case) like a `path` does; other targets keep their text.
+        paths = TablePatterns([p if p.startswith(REGEX_PREFIX) else fold_path(p) for p in m.tables])
+
+        def test_tables(op: Operation, now: datetime) -> bool:
+            if op.protocol == "http":
+                return paths.any(tuple(fold_path(t) if isinstance(t, str) else t for t in op.targets), False)
+            return tables.any(op.targets, op.protocol in SQL_PROTOCOLS)
+
+        preds.append(test_tables)
     for path, patterns in m.body:
         body = BodyPath(path, patterns)
         preds.append(lambda op, now, body=body: op.body is not None and body.match(op.body))  # type: ignore[misc]

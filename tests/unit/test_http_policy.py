@@ -66,3 +66,11 @@ def test_case_folding_covers_unicode_lookalikes_but_not_other_letters():
         assert action(denied) == "deny", denied
     for allowed in ("/adm1n", "/admins", "/a/admin", "/\u0430dmin"):  # Cyrillic a is another letter
         assert action(allowed) == "allow", allowed
+
+
+def test_a_targets_rule_on_an_http_path_folds_like_a_path_rule():
+    doc = _load("  - {name: d, match: {connection: api, targets: ['/admin*']}, action: deny}")
+    policy = compile_policy(doc.rules, [GrantSpec("agent", "api")])
+    for path in ("/ADMIN", "/adm\u0131n/x", "/\uff41dmin"):
+        op = Operation("http", "api", "read", method="GET", host="api.example.com", path=path, targets=(path,))
+        assert evaluate(policy, op, Principal("agent")).action == "deny", path
