@@ -86,9 +86,11 @@ class _CompiledRule:
 
 
 def _folded_paths(patterns: Sequence[str]) -> Callable[[str], object]:
-    folded = [p if p.startswith(REGEX_PREFIX) else fold_path(p) for p in patterns]
-    # A `regex:` pattern keeps its text and matches case-insensitively (PatternSet's fold).
-    return PatternSet(folded, fold=True).tester()
+    # The value arrives folded (_strings), so the set needs no fold of its own and keeps
+    # its cheapest tester; a `regex:` pattern keeps its text and ignores case instead.
+    folded = [f"{REGEX_PREFIX}(?i){p[len(REGEX_PREFIX):]}" if p.startswith(REGEX_PREFIX) else fold_path(p)
+              for p in patterns]
+    return PatternSet(folded, fold=False).tester()
 
 
 def _predicates(rule: Rule) -> list[Predicate]:
@@ -117,8 +119,8 @@ def _predicates(rule: Rule) -> list[Predicate]:
 def _strings(op: Operation, fold: bool) -> tuple[object, object]:
     # A shell session may carry its input line in `text` with no `command`.
     path = op.path
-    if fold and isinstance(path, str):
-        path = fold_path(path)
+    if fold and path is not None:
+        path = path.lower() if path.isascii() else fold_path(path)
     return path, op.command if op.command is not None else op.text
 
 
