@@ -13,6 +13,7 @@ flow only (mitmproxy runs every flow's hooks in its own task).
 """
 from __future__ import annotations
 
+import functools
 import logging
 
 from mitmproxy import http
@@ -91,7 +92,25 @@ def refusal(verdict: Verdict) -> tuple[int, dict, dict[str, str]]:
     return 403, {"error": "denied", "rule": verdict.rule, "message": verdict.message}, {}
 
 
+def fail_closed(hook):
+    """mitmproxy logs an exception in an addon hook and carries on with the flow, which
+    would send an undecided request upstream: any such failure refuses it instead."""
+
+    @functools.wraps(hook)
+    async def guarded(self, flow: http.HTTPFlow) -> None:
+        try:
+            await hook(self, flow)
+        except Exception:
+            log.exception("deciding %s %s failed", flow.request.method, flow.request.host)
+            if flow.response is None and not (flow.request.stream and state(flow).allowed):
+                state(flow).verdict = None
+                unavailable(flow, "airlock could not decide on this request")
+
+    return guarded
+
+
 class Gatekeeper:
+    @fail_closed
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error:
             return
@@ -113,6 +132,7 @@ class Gatekeeper:
         elif size is None or size > sizes().body:
             req.stream = True
 
+    @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error:
             return
