@@ -15,6 +15,7 @@ WebSocket messages from the server are masked one by one.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
 
 from mitmproxy import http
@@ -74,7 +75,27 @@ def _scrub_headers(resp: http.Response, secrets: tuple[bytes, ...]) -> None:
         resp.data.reason = streaming.scrub(resp.data.reason, secrets)
 
 
+def _fail_closed(streamed: bool):
+    """mitmproxy logs an exception in an addon hook and sends the response on as it is:
+    unmasked. Any such failure replaces the response instead."""
+
+    def wrap(hook):
+        @functools.wraps(hook)
+        def guarded(self, flow: http.HTTPFlow) -> None:
+            try:
+                hook(self, flow)
+            except Exception:
+                log.exception("masking the response of %s failed", flow.request.host)
+                if flow.response is not None and not state(flow).refused:
+                    _refuse(flow, "the response could not be masked", streamed=streamed)
+
+        return guarded
+
+    return wrap
+
+
 class ResponseMasker:
+    @_fail_closed(streamed=True)
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         st = state(flow)
         if flow.error or not st.allowed or flow.response is None or _no_body(flow):
@@ -118,6 +139,7 @@ class ResponseMasker:
         if not (flow.request.is_http2 or flow.request.is_http3):
             resp.headers["transfer-encoding"] = "chunked"
 
+    @_fail_closed(streamed=False)
     def response(self, flow: http.HTTPFlow) -> None:
         st = state(flow)
         resp = flow.response

@@ -1,5 +1,6 @@
-"""addons.gatekeeper fails closed: an unexpected error while deciding refuses the
-request (mitmproxy would log it and forward the request undecided)."""
+"""The addons fail closed: an unexpected error while deciding refuses the request, and
+one while masking replaces the response (mitmproxy would log either and carry on,
+forwarding the request undecided or the response unmasked)."""
 from __future__ import annotations
 
 import asyncio
@@ -41,3 +42,20 @@ def test_a_json_body_that_breaks_the_parser_unexpectedly_is_refused(monkeypatch)
     state(flow).principal = Principal("agent")
     asyncio.run(gatekeeper.Gatekeeper().request(flow))
     assert flow.response is not None and flow.response.status_code == 503
+
+
+def test_an_error_while_masking_replaces_the_response(monkeypatch):
+    import addons.masking as masking
+    from app.types import Verdict
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(masking.streaming, "mask_body", explode)
+    flow = tflow.tflow(resp=True)
+    flow.response.headers["content-type"] = "application/json"
+    flow.response.content = b'{"email": "ann@example.com"}'
+    st = state(flow)
+    st.verdict, st.secrets = Verdict("allow"), (b"secret-value-123",)
+    masking.ResponseMasker().response(flow)
+    assert flow.response.status_code == 502 and b"ann@example.com" not in flow.response.content
