@@ -168,6 +168,14 @@ class ResponseMasker:
             resp.content = masked
 
     def websocket_message(self, flow: http.HTTPFlow) -> None:
+        try:
+            self._websocket_message(flow)
+        except Exception:
+            log.exception("masking a WebSocket message from %s failed", flow.request.host)
+            if flow.websocket is not None:
+                flow.websocket.messages[-1].drop()  # never passed on unmasked
+
+    def _websocket_message(self, flow: http.HTTPFlow) -> None:
         st = state(flow)
         if flow.websocket is None or not st.allowed or (st.masker is None and not st.secrets):
             return
