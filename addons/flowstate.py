@@ -16,7 +16,7 @@ from app.recording import SessionRecording
 from app.snapshot import Target
 from app.types import Principal, Verdict
 
-from .operation import is_json
+from .operation import is_form, is_json
 
 KEY = "airlock"
 JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
@@ -86,9 +86,11 @@ def content_length(message: http.Message) -> int | None:
 
 
 def needs_body(request: http.Request) -> bool:
-    """True when the decision must wait for the body: JSON bodies are matched by rules.
+    """True when the decision must wait for the body: JSON bodies are matched by rules,
+    and a form body may name the method (`_method`).
 
     Everything else is decided on its headers, before a byte of body is read, so a large
     upload can stream once allowed.
     """
-    return is_json(request.headers.get("content-type")) and content_length(request) != 0
+    content_type = request.headers.get("content-type")
+    return (is_json(content_type) or is_form(content_type, request.method)) and content_length(request) != 0

@@ -1,15 +1,19 @@
 """The flow -> Operation -> gate.decide -> enforce step. No policy here: the gate decides.
 
 Timing matters more than anything else in this file:
-- a JSON request is decided in `request`, once its whole body is there (body rules);
+- a JSON or form request is decided in `request`, once its whole body is there (body
+  rules, `_method`);
 - every other request is decided in `requestheaders`, before a byte of its body is
   read; a large or chunked one then streams upstream, which happens right after this
-  hook, so nothing can reach the upstream undecided.
+  hook, so nothing can reach the upstream undecided. An HTTP/2 body of unknown length
+  is held instead (capped), so it can be given a Content-Length: an HTTP/1 upstream has
+  no other way to tell where it ends.
 A `review` verdict is held inside `gate.decide`; this hook awaits it, which pauses this
 flow only (mitmproxy runs every flow's hooks in its own task).
 """
 from __future__ import annotations
 
+import functools
 import logging
 
 from mitmproxy import http
@@ -19,8 +23,9 @@ from app.gate import get_gate
 from app.snapshot import Target
 from app.types import Verdict
 
-from . import operation
+from . import operation, streaming
 from .flowstate import bad_request, content_length, needs_body, refuse, state, unavailable
+from .bodycap import body_cap
 from .limits import sizes
 from .operation import BadRequest
 
@@ -48,6 +53,27 @@ def check_destination(flow: http.HTTPFlow) -> None:
         raise BadRequest(f"the TLS server name {sni!r} does not match the destination {dest[0]}")
 
 
+def decoded_body(req: http.Request, limit: int) -> bytes | None:
+    """The body with its content-encoding undone, or None past `limit` bytes: a small
+    compressed body must not inflate without bound in memory."""
+    raw = req.raw_content or b""
+    encoding = req.headers.get("content-encoding")
+    if not raw or not encoding:
+        return raw if len(raw) <= limit else None
+    decode = streaming.decoder_for(encoding)
+    if decode is None:
+        raise BadRequest(f"the content-encoding {encoding!r} cannot be decoded")
+    out = bytearray()
+    try:
+        for i in range(0, len(raw), 16384):
+            out += decode(raw[i:i + 16384])
+            if len(out) > limit:
+                return None
+    except streaming.DecodeError:
+        raise BadRequest("the request body cannot be decoded") from None
+    return bytes(out)
+
+
 def refusal(verdict: Verdict) -> tuple[int, dict, dict[str, str]]:
     """The response contract (docs/http.md) for a verdict that is not an allow."""
     if verdict.action == "review":
@@ -66,7 +92,25 @@ def refusal(verdict: Verdict) -> tuple[int, dict, dict[str, str]]:
     return 403, {"error": "denied", "rule": verdict.rule, "message": verdict.message}, {}
 
 
+def fail_closed(hook):
+    """mitmproxy logs an exception in an addon hook and carries on with the flow, which
+    would send an undecided request upstream: any such failure refuses it instead."""
+
+    @functools.wraps(hook)
+    async def guarded(self, flow: http.HTTPFlow) -> None:
+        try:
+            await hook(self, flow)
+        except Exception:
+            log.exception("deciding %s %s failed", flow.request.method, flow.request.host)
+            if flow.response is None and not (flow.request.stream and state(flow).allowed):
+                state(flow).verdict = None
+                unavailable(flow, "airlock could not decide on this request")
+
+    return guarded
+
+
 class Gatekeeper:
+    @fail_closed
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error:
             return
@@ -74,30 +118,50 @@ class Gatekeeper:
         if needs_body(req):
             size = content_length(req)
             if size is not None and size > sizes().json:
-                bad_request(flow, f"JSON bodies larger than {sizes().json} bytes cannot be checked", 413)
+                bad_request(flow, f"JSON and form bodies larger than {sizes().json} bytes cannot be checked", 413)
+            else:
+                body_cap(flow, sizes().json)  # a chunked one is counted as it arrives
             return
         await self._decide(flow, None)
         size = content_length(req)
-        if state(flow).allowed and (size is None or size > sizes().body):
+        if not state(flow).allowed:
+            return
+        if size is None and (req.is_http2 or req.is_http3):
+            # No length to frame it by on an HTTP/1 upstream: held (capped) and given one.
+            body_cap(flow, sizes().json)
+        elif size is None or size > sizes().body:
             req.stream = True
 
+    @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error:
             return
+        req = flow.request
+        if (req.is_http2 or req.is_http3) and "content-length" not in req.headers and req.raw_content:
+            # mitmproxy sends an HTTP/2 body to an HTTP/1 upstream without framing: the
+            # upstream would read it as the next request, one the gate never saw.
+            req.headers["content-length"] = str(len(req.raw_content))
         if state(flow).verdict is not None:
             return  # decided on its headers
+        body, overrides = None, ()
+        limit = sizes().json
         try:
-            content = flow.request.get_content()  # content-encoding undone
-            body = operation.parse_json_body(content) if content else None
+            content = decoded_body(req, limit)
+            if content is None:
+                bad_request(flow, f"JSON and form bodies larger than {limit} bytes cannot be checked", 413)
+                return
+            content_type = req.headers.get("content-type")
+            if content and operation.is_json(content_type):
+                body = operation.parse_json_body(content)
+                overrides = operation.json_overrides(body)
+            elif content:
+                overrides = operation.body_overrides(content_type, content)
         except BadRequest as exc:
             bad_request(flow, exc.message)
             return
-        except ValueError:
-            bad_request(flow, "the request body cannot be decoded")
-            return
-        await self._decide(flow, body)
+        await self._decide(flow, body, overrides)
 
-    async def _decide(self, flow: http.HTTPFlow, body: object | None) -> None:
+    async def _decide(self, flow: http.HTTPFlow, body: object | None, overrides: tuple[str, ...] = ()) -> None:
         st = state(flow)
         if st.principal is None:  # identity answers first; reaching here is a bug, so refuse
             unavailable(flow, "airlock could not establish who is calling")
@@ -109,7 +173,8 @@ class Gatekeeper:
             target = await self._route(gate, req)
             op = operation.build(operation.Request(
                 method=req.method, scheme=req.scheme, host=req.host, port=req.port, path=req.path,
-                override=tuple(v for name in operation.OVERRIDE_HEADERS for v in req.headers.get_all(name)),
+                override=tuple(v for name, v in req.headers.items(multi=True) if operation.override_header(name))
+                + overrides,
                 websocket=req.headers.get("upgrade", "").lower() == "websocket",
                 body=body,
             ), connection=target.name if target else "")

@@ -2,9 +2,17 @@
 
 A header or parameter of the same name sent by the runtime is dropped first, so a
 runtime cannot choose its own credential. The values are remembered in the flow state
-so the response path can scrub them from whatever an upstream echoes back.
+so the response path can scrub them from whatever an upstream echoes back, in every
+form an echo commonly takes: as is, base64 (standard or URL-safe, padded or not, and
+inside a longer base64 text at any offset), percent-encoded, JSON-escaped and hex.
 """
 from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+from urllib.parse import quote, quote_plus
 
 from mitmproxy import http
 
@@ -13,12 +21,34 @@ from .flowstate import state, unavailable
 MIN_SCRUB = 8  # shorter values are too common in bodies to scrub without breaking them
 
 
-def _scrub_forms(value: str) -> list[bytes]:
-    forms = [value]
+def _base64_forms(raw: bytes) -> list[bytes]:
+    """Base64 of `raw`, whole and as the run of characters it always produces inside a
+    longer base64 text, for each of the three offsets it can start at."""
+    out = []
+    for k in range(3):
+        encoded = base64.b64encode(b"\0" * k + raw).rstrip(b"=")
+        # The first characters mix in the bytes before it, the last one those after it.
+        core = encoded[(0, 2, 3)[k]:(8 * (k + len(raw))) // 6]
+        out += [core, core.replace(b"+", b"-").replace(b"/", b"_")]
+    whole = base64.b64encode(raw)
+    return out + [whole, base64.urlsafe_b64encode(raw)]
+
+
+@functools.lru_cache(maxsize=256)  # the same few credentials, on every request
+def scrub_forms(value: str) -> tuple[bytes, ...]:
+    """Every encoding of an injected value (and of its token alone) to scrub."""
+    plain = [value]
     scheme, _, token = value.partition(" ")
     if token and scheme.isalpha():  # "Bearer abc": the token alone may come back too
-        forms.append(token.strip())
-    return [f.encode() for f in forms if len(f) >= MIN_SCRUB]
+        plain.append(token.strip())
+    forms: list[bytes] = []
+    for text in plain:
+        raw = text.encode()
+        quoted, escaped = quote(text, safe=""), json.dumps(text)[1:-1]
+        forms += [raw, quoted.encode(), quoted.lower().encode(), quote_plus(text).encode(), escaped.encode(),
+                  escaped.replace("/", "\\/").encode(), binascii.hexlify(raw), binascii.hexlify(raw).upper()]
+        forms += _base64_forms(raw)
+    return tuple(f for f in dict.fromkeys(forms) if len(f) >= MIN_SCRUB)
 
 
 class Injector:
@@ -52,6 +82,6 @@ class Injector:
                     injected.append(name.lower())
                 else:
                     flow.request.query[name] = value
-                secrets.extend(_scrub_forms(value))
+                secrets.extend(scrub_forms(value))
         st.secrets = tuple(sorted(set(secrets), key=len, reverse=True))
         st.injected_headers = tuple(injected)

@@ -47,3 +47,4 @@ class Limits:
                 )
             except ValueError as exc:
                 raise exceptions.OptionsError(str(exc)) from None
+

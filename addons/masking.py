@@ -1,5 +1,10 @@
 """Masking of what comes back: JSON by key and detector, text by detector, and the
-connection's injected credentials scrubbed wherever an upstream echoes them.
+connection's injected credentials scrubbed wherever an upstream echoes them, in every
+content type (an image can carry a reflected header as well as a JSON document can).
+
+Media that detectors cannot read (images, archives, PDF) under a mask verdict are
+refused (502), unless every mask rule of the verdict lets that media type through
+(`unmasked_types`): a mask the body cannot honour is never silently skipped.
 
 A body of known length up to the body limit is held whole and masked in `response`.
 Anything larger or of unknown length streams through a chunk function chosen in
@@ -9,6 +14,8 @@ WebSocket messages from the server are masked one by one.
 """
 from __future__ import annotations
 
+import fnmatch
+import functools
 import logging
 
 from mitmproxy import http
@@ -23,8 +30,25 @@ from .operation import is_json
 log = logging.getLogger(__name__)
 
 
-def _has_work(st: FlowState, content_type: str | None) -> bool:
-    return (st.masker is not None or bool(st.secrets)) and not streaming.is_binary(content_type)
+def _has_work(st: FlowState) -> bool:
+    return st.masker is not None or bool(st.secrets)
+
+
+def _uninspectable(st: FlowState, content_type: str | None) -> str | None:
+    """Why a masked body of this type must be refused, or None when it may go on."""
+    if st.masker is None or not streaming.is_binary(content_type):
+        return None
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    masks = st.verdict.masks if st.verdict is not None else ()
+    if masks and all(any(fnmatch.fnmatchcase(media, t) for t in m.unmasked_types) for m in masks):
+        return None
+    return (f"the response is {media}, which cannot be masked; a mask rule may let it through "
+            f"with unmasked_types: [{media}]")
+
+
+def _masker_for(st: FlowState, content_type: str | None):
+    """The masker for this body: none for allowed binary media, which are only scrubbed."""
+    return None if streaming.is_binary(content_type) else st.masker
 
 
 def _no_body(flow: http.HTTPFlow) -> bool:
@@ -47,9 +71,31 @@ def _scrub_headers(resp: http.Response, secrets: tuple[bytes, ...]) -> None:
     fields = tuple((k, streaming.scrub(v, secrets)) for k, v in resp.headers.fields)
     if fields != resp.headers.fields:
         resp.headers.fields = fields
+    if resp.data.reason:  # an HTTP/1 reason phrase can echo too
+        resp.data.reason = streaming.scrub(resp.data.reason, secrets)
+
+
+def _fail_closed(streamed: bool):
+    """mitmproxy logs an exception in an addon hook and sends the response on as it is:
+    unmasked. Any such failure replaces the response instead."""
+
+    def wrap(hook):
+        @functools.wraps(hook)
+        def guarded(self, flow: http.HTTPFlow) -> None:
+            try:
+                hook(self, flow)
+            except Exception:
+                log.exception("masking the response of %s failed", flow.request.host)
+                if flow.response is not None and not state(flow).refused:
+                    _refuse(flow, "the response could not be masked", streamed=streamed)
+
+        return guarded
+
+    return wrap
 
 
 class ResponseMasker:
+    @_fail_closed(streamed=True)
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         st = state(flow)
         if flow.error or not st.allowed or flow.response is None or _no_body(flow):
@@ -61,7 +107,11 @@ class ResponseMasker:
         if size is not None and size <= limits.body:
             return  # held whole: `response` masks it
         content_type = resp.headers.get("content-type")
-        if not _has_work(st, content_type):
+        problem = _uninspectable(st, content_type)
+        if problem is not None:
+            _refuse(flow, problem, streamed=True)
+            return
+        if not _has_work(st):
             resp.stream = streaming.Passthrough(st, limits.record)
             return
         decode = streaming.decoder_for(resp.headers.get("content-encoding"))
@@ -69,7 +119,7 @@ class ResponseMasker:
             _refuse(flow, f"content-encoding {resp.headers.get('content-encoding')!r} cannot be decoded for masking",
                     streamed=True)
             return
-        masker = st.masker
+        masker = _masker_for(st, content_type)
         if masker is not None and masker.has_fields and is_json(content_type):
             if size is not None and size <= limits.json:
                 return  # held whole after all: field rules need the document
@@ -89,13 +139,18 @@ class ResponseMasker:
         if not (flow.request.is_http2 or flow.request.is_http3):
             resp.headers["transfer-encoding"] = "chunked"
 
+    @_fail_closed(streamed=False)
     def response(self, flow: http.HTTPFlow) -> None:
         st = state(flow)
         resp = flow.response
         if flow.error or not st.allowed or resp is None or resp.stream or _no_body(flow):
             return
         content_type = resp.headers.get("content-type")
-        if not _has_work(st, content_type) or not resp.raw_content:
+        problem = _uninspectable(st, content_type)
+        if problem is not None:
+            _refuse(flow, problem, streamed=False)
+            return
+        if not _has_work(st) or not resp.raw_content:
             return
         try:
             content = resp.get_content()
@@ -104,7 +159,7 @@ class ResponseMasker:
                     streamed=False)
             return
         try:
-            masked = streaming.mask_body(content, content_type, st.masker, st.secrets)
+            masked = streaming.mask_body(content, content_type, _masker_for(st, content_type), st.secrets)
         except MaskingError as exc:
             _refuse(flow, f"the response could not be masked ({exc})", streamed=False)
             return
@@ -113,6 +168,14 @@ class ResponseMasker:
             resp.content = masked
 
     def websocket_message(self, flow: http.HTTPFlow) -> None:
+        try:
+            self._websocket_message(flow)
+        except Exception:
+            log.exception("masking a WebSocket message from %s failed", flow.request.host)
+            if flow.websocket is not None:
+                flow.websocket.messages[-1].drop()  # never passed on unmasked
+
+    def _websocket_message(self, flow: http.HTTPFlow) -> None:
         st = state(flow)
         if flow.websocket is None or not st.allowed or (st.masker is None and not st.secrets):
             return

@@ -47,6 +47,14 @@ def _secret_name(name: str) -> bool:
     return audit.scrub({name: "x"})[name] == REDACTED
 
 
+def printable(text: str) -> str:
+    """mitmproxy hands over non-UTF-8 header and path bytes as surrogates, which no store
+    can encode: they are kept as U+FFFD so one odd byte cannot stall a recording batch."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def scrubbed_text(text: str) -> str:
     return audit.scrub(text) if suspect(text) else text
 
@@ -54,7 +62,7 @@ def scrubbed_text(text: str) -> str:
 def recorded_headers(headers: http.Headers, injected: tuple[str, ...]) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, value in headers.items(multi=True):
-        name = name.lower()
+        name, value = printable(name.lower()), printable(value)
         out[name] = f"{out[name]}, {value}" if name in out else value
     for name, value in out.items():
         if name in injected or _secret_name(name):
@@ -144,8 +152,8 @@ class Sessions:
         req = flow.request
         data: dict[str, Any] = {
             "flow": flow.id,
-            "method": req.method,
-            "url": shown_url(req.scheme, req.host, req.port, req.path),
+            "method": printable(req.method),
+            "url": printable(shown_url(req.scheme, req.host, req.port, req.path)),
             "headers": recorded_headers(req.headers, ()),
         }
         if not req.stream and req.raw_content:

@@ -85,7 +85,8 @@ def load_snapshot() -> Snapshot:
         by_account: dict[str, dict[str, datetime | None]] = {}
         for g in grant_specs:
             by_account.setdefault(g.service_account, {})[g.connection] = g.expires
-    policy = compile_policy(rules, grant_specs, account_specs, version=version)
+    case_sensitive = frozenset(name for name, t in targets.items() if t.config.get("path_case_sensitive"))
+    policy = compile_policy(rules, grant_specs, account_specs, version=version, case_sensitive_paths=case_sensitive)
     loaded = time.time()
     upcoming = [g.expires.timestamp() for g in grant_specs if g.expires is not None and g.expires.timestamp() > loaded]
     return Snapshot(version, policy, targets, by_account, min(upcoming, default=float("inf")))

@@ -66,6 +66,9 @@ class MaskSpec:
     detectors: tuple[str, ...] = ()
     strategy: Literal["redact", "partial", "hash"] = "redact"
     rule: str = ""
+    # Media types (globs) this rule lets through unmasked when their bodies cannot be
+    # inspected (images, archives); any other such body under a mask is refused.
+    unmasked_types: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ operation, and a plan without such conditions carries its finished Verdict.
 from __future__ import annotations
 
 import heapq
+import unicodedata
 from datetime import datetime, timezone
 from typing import Callable, Sequence
 
@@ -16,7 +17,7 @@ from app.types import MaskSpec, Operation, Principal, ReviewSpec, Verdict
 
 from .matchers import BodyPath, PatternSet, TablePatterns, TimeMatcher
 from .model import GrantSpec, Rule, ServiceAccountSpec
-from .values import format_timestamp, is_pattern
+from .values import REGEX_PREFIX, format_timestamp, is_pattern
 
 NO_GRANT = "no-grant"
 MAX_PLANS = 8192
@@ -27,9 +28,19 @@ Predicate = Callable[[Operation, datetime], bool]
 FOLDED = frozenset({"protocol", "kind", "method", "host", "tables", "attributes"})
 
 
+def fold_path(path: str) -> str:
+    """A path (or path pattern) as a case-insensitive server compares it: NFKC, then case
+    folded. upper().lower() also merges the letters whose upper case is ASCII (the
+    dotless i), and the dotted capital I folds to a plain i (its simple case mapping),
+    as Windows-style comparisons do."""
+    if path.isascii():
+        return path.lower()
+    return unicodedata.normalize("NFKC", path).upper().lower().replace("i\u0307", "i")
+
+
 class _CompiledRule:
-    __slots__ = ("rule", "action", "static", "strings", "others", "dynamic", "needs_time", "verdict", "mask",
-                 "review", "textual")
+    __slots__ = ("rule", "action", "static", "strings", "folded", "others", "dynamic", "needs_time", "verdict",
+                 "mask", "review", "textual")
 
     def __init__(self, rule: Rule) -> None:
         m = rule.match
@@ -43,6 +54,9 @@ class _CompiledRule:
         # Per-operation string tests as (index into _strings(op), test): the hot loop stays flat.
         self.strings = tuple((i, PatternSet(getattr(m, key), fold=False).tester())
                              for i, key in enumerate(("path", "command")) if getattr(m, key))
+        # The same tests for a connection whose paths are case-insensitive (the default):
+        # the path is folded once per operation (_strings), the patterns here.
+        self.folded = tuple((i, _folded_paths(m.path) if i == 0 else test) for i, test in self.strings)
         self.others: tuple[Predicate, ...] = tuple(_predicates(rule))
         self.dynamic = bool(self.strings or self.others)
         self.needs_time = m.time is not None
@@ -53,7 +67,8 @@ class _CompiledRule:
         if rule.action == "deny":
             self.verdict = Verdict("deny", rule=rule.name, message=rule.message or f"denied by rule {rule.name}")
         elif rule.action == "mask":
-            self.mask = MaskSpec(rule.fields, rule.detectors, rule.strategy, rule=rule.name)  # type: ignore[arg-type]
+            self.mask = MaskSpec(rule.fields, rule.detectors, rule.strategy, rule=rule.name,  # type: ignore[arg-type]
+                                 unmasked_types=rule.unmasked_types)
         elif rule.action == "review" and rule.approvers is not None:
             self.review = ReviewSpec(groups=rule.approvers.groups, count=rule.approvers.count,
                                      hold_seconds=float(rule.hold), expires_after_seconds=float(rule.expires_after),
@@ -70,12 +85,28 @@ class _CompiledRule:
         return True
 
 
+def _folded_paths(patterns: Sequence[str]) -> Callable[[str], object]:
+    # The value arrives folded (_strings), so the set needs no fold of its own and keeps
+    # its cheapest tester; a `regex:` pattern keeps its text and ignores case instead.
+    folded = [f"{REGEX_PREFIX}(?i){p[len(REGEX_PREFIX):]}" if p.startswith(REGEX_PREFIX) else fold_path(p)
+              for p in patterns]
+    return PatternSet(folded, fold=False).tester()
+
+
 def _predicates(rule: Rule) -> list[Predicate]:
     m = rule.match
     preds: list[Predicate] = []
     if m.tables:
         tables = TablePatterns(m.tables)
-        preds.append(lambda op, now: tables.any(op.targets, op.protocol in SQL_PROTOCOLS))
+        # An HTTP path target folds (NFKC, case) like a `path` does; other targets keep their text.
+        paths = TablePatterns([p if p.startswith(REGEX_PREFIX) else fold_path(p) for p in m.tables])
+
+        def test_tables(op: Operation, now: datetime) -> bool:
+            if op.protocol == "http":
+                return paths.any(tuple(fold_path(t) if isinstance(t, str) else t for t in op.targets), False)
+            return tables.any(op.targets, op.protocol in SQL_PROTOCOLS)
+
+        preds.append(test_tables)
     for path, patterns in m.body:
         body = BodyPath(path, patterns)
         preds.append(lambda op, now, body=body: op.body is not None and body.match(op.body))  # type: ignore[misc]
@@ -85,13 +116,16 @@ def _predicates(rule: Rule) -> list[Predicate]:
     return preds
 
 
-def _strings(op: Operation) -> tuple[object, object]:
+def _strings(op: Operation, fold: bool) -> tuple[object, object]:
     # A shell session may carry its input line in `text` with no `command`.
-    return op.path, op.command if op.command is not None else op.text
+    path = op.path
+    if fold and path is not None:
+        path = path.lower() if path.isascii() else fold_path(path)
+    return path, op.command if op.command is not None else op.text
 
 
-def _hit(r: _CompiledRule, op: Operation, strings: tuple[object, object], now: datetime) -> bool:
-    for i, test in r.strings:
+def _hit(r: _CompiledRule, op: Operation, strings: tuple[object, object], now: datetime, fold: bool) -> bool:
+    for i, test in (r.folded if fold else r.strings):
         value = strings[i]
         if not isinstance(value, str) or not test(value):
             return False
@@ -104,9 +138,10 @@ def _hit(r: _CompiledRule, op: Operation, strings: tuple[object, object], now: d
 class _Plan:
     """The rules that passed the static conditions for one key, by action, in file order."""
 
-    __slots__ = ("denies", "reviews", "allows", "masks", "needs_time", "verdict", "textual")
+    __slots__ = ("denies", "reviews", "allows", "masks", "needs_time", "verdict", "textual", "fold")
 
-    def __init__(self, rules: list[_CompiledRule]) -> None:
+    def __init__(self, rules: list[_CompiledRule], fold: bool = True) -> None:
+        self.fold = fold  # paths of this plan's connection compare case-insensitively
         denies = [r for r in rules if r.action == "deny"]
         # Past the first deny that needs no per-operation test, no other deny can name the verdict.
         cut = next((i for i, r in enumerate(denies) if not r.dynamic), None)
@@ -123,17 +158,18 @@ class _Plan:
             self.verdict = self.decide(None, (None, None), None)  # type: ignore[arg-type]
 
     def decide(self, op: Operation, strings: tuple[object, object], now: datetime) -> Verdict:
+        fold = self.fold
         for r in self.denies:
-            if _hit(r, op, strings, now):
+            if _hit(r, op, strings, now, fold):
                 return r.verdict  # type: ignore[return-value]
-        masks = tuple(r.mask for r in self.masks if _hit(r, op, strings, now))  # type: ignore[misc]
+        masks = tuple(r.mask for r in self.masks if _hit(r, op, strings, now, fold))  # type: ignore[misc]
         for r in self.reviews:
-            if _hit(r, op, strings, now):
+            if _hit(r, op, strings, now, fold):
                 name = r.rule.name
                 return Verdict("review", rule=name, message=r.rule.message or f"approval required by rule {name}",
                                masks=masks, review=r.review)
         for r in self.allows:
-            if _hit(r, op, strings, now):
+            if _hit(r, op, strings, now, fold):
                 return Verdict("allow", rule=r.rule.name, masks=masks)
         return Verdict("allow", masks=masks)
 
@@ -142,8 +178,10 @@ class CompiledPolicy:
     """Rules and grants ready for `evaluate`. Immutable apart from its plan cache."""
 
     def __init__(self, rules: Sequence[Rule], grants: Sequence[GrantSpec],
-                 service_accounts: Sequence[ServiceAccountSpec], version: int) -> None:
+                 service_accounts: Sequence[ServiceAccountSpec], version: int,
+                 case_sensitive_paths: frozenset[str] = frozenset()) -> None:
         self.version = version
+        self.case_sensitive_paths = case_sensitive_paths  # connections that opted out of folding
         self.rules = tuple(rules)
         self.grants: dict[tuple[str, str], datetime | None] = {}
         for g in grants:
@@ -209,7 +247,8 @@ class CompiledPolicy:
         ok = self._by_protocol.get(protocol.lower() if isinstance(protocol, str) else "", self._any_protocol)
         candidates = heapq.merge(self._by_connection.get(connection, ()), self._any_connection)  # type: ignore[call-overload]
         compiled = self._compiled
-        plan = _Plan([compiled[i] for i in candidates if i in ok and compiled[i].passes_static(values)])
+        plan = _Plan([compiled[i] for i in candidates if i in ok and compiled[i].passes_static(values)],
+                     fold=protocol == "http" and connection not in self.case_sensitive_paths)
         if len(self._plans) >= MAX_PLANS:
             self._plans.clear()  # bounded memory; plans are cheap to rebuild
         self._plans[key] = plan
@@ -217,8 +256,11 @@ class CompiledPolicy:
 
 
 def compile_policy(rules: Sequence[Rule], grants: Sequence[GrantSpec],
-                   service_accounts: Sequence[ServiceAccountSpec] = (), version: int = 0) -> CompiledPolicy:
-    return CompiledPolicy(rules, grants, service_accounts, version)
+                   service_accounts: Sequence[ServiceAccountSpec] = (), version: int = 0,
+                   case_sensitive_paths: frozenset[str] = frozenset()) -> CompiledPolicy:
+    """`case_sensitive_paths`: connections whose `path` rules compare case and Unicode
+    forms exactly (`path_case_sensitive: true`); every other one folds both."""
+    return CompiledPolicy(rules, grants, service_accounts, version, frozenset(case_sensitive_paths))
 
 
 def evaluate(policy: CompiledPolicy, op: Operation, who: Principal, now: datetime | None = None) -> Verdict:
@@ -243,7 +285,7 @@ def evaluate(policy: CompiledPolicy, op: Operation, who: Principal, now: datetim
         return plan.verdict
     if now is None and plan.needs_time:
         now = datetime.now(timezone.utc)
-    return plan.decide(op, _strings(op), now)  # type: ignore[arg-type]
+    return plan.decide(op, _strings(op, plan.fold), now)  # type: ignore[arg-type]
 
 
 def _aware(now: datetime | None) -> datetime:

@@ -16,7 +16,7 @@ SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-ni
 DEFAULT_PORTS = {"postgres": 5432, "mysql": 3306, "ssh": 22}
 COMMON_KEYS = ("name", "type", "owner", "description", "slack_channel")
 TYPE_KEYS = {
-    "http": (("hosts", "inject", "ca_bundle"), ("hosts",)),
+    "http": (("hosts", "inject", "ca_bundle", "path_case_sensitive"), ("hosts",)),
     "postgres": (("address", "database", "username", "password"), ("address", "username")),
     "mysql": (("address", "database", "username", "password"), ("address", "username")),
     "ssh": (("address", "username", "private_key", "password", "host_key"), ("address", "username", "host_key")),
@@ -143,6 +143,7 @@ def validate_connection(iss: Issues, value: object, path: Path) -> ConnectionSpe
         inject_headers=headers,
         inject_query=query,
         ca_bundle=f.string(iss, d, "ca_bundle", path, check=_check_ca_bundle),
+        path_case_sensitive=f.boolean(iss, d, "path_case_sensitive", path, False),
         address=_address(iss, d, path, DEFAULT_PORTS.get(kind or "", 0)),
         database=f.string(iss, d, "database", path),
         username=f.string(iss, d, "username", path),

@@ -81,6 +81,7 @@ class ConnectionSpec:
     inject_headers: tuple[tuple[str, str], ...] = ()  # http
     inject_query: tuple[tuple[str, str], ...] = ()  # http
     ca_bundle: str = ""  # http: PEM file of extra CAs trusted for this connection's upstream TLS
+    path_case_sensitive: bool = False  # http: path rules compare case and Unicode forms exactly
     address: str = ""  # host:port, default port filled in
     database: str = ""
     username: str = ""
@@ -98,6 +99,8 @@ class ConnectionSpec:
         _put(inject, "query", dict(self.inject_query))
         _put(d, "inject", inject)
         _put(d, "ca_bundle", self.ca_bundle)
+        if self.path_case_sensitive:
+            d["path_case_sensitive"] = True
         for key in ("address", "database", "username", "password", "private_key", "host_key", "owner"):
             _put(d, key, getattr(self, key))
         return d
@@ -190,6 +193,8 @@ class Rule:
     fields: tuple[str, ...] = ()  # mask only
     detectors: tuple[str, ...] = ()  # mask only
     strategy: str = "redact"  # mask only
+    # mask only: media types (globs) let through unmasked when a body cannot be inspected
+    unmasked_types: tuple[str, ...] = ()
     description: str = ""
     enabled: bool = True
 
@@ -214,6 +219,7 @@ class Rule:
             _put(d, "fields", list(self.fields))
             _put(d, "detectors", list(self.detectors))
             d["strategy"] = self.strategy
+            _put(d, "unmasked_types", list(self.unmasked_types))
         return d
 
     @classmethod

@@ -18,9 +18,9 @@ HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRA
 RESERVED_RULE_NAMES = ("no-grant",)
 
 RULE_KEYS = ("name", "description", "enabled", "match", "action", "message", "approvers", "hold",
-             "expires_after", "slack", "channel", "fields", "detectors", "strategy")
+             "expires_after", "slack", "channel", "fields", "detectors", "strategy", "unmasked_types")
 REVIEW_ONLY = ("approvers", "hold", "expires_after", "slack", "channel")
-MASK_ONLY = ("fields", "detectors", "strategy")
+MASK_ONLY = ("fields", "detectors", "strategy", "unmasked_types")
 ALIASES = {"identity": "service_account", "targets": "tables"}
 MATCH_KEYS = ("protocol", "connection", "service_account", "identity", "groups", "kind", "method",
               "host", "path", "command", "tables", "targets", "attributes", "time", "body")
@@ -84,9 +84,15 @@ def validate_rule(iss: Issues, value: object, path: Path) -> Rule | None:
         fields=f.strings(iss, d, "fields", path),
         detectors=detectors,
         strategy=f.choice(iss, d, "strategy", path, STRATEGIES, default="redact"),
+        unmasked_types=f.strings(iss, d, "unmasked_types", path, check=_check_media_type),
         description=f.string(iss, d, "description", path, empty=True),
         enabled=f.boolean(iss, d, "enabled", path, True),
     )
+
+
+def _check_media_type(value: str) -> None:
+    if not re.match(r"^[a-z0-9*][a-z0-9!#$&^_.+*-]*/[a-z0-9*][a-z0-9!#$&^_.+*-]*$", value):
+        raise ValueError(f"must be a media type such as image/png or image/*, not {value!r}")
 
 
 def _check_rule_name(name: str) -> None:

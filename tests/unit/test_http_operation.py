@@ -116,3 +116,91 @@ def test_json_bodies_that_parsers_disagree_on_are_refused():
 def test_shown_urls_redact_secret_looking_query_values():
     assert shown_url("https", "h", 443, "/x?api_key=abc&page=2") == "https://h/x?api_key=[redacted]&page=2"
     assert shown_url("http", "h", 8080, "/x") == "http://h:8080/x"
+
+
+# --- issue 16: overrides, fragments, %u escapes, NFKC ------------------------------------
+
+from addons.inject import scrub_forms  # noqa: E402
+from addons.operation import body_overrides, override_header, query_overrides  # noqa: E402
+from addons.streaming import scrub  # noqa: E402
+
+
+@pytest.mark.parametrize("name", ["X-HTTP-Method-Override", "x-method-override", "X-HTTP-Method", "X-Original-Method",
+                                  "X-Method", "X_HTTP_METHOD_OVERRIDE", "x_original_method", "X-Original-HTTP-Method"])
+def test_every_common_override_header_is_known(name):
+    assert override_header(name)
+
+
+@pytest.mark.parametrize("name", ["X-Methods", "Method", "X-HTTP-Methodology", "Access-Control-Request-Method"])
+def test_other_headers_are_not_overrides(name):
+    assert not override_header(name)
+
+
+def test_method_named_in_the_query_or_a_form_body():
+    assert query_overrides("a=1&_method=DELETE") == ("DELETE",)
+    assert query_overrides("%5Fmethod=put&_METHOD=put") == ("put", "put")
+    assert query_overrides("method=DELETE&x_method=1") == ()
+    assert body_overrides("application/x-www-form-urlencoded", b"_method=patch") == ("patch",)
+    multipart = (b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n\r\nxx\r\n"
+                 b"--B\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--B--\r\n")
+    assert body_overrides('multipart/form-data; boundary="B"', multipart) == ("DELETE",)
+    assert body_overrides("multipart/form-data; boundary=B", multipart.replace(b"_method", b"other")) == ()
+    with pytest.raises(BadRequest):
+        body_overrides("multipart/form-data", multipart)  # no boundary: cannot be read
+    with pytest.raises(BadRequest):
+        body_overrides("application/x-www-form-urlencoded", b"_method=%ff")
+
+
+def test_query_and_header_overrides_must_agree():
+    op = build(Request("POST", "https", "h", 443, "/x?_method=DELETE", override=("delete",)), "api")
+    assert op.method == "DELETE" and op.kind == "write"
+    with pytest.raises(BadRequest):
+        build(Request("POST", "https", "h", 443, "/x?_method=DELETE", override=("PUT",)), "api")
+
+
+@pytest.mark.parametrize("target", ["/admin#x", "/x#/../admin", "/x?a=1#b", "/%u0061dmin", "/%U002E%U002E/admin",
+                                    "/%25u0061dmin", "/adm\u00efn"])
+def test_fragments_percent_u_and_raw_non_ascii_are_refused(target):
+    with pytest.raises(BadRequest):
+        build(Request("GET", "https", "h", 443, target), "api")
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ("/%EF%BC%A1%EF%BC%A4%EF%BC%AD%EF%BC%A9%EF%BC%AE", "/ADMIN"),
+    ("/public/%EF%BC%8E%EF%BC%8E/admin", "/admin"),
+    ("/public%EF%BC%8F..%EF%BC%8Fadmin", "/admin"),
+    ("/%E2%84%AA", "/K"),
+    ("/caf%C3%A9", "/caf\u00e9"),
+])
+def test_paths_are_nfkc_normalised_before_they_are_resolved(raw, expected):
+    assert normalise_path(raw) == expected
+
+
+def test_shown_urls_never_raise_on_fragments():
+    assert shown_url("https", "h", 443, "/a#b") == "https://h/a#b"
+
+
+@pytest.mark.parametrize("prefix", [b"", b"a", b"ab", b"abc", b"Authorization: Bearer "])
+@pytest.mark.parametrize("suffix", [b"", b"x", b"\r\n"])
+def test_every_base64_alignment_of_a_credential_is_scrubbed(prefix, suffix):
+    import base64
+
+    value = "Bearer upstream-secret-token-0123456789"
+    forms = tuple(sorted(scrub_forms(value), key=len, reverse=True))
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        text = encode(prefix + value.split()[1].encode() + suffix)
+        out = scrub(b"<" + text + b">", forms)
+        assert b"[REDACTED:credential]" in out, (prefix, suffix, text)
+        assert b"token-0123" not in base64.b64decode(out.split(b"[")[0][1:] + b"===", validate=False)
+
+
+def test_percent_json_and_hex_forms_are_scrubbed():
+    value = "Bearer a/b+c=d\"token"
+    forms = tuple(sorted(scrub_forms(value), key=len, reverse=True))
+    from urllib.parse import quote, quote_plus
+    import json as _json
+
+    token = 'a/b+c=d"token'
+    for text in (quote(token, safe=""), quote(token, safe="").lower(), quote_plus(token), _json.dumps(token)[1:-1],
+                 token.encode().hex(), token.encode().hex().upper()):
+        assert scrub(b"x" + text.encode() + b"y", forms) == b"x[REDACTED:credential]y", text

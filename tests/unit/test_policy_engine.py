@@ -109,11 +109,35 @@ def test_kind_method_host_fold_case() -> None:
     assert not matches(PG, method="GET") and not matches(PG, host="*")  # absent values never match
 
 
-def test_path_is_case_sensitive_glob_or_regex() -> None:
+def test_path_is_case_insensitive_and_nfkc_folded_by_default() -> None:
+    # Issue 16, finding 12: many servers (IIS, case-insensitive file systems, some
+    # routers) serve /ADMIN and /admin alike, and full-width letters as ASCII.
     http = Operation("http", "api", "write", method="POST", path="/v1/Refunds/7")
-    assert matches(http, path="/v1/Refunds*") and not matches(http, path="/v1/refunds*")
-    assert matches(http, path="regex:/Refunds/\\d+$") and not matches(http, path="/v1")
-    assert not matches(http, path="regex:refunds")
+    assert matches(http, path="/v1/Refunds*") and matches(http, path="/v1/refunds*")
+    assert matches(http, path="regex:/Refunds/\\d+$") and matches(http, path="regex:refunds")
+    assert not matches(http, path="/v1") and not matches(http, path="/v1/refund/*")
+    for spelling in ("/ADMIN/x", "/\uff21\uff24\uff2d\uff29\uff2e/x", "/adm\u0131n/x", "/Admin/x"):
+        assert matches(Operation("http", "api", "read", method="GET", path=spelling), path="/admin/*"), spelling
+    # Only HTTP paths are folded: an SSH or SQL path keeps its case.
+    ssh = Operation("ssh", "box", "exec", command="cat", path="/etc/Passwd")
+    assert not matches(ssh, path="/etc/passwd")
+
+
+def test_a_connection_may_opt_out_of_path_folding() -> None:
+    http = Operation("http", "api", "write", method="POST", path="/v1/Refunds/7")
+    policy = compile_policy([rule("r", path="/v1/refunds*")], GRANTS, case_sensitive_paths=frozenset({"api"}))
+    assert evaluate(policy, http, WHO, NOW).action == "allow"
+    policy = compile_policy([rule("r", path="/v1/Refunds*")], GRANTS, case_sensitive_paths=frozenset({"api"}))
+    assert evaluate(policy, http, WHO, NOW).action == "deny"
+    policy = compile_policy([rule("r", path="regex:refunds")], GRANTS, case_sensitive_paths=frozenset({"api"}))
+    assert evaluate(policy, http, WHO, NOW).action == "allow"
+    loaded = load_policy("""
+version: 1
+connections:
+  - {name: api, type: http, hosts: [api.example.com], path_case_sensitive: true}
+""")
+    assert loaded.connections[0].path_case_sensitive is True
+    assert loaded.connections[0].to_dict()["path_case_sensitive"] is True
 
 
 def test_glob_is_anchored_and_regex_searches() -> None:

@@ -27,7 +27,7 @@ from app.inventory import apply_policy
 from app.policy import load_policy
 
 from tests.conftest import suite_store, use_store
-from tests.integration.http.upstream import Upstream, make_tls_files, serve_in_thread
+from tests.integration.http.upstream import H2Upstream, RawUpstream, Upstream, make_tls_files, serve_in_thread
 
 UPSTREAM_TOKEN = "upstream-secret-token-0123456789"
 UPSTREAM_KEY = "key-9f8e7d6c5b4a"
@@ -52,6 +52,14 @@ connections:
   - name: plain
     type: http
     hosts: ["localhost:{plain_port}"]
+    path_case_sensitive: true  # as a case-sensitive upstream would declare it
+  - name: raw                # a socket-level upstream (trailers, odd header bytes)
+    type: http
+    hosts: ["localhost:{raw_port}"]
+  - name: h2only             # an HTTP/2-only upstream that sends trailers
+    type: http
+    hosts: ["localhost:{h2_port}"]
+    ca_bundle: {ca}
   - name: untrusted          # the same upstream by address, without its CA
     type: http
     hosts: ["127.0.0.1:{port}"]
@@ -59,14 +67,16 @@ grants:
   - {{service_account: agent, connection: api}}
   - {{service_account: agent, connection: plain}}
   - {{service_account: agent, connection: untrusted}}
+  - {{service_account: agent, connection: raw}}
+  - {{service_account: agent, connection: h2only}}
   - {{service_account: revokee, connection: api}}
 rules:
   - name: no-admin
-    match: {{connection: api, path: ["/admin", "/admin/*"]}}
+    match: {{connection: [api, plain, raw], path: ["/admin", "/admin/*"]}}
     action: deny
     message: the admin API is off limits
   - name: no-delete
-    match: {{connection: api, method: [DELETE]}}
+    match: {{connection: [api, plain, raw], method: [DELETE]}}
     action: deny
   - name: no-drop
     match: {{connection: api, body: {{"$.action": "drop*"}}}}
@@ -94,6 +104,11 @@ rules:
     match: {{connection: api}}
     action: mask
     fields: [ssn, password]
+    detectors: [email]
+    unmasked_types: ["image/png", "image/x-*"]
+  - name: mask-raw
+    match: {{connection: raw, path: "/trailers/masked*"}}
+    action: mask
     detectors: [email]
 """
 
@@ -174,6 +189,8 @@ class World:
     env: dict[str, str]
     upstream: Upstream
     plain: Upstream
+    raw: RawUpstream
+    h2: H2Upstream
     upstream_ca: Path
     tokens: dict[str, str]
     token_ids: dict[str, int]
@@ -189,7 +206,8 @@ def world(tmp_path_factory, sqlite_template) -> World:
         ca, cert, key = make_tls_files(base)
         upstream, plain = Upstream(), Upstream()
         servers = [serve_in_thread(upstream, cert, key), serve_in_thread(plain, None, None)]
-        policy = POLICY.format(port=upstream.port, plain_port=plain.port, ca=ca)
+        raw, h2 = RawUpstream(), H2Upstream(cert, key)
+        policy = POLICY.format(port=upstream.port, plain_port=plain.port, raw_port=raw.port, h2_port=h2.port, ca=ca)
         tokens, ids = {}, {}
         with session_scope() as s:
             apply_policy(s, load_policy(policy), actor="test",
@@ -197,9 +215,11 @@ def world(tmp_path_factory, sqlite_template) -> World:
             for name in ("agent", "intruder", "revokee"):
                 issued = issue_token(s, name, timedelta(hours=2))
                 tokens[name], ids[name] = issued.token, issued.id
-        yield World(env, upstream, plain, ca, tokens, ids)
+        yield World(env, upstream, plain, raw, h2, ca, tokens, ids)
         for server in servers:
             server.should_exit = True
+        raw.close()
+        h2.close()
 
 
 @pytest.fixture(autouse=True)

@@ -114,6 +114,7 @@ def pg_world(world, tmp_path):
         upgrade(url)
         with session_scope() as s:
             apply_policy(s, load_policy(POLICY.format(port=world.upstream.port, plain_port=world.plain.port,
+                                                      raw_port=world.raw.port, h2_port=world.h2.port,
                                                       ca=world.upstream_ca)),
                          actor="test", environ={"UPSTREAM_TOKEN": UPSTREAM_TOKEN, "UPSTREAM_KEY": UPSTREAM_KEY})
             token = issue_token(s, "agent", timedelta(hours=1)).token

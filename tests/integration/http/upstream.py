@@ -16,6 +16,7 @@ import threading
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote
 
 import uvicorn
 from cryptography import x509
@@ -100,7 +101,7 @@ class Upstream:
                   "query": scope["query_string"].decode("latin-1"), "headers": headers, "body": body}
         with self.lock:
             self.seen.append(record)
-        query = dict(p.split("=", 1) for p in record["query"].split("&") if "=" in p)
+        query = {k: unquote(v) for k, v in (p.split("=", 1) for p in record["query"].split("&") if "=" in p)}
         if path.startswith("/pii"):
             return await _send(send, 200, json.dumps(PII).encode(), "application/json")
         if path.startswith("/text-pii"):
@@ -118,7 +119,10 @@ class Upstream:
         if path.startswith("/weird-encoding"):
             return await _stream(send, b"x" * 3_000_000, 65536, "text/plain", "", [(b"content-encoding", b"snappy")])
         if path.startswith("/binary"):
-            return await _send(send, 200, b"\x89PNG\r\n alice@example.com", "image/png")
+            return await _send(send, 200, b"\x89PNG\r\n alice@example.com", query.get("type", "image/png"))
+        if path.startswith("/reflect"):
+            # Echo the credential the proxy injected, in the form the query names.
+            return await _reflect(send, headers.get("authorization", ""), headers.get("x-api-key", ""), query)
         if path.startswith("/cookie"):
             return await _send(send, 200, b"{}", "application/json", [(b"set-cookie", b"session=s3cr3t-value")])
         echo = {"method": record["method"], "path": path, "query": record["query"], "headers": headers,
@@ -137,6 +141,27 @@ class Upstream:
                 return
             text = message.get("text") or ""
             await send({"type": "websocket.send", "text": json.dumps({"echo": text, "owner": "dave@example.com"})})
+
+
+async def _reflect(send, authorization: str, api_key: str, query: dict[str, str]):
+    import base64
+    from urllib.parse import quote
+
+    token = authorization.partition(" ")[2].encode()
+    forms = {
+        "raw": authorization.encode(),
+        "b64": base64.b64encode(token),
+        "b64url-nopad": base64.urlsafe_b64encode(b"\xfb\xff" + token).rstrip(b"="),
+        "b64-header-line": base64.b64encode(b"Authorization: " + authorization.encode() + b"\r\n"),
+        "b64-key": base64.b64encode(b"k=" + api_key.encode()),
+        "urlencoded": quote(authorization, safe="").encode(),
+        "hex": token.hex().encode(),
+    }
+    body = b"\x89PNG\r\n\x1a\n" + forms[query.get("form", "raw")] + b"\x00\x01"
+    extra = [(b"x-debug", forms["b64"])] if query.get("header") else []
+    if query.get("chunked"):
+        return await _stream(send, body, 7, query.get("type", "image/png"), "", extra)
+    return await _send(send, 200, body, query.get("type", "image/png"), extra)
 
 
 async def _send(send, status, body, content_type, extra=()):
@@ -186,3 +211,138 @@ def serve_in_thread(app: Upstream, cert: Path | None, key: Path | None) -> uvico
             return server
         threading.Event().wait(0.02)
     raise RuntimeError("the upstream did not start")
+
+
+class RawUpstream:
+    """A plain-HTTP upstream written on sockets, for what ASGI servers will not send:
+    chunked responses with trailers, and header fields a test chooses byte by byte.
+    Every request head it receives is kept in `seen` (raw bytes)."""
+
+    def __init__(self) -> None:
+        self.seen: list[bytes] = []
+        self.lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def heads_with(self, marker: bytes) -> list[bytes]:
+        with self.lock:
+            return [h for h in self.seen if marker in h]
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            buf = b""
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                length, chunked = 0, False
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                    elif name.strip().lower() == b"transfer-encoding" and b"chunked" in value.lower():
+                        chunked = True
+                if chunked:  # up to the end of the trailer section, kept with the head
+                    while b"\r\n0\r\n" not in b"\r\n" + buf or not buf.endswith(b"\r\n\r\n"):
+                        data = conn.recv(65536)
+                        if not data:
+                            return
+                        buf += data
+                    length = len(buf)
+                while len(buf) < length:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                with self.lock:
+                    self.seen.append(head + b"\r\n\r\n" + buf[:length])
+                buf = buf[length:]
+                target = head.split(b" ")[1]
+                conn.sendall(self._answer(target))
+
+    @staticmethod
+    def _answer(target: bytes) -> bytes:
+        if target.startswith(b"/trailers"):
+            body = b'{"note": "mail eve@example.com", "n": 1}'
+            chunks = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (body[:10], body[10:]))
+            return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+                    b"Trailer: X-Checksum\r\n\r\n" + chunks + b"0\r\nX-Checksum: abc123\r\n\r\n")
+        if target.startswith(b"/bad-header"):
+            return (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Evil: a\rSet-Cookie: x=1\r\n"
+                    b"Content-Length: 2\r\n\r\nok")
+        body = b'{"ok": true}'
+        return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+class H2Upstream:
+    """An HTTPS upstream that speaks only HTTP/2 and ends every response with trailers
+    (as gRPC does): for what a downgrade to an HTTP/1 client must cope with."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        import ssl
+
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(str(cert), str(key))
+        self.context.set_alpn_protocols(["h2"])
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.paths: list[str] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        import h2.config
+        import h2.connection
+        import h2.events
+
+        try:
+            tls = self.context.wrap_socket(sock, server_side=True)
+        except OSError:
+            return
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
+        conn.initiate_connection()
+        tls.sendall(conn.data_to_send())
+        with tls:
+            while True:
+                try:
+                    data = tls.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.RequestReceived):
+                        self.paths.append(dict(event.headers)[":path"])
+                    elif isinstance(event, h2.events.StreamEnded):
+                        body = b'{"owner": "frank@example.com"}'
+                        conn.send_headers(event.stream_id, [(":status", "200"), ("content-type", "application/json"),
+                                                            ("content-length", str(len(body)))])
+                        conn.send_data(event.stream_id, body)
+                        conn.send_headers(event.stream_id, [("grpc-status", "0"), ("x-checksum", "abc")],
+                                          end_stream=True)
+                tls.sendall(conn.data_to_send())
+
+    def close(self) -> None:
+        self.listener.close()
