@@ -24,6 +24,7 @@ import psycopg
 from sqlalchemy.engine import make_url
 
 from app.config import Settings
+from app.deadlines import deadline
 
 log = logging.getLogger("airlock.scheduler")
 
@@ -103,7 +104,8 @@ class PostgresLease:
             if self._conn is None or self._conn.closed:
                 self._conn = self._connect()
             try:
-                got = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]
+                with deadline(self._conn, self.lease):
+                    got = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]
             except Exception:
                 self._drop()
                 raise
@@ -116,11 +118,13 @@ class PostgresLease:
                 return False
             try:
                 # A 64-bit key shows in pg_locks as classid (high half) and objid (low half).
-                row = self._conn.execute(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                    " AND pid = pg_backend_pid() AND classid = %s AND objid = %s AND objsubid = 1",
-                    (LOCK_KEY >> 32, LOCK_KEY & 0xFFFFFFFF),
-                ).fetchone()
+                # Bounded: a leader that cannot get an answer within the lease is no leader.
+                with deadline(self._conn, self.lease):
+                    row = self._conn.execute(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                        " AND pid = pg_backend_pid() AND classid = %s AND objid = %s AND objsubid = 1",
+                        (LOCK_KEY >> 32, LOCK_KEY & 0xFFFFFFFF),
+                    ).fetchone()
             except Exception as exc:
                 log.warning("scheduler lock session failed: %s", type(exc).__name__)
                 self._drop()
