@@ -144,3 +144,41 @@ def test_audit_entries_written_before_a_stall_survive_it_and_the_chain_verifies(
 def _append_one() -> None:
     with session_scope() as s:
         audit.append(s, actor="test", action="test.entry", target="during the stall")
+
+
+@pytest.fixture
+def portal(proxy):
+    from app.models import User
+    from app.portal import create_app
+    from app.portal.security import new_api_token
+    from app.recording import reset_recorder
+    from tests.integration.portal.scenario import seed_scenario
+
+    reset_recorder()
+    seed_scenario()
+    with session_scope() as s:
+        user = s.scalar(select(User).where(User.email == "admin@example.com"))
+        token, user.api_token_hash = new_api_token()
+    client = create_app({"TESTING": True, "WTF_CSRF_ENABLED": False}).test_client()
+    from tests.integration.portal.scenario import PASSWORD
+
+    assert client.post("/login", data={"email": "admin@example.com", "password": PASSWORD}).status_code == 302
+    yield client, {"Authorization": f"Bearer {token}"}
+    reset_recorder()
+
+
+@pytest.mark.parametrize("fault", ["stall", "refuse"])
+def test_the_portal_answers_503_with_a_clear_body_while_the_store_fails(portal, proxy, fault):
+    client, auth = portal
+    assert client.get("/api/v1/reviews", headers=auth).status_code == 200
+    getattr(proxy, fault)()
+    for path in ("/api/v1/reviews", "/api/v1/me"):
+        (resp, took) = timed(lambda: client.get(path, headers=auth))
+        assert resp.status_code == 503 and took < BOUND, (path, resp.status_code, took)
+        body = resp.get_json()
+        assert body["error"] == "store_unavailable" and "store is unavailable" in body["message"]
+        assert resp.headers["Retry-After"]
+    page = client.get("/reviews")  # a logged-in page: loading the user needs the store
+    assert page.status_code == 503 and b"store is unavailable" in page.data
+    proxy.heal()
+    assert client.get("/api/v1/reviews", headers=auth).status_code == 200
