@@ -30,20 +30,23 @@ class _Watchdog:
         self._wake = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._next = 0
+        self._sleeping_until = float("inf")  # when the watchdog wakes next by itself
 
     def arm(self, conn: Any, seconds: float) -> int | None:
         try:
             fd = conn.pgconn.socket
         except Exception:
             return None  # not connected: nothing to wait for
+        due = time.monotonic() + seconds
         with self._lock:
             self._next += 1
             token = self._next
-            self._armed[token] = (time.monotonic() + seconds, conn, fd)
+            self._armed[token] = (due, conn, fd)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="store-deadlines", daemon=True)
                 self._thread.start()
-            self._wake.notify()
+            if due < self._sleeping_until:  # rare: deadlines mostly share one length
+                self._wake.notify()
         return token
 
     def disarm(self, token: int | None) -> None:
@@ -60,7 +63,9 @@ class _Watchdog:
                     del self._armed[token]
                 if not overdue:
                     soonest = min((d for d, _, _ in self._armed.values()), default=now + 60)
+                    self._sleeping_until = soonest
                     self._wake.wait(max(0.01, soonest - now))
+                    self._sleeping_until = float("inf")
                     continue
             for _, conn, fd in overdue:
                 _cut(conn, fd)
