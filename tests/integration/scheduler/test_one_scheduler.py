@@ -12,6 +12,9 @@ from datetime import datetime
 from tests.integration.scheduler.conftest import HEARTBEAT, LEASE, Blip, assert_handovers, leaders_in_order, wait_for
 
 
+BLIP_SECONDS = 10.0  # as in the report: the store's connections terminated for 10 s
+
+
 def _leading(schedulers):
     """Start two schedulers; the first one leads, the second stands by."""
     a = schedulers.start()
@@ -72,7 +75,7 @@ def test_store_blip_leaves_exactly_one_scheduler_and_the_standby_alive(pg_schedu
     s = pg_schedulers
     a, b = _leading(s)
     blip = Blip(s.url)
-    blip.run(4.0)
+    blip.run(BLIP_SECONDS)
     ended = time.time()
     wait_for("a scheduler to run jobs again", lambda: len([1 for at, _ in s.runs() if at > ended]) >= 3)
     time.sleep(8 * HEARTBEAT)
