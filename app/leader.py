@@ -150,6 +150,9 @@ class PostgresLease:
 
 
 def lease_for(cfg: Settings) -> Lease:
+    if cfg.scheduler_lease_seconds < 2 * cfg.scheduler_heartbeat_seconds:
+        # The heartbeat is what keeps the lock session from timing out.
+        raise ValueError("AIRLOCK_SCHEDULER_LEASE_SECONDS must be at least twice AIRLOCK_SCHEDULER_HEARTBEAT_SECONDS")
     if cfg.is_sqlite:
         return FileLease(cfg.home / "scheduler.lock")
     return PostgresLease(cfg.database_url, lease=cfg.scheduler_lease_seconds,

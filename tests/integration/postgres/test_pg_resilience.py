@@ -14,7 +14,7 @@ from app.models import Connection, Grant, ServiceAccount
 from app.versions import bump_version
 from tests.oidc_issuer import LocalIssuer, decode_unverified
 
-from .conftest import dsn, start_relay, stop_relay
+from .conftest import dsn, events, start_relay, stop_relay, wait_for
 
 LEEWAY = 1
 
@@ -52,12 +52,16 @@ def test_an_open_session_ends_at_exp_while_the_idp_is_down(fragile_relay, idp):
     token = idp.mint({"sub": name}, expires_in=5)
     exp = decode_unverified(token)[1]["exp"]
     last_ok = error = None
-    with psycopg.connect(dsn(fragile_relay, token, user=name), autocommit=True) as conn:
-        assert conn.execute("SELECT 1").fetchone() == (1,)
+    sql = f"SELECT 1 AS {name.replace('-', '_')}"
+    ran = 0
+    with psycopg.connect(dsn(fragile_relay, token, user=name, application_name=name), autocommit=True) as conn:
+        assert conn.execute(sql).fetchone() == (1,)
+        ran += 1
         idp.stop()
         while time.time() < exp + LEEWAY + 10:
             try:
-                conn.execute("SELECT 1").fetchone()
+                conn.execute(sql).fetchone()
+                ran += 1
                 last_ok = time.time()
             except psycopg.Error as exc:
                 error = exc
@@ -67,6 +71,10 @@ def test_an_open_session_ends_at_exp_while_the_idp_is_down(fragile_relay, idp):
     assert "expired" in str(error), str(error)
     # Valid until exp + leeway; the token is looked at again at most every second.
     assert last_ok is not None and exp - 1 < last_ok < exp + LEEWAY + 1.5, (last_ok - exp)
+    # Nothing that ran is missing from the recording.
+    recorded = lambda: [d for _, kind, d in events(lambda r: r.run_id == name)  # noqa: E731
+                        if kind == "output" and sql in d.get("sql", "")]
+    assert len(wait_for(lambda: len(recorded()) >= ran and recorded()) or []) == ran
 
 
 def test_a_login_the_idp_cannot_check_names_the_idp_not_the_store(fragile_relay, idp):
