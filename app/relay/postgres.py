@@ -17,6 +17,8 @@ import socket
 import struct
 import time
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from app.config import settings
 from app.gate import Unavailable, get_gate
 from app.identity import AuthError
@@ -236,6 +238,9 @@ class Session:
             self.fatal(exc.sqlstate, f"airlock: {exc}")
         except TimeoutError:
             self.fatal("08006", "airlock: login took too long")
+        except SQLAlchemyError as exc:  # the store failed after the credential was checked
+            log.warning("postgres session from %s: store unavailable: %s", self.client_addr, type(exc).__name__)
+            self.fatal("57P03", "airlock: the airlock store is unavailable; try again shortly")
         except Exception:
             log.exception("postgres session from %s failed", self.client_addr)
             self.fatal("XX000", "airlock: internal error in the relay; the connection is closed")
