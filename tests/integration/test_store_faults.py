@@ -182,3 +182,26 @@ def test_the_portal_answers_503_with_a_clear_body_while_the_store_fails(portal, 
     assert page.status_code == 503 and b"store is unavailable" in page.data
     proxy.heal()
     assert client.get("/api/v1/reviews", headers=auth).status_code == 200
+
+
+def test_sqlite_a_writer_that_never_lets_go_is_refused_after_the_busy_timeout(sqlite_store, monkeypatch):
+    import sqlite3
+
+    monkeypatch.setenv("AIRLOCK_STORE_STATEMENT_TIMEOUT", "1")
+    settings.cache_clear()
+    db.reset_engines()
+    with session_scope() as s:
+        audit.append(s, actor="test", action="test.entry", target="before")
+    hog = sqlite3.connect(sqlite_store.split("///", 1)[1], isolation_level=None)
+    hog.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+    try:
+        result, took = timed(_append_one)
+        assert isinstance(result, SQLAlchemyError) and "locked" in str(result), result
+        assert 0.8 < took < 3.0, took
+    finally:
+        hog.execute("ROLLBACK")
+        hog.close()
+    assert count_audit() == 1
+    _append_one()
+    with session_scope() as s:
+        assert audit.verify(s).ok and count_audit() == 2
