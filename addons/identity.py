@@ -82,8 +82,10 @@ class ProxyIdentity:
         if known is not None and _expired(known.principal):
             # The verified expiry counts even when the IdP or the store cannot be asked.
             self._known.pop(flow.client_conn, None)
-            self._challenge(flow, "token expired")
-            return None
+            if known.via_connect:  # the tunnel's credential cannot change: it is done
+                self._challenge(flow, "token expired")
+                return None
+            known = None  # plain HTTP: check whatever this request carries afresh
         if known is not None and known.via_connect:
             if time.monotonic() - known.checked < RECHECK_SECONDS:
                 state(flow).principal = known.principal
