@@ -190,8 +190,7 @@ def _register_errors(app: Flask) -> None:
         headers = {"Retry-After": str(STORE_RETRY_AFTER)}
         if wants_json():
             return {"error": "store_unavailable",
-                    "message": "the airlock store is unavailable; nothing was changed by this request "
-                               "unless it said so before; try again shortly",
+                    "message": "the airlock store is unavailable; try again shortly",
                     "retry_after": STORE_RETRY_AFTER}, 503, headers
         return (STORE_DOWN_PAGE, 503, {**headers, "Content-Type": "text/html; charset=utf-8"})
 
