@@ -83,6 +83,10 @@ def refusal(verdict: Verdict) -> tuple[int, dict, dict[str, str]]:
             "retry_after": retry, "rule": verdict.rule, "message": verdict.message,
         }, {"Retry-After": str(retry)}
     if verdict.status == "error":
+        if verdict.review_id is not None:  # held, then the store failed: the review lives on
+            retry = verdict.retry_after or 30
+            return 503, {"error": "unavailable", "review_id": verdict.review_id, "review_url": verdict.review_url,
+                         "retry_after": retry, "message": verdict.message}, {"Retry-After": str(retry)}
         return 503, {"error": "unavailable", "message": verdict.message}, {}
     if verdict.status in ("rejected", "expired"):
         return 403, {

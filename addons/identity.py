@@ -39,6 +39,10 @@ class _Known:
     via_connect: bool
 
 
+def _expired(principal: Principal) -> bool:
+    return principal.expires_at is not None and time.time() >= principal.expires_at
+
+
 def parse_proxy_authorization(value: str | None) -> tuple[str, str | None] | None:
     """(credential, claimed service account) from the header, or None if unusable."""
     if not value:
@@ -75,6 +79,13 @@ class ProxyIdentity:
             return None
         header = flow.request.headers.pop("proxy-authorization", None)
         known = self._known.get(flow.client_conn)
+        if known is not None and _expired(known.principal):
+            # The verified expiry counts even when the IdP or the store cannot be asked.
+            self._known.pop(flow.client_conn, None)
+            if known.via_connect:  # the tunnel's credential cannot change: it is done
+                self._challenge(flow, "token expired")
+                return None
+            known = None  # plain HTTP: check whatever this request carries afresh
         if known is not None and known.via_connect:
             if time.monotonic() - known.checked < RECHECK_SECONDS:
                 state(flow).principal = known.principal

@@ -47,6 +47,14 @@ class Settings:
     slack_app_token: str | None
     slack_default_channel: str | None
     slack_api_url: str | None
+    # Resilience (docs/deployment.md): how long a fault may take to become a refusal.
+    store_connect_timeout: float
+    store_statement_timeout: float
+    oidc_leeway_seconds: float
+    jwks_ttl_seconds: float
+    jwks_max_age_seconds: float
+    scheduler_heartbeat_seconds: float
+    scheduler_lease_seconds: float
 
     @property
     def ca_dir(self) -> Path:
@@ -84,4 +92,11 @@ def settings() -> Settings:
         slack_app_token=_env("AIRLOCK_SLACK_APP_TOKEN"),
         slack_default_channel=_env("AIRLOCK_SLACK_DEFAULT_CHANNEL"),
         slack_api_url=_env("AIRLOCK_SLACK_API_URL"),
+        store_connect_timeout=_float("AIRLOCK_STORE_CONNECT_TIMEOUT", 5.0),
+        store_statement_timeout=_float("AIRLOCK_STORE_STATEMENT_TIMEOUT", 10.0),
+        oidc_leeway_seconds=_float("AIRLOCK_OIDC_LEEWAY_SECONDS", 30.0),
+        jwks_ttl_seconds=_float("AIRLOCK_JWKS_TTL_SECONDS", 600.0),
+        jwks_max_age_seconds=_float("AIRLOCK_JWKS_MAX_AGE_SECONDS", 86400.0),
+        scheduler_heartbeat_seconds=_float("AIRLOCK_SCHEDULER_HEARTBEAT_SECONDS", 2.0),
+        scheduler_lease_seconds=_float("AIRLOCK_SCHEDULER_LEASE_SECONDS", 10.0),
     )

@@ -1,6 +1,12 @@
-"""Engine and sessions. One engine per database URL per process; one session per unit of work."""
+"""Engine and sessions. One engine per database URL per process; one session per unit of work.
+
+Every store call is bounded in time (docs/deployment.md, "Timeouts"): a store that
+stalls becomes an error the callers turn into a refusal (503 / 57P03), never a wait
+without end. See app.deadlines for how.
+"""
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Iterator
@@ -9,6 +15,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from app import deadlines
 from app.config import settings
 
 
@@ -21,7 +28,7 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     # WAL lets the portal read while the relay writes; busy_timeout makes writers
     # from several processes take turns instead of failing at once.
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute(f"PRAGMA busy_timeout={int(settings().store_statement_timeout * 1000)}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")
     # A second of a busy relay's recording is thousands of rows: with SQLite's 2 MB
@@ -47,10 +54,30 @@ def _create(url: str) -> Engine:
             from pathlib import Path
 
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        eng = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        eng = create_engine(url, connect_args={"check_same_thread": False,
+                                               "timeout": settings().store_statement_timeout})
         event.listen(eng, "connect", _sqlite_pragmas)
         return eng
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    eng = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=pg_connect_args())
+    deadlines.bound(eng.dialect, settings().store_statement_timeout + deadlines.GRACE)
+    return eng
+
+
+def pg_connect_args() -> dict:
+    """libpq settings that bound each part of a store connection's life."""
+    cfg = settings()
+    ms = int(cfg.store_statement_timeout * 1000)
+    return {
+        # Connecting, TLS and authentication together (a server that accepts and says nothing).
+        "connect_timeout": max(1, math.ceil(cfg.store_connect_timeout)),
+        # A statement the server works on too long, or that waits too long for a lock,
+        # fails there with 57014 / 55P03 and leaves the connection usable.
+        "options": f"-c statement_timeout={ms} -c lock_timeout={ms}",
+        # A peer that vanished (host down, path cut): unacknowledged data or silent
+        # keepalives end the connection instead of leaving it open for hours.
+        "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 2, "keepalives_count": 3,
+        "tcp_user_timeout": int((cfg.store_statement_timeout + deadlines.GRACE) * 1000),
+    }
 
 
 def engine() -> Engine:

@@ -213,13 +213,21 @@ class Gate:
             if asyncio.iscoroutine(result):
                 await result
         wait = verdict.review.hold_seconds if hold is None else hold
-        status = await approvals.wait_for_decision(review_id, wait)
-        held = replace(verdict, review_id=review_id, review_url=url, status=status)
-        if status == "approved":
+        try:
+            status = await approvals.wait_for_decision(review_id, wait)
+            held = replace(verdict, review_id=review_id, review_url=url, status=status)
             # The approval belongs to this operation: use it up so it cannot be replayed.
             # If another process used it first, this one has to ask again.
-            if await asyncio.to_thread(self._standing, principal, operation, verdict.rule):
+            if status == "approved" and await asyncio.to_thread(self._standing, principal, operation, verdict.rule):
                 return replace(held, action="allow")
+        except Exception as exc:
+            # The review is stored and stays decidable: refuse (503 / 58000) but hand the
+            # runtime its id, so it can retry once the store is back and the review decided.
+            log.warning("store failed while review %s was held: %s", review_id, type(exc).__name__)
+            return replace(_error(f"the airlock store became unavailable while review {review_id} was held; "
+                                  f"retry later: {url}"),
+                           review_id=review_id, review_url=url, retry_after=max(1, int(min(wait, 30))))
+        if status == "approved":
             status = "pending"
             held = replace(held, status=status, message=f"review {review_id} was already used")
         if status == "pending":

@@ -33,6 +33,10 @@ class Principal:
     groups: frozenset[str] = frozenset()
     via: Literal["oidc", "token"] = "token"
     subject: str = ""
+    # Epoch seconds after which the credential no longer counts (for a JWT: `exp` plus
+    # the leeway), taken from what was verified. Sessions enforce it without asking the
+    # IdP or the store again. Not part of equality: verdicts do not depend on it.
+    expires_at: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,11 +23,21 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     connectable = engine_for(url())
     with connectable.connect() as connection:
+        # A migration may rewrite a big table: no store deadline, no statement timeout.
+        connection = connection.execution_options(store_deadline=False)
+        pg = connection.dialect.name == "postgresql"
+        if pg:
+            connection.exec_driver_sql("SET statement_timeout = 0")
+            connection.exec_driver_sql("SET lock_timeout = 0")
         # render_as_batch: SQLite cannot ALTER most things; batch mode rebuilds tables.
         context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
         with context.begin_transaction():
             context.run_migrations()
         connection.commit()
+        if pg:  # back to the connection's own limits before it returns to the pool
+            connection.exec_driver_sql("RESET statement_timeout")
+            connection.exec_driver_sql("RESET lock_timeout")
+            connection.commit()
 
 
 if context.is_offline_mode():

@@ -20,7 +20,7 @@ from sqlalchemy.orm import joinedload
 
 from app.db import StoreUnavailable, session_scope
 from app.identity.errors import AuthError, IdentityUnavailable, IdPError
-from app.identity.oidc import MAX_LEEWAY, OIDCVerifier
+from app.identity.oidc import OIDCVerifier
 from app.identity.jwks import JWKSCache
 from app.identity.tokens import TOKEN_PREFIX, hash_token, looks_like_token
 from app.models import Token
@@ -54,7 +54,7 @@ class Authenticator:
         clock: Callable[[], float] | None = None,
         *,
         oidc: OIDCVerifier | None = None,
-        leeway: int = MAX_LEEWAY,
+        leeway: int | None = None,
         cache_ttl: float = 30.0,
         cache_size: int = 10_000,
         touch_interval: float = 60.0,
@@ -62,7 +62,7 @@ class Authenticator:
         self._version_source = version_source
         self._clock = clock or time.time
         self.oidc = oidc or OIDCVerifier(
-            JWKSCache(clock=clock or time.monotonic), leeway=leeway, clock=self._clock
+            JWKSCache(clock=clock or time.time), leeway=leeway, clock=self._clock
         )
         self.cache_ttl = cache_ttl
         self.cache_size = cache_size
@@ -146,6 +146,7 @@ class Authenticator:
                 groups=frozenset(sa.group_names),
                 via="token",
                 subject=f"token:{row.id}",
+                expires_at=expires,
             )
             last = row.last_used_at.timestamp() if row.last_used_at else None
             if self._touch_due(row.id, last, now):

@@ -1,7 +1,7 @@
 """Issuer discovery and a per-issuer JWKS cache.
 
-The cache is what keeps the IdP out of the hot path: keys are fetched once per TTL,
-and an unknown `kid` (a key rotation, or an attacker's made-up kid) may trigger at
+The cache is what keeps the IdP out of the hot path: keys are fetched once per TTL
+(and kept, up to a maximum age, while the IdP is down), and an unknown `kid` (a key rotation, or an attacker's made-up kid) may trigger at
 most one refetch per `refetch_interval`, so a flood of bogus tokens cannot turn
 airlock into a load generator against the IdP.
 """
@@ -95,30 +95,46 @@ class _Issuer:
     keys: KeySet | None = None
     kids: frozenset[str] = frozenset()
     jwks_uri: str | None = None
-    fetched_at: float = float("-inf")  # last successful JWKS fetch
+    fetched_at: float = float("-inf")  # when the keys in hand were fetched from the IdP (by anyone)
     attempted_at: float = float("-inf")  # last JWKS fetch attempt, successful or not
     failed_at: float = float("-inf")
+    shared_checked: float = float("-inf")  # last look at the store's copy
 
 
 class JWKSCache:
-    """Signing keys per issuer, discovered through the issuer's metadata."""
+    """Signing keys per issuer, discovered through the issuer's metadata.
+
+    Keys are refreshed after `ttl`. While the IdP cannot be reached, the last good keys
+    keep working until they are `max_age` old (then: "identity provider unreachable").
+    With `shared`, every good fetch is written to the store and a process without fresh
+    keys of its own reads them there first, so a new node or worker can verify tokens
+    while the IdP is down, and a fleet refreshes about once per TTL, not once per process.
+    """
 
     def __init__(
         self,
         fetch_json: FetchJSON | None = None,
         *,
-        ttl: float = 600.0,
+        ttl: float | None = None,
+        max_age: float | None = None,
         refetch_interval: float = 10.0,
         failure_backoff: float = 5.0,
         timeout: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
+        shared: bool = True,
+        clock: Callable[[], float] = time.time,
     ):
+        from app.config import settings
+
         self._fetch_json = fetch_json or (lambda url: http_get_json(url, timeout))
-        self.ttl = ttl
+        self.ttl = settings().jwks_ttl_seconds if ttl is None else ttl
+        self.max_age = settings().jwks_max_age_seconds if max_age is None else max_age
+        if self.max_age < self.ttl:
+            raise ValueError("the JWKS maximum age must be at least its TTL")
         self.refetch_interval = refetch_interval
         # While an IdP is down, refuse at once instead of making every caller wait
         # for a connect timeout (they all run on the relay's small thread pool).
         self.failure_backoff = failure_backoff
+        self.shared = shared
         self._clock = clock
         self._issuers: dict[str, _Issuer] = {}
         self._lock = threading.Lock()
@@ -132,8 +148,7 @@ class JWKSCache:
             now = self._clock()
             fetched_now = False
             if entry.keys is None or now - entry.fetched_at >= self.ttl:
-                self._fetch(entry, issuer, now, rediscover=True)
-                fetched_now = True
+                fetched_now = self._refresh(entry, issuer, now)
             if kid is None or kid in entry.kids:
                 return entry.keys  # type: ignore[return-value]
             if fetched_now or now - entry.attempted_at < self.refetch_interval:
@@ -150,6 +165,24 @@ class JWKSCache:
             else:
                 self._issuers.pop(issuer, None)
 
+    def _refresh(self, entry: _Issuer, issuer: str, now: float) -> bool:
+        """Fresh keys from the store or the IdP; True if fetched from the IdP just now.
+        Keeps the keys in hand, within `max_age`, when the IdP fails."""
+        if self.shared and now - entry.shared_checked >= self.refetch_interval:
+            entry.shared_checked = now
+            self._adopt_shared(entry, issuer)
+            if entry.keys is not None and now - entry.fetched_at < self.ttl:
+                return False
+        try:
+            self._fetch(entry, issuer, now, rediscover=True)
+            return True
+        except IdPError as exc:
+            if entry.keys is not None and now - entry.fetched_at < self.max_age:
+                log.warning("identity provider %s: %s; using keys fetched %.0f s ago (maximum age %.0f s)",
+                            issuer, exc.reason, now - entry.fetched_at, self.max_age)
+                return False
+            raise
+
     def _fetch(self, entry: _Issuer, issuer: str, now: float, rediscover: bool) -> None:
         if now - entry.failed_at < self.failure_backoff:
             raise IdPError("identity provider unreachable")
@@ -157,7 +190,8 @@ class JWKSCache:
         try:
             if rediscover or entry.jwks_uri is None:
                 entry.jwks_uri = self._discover(issuer)
-            keys = _import_keys(self._fetch_json(entry.jwks_uri))
+            usable = _usable_keys(self._fetch_json(entry.jwks_uri))
+            keys = _import_keys(usable)
         except IdPError:
             entry.failed_at = now
             raise
@@ -168,6 +202,43 @@ class JWKSCache:
         entry.keys = keys
         entry.kids = frozenset(k.kid for k in keys.keys if k.kid)
         entry.fetched_at = now
+        if self.shared:
+            self._share(issuer, entry.jwks_uri, usable, now)
+
+    # -- the store's copy (best effort: the store being down must not cost us the IdP) --
+
+    def _adopt_shared(self, entry: _Issuer, issuer: str) -> None:
+        from app.db import session_scope
+        from app.models import JWKSDocument
+
+        try:
+            with session_scope() as s:
+                row = s.get(JWKSDocument, issuer)
+                if row is None or row.fetched_at <= entry.fetched_at:
+                    return
+                uri, document, fetched_at = row.jwks_uri, row.document, row.fetched_at
+            check_url(uri, "jwks_uri")
+            keys = _import_keys(_usable_keys(json.loads(document)))
+        except Exception as exc:
+            log.warning("could not read the shared JWKS of %s: %s", issuer, type(exc).__name__)
+            return
+        entry.keys, entry.jwks_uri, entry.fetched_at = keys, uri, fetched_at
+        entry.kids = frozenset(k.kid for k in keys.keys if k.kid)
+
+    def _share(self, issuer: str, jwks_uri: str, usable: list[dict], now: float) -> None:
+        from app.db import session_scope
+        from app.models import JWKSDocument
+
+        try:
+            with session_scope() as s:
+                row = s.get(JWKSDocument, issuer)
+                if row is None:
+                    s.add(JWKSDocument(issuer=issuer, jwks_uri=jwks_uri, document=json.dumps({"keys": usable}),
+                                       fetched_at=now))
+                elif row.fetched_at < now:
+                    row.jwks_uri, row.document, row.fetched_at = jwks_uri, json.dumps({"keys": usable}), now
+        except Exception as exc:
+            log.warning("could not share the JWKS of %s: %s", issuer, type(exc).__name__)
 
     def _discover(self, issuer: str) -> str:
         doc = self._fetch_json(issuer.rstrip("/") + DISCOVERY_PATH)
@@ -184,14 +255,17 @@ class JWKSCache:
         return jwks_uri
 
 
-def _import_keys(doc: Any) -> KeySet:
+def _usable_keys(doc: Any) -> list[dict]:
     if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
         raise IdPError("identity provider returned an invalid response")
-    usable = [
+    return [
         k
         for k in doc["keys"]
         if isinstance(k, dict) and k.get("kty") in _SIGNING_KTYS and k.get("use", "sig") == "sig"
     ]
+
+
+def _import_keys(usable: list[dict]) -> KeySet:
     try:
         return KeySet.import_key_set({"keys": usable})
     except (JoseError, ValueError, TypeError):

@@ -51,10 +51,12 @@ class OIDCVerifier:
         self,
         jwks: JWKSCache | None = None,
         *,
-        leeway: int = MAX_LEEWAY,
+        leeway: int | None = None,
         audience: str | None = None,
         clock: Callable[[], float] = time.time,
     ):
+        if leeway is None:
+            leeway = int(settings().oidc_leeway_seconds)
         if not 0 <= leeway <= MAX_LEEWAY:
             raise ValueError(f"leeway must be between 0 and {MAX_LEEWAY} seconds")
         self.jwks = jwks or JWKSCache()
@@ -101,6 +103,7 @@ class OIDCVerifier:
             groups=sa.groups | _claim_groups(claims, sa.groups_claim),
             via="oidc",
             subject=subject,
+            expires_at=float(claims["exp"]) + self.leeway,
         )
 
     def _decode(self, token: str, keys: Any) -> dict[str, Any]:

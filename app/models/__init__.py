@@ -11,6 +11,7 @@ from app.models.reviews import BusEvent, Review, Vote, FingerprintApproval
 from app.models.records import RecordedSession, SessionEvent, AuditEntry
 from app.models.campaigns import Campaign, CampaignRun, CampaignItem
 from app.models.slack import SlackMessage, SlackOutbox, SlackLinkCode
+from app.models.keys import JWKSDocument
 
 __all__ = [
     "utcnow",
@@ -39,4 +40,5 @@ __all__ = [
     "SlackMessage",
     "SlackOutbox",
     "SlackLinkCode",
+    "JWKSDocument",
 ]

@@ -29,6 +29,24 @@ VENDOR = ROOT / "node_modules" / "asciinema-player" / "dist" / "bundle"
 
 csrf = CSRFProtect()
 
+STORE_RETRY_AFTER = 5
+STORE_DOWN_PAGE = ("<!doctype html><title>airlock: store unavailable</title>"
+                   "<h1>The airlock store is unavailable</h1><p>Nothing could be read or saved. "
+                   "Try again in a few seconds.</p>")
+
+
+def _store_errors() -> tuple[type[BaseException], ...]:
+    from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, TimeoutError
+
+    from app.db import StoreUnavailable
+
+    # OperationalError covers a refused or lost connection, a statement or lock timeout
+    # and SQLite's "database is locked"; TimeoutError is the pool waiting for a connection.
+    return (OperationalError, InterfaceError, DisconnectionError, TimeoutError, StoreUnavailable)
+
+
+STORE_ERRORS = _store_errors()
+
 
 class IdConverter(IntegerConverter):
     """Row ids: a number beyond what the store can hold (INTEGER) is simply not found (404)."""
@@ -164,6 +182,20 @@ def _register_errors(app: Flask) -> None:
             return render_template("error.html", code=code, title=title, message=msg), code
 
         app.register_error_handler(code, handler)
+
+    def store_unavailable(exc):
+        # A store outage is not a bug of ours: say so (503, retry), and render nothing
+        # that would need the store again (no layout, no user, no badge).
+        log.warning("store unavailable on %s %s: %s", request.method, request.path, type(exc).__name__)
+        headers = {"Retry-After": str(STORE_RETRY_AFTER)}
+        if wants_json():
+            return {"error": "store_unavailable",
+                    "message": "the airlock store is unavailable; try again shortly",
+                    "retry_after": STORE_RETRY_AFTER}, 503, headers
+        return (STORE_DOWN_PAGE, 503, {**headers, "Content-Type": "text/html; charset=utf-8"})
+
+    for exc_type in STORE_ERRORS:
+        app.register_error_handler(exc_type, store_unavailable)
 
 
 def run() -> None:

@@ -140,7 +140,8 @@ def refusal(v: Verdict) -> bytes:
                               f"approved: {v.review_url}", detail=f"review {v.review_id}",
                               hint=f"retry after {v.retry_after or 30} seconds")
     if v.status == "error":
-        return error_response("58000", f"airlock: {v.message}")
+        detail = f"review {v.review_id}" if v.review_id is not None else None
+        return error_response("58000", f"airlock: {v.message}", detail=detail)
     if v.review_id is not None:
         return error_response("42501", f"airlock: review {v.review_id} was {v.status}: {v.review_url}",
                               detail=f"review {v.review_id}")

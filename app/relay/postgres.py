@@ -17,6 +17,8 @@ import socket
 import struct
 import time
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from app.config import settings
 from app.gate import Unavailable, get_gate
 from app.identity import AuthError
@@ -241,6 +243,9 @@ class Session:
             self.fatal(exc.sqlstate, f"airlock: {exc}")
         except TimeoutError:
             self.fatal("08006", "airlock: login took too long")
+        except SQLAlchemyError as exc:  # the store failed after the credential was checked
+            log.warning("postgres session from %s: store unavailable: %s", self.client_addr, type(exc).__name__)
+            self.fatal("57P03", "airlock: the airlock store is unavailable; try again shortly")
         except Exception:
             log.exception("postgres session from %s failed", self.client_addr)
             self.fatal("XX000", "airlock: internal error in the relay; the connection is closed")
@@ -278,8 +283,8 @@ class Session:
         except AuthError as exc:
             log.info("postgres login refused for %r from %s: %s", self.user, self.client_addr, exc.reason)
             return self.fatal("28P01", f'password authentication failed for user "{self.user}"', detail=exc.reason)
-        except Unavailable:
-            return self.fatal("57P03", "airlock cannot check credentials right now (store unavailable)")
+        except Unavailable as exc:
+            return self.fatal("57P03", str(exc))
         self.token_checked = time.monotonic()
         target = await self.gate.target(self.dbname)
         if target is None or target.type != "postgres":
@@ -326,6 +331,11 @@ class Session:
     # -- during the session -------------------------------------------------------
 
     async def check_token(self) -> None:
+        expires = self.principal.expires_at if self.principal is not None else None
+        if expires is not None and time.time() >= expires:
+            # From the claims verified at login: needs neither the IdP nor the store.
+            self.fatal("28P01", "airlock: the session's token has expired", detail="token expired")
+            raise SessionEnd()
         now = time.monotonic()
         if now - self.token_checked < TOKEN_RECHECK:
             return
@@ -336,7 +346,9 @@ class Session:
             self.fatal("28P01", "airlock: the session's token is no longer valid", detail=exc.reason)
             raise SessionEnd() from None
         except Unavailable:
-            pass  # the gate refuses every statement while the store is down
+            # The store or IdP is down: the gate refuses every statement while the store
+            # is, and the token's expiry is enforced above without either.
+            pass
 
     def record(self, kind: str, data: dict) -> None:
         if self.rec is not None:
