@@ -1,8 +1,9 @@
 """The client -> target direction once logged in: every statement passes the gate.
 
 Simple queries are checked statement by statement before anything is sent; extended
-queries at Parse, and again at Bind when the check is older than a second (so a policy
-change or a revoked grant reaches prepared statements too). A refused statement is
+queries at Parse, and again at Bind whenever the gate's stamp has moved since (so a
+policy change or a revoked grant reaches prepared statements as soon as the gate
+hears of it). A refused statement is
 replaced by a placeholder that is certain to fail on the target (`airlock refused`, a
 syntax error), and the target's error is swapped for ours on the way back. That keeps
 the order of answers and the transaction state exactly what PostgreSQL would produce
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import time
 
 from pglast import parser as pg_parser
 from pglast.enums import DiscardMode
@@ -30,7 +30,6 @@ from .pgmask import NUMBERS, TEXTLIKE, plan_rows
 from .pgwire import Bind, ProtocolError, error_response
 from .wire import ConnectionClosed
 
-RECHECK_SECONDS = 1.0
 FLUSH = pgwire.frame(b"H")
 REFUSED_PARSE = pgwire.parse_message("airlock_refused", "airlock refused") + FLUSH
 REFUSED_QUERY = pgwire.query_message("airlock refused")
@@ -184,6 +183,7 @@ class Conversation:
         if text is None:
             return self._refuse(self._bad_encoding(), extended=True)
         ops = self.checker.operations(text)
+        stamp = self.s.gate.stamp()  # taken before: a change during the check shows at Bind
         masks, refusal, rules = await self.checker.check(ops)
         if refusal is not None:
             if name == "":
@@ -191,7 +191,7 @@ class Conversation:
             return self._refuse(refusal, extended=True)
         self._track_names(ops)
         rule = next((r for r in rules if r), None)
-        prep = Prepared(name, text, ops, masks, self.checker.masker(masks), time.monotonic(), rule)
+        prep = Prepared(name, text, ops, masks, self.checker.masker(masks), stamp, rule)
         prep.param_types = param_types
         prep.batch = self.batch
         self._out.append(raw)
@@ -213,11 +213,12 @@ class Conversation:
             return self._refuse(error_response(
                 "26000", f'airlock: prepared statement "{b.statement}" was not prepared through airlock'),
                 extended=True)
-        if time.monotonic() - prep.checked_at > RECHECK_SECONDS:
+        if prep.stamp is None or prep.stamp != self.s.gate.stamp():
+            stamp = self.s.gate.stamp()
             masks, refusal, _ = await self.checker.check(prep.ops)
             if refusal is not None:
                 return self._refuse(refusal, extended=True)
-            prep.checked_at = time.monotonic()
+            prep.stamp = stamp
             if masks != prep.masks:
                 prep.masks, prep.masker = masks, self.checker.masker(masks)
                 if prep.masker is not None and prep.fields is None and prep.described is None:

@@ -26,7 +26,7 @@ from app.recording_store import compact_json
 from . import pgauth, pgwire, tls
 from .config import RelayConfig, relay_config
 from .pganswer import answer_json
-from .pgchecks import TOKEN_RECHECK, Checker
+from .pgchecks import Checker
 from .pgconv import _TOOL_NAMES, Conversation
 from .pgwire import ProtocolError, error_response
 from .wire import ConnectionClosed, Wire
@@ -221,6 +221,7 @@ class Session:
         self.run_id: str | None = None
         self._token = ""
         self.token_checked = 0.0
+        self.token_version: int | None = None  # the store version the token was last checked under
         self._ending = False
 
     async def run(self) -> None:
@@ -275,7 +276,7 @@ class Session:
             return self.fatal("28P01", f'password authentication failed for user "{self.user}"', detail=exc.reason)
         except Unavailable:
             return self.fatal("57P03", "airlock cannot check credentials right now (store unavailable)")
-        self.token_checked = time.monotonic()
+        self.token_checked, self.token_version = time.monotonic(), self.gate.version
         target = await self.gate.target(self.dbname)
         if target is None or target.type != "postgres":
             return self.fatal("3D000", f'airlock: connection "{self.dbname}" does not exist')
@@ -317,12 +318,11 @@ class Session:
     # -- during the session -------------------------------------------------------
 
     async def check_token(self) -> None:
-        now = time.monotonic()
-        if now - self.token_checked < TOKEN_RECHECK:
-            return
-        self.token_checked = now
+        """Authenticate the session's token again (the checker says when: pgchecks)."""
+        self.token_checked = time.monotonic()
         try:
             await self.gate.authenticate(self._token, claimed=self.user)
+            self.token_version = self.gate.version
         except AuthError as exc:
             self.fatal("28P01", "airlock: the session's token is no longer valid", detail=exc.reason)
             raise SessionEnd() from None
