@@ -201,6 +201,11 @@ class Gate:
             return None
         return snap.version, int(now // 60)
 
+    async def current_stamp(self) -> tuple[int, int] | None:
+        """stamp(), after reading the store version if it is due."""
+        await self._fresh()
+        return self.stamp()
+
     def shares_verdict(self, principal: Principal, op: Operation) -> bool:
         """Whether every operation that differs from `op` only in its text gets op's verdict
         (no rule that could apply reads the text)."""

@@ -183,7 +183,6 @@ class Conversation:
         if text is None:
             return self._refuse(self._bad_encoding(), extended=True)
         ops = self.checker.operations(text)
-        stamp = self.s.gate.stamp()  # taken before: a change during the check shows at Bind
         masks, refusal, rules = await self.checker.check(ops)
         if refusal is not None:
             if name == "":
@@ -191,6 +190,10 @@ class Conversation:
             return self._refuse(refusal, extended=True)
         self._track_names(ops)
         rule = next((r for r in rules if r), None)
+        # The stamp once decided: nothing awaits between the gate's policy read and here,
+        # unless the statement was held; then its approval is what lets it run, and the
+        # stamp is read anew (the gate's own is older than the hold by now).
+        stamp = self.s.gate.stamp() or await self.s.gate.current_stamp()
         prep = Prepared(name, text, ops, masks, self.checker.masker(masks), stamp, rule)
         prep.param_types = param_types
         prep.batch = self.batch
@@ -214,11 +217,10 @@ class Conversation:
                 "26000", f'airlock: prepared statement "{b.statement}" was not prepared through airlock'),
                 extended=True)
         if prep.stamp is None or prep.stamp != self.s.gate.stamp():
-            stamp = self.s.gate.stamp()
             masks, refusal, _ = await self.checker.check(prep.ops)
             if refusal is not None:
                 return self._refuse(refusal, extended=True)
-            prep.stamp = stamp
+            prep.stamp = self.s.gate.stamp() or await self.s.gate.current_stamp()
             if masks != prep.masks:
                 prep.masks, prep.masker = masks, self.checker.masker(masks)
                 if prep.masker is not None and prep.fields is None and prep.described is None:
