@@ -122,6 +122,17 @@ def seal_orphans() -> list[str]:
     return seal_sessions(ids)
 
 
+def seal_dead_process(pid: int, host: str | None = None) -> list[str]:
+    """Seal at once the open sessions of a process known to be dead (a proxy worker its
+    parent saw die: its recorder wrote from a thread of its own, so nothing more of
+    those sessions can arrive)."""
+    prefix = f"{host or socket.gethostname()[:150]}:{pid}:"
+    with session_scope() as s:
+        ids = list(s.scalars(select(RecordedSession.id).where(RecordedSession.ended_at.is_(None),
+                                                               RecordedSession.owner.startswith(prefix, autoescape=True))))
+    return seal_sessions(ids, "the process that recorded it was killed")
+
+
 def seal_orphans_quietly() -> None:
     """seal_orphans for a process starting up: a store that is down now is not its problem."""
     try:
