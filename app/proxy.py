@@ -145,7 +145,6 @@ def run() -> None:
     from app.recording_seal import seal_dead_process, seal_orphans_quietly
     from app.relay.workers import run_workers, worker_count
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s proxy %(levelname)s %(message)s")
     cfg = settings()
     ensure_ca(cfg.ca_dir)  # once, before the workers: they must all present the same CA
     seal_orphans_quietly()
@@ -155,7 +154,8 @@ def run() -> None:
         _run_one(cfg)
         sys.exit(0)
     held, cfg = _hold_port(cfg)
-    log.info("proxy: %d worker processes on port %d", workers, cfg.proxy_port)
+    # print, like the listening line: mitmproxy's own INFO logging is one line per connection
+    print(f"airlock proxy: {workers} worker processes on port {cfg.proxy_port}", flush=True)
     _listen_with_reuse_port()
 
     def worker(_link) -> None:
