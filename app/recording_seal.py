@@ -130,7 +130,7 @@ def seal_dead_process(pid: int, host: str | None = None) -> list[str]:
     with session_scope() as s:
         ids = list(s.scalars(select(RecordedSession.id).where(RecordedSession.ended_at.is_(None),
                                                                RecordedSession.owner.startswith(prefix, autoescape=True))))
-    return seal_sessions(ids, "the process that recorded it was killed")
+    return seal_sessions(ids, "the process that recorded it ended without closing it")
 
 
 def seal_orphans_quietly() -> None:
