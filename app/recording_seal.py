@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import delete, or_, select
 
 from app import audit
 from app.config import settings
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 HEARTBEATS_PER_LEASE = 6
 ABNORMAL = "abnormally"
 OWNER_GONE = "the process that recorded it stopped without closing it"
+OWNER_KEEP = timedelta(days=1)
 
 
 @dataclass
@@ -119,7 +120,19 @@ def seal_orphans() -> list[str]:
     at start-up. Returns the ids sealed."""
     with session_scope() as s:
         ids = orphans(s)
-    return seal_sessions(ids)
+    sealed = seal_sessions(ids)
+    with session_scope() as s:
+        prune_owners(s)
+    return sealed
+
+
+def prune_owners(s, now: datetime | None = None) -> int:
+    """Forget leases silent for a day that no open session names (one row per process
+    start would pile up otherwise)."""
+    still_named = select(RecordedSession.owner).where(RecordedSession.ended_at.is_(None),
+                                                      RecordedSession.owner.is_not(None))
+    return s.execute(delete(RecordingOwner).where(RecordingOwner.heartbeat_at < (now or utcnow()) - OWNER_KEEP,
+                                                  RecordingOwner.id.not_in(still_named))).rowcount or 0
 
 
 def seal_dead_process(pid: int, host: str | None = None) -> list[str]:

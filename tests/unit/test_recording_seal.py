@@ -79,8 +79,13 @@ def test_the_lease_seals_a_silent_owners_sessions_only(store):
         assert orphans(s) == ["orphan-1"]
     result = _verify()
     assert not result.ok and "orphan-1" in result.reason and "never sealed" in result.reason
+    with session_scope() as s:
+        s.add(RecordingOwner(id="ancient:2:y", host="ancient", pid=2, started_at=long_ago - timedelta(days=2),
+                             heartbeat_at=long_ago - timedelta(days=2)))
     assert seal_orphans() == ["orphan-1"]
     assert _row("orphan-1").meta["ended"] == ABNORMAL and _row(live.id).ended_at is None
+    with session_scope() as s:  # a day-old lease no open session names is forgotten
+        assert s.get(RecordingOwner, "ancient:2:y") is None and s.get(RecordingOwner, rec.owner.owner) is not None
     assert _verify().ok
     live.close()
     rec.shutdown()
