@@ -61,7 +61,7 @@ async def serve(prepared: list[tuple[str, Any]], link: WorkerLink | None = None,
         # A worker that starts (or restarts after one died) seals what dead processes left open.
         sealing = asyncio.ensure_future(asyncio.to_thread(seal_orphans_quietly))
         await stop.wait()
-        await sealing
+        await asyncio.wait({sealing}, timeout=5)  # a stalled store must not hold up a stop
     finally:
         for name, listener in running:
             shutdown = getattr(listener, "shutdown_sessions", None)
