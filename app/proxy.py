@@ -118,7 +118,13 @@ async def serve(cfg: Settings | None = None, **overrides: Any) -> None:
             pass
     print(f"airlock proxy listening on {cfg.bind}:{cfg.proxy_port}; runtimes trust {ca_cert_path(cfg.ca_dir)}",
           flush=True)
-    await master.run()
+    try:
+        await master.run()
+    finally:
+        # A worker leaves with os._exit (no atexit): write what is queued now.
+        from app.recording import recorder
+
+        await asyncio.to_thread(recorder().shutdown)
 
 
 def _run_one(cfg: Settings) -> None:

@@ -85,3 +85,21 @@ def test_a_killed_worker_lets_nothing_through_and_its_session_is_sealed(two_work
 def _session(sid: str) -> RecordedSession | None:
     with session_scope() as s:
         return s.get(RecordedSession, sid)
+
+
+def test_a_stopped_worker_writes_what_it_recorded(world, tmp_path, agent, api):
+    """Workers leave with os._exit: the last second of recordings must be written first."""
+    from app.models import SessionEvent
+
+    proxy = start_proxy({**world.env, "AIRLOCK_PROXY_WORKERS": "2", "AIRLOCK_RECORD_FLUSH_SECONDS": "1"},
+                        tmp_path / "proxy.log")
+    marker = f"stopped-{os.getpid()}-{time.monotonic_ns()}"
+    client = proxy.httpx(agent)
+    try:
+        assert client.get(f"{api}/{marker}").status_code == 200
+    finally:
+        stop_proxy(proxy)  # at once, the tunnel still open: well within the one-second flush
+        client.close()
+    with session_scope() as s:
+        found = s.scalar(select(SessionEvent.id).where(SessionEvent.data.contains(marker)).limit(1))
+    assert found is not None, "the last exchange of a stopped worker was never written"
