@@ -11,7 +11,8 @@ operation after another, every one carrying a unique marker; about --held of the
 a review rule and wait until the approver (a thread polling the API) approves.
 
 Reported: throughput, p50/p99 latency of the allowed (not held) operations, the time
-from hold to release. Checked afterwards, with every process stopped: every operation
+from hold to release, and refusals: 403 (denied, or a hold that timed out) and 503
+(airlock could not decide: a store or IdP failure, refused before anything is recorded). Checked afterwards, with every process stopped: every operation
 that got an answer appears in its session's recording (or, refused, in the audit), every
 recording's digest matches and the chain verifies (`audit.verify`). Exit 1 if not.
 """
@@ -116,10 +117,13 @@ async def http_runtime(n: int, args, stats: Stats, deadline: float) -> None:
         length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
         await reader.readexactly(length)
         took = time.perf_counter() - start
-        if head.split(b" ", 2)[1] != b"200":
-            stats.markers[marker] = "refused"
+        status = head.split(b" ", 2)[1].decode()
+        if status != "200":
+            # 403: denied or still pending, recorded by the gate; 503: airlock could not
+            # decide (the store or IdP failed), refused before anything could be recorded.
+            stats.markers[marker] = "unavailable" if status == "503" else "refused"
             continue
-        stats.markers[marker] = "ok"
+        stats.markers[marker] = "ok-held" if held else "ok"
         (stats.held if held else stats.allowed).append(took)
     writer.close()
 
@@ -142,11 +146,13 @@ async def pg_runtime(n: int, args, stats: Stats, deadline: float) -> None:
             start = time.perf_counter()
             try:
                 await conn.execute(sql)
-            except psycopg.errors.InsufficientPrivilege:
-                stats.markers[marker] = "refused"
+            except psycopg.Error as exc:
+                if exc.sqlstate not in ("42501", "58000", "57P03"):
+                    raise
+                stats.markers[marker] = "refused" if exc.sqlstate == "42501" else "unavailable"
                 continue
             took = time.perf_counter() - start
-            stats.markers[marker] = "ok"
+            stats.markers[marker] = "ok-held" if held else "ok"
             (stats.held if held else stats.allowed).append(took)
     finally:
         await conn.close()
@@ -192,6 +198,19 @@ def approver(portal_port: int, token: str, stop: threading.Event, counts: dict) 
         stop.wait(0.05)
 
 
+def watch_server(stop: threading.Event, seen: dict) -> None:
+    """The PostgreSQL server's busiest moment: the store, the targets and every pool share
+    its max_connections."""
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        seen["max_connections"] = int(conn.execute("SHOW max_connections").fetchone()[0])
+        while not stop.is_set():
+            n = conn.execute("SELECT count(*) FROM pg_stat_activity").fetchone()[0]
+            seen["peak_connections"] = max(seen.get("peak_connections", 0), n)
+            stop.wait(0.5)
+
+
 # -- the evidence ----------------------------------------------------------------------
 
 def check_evidence(stats: Stats) -> dict:
@@ -209,10 +228,10 @@ def check_evidence(stats: Stats) -> dict:
         for (data,) in s.execute(select(AuditEntry.data).where(AuditEntry.action == "decision.deny")):
             found.update(_markers(json.dumps(data)))
         result = audit.verify(s)
-    answered = [m for m, outcome in stats.markers.items() if outcome in ("ok", "refused")]
+    answered = [m for m, outcome in stats.markers.items() if outcome in ("ok", "ok-held", "refused")]
     missing = [m for m in answered if m not in found]
     return {"operations_answered": len(answered), "missing_from_recordings": len(missing),
-            "missing_examples": missing[:10], "unsealed_session": unsealed, "chain_ok": result.ok,
+            "missing_examples": [f"{m} ({stats.markers[m]})" for m in missing[:10]], "unsealed_session": unsealed, "chain_ok": result.ok,
             "chain": result.reason}
 
 
@@ -239,6 +258,7 @@ def main() -> int:
     parser.add_argument("--http-share", type=float, default=0.5)
     parser.add_argument("--store", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the store and target databases")
     args = parser.parse_args()
     args.tables = 100
 
@@ -292,7 +312,7 @@ def main() -> int:
     args.ca = str(home / "ca" / "airlock-ca.pem")
 
     procs: list[subprocess.Popen] = []
-    stats, counts = Stats(), {"approved": 0, "vote_refused": 0, "errors": 0}
+    stats, counts, server = Stats(), {"approved": 0, "vote_refused": 0, "errors": 0}, {}
     stop = threading.Event()
     try:
         upstream = subprocess.Popen(
@@ -321,6 +341,7 @@ def main() -> int:
         wait_port(portal_port, portal, "portal")
         time.sleep(2)  # every worker up
         threading.Thread(target=approver, args=(portal_port, api_token, stop, counts), daemon=True).start()
+        threading.Thread(target=watch_server, args=(stop, server), daemon=True).start()
         began = time.perf_counter()
         asyncio.run(run_load(args, stats))
         elapsed = time.perf_counter() - began
@@ -342,14 +363,18 @@ def main() -> int:
         "held_ok": len(stats.held), "held_share": round(len(stats.held) / max(ops, 1), 3),
         "held_p50_ms": round(pct(stats.held, 0.50), 1), "held_p99_ms": round(pct(stats.held, 0.99), 1),
         "refused": sum(1 for v in stats.markers.values() if v == "refused"),
-        "runtime_errors": len(stats.errors), "error_examples": stats.errors[:5], "approver": counts, **evidence,
+        "refused_unavailable": sum(1 for v in stats.markers.values() if v == "unavailable"),
+        "pg_server": server, "runtime_errors": len(stats.errors), "error_examples": stats.errors[:5], "approver": counts, **evidence,
     }
     reset_engines()
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {target_db} WITH (FORCE)")
-        conn.execute(f"DROP ROLE IF EXISTS {role}")
-        if args.store == "postgres":
-            conn.execute(f'DROP DATABASE IF EXISTS "{store_db}" WITH (FORCE)')
+    if args.keep:
+        report["kept"] = {"store": url, "target": target_db}
+    else:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {target_db} WITH (FORCE)")
+            conn.execute(f"DROP ROLE IF EXISTS {role}")
+            if args.store == "postgres":
+                conn.execute(f'DROP DATABASE IF EXISTS "{store_db}" WITH (FORCE)')
     if args.json:
         print(json.dumps(report, indent=2))
     else:
