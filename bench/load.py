@@ -28,7 +28,6 @@ import secrets
 import signal
 import socket
 import ssl
-import statistics
 import subprocess
 import sys
 import tempfile

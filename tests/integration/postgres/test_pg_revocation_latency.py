@@ -7,7 +7,6 @@ import time
 from datetime import timedelta
 
 import psycopg
-import pytest
 
 from app.db import session_scope
 from app.identity import issue_token, revoke_token
