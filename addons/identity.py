@@ -2,8 +2,9 @@
 
 For HTTPS the credential arrives only on the CONNECT, so it is checked there (a bad
 one gets 407 and no tunnel) and remembered for the client connection, like mitmproxy's
-own proxyauth. A tunnel can stay open for hours, so the credential is checked again at
-most once a second while it is used: a revoked token stops working within about that.
+own proxyauth. A tunnel can stay open for hours, so the credential is checked again
+whenever the store version moves (a revoke bumps it, and the gate hears of it as it
+commits) and at least once a second while it is used (expiry needs no bump).
 Proxy-Authorization never goes upstream.
 """
 from __future__ import annotations
@@ -37,6 +38,13 @@ class _Known:
     principal: Principal
     checked: float  # monotonic
     via_connect: bool
+    version: int | None  # the store version it was checked under
+
+    def fresh(self) -> bool:
+        if time.monotonic() - self.checked >= RECHECK_SECONDS:
+            return False
+        stamp = get_gate().stamp()
+        return stamp is not None and stamp[0] == self.version
 
 
 def _expired(principal: Principal) -> bool:
@@ -87,7 +95,7 @@ class ProxyIdentity:
                 return None
             known = None  # plain HTTP: check whatever this request carries afresh
         if known is not None and known.via_connect:
-            if time.monotonic() - known.checked < RECHECK_SECONDS:
+            if known.fresh():
                 state(flow).principal = known.principal
                 return None
             header = None  # inside a tunnel: the CONNECT's credential is the one that counts
@@ -102,13 +110,13 @@ class ProxyIdentity:
             if parsed is None:
                 self._challenge(flow, "proxy credentials are missing or malformed")
                 return
-            if known is not None and (known.credential, known.claimed) == parsed \
-                    and time.monotonic() - known.checked < RECHECK_SECONDS:
+            if known is not None and (known.credential, known.claimed) == parsed and known.fresh():
                 state(flow).principal = known.principal
                 return
         credential, claimed = parsed
+        gate = get_gate()
         try:
-            principal = await get_gate().authenticate(credential, claimed=claimed)
+            principal = await gate.authenticate(credential, claimed=claimed)
         # Cannot check now: refuse this request, but keep the tunnel's credential so the
         # next request is checked again rather than told it has no credentials.
         except Unavailable as exc:
@@ -123,7 +131,7 @@ class ProxyIdentity:
             unavailable(flow, "airlock could not verify credentials")
             return
         via = via_connect or (known is not None and known.via_connect)
-        self._known[flow.client_conn] = _Known(credential, claimed, principal, time.monotonic(), via)
+        self._known[flow.client_conn] = _Known(credential, claimed, principal, time.monotonic(), via, gate.version)
         state(flow).principal = principal
 
     @staticmethod

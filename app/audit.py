@@ -87,7 +87,7 @@ def _entry_hash(prev_hash: str, seq: int, ts: datetime, actor: str, action: str,
     return hashlib.sha256((prev_hash + canonical_json(body)).encode()).hexdigest()
 
 
-def _take_chain_head(session: Session) -> None:
+def take_chain_head(session: Session) -> None:
     """Hold the chain head until the caller's transaction ends, so appends take turns."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CHAIN_LOCK_KEY})
@@ -103,7 +103,7 @@ def append(session: Session, actor: str, action: str, target: str = "", data: di
     """Add one entry in the caller's transaction; the chain head stays locked until commit."""
     # Round-trip through JSON so the hashed form is exactly what the store hands back.
     clean = json.loads(json.dumps(scrub(data or {}), default=str))
-    _take_chain_head(session)
+    take_chain_head(session)
     head = session.execute(select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)).first()
     seq, prev = (head.seq + 1, head.hash) if head else (1, GENESIS)
     ts = utcnow()
@@ -156,8 +156,11 @@ class VerifyResult:
 
 
 def verify(session: Session) -> VerifyResult:
-    """Walk the chain from genesis; stop at the first entry that does not hold up."""
+    """Walk the chain from genesis; stop at the first entry that does not hold up. Then
+    check every recorded session against the chain (`_sessions_problem`)."""
     expected_seq, prev, checked = 1, GENESIS, 0
+    opened: dict[str, int] = {}  # session id -> seq of its open entry
+    closed: set[str] = set()
     rows = session.execute(select(AuditEntry).order_by(AuditEntry.seq).execution_options(yield_per=1000)).scalars()
     for e in rows:
         if e.seq != expected_seq:
@@ -170,9 +173,40 @@ def verify(session: Session) -> VerifyResult:
             sid = e.data.get("session_id")
             if recording_digest(session, str(sid)) != e.data["digest"]:
                 return VerifyResult(False, checked, e.seq, f"recording {sid} no longer matches its digest (entry {e.seq})")
+            closed.add(str(sid))
+        elif e.action == "session.open" and isinstance(e.data, dict) and "protocol" in e.data:
+            opened[e.target] = e.seq  # a recorder's open entry: it names a recording
         checked += 1
         expected_seq, prev = e.seq + 1, e.hash
+    problem = _sessions_problem(session, opened, closed)
+    if problem is not None:
+        seq, reason = problem
+        return VerifyResult(False, checked, seq, reason)
     return VerifyResult(True, checked, None, f"{checked} entries verified")
+
+
+def _sessions_problem(session: Session, opened: dict[str, int], closed: set[str]) -> tuple[int | None, str] | None:
+    """Every session the chain opened still exists; every sealed one has its close entry
+    (whose digest the walk checked); and none is left unsealed after its process died,
+    since an unsealed recording could be edited without a trace."""
+    from app.models import RecordedSession
+    from app.recording_seal import orphans
+
+    rows = session.execute(select(RecordedSession.id, RecordedSession.digest)
+                           .execution_options(yield_per=1000))
+    for sid, digest in rows:
+        opened.pop(sid, None)
+        if digest is not None and sid not in closed:
+            return None, f"recording {sid} is sealed but its close entry is missing from the chain"
+    if opened:
+        sid, seq = min(opened.items(), key=lambda item: item[1])
+        return seq, f"recording {sid} (opened at entry {seq}) has been removed"
+    unsealed = orphans(session)
+    if unsealed:
+        more = f" and {len(unsealed) - 1} more" if len(unsealed) > 1 else ""
+        return None, (f"recording {unsealed[0]}{more} was never sealed and its process is gone; "
+                      "the scheduler's seal_orphans job seals it")
+    return None
 
 
 def entry_dict(e: AuditEntry) -> dict[str, Any]:

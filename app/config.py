@@ -36,6 +36,7 @@ class Settings:
     default_hold_seconds: float
     bus_poll_seconds: float
     record_flush_seconds: float
+    record_lease_seconds: float
     portal_port: int
     proxy_port: int
     postgres_port: int
@@ -81,6 +82,9 @@ def settings() -> Settings:
         default_hold_seconds=_float("AIRLOCK_HOLD_SECONDS", 60.0),
         bus_poll_seconds=_float("AIRLOCK_BUS_POLL_SECONDS", 0.05),
         record_flush_seconds=_float("AIRLOCK_RECORD_FLUSH_SECONDS", 0.5),
+        # A recorder heartbeats every lease/6 s; silent for a whole lease, its open
+        # sessions are sealed as ended abnormally (app/recording_seal.py).
+        record_lease_seconds=max(6.0, _float("AIRLOCK_RECORD_LEASE_SECONDS", 30.0)),
         portal_port=int(_env("AIRLOCK_PORTAL_PORT", "8000")),
         proxy_port=int(_env("AIRLOCK_PROXY_PORT", "8080")),
         postgres_port=int(_env("AIRLOCK_POSTGRES_PORT", "15432")),

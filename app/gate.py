@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Awaitable, Callable
 
 from app import approvals, audit
+from app.bus import get_bus
 from app.db import session_scope
 from app.identity import AuthError, Authenticator, IdentityUnavailable
 from app.policy import CompiledPolicy, evaluate
@@ -33,10 +34,14 @@ from app.snapshot import Target, load_snapshot, read_version
 from app.masking import Masker
 from app.types import MaskSpec, Operation, Principal, Verdict
 from app.vault import mask_salt
+from app.versions import VERSION_CHANNEL
 
 log = logging.getLogger(__name__)
 
-VERSION_TTL = 0.5  # seconds between version checks: policy changes reach us within 1 s
+# Version bumps arrive on the bus as they commit (LISTEN/NOTIFY on PostgreSQL, the bus
+# poll on SQLite); reading the version at most this far apart is the safety net when a
+# notification is lost. Either way a change reaches every open session within 1 s.
+VERSION_TTL = 0.5
 VERDICT_CACHE_SIZE = 4096
 _TEXTUAL = object()  # in the verdict cache: operations of this shape are decided by their text
 
@@ -68,7 +73,13 @@ class Gate:
         self._snapshot_lock = asyncio.Lock()
         self._verdicts: OrderedDict[tuple, Verdict] = OrderedDict()
         self._maskers: dict[tuple[MaskSpec, ...], Masker] = {}
+        self._bus = None  # the bus this gate hears version bumps on
         self.authenticator = Authenticator(version_source=lambda: self._version or 0)
+
+    @property
+    def version(self) -> int | None:
+        """The store version of the policy this gate decides with now."""
+        return self._version
 
     # -- identity ---------------------------------------------------------------------
 
@@ -190,6 +201,11 @@ class Gate:
             return None
         return snap.version, int(now // 60)
 
+    async def current_stamp(self) -> tuple[int, int] | None:
+        """stamp(), after reading the store version if it is due."""
+        await self._fresh()
+        return self.stamp()
+
     def shares_verdict(self, principal: Principal, op: Operation) -> bool:
         """Whether every operation that differs from `op` only in its text gets op's verdict
         (no rule that could apply reads the text)."""
@@ -287,6 +303,7 @@ class Gate:
         fresh = self._snapshot is not None and time.time() < self._snapshot.stale_at
         if fresh and now - self._version_checked < self._version_ttl:
             return self._snapshot
+        self._listen()
         async with self._snapshot_lock:
             fresh = self._snapshot is not None and time.time() < self._snapshot.stale_at
             if fresh and time.monotonic() - self._version_checked < self._version_ttl:
@@ -299,9 +316,15 @@ class Gate:
             self._version_checked = time.monotonic()
             return self._snapshot
 
-    def invalidate(self) -> None:
-        """Forget the cached policy (the bus calls this on a version change)."""
+    def invalidate(self, *_event: str) -> None:
+        """Read the version again before the next decision (the bus calls this on a bump)."""
         self._version_checked = 0.0
+
+    def _listen(self) -> None:
+        bus = get_bus()
+        if bus is not self._bus:  # first use, or the store changed (tests)
+            self._bus = bus
+            bus.subscribe(VERSION_CHANNEL, self.invalidate)
 
 
 def review_fingerprint(operation: Operation) -> str:

@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from app.config import settings
 from app.models import RecordedSession, SessionEvent, utcnow
+from app.recording_seal import heartbeat_seconds, new_owner
 from app.recording_store import Close, Open, StoreWriter, Update
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,12 @@ class Recorder:
         self._queue: deque[Any] = deque()  # never replaced: sessions hold its append
         self._cond = threading.Condition()
         self._stop = False
+        # The lease on this process's sessions: the heartbeat goes first, so its row
+        # exists before any session names it (app/recording_seal.py).
+        self.owner = new_owner()
+        self._beat_every = heartbeat_seconds()
+        self._next_beat = time.monotonic() + self._beat_every
+        self._queue.append(self.owner)
         self._thread = threading.Thread(target=self._run, name="airlock-recorder", daemon=True)
         self._thread.start()
 
@@ -128,6 +135,7 @@ class Recorder:
                     run_id=run_id,
                     meta=meta or {},
                     started_at=utcnow(),
+                    owner=self.owner.owner,
                 )
             )
         )
@@ -165,6 +173,9 @@ class Recorder:
             with self._cond:
                 self._cond.wait(timeout=self.flush_seconds)
                 stop = self._stop
+            if time.monotonic() >= self._next_beat:
+                self._next_beat = time.monotonic() + self._beat_every
+                self._queue.append(self.owner)
             batch = self._take()
             if batch:
                 self._write(batch)

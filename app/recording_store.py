@@ -25,6 +25,9 @@ from typing import Any
 from app import audit
 from app.db import session_scope
 from app.models import RecordedSession
+from app.recording_seal import Heartbeat, apply_heartbeat, seal_orphans, seal_sessions
+
+__all__ = ["Open", "Update", "Close", "StoreWriter", "seal_orphans"]
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,23 @@ class StoreWriter:
     def __init__(self) -> None:
         self.failures = 0
         self._digests: dict[str, _RunningDigest] = {}
+        self.open_sessions: set[str] = set()  # opened through this writer, not yet closed
+
+    def seal_open(self, reason: str) -> list[str]:
+        """Seal what this writer opened and never closed: its parent died (the writer
+        child calls this; nothing of those sessions can arrive after it)."""
+        sealed = seal_sessions(sorted(self.open_sessions), reason)
+        self.open_sessions.clear()
+        return sealed
+
+    def _track(self, batch: list[Any]) -> None:
+        for item in batch:
+            if type(item) is tuple:
+                continue
+            if isinstance(item, Open):
+                self.open_sessions.add(item.row["id"])
+            elif isinstance(item, Close):
+                self.open_sessions.discard(item.session_id)
 
     def write(self, batch: list[Any]) -> list[Any]:
         work: dict[str, _RunningDigest | None] = {}
@@ -118,6 +138,7 @@ class StoreWriter:
                 return self._write_one_by_one(batch)
             return batch
         self.failures = 0
+        self._track(batch)
         for session_id, digest in work.items():  # committed: the batch's digests become the running ones
             if digest is None:
                 self._digests.pop(session_id, None)
@@ -133,6 +154,7 @@ class StoreWriter:
                 with session_scope() as s:
                     _apply(s, item)
                 written += 1
+                self._track([item])
             except Exception:
                 kept.append(item)
         self._digests.clear()  # items may be missing now: digest from the store from here on
@@ -214,6 +236,8 @@ def _apply(s, item: Any, digest: str | None = None) -> None:
         )
     elif type(item) is tuple:  # an event: (session_id, seq, t, kind, data)
         _insert_events(s, [item if len(item) == 5 else rendered(item)])
+    elif isinstance(item, Heartbeat):
+        apply_heartbeat(s, item)
     elif isinstance(item, Update):
         row = s.get(RecordedSession, item.session_id)
         if row is not None:
@@ -223,6 +247,9 @@ def _apply(s, item: Any, digest: str | None = None) -> None:
         s.flush()
         row = s.get(RecordedSession, item.session_id)
         if row is None:
+            return
+        if row.ended_at is not None:  # sealed as an orphan meanwhile: that seal stands
+            log.error("recording %s was sealed as ended abnormally before its close arrived", row.id)
             return
         if digest is None:
             digest = audit.recording_digest(s, item.session_id)

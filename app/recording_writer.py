@@ -12,6 +12,11 @@ its parent. A batch counts as written once the child has answered, so a child th
 dies loses nothing: the batch goes back to the recorder and a new child takes it. The
 child ignores SIGINT and SIGTERM, so that it can write what its parent flushes while
 it stops, and ends when its parent closes the pipe or dies.
+
+A parent that stops says goodbye first (an empty message). A pipe that ends without
+one means the parent died (SIGKILL, a crash): its sessions will never be closed, so
+the child, the last process that writes them, seals them as ended abnormally with
+the digest of what it wrote (app/recording_seal.py).
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from typing import Any, BinaryIO
 
 log = logging.getLogger(__name__)
@@ -84,6 +90,7 @@ class WriterProcess:
             if child is None:
                 return
             try:
+                _send(child.stdin, b"")  # goodbye: a clean stop, not a death
                 child.stdin.close()  # the child finishes its batch and ends
                 child.wait(timeout=10)
             except (OSError, subprocess.TimeoutExpired):
@@ -122,9 +129,26 @@ def main() -> None:
     while True:
         payload = _receive(requests)
         if payload is None:
+            if writer.open_sessions:
+                _seal_after_parent_died(writer)
+            return
+        if not payload:  # goodbye
             return
         kept = writer.write(pickle.loads(payload))
         _send(answers, pickle.dumps((kept, writer.failures), protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _seal_after_parent_died(writer) -> None:
+    """A few tries (the store may be blipping); after that, the lease: the scheduler's
+    seal_orphans takes them once the dead parent's heartbeat is a lease old."""
+    reason = "the process that recorded it ended abnormally"
+    for attempt in range(5):
+        try:
+            writer.seal_open(reason)
+            return
+        except Exception:  # noqa: BLE001 - see above
+            log.exception("sealing the recordings of a dead parent failed (attempt %d)", attempt + 1)
+            time.sleep(1.0)
 
 
 if __name__ == "__main__":

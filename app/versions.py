@@ -15,8 +15,15 @@ from sqlalchemy.orm import Session
 from app.models import StoreVersion, utcnow
 
 
+VERSION_CHANNEL = "version"  # the bus channel that announces every bump as it commits
+
+
 def bump_version(session: Session, name: str = "policy") -> int:
-    """Increment counter `name` (creating it at 1) and return the new value."""
+    """Increment counter `name` (creating it at 1) and return the new value; gates hear
+    of it on the bus at commit, so open sessions see the change at once."""
+    from app import bus  # bus -> models; versions is imported by models' users early
+
+    bus.publish(session, VERSION_CHANNEL, name)
     new = _increment(session, name)
     if new is None:
         # ON CONFLICT DO NOTHING: a concurrent first bump may create the row too.

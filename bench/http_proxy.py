@@ -1,13 +1,18 @@
-"""Plain `mitmdump` against `airlock proxy`, same machine, same local HTTPS upstream, same run.
+"""Plain `mitmdump` against `airlock proxy` with 1 and with 2 workers, same machine,
+same local HTTPS upstream, same run.
 
 airlock runs its full path: proxy auth, the egress allow-list, 20 rules, masking of the
 JSON response and session recording into SQLite. The load is keep-alive HTTPS through a
-CONNECT tunnel per connection (as runtimes with HTTPS_PROXY do), from a separate client
-process; the upstream is uvicorn in a third process. Rounds alternate the two proxies.
+CONNECT tunnel per connection (as runtimes with HTTPS_PROXY do), from separate client
+processes (--client-procs); the upstream is uvicorn in a process of its own. Rounds
+alternate the proxies.
 
-    .venv/bin/python bench/http_proxy.py [--seconds 8] [--connections 10] [--rounds 2] [--json]
+    .venv/bin/python bench/http_proxy.py [--seconds 8] [--connections 10] [--rounds 2]
+                                         [--client-procs 2] [--workers 1,2] [--json]
 
-Target: airlock throughput >= 0.8x plain mitmdump.
+Targets: airlock with 1 worker >= 0.8x plain mitmdump; with 2 workers on 2 free
+cores >= 1.8x one worker (the client and the upstream need cores too: on a 2-core
+machine the scaling measured is a floor).
 """
 from __future__ import annotations
 
@@ -129,13 +134,25 @@ async def _load(args) -> dict:
 
 
 def run_client(proxy_port: int, upstream_port: int, ca: Path, auth: str, args) -> dict:
-    cmd = [sys.executable, __file__, "--client", "--proxy-port", str(proxy_port), "--upstream-port",
-           str(upstream_port), "--ca", str(ca), "--auth", auth, "--seconds", str(args.seconds),
-           "--warmup", str(args.warmup), "--connections", str(args.connections)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.seconds + args.warmup + 60)
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr[-2000:])
-    return json.loads(out.stdout)
+    """The load from `args.client_procs` processes at once (one would be the bottleneck
+    against several proxy workers), their connections adding up to `args.connections`."""
+    procs = []
+    for i in range(args.client_procs):
+        share = args.connections // args.client_procs + (1 if i < args.connections % args.client_procs else 0)
+        cmd = [sys.executable, __file__, "--client", "--proxy-port", str(proxy_port), "--upstream-port",
+               str(upstream_port), "--ca", str(ca), "--auth", auth, "--seconds", str(args.seconds),
+               "--warmup", str(args.warmup), "--connections", str(share)]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=args.seconds + args.warmup + 60)
+        if proc.returncode != 0:
+            raise RuntimeError(err[-2000:])
+        outs.append(json.loads(out))
+    count = sum(o["count"] for o in outs)
+    return {"count": count, "seconds": args.seconds,
+            "median": sum(o["median"] * o["count"] for o in outs) / count,
+            "p95": max(o["p95"] for o in outs)}
 
 
 # -- orchestration --------------------------------------------------------------------
@@ -146,6 +163,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--connections", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--client-procs", type=int, default=2)
+    parser.add_argument("--workers", default="1,2", help="airlock proxy worker counts to measure")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--profile", metavar="FILE", help="py-spy the airlock proxy during its first round")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
@@ -179,7 +198,9 @@ def main() -> int:
 
     settings.cache_clear()
     upgrade(settings().database_url)
-    upstream_port, mitm_port, airlock_port = free_port(), free_port(), free_port()
+    workers = [int(w) for w in args.workers.split(",")]
+    upstream_port, mitm_port = free_port(), free_port()
+    airlock_ports = {w: free_port() for w in workers}
     with session_scope() as s:
         apply_policy(s, load_policy(policy(upstream_port, up_ca)), actor="bench")
         token = issue_token(s, "bench", timedelta(hours=1)).token
@@ -199,21 +220,25 @@ def main() -> int:
              str(mitm_port), "--set", f"confdir={mitm_conf}", "--set", f"ssl_verify_upstream_trusted_ca={up_ca}"],
             env=env, stdout=subprocess.DEVNULL)
         procs.append(mitmdump)
-        airlock = subprocess.Popen([sys.executable, "-m", "app.cli", "proxy"],
-                                   env={**env, "AIRLOCK_PROXY_PORT": str(airlock_port)}, stdout=subprocess.DEVNULL)
-        procs.append(airlock)
-        for port, proc, what in ((upstream_port, upstream, "upstream"), (mitm_port, mitmdump, "mitmdump"),
-                                 (airlock_port, airlock, "airlock proxy")):
-            wait_port(port, proc, what)
-        targets = {
-            "mitmdump": (mitm_port, mitm_conf / "mitmproxy-ca-cert.pem", ""),
-            "airlock": (airlock_port, home / "ca" / "airlock-ca.pem", auth),
-        }
+        wait_port(upstream_port, upstream, "upstream")
+        wait_port(mitm_port, mitmdump, "mitmdump")
+        airlocks = {}
+        for w, port in airlock_ports.items():  # one after the other: the first makes the CA
+            airlocks[w] = subprocess.Popen([sys.executable, "-m", "app.cli", "proxy"], stdout=subprocess.DEVNULL,
+                                           env={**env, "AIRLOCK_PROXY_PORT": str(port),
+                                                "AIRLOCK_PROXY_WORKERS": str(w)})
+            procs.append(airlocks[w])
+            wait_port(port, airlocks[w], f"airlock proxy ({w} workers)")
+        time.sleep(2)  # every worker listening, not only the first
+        targets = {"mitmdump": (mitm_port, mitm_conf / "mitmproxy-ca-cert.pem", "")}
+        for w, port in airlock_ports.items():
+            targets[f"airlock-{w}w"] = (port, home / "ca" / "airlock-ca.pem", auth)
+        airlock = airlocks[workers[0]]
         results: dict[str, list[dict]] = {name: [] for name in targets}
         for _ in range(args.rounds):
             for name, (port, ca, credentials) in targets.items():
                 spy = None
-                if args.profile and name == "airlock" and not results[name]:
+                if args.profile and name == f"airlock-{workers[0]}w" and not results[name]:
                     spy = subprocess.Popen(["py-spy", "record", "-p", str(airlock.pid), "-r", "250", "-f", "raw",
                                             "-o", args.profile, "-d", str(int(args.seconds + args.warmup))],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -235,19 +260,25 @@ def main() -> int:
         best = max(runs, key=lambda r: r["count"])  # the least disturbed round of each
         summary[name] = {"rps": best["count"] / best["seconds"], "median_ms": best["median"] * 1000,
                          "p95_ms": best["p95"] * 1000, "rounds_rps": [r["count"] / r["seconds"] for r in runs]}
-    ratio = summary["airlock"]["rps"] / summary["mitmdump"]["rps"]
-    latency_ratio = summary["airlock"]["median_ms"] / summary["mitmdump"]["median_ms"]
+    base = summary["mitmdump"]
+    ratios = {name: r["rps"] / base["rps"] for name, r in summary.items() if name != "mitmdump"}
+    one = summary.get("airlock-1w")
+    scaling = {name: r["rps"] / one["rps"] for name, r in summary.items()
+               if one is not None and name.startswith("airlock-") and name != "airlock-1w"}
     if args.json:
-        print(json.dumps({"connections": args.connections, "seconds": args.seconds, "results": summary,
-                          "throughput_ratio": ratio, "median_latency_ratio": latency_ratio}, indent=2))
+        print(json.dumps({"connections": args.connections, "seconds": args.seconds, "cpus": os.cpu_count(),
+                          "results": summary, "vs_mitmdump": ratios, "vs_one_worker": scaling}, indent=2))
     else:
-        print(f"keep-alive HTTPS, {args.connections} connections, {args.seconds:g} s per round, "
-              f"best of {args.rounds} rounds")
-        print(f"{'proxy':<10} {'req/s':>9} {'median ms':>10} {'p95 ms':>8}   rounds req/s")
+        print(f"keep-alive HTTPS, {args.connections} connections from {args.client_procs} client processes, "
+              f"{args.seconds:g} s per round, best of {args.rounds} rounds, {os.cpu_count()} CPUs")
+        print(f"{'proxy':<12} {'req/s':>9} {'median ms':>10} {'p95 ms':>8}   rounds req/s")
         for name, r in summary.items():
             rounds = ", ".join(f"{x:.0f}" for x in r["rounds_rps"])
-            print(f"{name:<10} {r['rps']:>9.0f} {r['median_ms']:>10.2f} {r['p95_ms']:>8.2f}   {rounds}")
-        print(f"airlock / mitmdump: throughput {ratio:.2f}x (target >= 0.80x), median latency {latency_ratio:.2f}x")
+            print(f"{name:<12} {r['rps']:>9.0f} {r['median_ms']:>10.2f} {r['p95_ms']:>8.2f}   {rounds}")
+        for name, ratio in ratios.items():
+            print(f"{name} / mitmdump: throughput {ratio:.2f}x")
+        for name, ratio in scaling.items():
+            print(f"{name} / airlock-1w: throughput {ratio:.2f}x (target >= 1.8x with 2 workers on 2 free cores)")
     return 0
 
 

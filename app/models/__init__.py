@@ -8,7 +8,7 @@ from app.models.base import Base, UTCDateTime, utcnow
 from app.models.identity import user_groups, service_account_groups, Group, User, ServiceAccount, Token
 from app.models.inventory import Connection, Grant, Rule, StoreVersion
 from app.models.reviews import BusEvent, Review, Vote, FingerprintApproval
-from app.models.records import RecordedSession, SessionEvent, AuditEntry
+from app.models.records import RecordedSession, RecordingOwner, SessionEvent, AuditEntry
 from app.models.campaigns import Campaign, CampaignRun, CampaignItem
 from app.models.slack import SlackMessage, SlackOutbox, SlackLinkCode
 from app.models.keys import JWKSDocument
@@ -32,6 +32,7 @@ __all__ = [
     "Vote",
     "FingerprintApproval",
     "RecordedSession",
+    "RecordingOwner",
     "SessionEvent",
     "AuditEntry",
     "Campaign",

@@ -34,6 +34,21 @@ class RecordedSession(Base):
     event_count: Mapped[int] = mapped_column(Integer, default=0)
     digest: Mapped[str | None] = mapped_column(String(64))
     meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The recorder (one per process) that writes it: while that recorder's lease is
+    # fresh the session may still be running; once stale, it is sealed as an orphan.
+    owner: Mapped[str | None] = mapped_column(String(100), index=True)
+
+
+class RecordingOwner(Base):
+    """A process's recorder and its heartbeat: the lease on the sessions it owns."""
+
+    __tablename__ = "recording_owners"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)  # host:pid:random
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 class SessionEvent(Base):
     __tablename__ = "session_events"

@@ -1,7 +1,7 @@
 """What the relay asks the gate, and how it tells the client the answer.
 
 `Checker` decides statements (one `Operation` each) for one session: it re-checks the
-token at most a second apart, sends the review NOTICE at once when the gate holds a
+token when the store version moves and at least once a second, sends the review NOTICE at once when the gate holds a
 statement, lets a CancelRequest end a hold, carries masks over to cursors, and turns
 refusals into ErrorResponses. Startup parameters are checked here too, as the SET
 statements they amount to.
@@ -18,7 +18,9 @@ from . import pgwire
 from .pgclassify import operations
 from .pgwire import error_response
 
-TOKEN_RECHECK = 1.0  # seconds: a revoked token stops working within this
+# A token is checked again when the store version moves (a revoke bumps it, and the gate
+# hears of it at once), and at least this often otherwise (expiry needs no bump).
+TOKEN_RECHECK = 1.0
 _CANCELLED = Verdict("deny", rule="cancel", message="canceling statement due to user request", status="cancelled")
 
 
@@ -75,9 +77,16 @@ class Checker:
             masks = union(masks, own)
         return masks, None, rules
 
-    async def decide(self, op: Operation, *, hold: float | None = None) -> Verdict:
+    def token_due(self) -> bool:
         s = self.s
         if time.monotonic() - s.token_checked >= TOKEN_RECHECK:
+            return True
+        stamp = s.gate.stamp()
+        return stamp is None or stamp[0] != s.token_version
+
+    async def decide(self, op: Operation, *, hold: float | None = None) -> Verdict:
+        s = self.s
+        if self.token_due():
             await s.check_token()
         self.statements += 1
         try:

@@ -1,8 +1,9 @@
 """The client -> target direction once logged in: every statement passes the gate.
 
 Simple queries are checked statement by statement before anything is sent; extended
-queries at Parse, and again at Bind when the check is older than a second (so a policy
-change or a revoked grant reaches prepared statements too). A refused statement is
+queries at Parse, and again at Bind whenever the gate's stamp has moved since (so a
+policy change or a revoked grant reaches prepared statements as soon as the gate
+hears of it). A refused statement is
 replaced by a placeholder that is certain to fail on the target (`airlock refused`, a
 syntax error), and the target's error is swapped for ours on the way back. That keeps
 the order of answers and the transaction state exactly what PostgreSQL would produce
@@ -12,7 +13,6 @@ the target skips to Sync, and ReadyForQuery carries the true status.
 from __future__ import annotations
 
 import asyncio
-import time
 
 from pglast import parser as pg_parser
 from pglast.enums import DiscardMode
@@ -30,7 +30,6 @@ from .pgmask import NUMBERS, TEXTLIKE, plan_rows
 from .pgwire import Bind, ProtocolError, error_response
 from .wire import ConnectionClosed
 
-RECHECK_SECONDS = 1.0
 FLUSH = pgwire.frame(b"H")
 REFUSED_PARSE = pgwire.parse_message("airlock_refused", "airlock refused") + FLUSH
 REFUSED_QUERY = pgwire.query_message("airlock refused")
@@ -226,7 +225,11 @@ class Conversation:
             return self._refuse(refusal, extended=True)
         self._track_names(ops)
         rule = next((r for r in rules if r), None)
-        prep = Prepared(name, text, ops, masks, self.checker.masker(masks), time.monotonic(), rule)
+        # The stamp once decided: nothing awaits between the gate's policy read and here,
+        # unless the statement was held; then its approval is what lets it run, and the
+        # stamp is read anew (the gate's own is older than the hold by now).
+        stamp = self.s.gate.stamp() or await self.s.gate.current_stamp()
+        prep = Prepared(name, text, ops, masks, self.checker.masker(masks), stamp, rule)
         prep.param_types = param_types
         prep.batch = self.batch
         self._out.append(raw)
@@ -252,11 +255,11 @@ class Conversation:
             refusal = self._reparse_check(prep.ops, extended=True, binding=True)
             if refusal is not None:
                 return self._refuse(refusal, extended=True)
-        if time.monotonic() - prep.checked_at > RECHECK_SECONDS:
+        if prep.stamp is None or prep.stamp != self.s.gate.stamp():
             masks, refusal, _ = await self.checker.check(prep.ops)
             if refusal is not None:
                 return self._refuse(refusal, extended=True)
-            prep.checked_at = time.monotonic()
+            prep.stamp = self.s.gate.stamp() or await self.s.gate.current_stamp()
             if masks != prep.masks:
                 prep.masks, prep.masker = masks, self.checker.masker(masks)
                 if prep.masker is not None and prep.fields is None and prep.described is None:

@@ -11,7 +11,6 @@ connection with a FATAL error; the listener and every other session carry on.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import socket
 import struct
@@ -28,7 +27,7 @@ from app.recording_store import compact_json
 from . import pgauth, pgwire, tls
 from .config import RelayConfig, relay_config
 from .pganswer import answer_json
-from .pgchecks import TOKEN_RECHECK, Checker
+from .pgchecks import Checker
 from .pgconv import _TOOL_NAMES, Conversation
 from .pgparity import startup_divergence
 from .pgwire import ProtocolError, error_response
@@ -228,6 +227,7 @@ class Session:
         self.run_id: str | None = None
         self._token = ""
         self.token_checked = 0.0
+        self.token_version: int | None = None  # the store version the token was last checked under
         self._ending = False
 
     async def run(self) -> None:
@@ -285,7 +285,7 @@ class Session:
             return self.fatal("28P01", f'password authentication failed for user "{self.user}"', detail=exc.reason)
         except Unavailable as exc:
             return self.fatal("57P03", str(exc))
-        self.token_checked = time.monotonic()
+        self.token_checked, self.token_version = time.monotonic(), self.gate.version
         target = await self.gate.target(self.dbname)
         if target is None or target.type != "postgres":
             return self.fatal("3D000", f'airlock: connection "{self.dbname}" does not exist')
@@ -331,17 +331,16 @@ class Session:
     # -- during the session -------------------------------------------------------
 
     async def check_token(self) -> None:
+        """Authenticate the session's token again (the checker says when: pgchecks)."""
         expires = self.principal.expires_at if self.principal is not None else None
         if expires is not None and time.time() >= expires:
             # From the claims verified at login: needs neither the IdP nor the store.
             self.fatal("28P01", "airlock: the session's token has expired", detail="token expired")
             raise SessionEnd()
-        now = time.monotonic()
-        if now - self.token_checked < TOKEN_RECHECK:
-            return
-        self.token_checked = now
+        self.token_checked = time.monotonic()
         try:
             await self.gate.authenticate(self._token, claimed=self.user)
+            self.token_version = self.gate.version
         except AuthError as exc:
             self.fatal("28P01", "airlock: the session's token is no longer valid", detail=exc.reason)
             raise SessionEnd() from None

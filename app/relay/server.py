@@ -21,6 +21,7 @@ import sys
 from typing import Any
 
 from app.recording import use_writer_process
+from app.recording_seal import seal_orphans_quietly
 
 from .workers import WorkerLink, run_workers, worker_count
 
@@ -57,7 +58,10 @@ async def serve(prepared: list[tuple[str, Any]], link: WorkerLink | None = None,
         for name, state in prepared:
             running.append((name, await _function(LISTENERS[name][1])(state, link)))
         tune_gc()
+        # A worker that starts (or restarts after one died) seals what dead processes left open.
+        sealing = asyncio.ensure_future(asyncio.to_thread(seal_orphans_quietly))
         await stop.wait()
+        await asyncio.wait({sealing}, timeout=5)  # a stalled store must not hold up a stop
     finally:
         for name, listener in running:
             shutdown = getattr(listener, "shutdown_sessions", None)

@@ -29,9 +29,13 @@ RESTART_DELAY = 1.0
 _KEY = struct.Struct("!ii")
 
 
-def worker_count() -> int:
-    raw = os.environ.get("AIRLOCK_RELAY_WORKERS", "").strip()
-    n = int(raw) if raw else (os.cpu_count() or 1)
+def worker_count(variable: str = "AIRLOCK_RELAY_WORKERS") -> int:
+    """Workers to run: `variable` if set, else one per core (at most MAX_WORKERS)."""
+    raw = os.environ.get(variable, "").strip()
+    try:
+        n = int(raw) if raw else (os.cpu_count() or 1)
+    except ValueError:
+        raise ValueError(f"{variable} must be a whole number, got {raw!r}") from None
     return max(1, min(n, MAX_WORKERS))
 
 
@@ -87,8 +91,10 @@ class WorkerLink:
         loop.add_reader(sock.fileno(), readable)
 
 
-def run_workers(count: int, child: Callable[[WorkerLink], None]) -> int:
-    """Fork `count` workers running `child(link)`; restart any that dies; stop on a signal."""
+def run_workers(count: int, child: Callable[[WorkerLink], None], name: str = "relay",
+                on_death: Callable[[int], None] | None = None) -> int:
+    """Fork `count` workers running `child(link)`; restart any that dies (after
+    `on_death(pid)`, in the parent); stop on a signal."""
     sessions = multiprocessing.Array("i", count, lock=False)
     channels = []
     for _ in range(count):
@@ -108,7 +114,7 @@ def run_workers(count: int, child: Callable[[WorkerLink], None]) -> int:
             try:
                 child(WorkerLink(index, count, sessions, channels))
             except BaseException:  # noqa: BLE001 - report, then leave without the parent's cleanup
-                log.exception("relay worker %d failed", index)
+                log.exception("%s worker %d failed", name, index)
                 code = 1
             finally:
                 logging.shutdown()
@@ -140,8 +146,13 @@ def run_workers(count: int, child: Callable[[WorkerLink], None]) -> int:
         index = children.pop(pid, None)
         if index is None:
             continue
+        if on_death is not None:
+            try:
+                on_death(pid)
+            except Exception:  # noqa: BLE001 - restarting the worker matters more
+                log.exception("%s worker %d: cleaning up after it failed", name, index)
         if not stopping:
-            log.warning("relay worker %d ended (status %s); restarting it", index, status)
+            log.warning("%s worker %d ended (status %s); restarting it", name, index, status)
             failed = True
             time.sleep(RESTART_DELAY)
             if not stopping:
