@@ -1,7 +1,7 @@
 """recording owners: which process records each session, and its heartbeat
 
 Revision ID: 0004_resil_b
-Revises: 0003
+Revises: 0004_resil_a
 Create Date: 2026-12-05 15:00:00
 """
 from alembic import op
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 import app.models
 
 revision = "0004_resil_b"
-down_revision = "0003"
+down_revision = "0004_resil_a"
 branch_labels = None
 depends_on = None
 
