@@ -9,7 +9,7 @@ from app.models.identity import user_groups, service_account_groups, Group, User
 from app.models.inventory import Connection, Grant, Rule, StoreVersion
 from app.models.reviews import BusEvent, Review, Vote, FingerprintApproval
 from app.models.records import RecordedSession, SessionEvent, AuditEntry
-from app.models.campaigns import Campaign, CampaignRun, CampaignItem
+from app.models.campaigns import AccessRequest, Campaign, CampaignRun, CampaignItem
 from app.models.slack import SlackMessage, SlackOutbox, SlackLinkCode
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "Campaign",
     "CampaignRun",
     "CampaignItem",
+    "AccessRequest",
     "SlackMessage",
     "SlackOutbox",
     "SlackLinkCode",
