@@ -22,7 +22,8 @@ def campaigns_tick(now: datetime | None = None) -> dict[str, int]:
         escalated = lifecycle.escalate(s, now)
     with session_scope() as s:
         closed = lifecycle.close_due(s, now)
-    out = {"started": len(started), "reminded": reminded, "escalated": escalated, **closed}
+    out = {"started": len(started), "reminded": reminded, "escalated": escalated, "closed": closed.pop("closed"),
+           **{f"deadline_{k}": n for k, n in closed.items()}}
     if any(out.values()):
         log.info("campaigns: %s", out)
     return out
