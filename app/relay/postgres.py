@@ -111,7 +111,11 @@ class PostgresRelay:
                     except Exception:  # store unavailable: the gate refuses every statement meanwhile
                         continue
                     live[principal.service_account] = {t.name for t in targets}
-                if session.dbname not in live[principal.service_account]:
+                if session.dbname in live[principal.service_account]:
+                    session.grant_seen = True
+                elif session.grant_seen:
+                    # Only a grant seen live is "gone": a session that logged in just after a grant
+                    # was added may meet a snapshot older than it (its statements wait for it).
                     session.grant_gone()
 
     def _spawn(self, coro) -> asyncio.Task:
@@ -243,6 +247,7 @@ class Session:
         self._token = ""
         self.token_checked = 0.0
         self._ending = False
+        self.grant_seen = False
 
     async def run(self) -> None:
         try:
