@@ -50,6 +50,7 @@ class Usage:
     ops: dict[str, int] = field(default_factory=dict)  # read, write, ddl, ..., and HTTP methods
     denials: int = 0
     reviews: dict[str, int] = field(default_factory=dict)  # held, approved, rejected, expired, pending
+    _used_in: set[str] = field(default_factory=set, repr=False)  # sessions with an operation that ran
 
     @property
     def total_ops(self) -> int:
@@ -120,42 +121,89 @@ def grant_usage(s: Session, grant: Grant, now: datetime) -> Usage:
     return usage_for(s, [grant], now)[grant.id]
 
 
+BULK_AT = 200  # grants: from here on one pass over the window beats a probe per grant
+
+
 def usage_for(s: Session, grants: Iterable[Grant], now: datetime) -> dict[int, Usage]:
-    """Usage of each grant over the last WINDOW_DAYS (since it existed, if later)."""
-    out: dict[int, Usage] = {}
+    """Usage of each grant over the last WINDOW_DAYS (since it existed, if later).
+
+    Few grants: index probes per grant, (service_account, connection, started_at). Many
+    (a campaign over everything): one range scan of the window on ix_sessions_started,
+    its events by (session_id, seq). Both read the same rows the same way.
+    """
+    grants = list(grants)
+    out = {g.id: Usage(since=counted_since(g, now)) for g in grants}
+    if len(grants) >= BULK_AT:
+        _fill_bulk(s, grants, out, now)
+        return out
     for g in grants:
-        sa, conn = g.service_account.name, g.connection.name
-        u = out[g.id] = Usage(since=counted_since(g, now))
-        sessions = {sid: (proto, started) for sid, proto, started in _sessions(s, sa, conn, u.since, now)}
-        if sessions:
-            used_in: set[str] = set()
-            last: datetime | None = None
-            # (session_id, seq) is unique: its index serves this lookup session by session.
-            for chunk in _chunks(list(sessions), 500):
-                rows = s.execute(select(SessionEvent.session_id, SessionEvent.kind, SessionEvent.t, SessionEvent.data)
-                                 .where(SessionEvent.session_id.in_(chunk),
-                                        SessionEvent.kind.in_(("output", "decision"))))
-                for sid, kind, t, data in rows:
-                    proto, started = sessions[sid]
-                    effect = event_effect(proto, kind, data)
-                    if effect is None:
-                        continue
-                    if effect[0] == "denied":
-                        u.denials += 1
-                        continue
-                    u.ops[effect[1]] = u.ops.get(effect[1], 0) + 1
-                    used_in.add(sid)
-                    at = started + timedelta(seconds=t)
-                    if last is None or at > last:
-                        last = at
-            u.sessions, u.last_used = len(used_in), last
+        u, key = out[g.id], (g.service_account.name, g.connection.name)
+        sessions = {sid: (proto, started) for sid, proto, started in _sessions(s, *key, u.since, now)}
+        for chunk in _chunks(list(sessions), 500):
+            rows = s.execute(select(SessionEvent.session_id, SessionEvent.kind, SessionEvent.t, SessionEvent.data)
+                             .where(SessionEvent.session_id.in_(chunk), SessionEvent.kind.in_(_KINDS)))
+            for sid, kind, t, data in rows:
+                _count(u, sid, *sessions[sid], kind, t, data)
         reviews = s.execute(select(Review.status, func.count()).where(
-            Review.service_account == sa, Review.connection == conn, Review.created_at >= u.since,
+            Review.service_account == key[0], Review.connection == key[1], Review.created_at >= u.since,
             Review.created_at <= now).group_by(Review.status)).all()
-        if reviews:
-            u.reviews = {status: n for status, n in reviews}
-            u.reviews["held"] = sum(n for _, n in reviews)
+        for status, n in reviews:
+            u.reviews[status] = n
+    _finish(out.values())
     return out
+
+
+_KINDS = ("output", "decision")
+
+
+def _count(u: Usage, sid: str, proto: str, started: datetime, kind: str, t: float, data: str) -> None:
+    effect = event_effect(proto, kind, data)
+    if effect is None:
+        return
+    if effect[0] == "denied":
+        u.denials += 1
+        return
+    u.ops[effect[1]] = u.ops.get(effect[1], 0) + 1
+    u._used_in.add(sid)
+    at = started + timedelta(seconds=t)
+    if u.last_used is None or at > u.last_used:
+        u.last_used = at
+
+
+def _finish(usages: Iterable[Usage]) -> None:
+    for u in usages:
+        u.sessions = len(u._used_in)
+        if u.reviews:
+            u.reviews["held"] = sum(u.reviews.values())
+
+
+def _fill_bulk(s: Session, grants: list[Grant], out: dict[int, Usage], now: datetime) -> None:
+    start = now - timedelta(days=WINDOW_DAYS)
+    by_key = {(g.service_account.name, g.connection.name): out[g.id] for g in grants}
+    sessions: dict[str, tuple[Usage, str, datetime]] = {}
+    for sid, proto, started, sa, conn in s.execute(
+            select(RecordedSession.id, RecordedSession.protocol, RecordedSession.started_at,
+                   RecordedSession.service_account, RecordedSession.connection)
+            .where(RecordedSession.started_at >= start, RecordedSession.started_at <= now)):
+        u = by_key.get((sa, conn))
+        if u is not None and started >= u.since:
+            sessions[sid] = (u, proto, started)
+    if sessions:
+        rows = s.execute(select(SessionEvent.session_id, SessionEvent.kind, SessionEvent.t, SessionEvent.data)
+                         .join(RecordedSession, RecordedSession.id == SessionEvent.session_id)
+                         .where(RecordedSession.started_at >= start, RecordedSession.started_at <= now,
+                                SessionEvent.kind.in_(_KINDS)).execution_options(yield_per=20000))
+        for sid, kind, t, data in rows:
+            hit = sessions.get(sid)
+            if hit is not None:
+                _count(hit[0], sid, hit[1], hit[2], kind, t, data)
+    for sa, conn, status, created in s.execute(
+            select(Review.service_account, Review.connection, Review.status, Review.created_at)
+            .where(Review.created_at >= start, Review.created_at <= now)):
+        u = by_key.get((sa, conn))
+        if u is not None and created >= u.since:
+            u.reviews[status] = u.reviews.get(status, 0) + 1
+    _finish(out.values())
 
 
 def last_used(s: Session, grant: Grant, now: datetime | None = None) -> datetime | None:

@@ -251,3 +251,15 @@ def test_report_csv_and_json(seeded):
     assert json.loads(rows["reader"]["ops"]) == {"read": 2, "tcl": 1}
     assert rows["stale"]["deadline_outcome"] == "revoked: no review"
     assert set(rows) == set(by)
+
+
+def test_bulk_and_probe_usage_agree(seeded, monkeypatch):
+    from app.campaigns import usage
+
+    with session_scope() as s:
+        grants = list(s.scalars(select(Grant)))
+        probed = {gid: u.to_dict() for gid, u in usage.usage_for(s, grants, seeded).items()}
+        monkeypatch.setattr(usage, "BULK_AT", 1)
+        bulk = {gid: u.to_dict() for gid, u in usage.usage_for(s, grants, seeded).items()}
+    assert bulk == probed
+    assert sum(u["sessions"] for u in bulk.values()) == 3 and sum(u["denials"] for u in bulk.values()) == 2
