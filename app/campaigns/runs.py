@@ -5,7 +5,7 @@ import fnmatch
 from datetime import datetime, timedelta, timezone
 
 from apscheduler.triggers.cron import CronTrigger
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from app import audit
@@ -58,6 +58,7 @@ def start_run(s: Session, campaign: Campaign, *, started_by: str, now: datetime 
     run = CampaignRun(campaign=campaign, status="open", started_at=now, started_by=started_by,
                       deadline=now + timedelta(seconds=campaign.duration_seconds))
     s.add(run)
+    s.flush()
     usage = usage_for(s, grants, now)
     items = []
     for g in grants:
@@ -65,12 +66,14 @@ def start_run(s: Session, campaign: Campaign, *, started_by: str, now: datetime 
         advice = suggest(u, service_account=g.service_account.name, connection=g.connection.name,
                          protocol=g.connection.type, granted_at=g.created_at, now=now,
                          unused_after=campaign.unused_after_seconds, campaign=campaign.name)
-        items.append(CampaignItem(
-            run=run, grant_id=g.id, service_account=g.service_account.name, connection=g.connection.name,
+        items.append(dict(
+            run_id=run.id, grant_id=g.id, service_account=g.service_account.name, connection=g.connection.name,
             reviewer=reviewer_for(campaign.reviewers, g.connection.owner), status="pending", usage=u.to_dict(),
-            suggestion=advice.action, suggestion_reason=advice.reason, policy_change=advice.policy_change))
-    s.add_all(items)
-    s.flush()
+            suggestion=advice.action, suggestion_reason=advice.reason, policy_change=advice.policy_change,
+            justification="", flagged=False, deadline_outcome=""))
+    if items:  # one multi-row insert: a campaign over everything has thousands
+        s.execute(insert(CampaignItem), items)
+    s.expire(run, ["items"])
     audit.append(s, started_by, "campaign.start", f"campaign:{campaign.name}", {
         "run_id": run.id, "items": len(items), "deadline": run.deadline.isoformat(), "started_by": started_by})
     return run

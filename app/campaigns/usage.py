@@ -189,14 +189,31 @@ def _fill_bulk(s: Session, grants: list[Grant], out: dict[int, Usage], now: date
         if u is not None and started >= u.since:
             sessions[sid] = (u, proto, started)
     if sessions:
-        rows = s.execute(select(SessionEvent.session_id, SessionEvent.kind, SessionEvent.t, SessionEvent.data)
-                         .join(RecordedSession, RecordedSession.id == SessionEvent.session_id)
-                         .where(RecordedSession.started_at >= start, RecordedSession.started_at <= now,
-                                SessionEvent.kind.in_(_KINDS)).execution_options(yield_per=20000))
+        # Core rows, streamed: a million events cost one pass, with the relay's own
+        # statement events (most of them) classified inline.
+        conn = s.connection()
+        rows = conn.execution_options(stream_results=True, yield_per=20000).execute(
+            select(SessionEvent.session_id, SessionEvent.kind, SessionEvent.t, SessionEvent.data)
+            .join(RecordedSession, RecordedSession.id == SessionEvent.session_id)
+            .where(RecordedSession.started_at >= start, RecordedSession.started_at <= now,
+                   SessionEvent.kind.in_(_KINDS)))
+        tag_search, kinds = _TAG_RE.search, _TAG_KIND
         for sid, kind, t, data in rows:
             hit = sessions.get(sid)
-            if hit is not None:
-                _count(hit[0], sid, hit[1], hit[2], kind, t, data)
+            if hit is None:
+                continue
+            u, proto, started = hit
+            if kind == "output" and proto == "postgres":
+                if not data.startswith('{"sql"') or '"not_run":true' in data:
+                    continue
+                m = tag_search(data)
+                what = kinds.get((m.group(1) if m else _first_word(data)).upper(), "other")
+                u.ops[what] = u.ops.get(what, 0) + 1
+                u._used_in.add(sid)
+                if u.last_used is None or started + timedelta(seconds=t) > u.last_used:
+                    u.last_used = started + timedelta(seconds=t)
+            else:
+                _count(u, sid, proto, started, kind, t, data)
     for sa, conn, status, created in s.execute(
             select(Review.service_account, Review.connection, Review.status, Review.created_at)
             .where(Review.created_at >= start, Review.created_at <= now)):
