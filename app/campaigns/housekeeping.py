@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from app import audit
 from app.campaigns.decisions import take_grant
-from app.models import Grant, RecordedSession, SessionEvent, Token
+from app.models import Grant, RecordedSession, SessionEvent, SessionUsage, Token
 from app.policy import parse_duration
 from app.versions import bump_version
 
@@ -65,6 +65,7 @@ def purge_recordings(s: Session, now: datetime, keep: timedelta | None = None) -
     # The chain entry comes first, in the same transaction: the purge is on record or not done.
     audit.append(s, "airlock (retention)", "recording.purge", "sessions", {
         "session_ids": ids, "older_than": (now - keep).isoformat()})
+    s.execute(delete(SessionUsage).where(SessionUsage.session_id.in_(ids)))
     s.execute(delete(SessionEvent).where(SessionEvent.session_id.in_(ids)))
     s.execute(delete(RecordedSession).where(RecordedSession.id.in_(ids)))
     return len(ids)

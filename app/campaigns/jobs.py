@@ -48,11 +48,21 @@ def housekeeping_tick(now: datetime | None = None) -> dict[str, int]:
     return {"grants": len(grants), "tokens": len(tokens), "recordings": purged}
 
 
+def usage_tick(now: datetime | None = None) -> int:
+    """Summarise ended sessions for access reviews (a campaign start then reads one row each)."""
+    from app.campaigns.usage import summarize_ended
+
+    with session_scope() as s:
+        return summarize_ended(s, now or utcnow())
+
+
 def register_jobs(scheduler) -> None:
     """Text references and stable ids: a restart replaces these jobs, never duplicates them."""
     scheduler.add_job("app.campaigns.jobs:campaigns_tick", "interval", seconds=60, id="campaigns",
                       replace_existing=True)
     scheduler.add_job("app.campaigns.jobs:access_requests_tick", "interval", seconds=5, id="access-requests",
+                      replace_existing=True)
+    scheduler.add_job("app.campaigns.jobs:usage_tick", "interval", seconds=60, id="usage-summaries",
                       replace_existing=True)
     scheduler.add_job("app.campaigns.jobs:housekeeping_tick", "interval", seconds=15, id="housekeeping",
                       replace_existing=True)

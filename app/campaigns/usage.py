@@ -20,9 +20,10 @@ from datetime import datetime, timedelta
 from typing import Any, Iterable
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app.models import Grant, RecordedSession, Review, SessionEvent
+from app.models import Grant, RecordedSession, Review, SessionEvent, SessionUsage
 
 WINDOW_DAYS = 90
 READ_KINDS = frozenset({"read", "tcl"})  # what "only reads" allows: reading, and transaction control
@@ -50,7 +51,6 @@ class Usage:
     ops: dict[str, int] = field(default_factory=dict)  # read, write, ddl, ..., and HTTP methods
     denials: int = 0
     reviews: dict[str, int] = field(default_factory=dict)  # held, approved, rejected, expired, pending
-    _used_in: set[str] = field(default_factory=set, repr=False)  # sessions with an operation that ran
 
     @property
     def total_ops(self) -> int:
@@ -108,18 +108,94 @@ def counted_since(grant: Grant, now: datetime) -> datetime:
     return max(now - timedelta(days=WINDOW_DAYS), grant.created_at)
 
 
-def _sessions(s: Session, sa: str, conn: str, since: datetime, until: datetime, newest_first: bool = False):
-    order = RecordedSession.started_at.desc() if newest_first else RecordedSession.started_at
-    # ix_sessions_sa_conn_started answers this range.
-    return s.execute(select(RecordedSession.id, RecordedSession.protocol, RecordedSession.started_at)
-                     .where(RecordedSession.service_account == sa, RecordedSession.connection == conn,
-                            RecordedSession.started_at >= since, RecordedSession.started_at <= until)
-                     .order_by(order))
+# -- one session: what ran in it ------------------------------------------------------------
+
+@dataclass
+class SessionSummary:
+    ops: dict[str, int] = field(default_factory=dict)
+    denials: int = 0
+    last_op_at: datetime | None = None
 
 
-def grant_usage(s: Session, grant: Grant, now: datetime) -> Usage:
-    return usage_for(s, [grant], now)[grant.id]
+_KINDS = ("output", "decision")
+_SessionRow = tuple[str, datetime, datetime | None]  # protocol, started_at, ended_at
 
+
+def _summarize_events(rows, sessions: dict[str, _SessionRow], out: dict[str, SessionSummary]) -> None:
+    tag_search, kinds = _TAG_RE.search, _TAG_KIND
+    for sid, kind, t, data in rows:
+        proto, started, _ = sessions[sid]
+        summary = out[sid]
+        if kind == "output" and proto == "postgres":  # the relay's statements: most events, inline
+            if not data.startswith('{"sql"') or '"not_run":true' in data:
+                continue
+            m = tag_search(data)
+            effect = ("op", kinds.get((m.group(1) if m else _first_word(data)).upper(), "other"))
+        else:
+            effect = event_effect(proto, kind, data)
+            if effect is None:
+                continue
+        if effect[0] == "denied":
+            summary.denials += 1
+            continue
+        summary.ops[effect[1]] = summary.ops.get(effect[1], 0) + 1
+        at = started + timedelta(seconds=t)
+        if summary.last_op_at is None or at > summary.last_op_at:
+            summary.last_op_at = at
+
+
+def summaries(s: Session, sessions: dict[str, _SessionRow], *, keep: bool = True) -> dict[str, SessionSummary]:
+    """Each session's summary: from session_usage when it ended and was summarised, else
+    from its events (and kept, once the session has ended: its events are final then)."""
+    out: dict[str, SessionSummary] = {}
+    ids = list(sessions)
+    for chunk in _chunks(ids, 900):
+        for sid, ops, denials, last in s.execute(select(SessionUsage.session_id, SessionUsage.ops, SessionUsage.denials,
+                                                        SessionUsage.last_op_at)
+                                                 .where(SessionUsage.session_id.in_(chunk))):
+            out[sid] = SessionSummary(dict(ops or {}), denials, last)
+    missing = [sid for sid in ids if sid not in out]
+    fresh: dict[str, SessionSummary] = {sid: SessionSummary() for sid in missing}
+    for chunk in _chunks(missing, 900):
+        # (session_id, seq) is unique: its index serves this lookup session by session.
+        rows = s.connection().execute(select(SessionEvent.session_id, SessionEvent.kind, SessionEvent.t, SessionEvent.data)
+                                      .where(SessionEvent.session_id.in_(chunk), SessionEvent.kind.in_(_KINDS)))
+        _summarize_events(rows, sessions, fresh)
+    out.update(fresh)
+    ended = [sid for sid in missing if sessions[sid][2] is not None]
+    if keep and ended:
+        _keep(s, ended, fresh)
+    return out
+
+
+def _keep(s: Session, ids: list[str], fresh: dict[str, SessionSummary]) -> None:
+    meta = {sid: (sa, conn, started) for sid, sa, conn, started in s.execute(
+        select(RecordedSession.id, RecordedSession.service_account, RecordedSession.connection,
+               RecordedSession.started_at).where(RecordedSession.id.in_(ids)))}
+    rows = [{"session_id": sid, "service_account": meta[sid][0], "connection": meta[sid][1], "started_at": meta[sid][2],
+             "ops": fresh[sid].ops, "denials": fresh[sid].denials, "last_op_at": fresh[sid].last_op_at}
+            for sid in ids if sid in meta]
+    if not rows:
+        return
+    insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
+    # Another process may have summarised some meanwhile: the same result, kept once.
+    s.execute(insert(SessionUsage).on_conflict_do_nothing(index_elements=["session_id"]), rows)
+
+
+def summarize_ended(s: Session, now: datetime, limit: int = 20000) -> int:
+    """Scheduler job: summarise ended sessions of the window not summarised yet, so a
+    campaign start reads one row per session instead of every event."""
+    rows = s.execute(select(RecordedSession.id, RecordedSession.protocol, RecordedSession.started_at,
+                            RecordedSession.ended_at)
+                     .outerjoin(SessionUsage, SessionUsage.session_id == RecordedSession.id)
+                     .where(RecordedSession.started_at >= now - timedelta(days=WINDOW_DAYS),
+                            RecordedSession.ended_at.is_not(None), SessionUsage.session_id.is_(None))
+                     .limit(limit)).all()
+    summaries(s, {sid: (proto, started, ended) for sid, proto, started, ended in rows})
+    return len(rows)
+
+
+# -- grants: what ran under them --------------------------------------------------------------
 
 BULK_AT = 200  # grants: from here on one pass over the window beats a probe per grant
 
@@ -128,116 +204,87 @@ def usage_for(s: Session, grants: Iterable[Grant], now: datetime) -> dict[int, U
     """Usage of each grant over the last WINDOW_DAYS (since it existed, if later).
 
     Few grants: index probes per grant, (service_account, connection, started_at). Many
-    (a campaign over everything): one range scan of the window on ix_sessions_started,
-    its events by (session_id, seq). Both read the same rows the same way.
+    (a campaign over everything): one range scan of the window on ix_sessions_started.
+    Either way each session counts through its summary (see `summaries`).
     """
     grants = list(grants)
     out = {g.id: Usage(since=counted_since(g, now)) for g in grants}
+    by_key = {(g.service_account.name, g.connection.name): out[g.id] for g in grants}
+    owner: dict[str, Usage] = {}
+    sessions: dict[str, _SessionRow] = {}
+    cols = (RecordedSession.id, RecordedSession.protocol, RecordedSession.started_at, RecordedSession.ended_at,
+            RecordedSession.service_account, RecordedSession.connection)
+    known: dict[str, SessionSummary] = {}
     if len(grants) >= BULK_AT:
-        _fill_bulk(s, grants, out, now)
-        return out
-    for g in grants:
-        u, key = out[g.id], (g.service_account.name, g.connection.name)
-        sessions = {sid: (proto, started) for sid, proto, started in _sessions(s, *key, u.since, now)}
-        for chunk in _chunks(list(sessions), 500):
-            rows = s.execute(select(SessionEvent.session_id, SessionEvent.kind, SessionEvent.t, SessionEvent.data)
-                             .where(SessionEvent.session_id.in_(chunk), SessionEvent.kind.in_(_KINDS)))
-            for sid, kind, t, data in rows:
-                _count(u, sid, *sessions[sid], kind, t, data)
-        reviews = s.execute(select(Review.status, func.count()).where(
-            Review.service_account == key[0], Review.connection == key[1], Review.created_at >= u.since,
-            Review.created_at <= now).group_by(Review.status)).all()
-        for status, n in reviews:
-            u.reviews[status] = n
-    _finish(out.values())
+        start = now - timedelta(days=WINDOW_DAYS)
+        found = []
+        # One range scan of the window on ix_sessions_started, each summary by its key.
+        for *row, ops, denials, last in s.connection().execute(
+                select(*cols, SessionUsage.ops, SessionUsage.denials, SessionUsage.last_op_at)
+                .outerjoin(SessionUsage, SessionUsage.session_id == RecordedSession.id)
+                .where(RecordedSession.started_at >= start, RecordedSession.started_at <= now)):
+            found.append(row)
+            if ops is not None:
+                known[row[0]] = SessionSummary(dict(ops), denials, last)
+    else:
+        found = (row for g in grants for row in s.execute(select(*cols).where(
+            RecordedSession.service_account == g.service_account.name, RecordedSession.connection == g.connection.name,
+            RecordedSession.started_at >= out[g.id].since, RecordedSession.started_at <= now)))
+    for sid, proto, started, ended, sa, conn in found:
+        u = by_key.get((sa, conn))
+        if u is not None and started >= u.since:
+            sessions[sid], owner[sid] = (proto, started, ended), u
+    unknown = {sid: row for sid, row in sessions.items() if sid not in known}
+    for sid, summary in [*known.items(), *summaries(s, unknown).items()]:
+        if sid not in owner:
+            continue
+        u = owner[sid]
+        u.denials += summary.denials
+        if summary.ops:
+            u.sessions += 1
+            for k, n in summary.ops.items():
+                u.ops[k] = u.ops.get(k, 0) + n
+            if u.last_used is None or summary.last_op_at > u.last_used:
+                u.last_used = summary.last_op_at
+    _reviews(s, grants, out, by_key, now)
     return out
 
 
-_KINDS = ("output", "decision")
-
-
-def _count(u: Usage, sid: str, proto: str, started: datetime, kind: str, t: float, data: str) -> None:
-    effect = event_effect(proto, kind, data)
-    if effect is None:
-        return
-    if effect[0] == "denied":
-        u.denials += 1
-        return
-    u.ops[effect[1]] = u.ops.get(effect[1], 0) + 1
-    u._used_in.add(sid)
-    at = started + timedelta(seconds=t)
-    if u.last_used is None or at > u.last_used:
-        u.last_used = at
-
-
-def _finish(usages: Iterable[Usage]) -> None:
-    for u in usages:
-        u.sessions = len(u._used_in)
+def _reviews(s: Session, grants: list[Grant], out: dict[int, Usage], by_key: dict, now: datetime) -> None:
+    if len(grants) >= BULK_AT:
+        rows = s.execute(select(Review.service_account, Review.connection, Review.status, Review.created_at)
+                         .where(Review.created_at >= now - timedelta(days=WINDOW_DAYS), Review.created_at <= now))
+    else:
+        rows = (row for g in grants for row in s.execute(
+            select(Review.service_account, Review.connection, Review.status, Review.created_at)
+            .where(Review.service_account == g.service_account.name, Review.connection == g.connection.name,
+                   Review.created_at >= out[g.id].since, Review.created_at <= now)))
+    for sa, conn, status, created in rows:
+        u = by_key.get((sa, conn))
+        if u is not None and created >= u.since:
+            u.reviews[status] = u.reviews.get(status, 0) + 1
+    for u in out.values():
         if u.reviews:
             u.reviews["held"] = sum(u.reviews.values())
 
 
-def _fill_bulk(s: Session, grants: list[Grant], out: dict[int, Usage], now: datetime) -> None:
-    start = now - timedelta(days=WINDOW_DAYS)
-    by_key = {(g.service_account.name, g.connection.name): out[g.id] for g in grants}
-    sessions: dict[str, tuple[Usage, str, datetime]] = {}
-    for sid, proto, started, sa, conn in s.execute(
-            select(RecordedSession.id, RecordedSession.protocol, RecordedSession.started_at,
-                   RecordedSession.service_account, RecordedSession.connection)
-            .where(RecordedSession.started_at >= start, RecordedSession.started_at <= now)):
-        u = by_key.get((sa, conn))
-        if u is not None and started >= u.since:
-            sessions[sid] = (u, proto, started)
-    if sessions:
-        # Core rows, streamed: a million events cost one pass, with the relay's own
-        # statement events (most of them) classified inline.
-        conn = s.connection()
-        rows = conn.execution_options(stream_results=True, yield_per=20000).execute(
-            select(SessionEvent.session_id, SessionEvent.kind, SessionEvent.t, SessionEvent.data)
-            .join(RecordedSession, RecordedSession.id == SessionEvent.session_id)
-            .where(RecordedSession.started_at >= start, RecordedSession.started_at <= now,
-                   SessionEvent.kind.in_(_KINDS)))
-        tag_search, kinds = _TAG_RE.search, _TAG_KIND
-        for sid, kind, t, data in rows:
-            hit = sessions.get(sid)
-            if hit is None:
-                continue
-            u, proto, started = hit
-            if kind == "output" and proto == "postgres":
-                if not data.startswith('{"sql"') or '"not_run":true' in data:
-                    continue
-                m = tag_search(data)
-                what = kinds.get((m.group(1) if m else _first_word(data)).upper(), "other")
-                u.ops[what] = u.ops.get(what, 0) + 1
-                u._used_in.add(sid)
-                if u.last_used is None or started + timedelta(seconds=t) > u.last_used:
-                    u.last_used = started + timedelta(seconds=t)
-            else:
-                _count(u, sid, proto, started, kind, t, data)
-    for sa, conn, status, created in s.execute(
-            select(Review.service_account, Review.connection, Review.status, Review.created_at)
-            .where(Review.created_at >= start, Review.created_at <= now)):
-        u = by_key.get((sa, conn))
-        if u is not None and created >= u.since:
-            u.reviews[status] = u.reviews.get(status, 0) + 1
-    _finish(out.values())
-
-
 def last_used(s: Session, grant: Grant, now: datetime | None = None) -> datetime | None:
     """When an operation last ran under this grant (None: never). Newest sessions first,
-    stopping at the first with an operation that ran: usually one session's events."""
+    stopping at the first with an operation that ran."""
     from app.models import utcnow
 
     now = now or utcnow()
-    sa, conn = grant.service_account.name, grant.connection.name
-    for sid, proto, started in _sessions(s, sa, conn, grant.created_at, now, newest_first=True).all():
-        rows = s.execute(select(SessionEvent.kind, SessionEvent.t, SessionEvent.data)
-                         .where(SessionEvent.session_id == sid, SessionEvent.kind.in_(("output", "decision")))
-                         .order_by(SessionEvent.seq.desc()))
-        for kind, t, data in rows:
-            effect = event_effect(proto, kind, data)
-            if effect is not None and effect[0] == "op":
-                return started + timedelta(seconds=t)
+    rows = s.execute(select(RecordedSession.id, RecordedSession.protocol, RecordedSession.started_at,
+                            RecordedSession.ended_at)
+                     .where(RecordedSession.service_account == grant.service_account.name,
+                            RecordedSession.connection == grant.connection.name,
+                            RecordedSession.started_at >= grant.created_at, RecordedSession.started_at <= now)
+                     .order_by(RecordedSession.started_at.desc()))
+    for batch in _chunks(list(rows), 20):
+        found = summaries(s, {sid: (proto, started, ended) for sid, proto, started, ended in batch}, keep=False)
+        used = [found[sid].last_op_at for sid, *_ in batch if found[sid].last_op_at is not None]
+        if used:
+            return max(used)
     return None
 
 

@@ -9,7 +9,7 @@ from app.models.identity import user_groups, service_account_groups, Group, User
 from app.models.inventory import Connection, Grant, Rule, StoreVersion
 from app.models.reviews import BusEvent, Review, Vote, FingerprintApproval
 from app.models.records import RecordedSession, SessionEvent, AuditEntry
-from app.models.campaigns import AccessRequest, Campaign, CampaignRun, CampaignItem
+from app.models.campaigns import AccessRequest, Campaign, CampaignRun, CampaignItem, SessionUsage
 from app.models.slack import SlackMessage, SlackOutbox, SlackLinkCode
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "CampaignRun",
     "CampaignItem",
     "AccessRequest",
+    "SessionUsage",
     "SlackMessage",
     "SlackOutbox",
     "SlackLinkCode",

@@ -106,3 +106,19 @@ class AccessRequest(Base):
     decided_at: Mapped[datetime | None]
     decided_by: Mapped[str | None] = mapped_column(String(320))
     access_until: Mapped[datetime | None]
+
+class SessionUsage(Base):
+    """What one ended session did, summarised once for access reviews (a cache of its events:
+    the recording stays the evidence). Sessions still open are read from their events."""
+
+    __tablename__ = "session_usage"
+    __table_args__ = (Index("ix_session_usage_sa_conn_started", "service_account", "connection", "started_at"),
+                      Index("ix_session_usage_started", "started_at"))
+
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True)
+    service_account: Mapped[str] = mapped_column(String(200))
+    connection: Mapped[str] = mapped_column(String(200))
+    started_at: Mapped[datetime]
+    ops: Mapped[dict[str, Any]] = mapped_column(default=dict)  # kind or HTTP method -> count
+    denials: Mapped[int] = mapped_column(Integer, default=0)
+    last_op_at: Mapped[datetime | None]

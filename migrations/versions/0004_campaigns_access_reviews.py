@@ -58,6 +58,20 @@ def upgrade() -> None:
     )
     op.create_index("ix_access_requests_status_expires", "access_requests", ["status", "expires_at"])
     op.create_index("ix_access_requests_review", "access_requests", ["review_id"])
+    op.create_table(
+        "session_usage",
+        sa.Column("session_id", sa.String(length=36), nullable=False),
+        sa.Column("service_account", sa.String(length=200), nullable=False),
+        sa.Column("connection", sa.String(length=200), nullable=False),
+        sa.Column("started_at", UTC, nullable=False),
+        sa.Column("ops", sa.JSON(), nullable=False),
+        sa.Column("denials", sa.Integer(), nullable=False),
+        sa.Column("last_op_at", UTC, nullable=True),
+        sa.ForeignKeyConstraint(["session_id"], ["sessions.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("session_id"),
+    )
+    op.create_index("ix_session_usage_sa_conn_started", "session_usage", ["service_account", "connection", "started_at"])
+    op.create_index("ix_session_usage_started", "session_usage", ["started_at"])
     # Usage evidence: the reviews a grant caused; grants and tokens that expire.
     op.create_index("ix_reviews_sa_conn_created", "reviews", ["service_account", "connection", "created_at"])
     op.create_index("ix_grants_expires", "grants", ["expires_at"])
@@ -66,6 +80,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_grants_expires", table_name="grants")
     op.drop_index("ix_reviews_sa_conn_created", table_name="reviews")
+    op.drop_table("session_usage")
     op.drop_table("access_requests")
     with op.batch_alter_table("campaign_items") as b:
         for ix in ("ix_campaign_items_grant", "ix_campaign_items_reviewer_status", "ix_campaign_items_run_reviewer"):
