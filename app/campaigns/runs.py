@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 from app import audit
 from app.campaigns.reviewers import reviewer_for
 from app.campaigns.suggest import suggest
-from app.campaigns.usage import usage_for
-from app.models import Campaign, CampaignItem, CampaignRun, Grant, utcnow
+from app.campaigns.usage import GrantRef, usage_for
+from app.models import Campaign, CampaignItem, CampaignRun, Connection, Grant, ServiceAccount, utcnow
 from app.policy import cron_to_apscheduler
 
 
@@ -41,11 +41,11 @@ def latest_run(s: Session, campaign: Campaign) -> CampaignRun | None:
                      .order_by(CampaignRun.started_at.desc(), CampaignRun.id.desc())).first()
 
 
-def in_scope(campaign: Campaign, grant: Grant) -> bool:
+def in_scope(campaign: Campaign, service_account: str, connection: str) -> bool:
     scope = campaign.scope or {}
     conns, accounts = scope.get("connections") or [], scope.get("service_accounts") or []
-    return ((not conns or any(fnmatch.fnmatchcase(grant.connection.name, p) for p in conns))
-            and (not accounts or any(fnmatch.fnmatchcase(grant.service_account.name, p) for p in accounts)))
+    return ((not conns or any(fnmatch.fnmatchcase(connection, p) for p in conns))
+            and (not accounts or any(fnmatch.fnmatchcase(service_account, p) for p in accounts)))
 
 
 def start_run(s: Session, campaign: Campaign, *, started_by: str, now: datetime | None = None) -> CampaignRun:
@@ -53,26 +53,29 @@ def start_run(s: Session, campaign: Campaign, *, started_by: str, now: datetime 
     now = now or utcnow()
     if open_run(s, campaign) is not None:
         raise CampaignError(f"campaign {campaign.name!r} already has an open run; it ends at its deadline")
-    grants = [g for g in s.scalars(select(Grant).where(Grant.revoked_at.is_(None)).order_by(Grant.id))
-              if g.active_at(now) and not g.service_account.disabled and in_scope(campaign, g)]
+    rows = s.execute(select(Grant.id, Grant.created_at, Grant.expires_at, ServiceAccount.name, Connection.name,
+                            Connection.type, Connection.owner)
+                     .join(ServiceAccount, ServiceAccount.id == Grant.service_account_id)
+                     .join(Connection, Connection.id == Grant.connection_id)
+                     .where(Grant.revoked_at.is_(None), ServiceAccount.disabled.is_(False)).order_by(Grant.id)).all()
+    live = [r for r in rows if (r[2] is None or r[2] > now) and in_scope(campaign, r[3], r[4])]
     run = CampaignRun(campaign=campaign, status="open", started_at=now, started_by=started_by,
                       deadline=now + timedelta(seconds=campaign.duration_seconds))
     s.add(run)
     s.flush()
-    usage = usage_for(s, grants, now)
+    usage = usage_for(s, [GrantRef(gid, sa, conn, created) for gid, created, _, sa, conn, _, _ in live], now)
     items = []
-    for g in grants:
-        u = usage[g.id]
-        advice = suggest(u, service_account=g.service_account.name, connection=g.connection.name,
-                         protocol=g.connection.type, granted_at=g.created_at, now=now,
+    for gid, created, _, sa, conn, ctype, owner in live:
+        u = usage[gid]
+        advice = suggest(u, service_account=sa, connection=conn, protocol=ctype, granted_at=created, now=now,
                          unused_after=campaign.unused_after_seconds, campaign=campaign.name)
         items.append(dict(
-            run_id=run.id, grant_id=g.id, service_account=g.service_account.name, connection=g.connection.name,
-            reviewer=reviewer_for(campaign.reviewers, g.connection.owner), status="pending", usage=u.to_dict(),
+            run_id=run.id, grant_id=gid, service_account=sa, connection=conn,
+            reviewer=reviewer_for(campaign.reviewers, owner), status="pending", usage=u.to_dict(),
             suggestion=advice.action, suggestion_reason=advice.reason, policy_change=advice.policy_change,
             justification="", flagged=False, deadline_outcome=""))
-    if items:  # one multi-row insert: a campaign over everything has thousands
-        s.execute(insert(CampaignItem), items)
+    if items:  # one executemany: a campaign over everything has thousands
+        s.execute(insert(CampaignItem.__table__), items)
     s.expire(run, ["items"])
     audit.append(s, started_by, "campaign.start", f"campaign:{campaign.name}", {
         "run_id": run.id, "items": len(items), "deadline": run.deadline.isoformat(), "started_by": started_by})

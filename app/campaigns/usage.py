@@ -104,7 +104,21 @@ def _first_word(data: str) -> str:
     return m.group(0) if m else ""
 
 
-def counted_since(grant: Grant, now: datetime) -> datetime:
+@dataclass(frozen=True)
+class GrantRef:
+    """A grant as usage needs it: plain names, so thousands load without ORM objects."""
+
+    id: int
+    service_account: str
+    connection: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, grant: Grant) -> GrantRef:
+        return cls(grant.id, grant.service_account.name, grant.connection.name, grant.created_at)
+
+
+def counted_since(grant: GrantRef, now: datetime) -> datetime:
     return max(now - timedelta(days=WINDOW_DAYS), grant.created_at)
 
 
@@ -200,7 +214,7 @@ def summarize_ended(s: Session, now: datetime, limit: int = 20000) -> int:
 BULK_AT = 200  # grants: from here on one pass over the window beats a probe per grant
 
 
-def usage_for(s: Session, grants: Iterable[Grant], now: datetime) -> dict[int, Usage]:
+def usage_for(s: Session, grants: Iterable[GrantRef], now: datetime) -> dict[int, Usage]:
     """Usage of each grant over the last WINDOW_DAYS (since it existed, if later).
 
     Few grants: index probes per grant, (service_account, connection, started_at). Many
@@ -209,7 +223,7 @@ def usage_for(s: Session, grants: Iterable[Grant], now: datetime) -> dict[int, U
     """
     grants = list(grants)
     out = {g.id: Usage(since=counted_since(g, now)) for g in grants}
-    by_key = {(g.service_account.name, g.connection.name): out[g.id] for g in grants}
+    by_key = {(g.service_account, g.connection): out[g.id] for g in grants}
     owner: dict[str, Usage] = {}
     sessions: dict[str, _SessionRow] = {}
     cols = (RecordedSession.id, RecordedSession.protocol, RecordedSession.started_at, RecordedSession.ended_at,
@@ -228,7 +242,7 @@ def usage_for(s: Session, grants: Iterable[Grant], now: datetime) -> dict[int, U
                 known[row[0]] = SessionSummary(dict(ops), denials, last)
     else:
         found = (row for g in grants for row in s.execute(select(*cols).where(
-            RecordedSession.service_account == g.service_account.name, RecordedSession.connection == g.connection.name,
+            RecordedSession.service_account == g.service_account, RecordedSession.connection == g.connection,
             RecordedSession.started_at >= out[g.id].since, RecordedSession.started_at <= now)))
     for sid, proto, started, ended, sa, conn in found:
         u = by_key.get((sa, conn))
@@ -250,14 +264,14 @@ def usage_for(s: Session, grants: Iterable[Grant], now: datetime) -> dict[int, U
     return out
 
 
-def _reviews(s: Session, grants: list[Grant], out: dict[int, Usage], by_key: dict, now: datetime) -> None:
+def _reviews(s: Session, grants: list[GrantRef], out: dict[int, Usage], by_key: dict, now: datetime) -> None:
     if len(grants) >= BULK_AT:
         rows = s.execute(select(Review.service_account, Review.connection, Review.status, Review.created_at)
                          .where(Review.created_at >= now - timedelta(days=WINDOW_DAYS), Review.created_at <= now))
     else:
         rows = (row for g in grants for row in s.execute(
             select(Review.service_account, Review.connection, Review.status, Review.created_at)
-            .where(Review.service_account == g.service_account.name, Review.connection == g.connection.name,
+            .where(Review.service_account == g.service_account, Review.connection == g.connection,
                    Review.created_at >= out[g.id].since, Review.created_at <= now)))
     for sa, conn, status, created in rows:
         u = by_key.get((sa, conn))

@@ -259,19 +259,19 @@ def test_bulk_and_probe_usage_agree(seeded, monkeypatch):
     from app.models import SessionUsage
 
     with session_scope() as s:
-        grants = list(s.scalars(select(Grant)))
+        grants = [usage.GrantRef.of(g) for g in s.scalars(select(Grant))]
         from_events = {gid: u.to_dict() for gid, u in usage.usage_for(s, grants, seeded).items()}
         s.rollback()  # nothing summarised: the next reads come from the events again
     with session_scope() as s:
         monkeypatch.setattr(usage, "BULK_AT", 1)
-        grants = list(s.scalars(select(Grant)))
+        grants = [usage.GrantRef.of(g) for g in s.scalars(select(Grant))]
         bulk = {gid: u.to_dict() for gid, u in usage.usage_for(s, grants, seeded).items()}
     assert bulk == from_events
     assert jobs.usage_tick(now=seeded) == 0  # the campaign read already kept every ended session's summary
     with session_scope() as s:
         assert len(s.scalars(select(SessionUsage)).all()) == 4  # the sessions of the 90-day window
         monkeypatch.setattr(usage, "BULK_AT", 200)
-        grants = list(s.scalars(select(Grant)))
+        grants = [usage.GrantRef.of(g) for g in s.scalars(select(Grant))]
         from_summaries = {gid: u.to_dict() for gid, u in usage.usage_for(s, grants, seeded).items()}
     assert from_summaries == from_events
     assert sum(u["sessions"] for u in bulk.values()) == 3 and sum(u["denials"] for u in bulk.values()) == 2
