@@ -231,5 +231,10 @@ def scheduler() -> None:
     run()
 
 
+from app.cli_campaigns import register as _register_campaigns  # noqa: E402  (campaign, access)
+
+_register_campaigns(main)
+
+
 if __name__ == "__main__":
     main()

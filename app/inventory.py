@@ -243,6 +243,8 @@ def _apply_campaigns(s: Session, specs: tuple[CampaignSpec, ...], report: ApplyR
             "duration_seconds": spec.duration,
             "remind_every_seconds": spec.remind_every,
             "on_deadline": spec.on_deadline,
+            "escalate_to": spec.escalate_to,
+            "unused_after_seconds": spec.unused_after,
             "enabled": spec.enabled,
         }
         row = existing.pop(spec.name, None)
@@ -356,6 +358,7 @@ def export_policy(s: Session) -> PolicyDocument:
             _Campaign(
                 name=c.name, schedule=c.schedule, reviewers=c.reviewers, duration=c.duration_seconds,
                 remind_every=c.remind_every_seconds, on_deadline=c.on_deadline, enabled=c.enabled,
+                escalate_to=c.escalate_to, unused_after=c.unused_after_seconds,
                 connections=tuple((c.scope or {}).get("connections") or ()),
                 service_accounts=tuple((c.scope or {}).get("service_accounts") or ()),
             ) for c in s.scalars(select(Campaign).order_by(Campaign.name))

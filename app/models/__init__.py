@@ -9,7 +9,7 @@ from app.models.identity import user_groups, service_account_groups, Group, User
 from app.models.inventory import Connection, Grant, Rule, StoreVersion
 from app.models.reviews import BusEvent, Review, Vote, FingerprintApproval
 from app.models.records import RecordedSession, RecordingOwner, SessionEvent, AuditEntry
-from app.models.campaigns import Campaign, CampaignRun, CampaignItem
+from app.models.campaigns import AccessRequest, Campaign, CampaignRun, CampaignItem, SessionUsage
 from app.models.slack import SlackMessage, SlackOutbox, SlackLinkCode
 from app.models.keys import JWKSDocument
 
@@ -38,6 +38,8 @@ __all__ = [
     "Campaign",
     "CampaignRun",
     "CampaignItem",
+    "AccessRequest",
+    "SessionUsage",
     "SlackMessage",
     "SlackOutbox",
     "SlackLinkCode",

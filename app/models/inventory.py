@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import Base, utcnow
@@ -34,7 +34,8 @@ class Grant(Base):
     """Service account -> connection. Standing, or just-in-time with an expiry."""
 
     __tablename__ = "grants"
-    __table_args__ = (UniqueConstraint("service_account_id", "connection_id"),)
+    __table_args__ = (UniqueConstraint("service_account_id", "connection_id"),
+                      Index("ix_grants_expires", "expires_at"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     service_account_id: Mapped[int] = mapped_column(ForeignKey("service_accounts.id", ondelete="CASCADE"))

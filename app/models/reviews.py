@@ -29,6 +29,8 @@ class Review(Base):
         # Portal: reviews of one session; held operations per service account (dashboard).
         Index("ix_reviews_session", "session_id"),
         Index("ix_reviews_created", "created_at"),
+        # Access reviews: the reviews one grant caused, in a time window.
+        Index("ix_reviews_sa_conn_created", "service_account", "connection", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -242,7 +242,18 @@ def validate_campaign(iss: Issues, value: object, path: Path) -> CampaignSpec | 
     remind = f.duration(iss, d, "remind_every", path, None)
     if isinstance(remind, int) and isinstance(duration, int) and remind >= duration:
         iss.error(path + ("remind_every",), "must be shorter than duration")
-    on_deadline = f.choice(iss, d, "on_deadline", path, ON_DEADLINE, default="revoke")
+    escalate_to = f.string(iss, d, "escalate_to", path, default=None, check=check_principal)
+    raw = d.get("on_deadline")
+    if isinstance(raw, str) and raw.startswith("escalate:"):
+        # The short form `escalate:GROUP` is `on_deadline: escalate` + `escalate_to: group:GROUP`.
+        group = raw.partition(":")[2].removeprefix("group:").strip()
+        if not group:
+            iss.error(path + ("on_deadline",), "escalate: needs a group name, as in escalate:security")
+        elif "escalate_to" in d:
+            iss.error(path + ("escalate_to",), "give the group either in on_deadline or in escalate_to, not both")
+        on_deadline, escalate_to = "escalate", f"group:{group}"
+    else:
+        on_deadline = f.choice(iss, d, "on_deadline", path, ON_DEADLINE, default="revoke")
     if "escalate_to" in d and on_deadline != "escalate":
         iss.error(path + ("escalate_to",), "is only valid with on_deadline: escalate")
     return CampaignSpec(
@@ -254,7 +265,7 @@ def validate_campaign(iss: Issues, value: object, path: Path) -> CampaignSpec | 
         duration=duration,
         remind_every=remind,
         on_deadline=on_deadline,
-        escalate_to=f.string(iss, d, "escalate_to", path, default=None, check=check_principal),
+        escalate_to=escalate_to,
         unused_after=f.duration(iss, d, "unused_after", path, DEFAULT_UNUSED_AFTER),
         enabled=f.boolean(iss, d, "enabled", path, True),
         description=f.string(iss, d, "description", path, empty=True),

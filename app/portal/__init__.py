@@ -129,11 +129,11 @@ def _pending_badge() -> int:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from app.portal import (api, audit_views, auth, dashboard, grants_views, inventory_views, policy_views,
-                            reviews, sessions_views, slack_views, users_views)
+    from app.portal import (access_requests_views, api, audit_views, auth, campaigns_views, dashboard, grants_views,
+                            inventory_views, policy_views, reviews, sessions_views, slack_views, users_views)
 
     for module in (auth, dashboard, reviews, sessions_views, audit_views, policy_views, inventory_views,
-                   grants_views, users_views, slack_views):
+                   grants_views, users_views, slack_views, campaigns_views, access_requests_views):
         app.register_blueprint(module.bp)
     app.register_blueprint(api.bp)
     csrf.exempt(api.bp)  # Bearer tokens only; the API never reads the session cookie

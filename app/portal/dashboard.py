@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 from flask import Blueprint, render_template
 from sqlalchemy import and_, func, select
 
+from app.campaigns.usage import last_used
 from app.db import session_scope
 from app.models import AuditEntry, Grant, RecordedSession, Review, utcnow
 from app.portal.present import review_view
@@ -65,13 +66,8 @@ def unused_grants(s, now: datetime, limit: int = 10) -> list[dict]:
         .order_by(Grant.id).limit(500)
     ).all()
     for g in grants:
-        # One index probe per grant: (service_account, connection, started_at).
-        used = s.scalar(
-            select(RecordedSession.started_at)
-            .where(RecordedSession.service_account == g.service_account.name,
-                   RecordedSession.connection == g.connection.name)
-            .order_by(RecordedSession.started_at.desc()).limit(1)
-        )
+        # The access reviews' definition: an operation that ran under this grant.
+        used = last_used(s, g, now)
         if used is None or used < cutoff:
             out.append({"id": g.id, "service_account": g.service_account.name, "connection": g.connection.name,
                         "last_used": used, "created_at": g.created_at, "expires_at": g.expires_at})

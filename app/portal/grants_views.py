@@ -5,8 +5,9 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
+from app.campaigns.usage import last_used as grant_last_used
 from app.db import session_scope
-from app.models import Connection, Grant, RecordedSession, ServiceAccount, utcnow
+from app.models import Connection, Grant, ServiceAccount, utcnow
 from app.portal.changes import ChangeError, add_grant, expire_grant, revoke_grant
 from app.portal.queries import BadFilter, parse_time
 from app.portal.security import ADMIN, INVENTORY_READ, requires
@@ -27,10 +28,8 @@ def grant_dict(g: Grant, now=None, last_used=None) -> dict:
 
 
 def last_used(s, g: Grant):
-    return s.scalar(select(RecordedSession.started_at)
-                    .where(RecordedSession.service_account == g.service_account.name,
-                           RecordedSession.connection == g.connection.name)
-                    .order_by(RecordedSession.started_at.desc()).limit(1))
+    """When an operation last ran under this grant: the access reviews' definition."""
+    return grant_last_used(s, g)
 
 
 @bp.get("/grants")

@@ -40,6 +40,22 @@ def _path(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
 COMMON = {"401": _error("No or bad API token"), "403": _error("The token's user lacks the role")}
 LIMIT = _q("limit", "Page size (1-500, default 50)", {"type": "integer", "minimum": 1, "maximum": 500})
 SCHEMAS: dict[str, Any] = {
+    "AccessRequest": {"type": "object", "required": ["id", "status", "service_account", "connection"],
+                      "properties": {
+                          "id": {"type": "integer"},
+                          "status": {"type": "string", "enum": ["pending", "approved", "rejected", "expired"]},
+                          "service_account": TEXT, "connection": TEXT, "reason": TEXT, "requested_by": TEXT,
+                          "duration_seconds": {"type": "integer"}, "created_at": TEXT, "pending_until": TEXT,
+                          "decided_by": NTEXT, "access_until": TIME, "review_id": {"type": "integer", "nullable": True},
+                          "review_url": NTEXT}},
+    "AccessRequestCreate": {"type": "object", "required": ["service_account", "connection", "for", "reason"],
+                            "properties": {
+                                "service_account": {"type": "string", "maxLength": 200},
+                                "connection": {"type": "string", "maxLength": 200},
+                                "for": {"type": "string", "maxLength": 20, "description": "e.g. 2h"},
+                                "pending_for": {"type": "string", "maxLength": 20,
+                                                "description": "how long it waits for approvers (default 24h)"},
+                                "reason": {"type": "string", "maxLength": 2000}}},
     "Error": {"type": "object", "required": ["error", "message"],
               "properties": {"error": TEXT, "message": TEXT}},
     "Me": {"type": "object", "properties": {"email": TEXT, "name": TEXT,
@@ -149,6 +165,14 @@ def spec() -> dict[str, Any]:
                         {"201": _ok(_ref("Grant"), "Created"), **bad, "409": _error("Refused (unknown name, already granted)")},
                         requestBody=_json_body("GrantRequest")),
         },
+        "/access-requests": {"post": _op(
+            "Request just-in-time access for a service account (approvers decide it as a review)",
+            "admin, approver, auditor",
+            {"201": _ok(_ref("AccessRequest"), "Created"), **bad}, requestBody=_json_body("AccessRequestCreate"))},
+        "/access-requests/{request_id}": {"get": _op(
+            "One access request", "admin, approver, auditor",
+            {"200": _ok(_ref("AccessRequest")), "404": _error("No such access request")},
+            parameters=[_path("request_id")])},
         "/grants/{grant_id}/expire": {"post": _op(
             "Make a grant expire now or at a time", "admin",
             {"200": _ok(_ref("Grant")), **bad, "404": _error("No such grant"), "409": _error("Refused")},

@@ -40,6 +40,7 @@ _json = compact_json  # one event a statement: the C encoder, built once
 
 
 _NOT_FORWARDED = ("user", "database", "replication")
+GRANT_WATCH = 0.5  # seconds between looks: a revoked or expired grant ends its sessions within a second
 
 
 class SessionEnd(Exception):
@@ -93,7 +94,31 @@ class PostgresRelay:
         for sock in self._sockets:
             self._spawn(self._accept(sock))
         self.link.listen_for_cancels(asyncio.get_running_loop(), self._cancel_here)
+        self._spawn(self._watch_grants())
         return self
+
+    async def _watch_grants(self) -> None:
+        """End sessions whose grant is gone (revoked, expired, account disabled). Their next
+        statement would be refused anyway; an idle session must not linger on either."""
+        while True:
+            await asyncio.sleep(GRANT_WATCH)
+            live: dict[str, set[str]] = {}
+            for session in list(self.sessions.values()):
+                principal = session.principal
+                if principal is None:
+                    continue
+                if principal.service_account not in live:
+                    try:
+                        targets = await session.gate.connections_for(principal, "postgres")
+                    except Exception:  # store unavailable: the gate refuses every statement meanwhile
+                        continue
+                    live[principal.service_account] = {t.name for t in targets}
+                if session.dbname in live[principal.service_account]:
+                    session.grant_seen = True
+                elif session.grant_seen:
+                    # Only a grant seen live is "gone": a session that logged in just after a grant
+                    # was added may meet a snapshot older than it (its statements wait for it).
+                    session.grant_gone()
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
@@ -229,6 +254,7 @@ class Session:
         self.token_checked = 0.0
         self.token_version: int | None = None  # the store version the token was last checked under
         self._ending = False
+        self.grant_seen = False
 
     async def run(self) -> None:
         try:
@@ -391,6 +417,13 @@ class Session:
             self.client.write(frame)
         self.record("notice", {"fatal": sqlstate, "message": message})
         return False
+
+    def grant_gone(self) -> None:
+        if self._ending:
+            return
+        self.fatal("42501", f'airlock: the grant of "{self.principal.service_account}" on "{self.dbname}" was '
+                            "revoked or has expired; the session is closed")
+        self._close_wires()
 
     def shutdown(self) -> None:
         self.fatal("57P01", "airlock: the relay is shutting down")
