@@ -91,17 +91,21 @@ def _safe_url(url: str) -> str:
 def apply(path: Path, actor: str) -> None:
     """Make the store match a policy file (validated; all or nothing)."""
     from app.db import session_scope
-    from app.inventory import apply_policy
-    from app.policy import PolicyError, load_policy
+    from app.inventory import UnresolvedSecret, apply_policy
+    from app.policy import PolicyError, line_of, load_policy
     from app.vault import VaultError
 
+    text = path.read_text()
     try:
-        doc = load_policy(path.read_text(), source=str(path))
+        doc = load_policy(text, source=str(path))
     except PolicyError as exc:
         _fail(f"{path} is invalid; nothing was changed.\n{exc}", 2)
     try:
         with session_scope() as s:
             report = apply_policy(s, doc, actor=actor)
+    except UnresolvedSecret as exc:
+        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in exc.path).lstrip(".")
+        _fail(f"{path}:{line_of(text, exc.path) or 0}: {field}: {exc.reason}; nothing was changed.", 2)
     except VaultError as exc:
         _fail(f"{exc}; nothing was changed.", 2)
     click.echo(f"applied {path}: {report.summary()}")

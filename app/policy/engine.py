@@ -9,8 +9,9 @@ operation, and a plan without such conditions carries its finished Verdict.
 from __future__ import annotations
 
 import heapq
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from app.types import MaskSpec, Operation, Principal, ReviewSpec, Verdict
 
@@ -19,12 +20,41 @@ from .model import GrantSpec, Rule, ServiceAccountSpec
 from .values import format_timestamp, is_pattern
 
 NO_GRANT = "no-grant"
+DEFAULT_RULE = "default"  # names the verdict of a connection's `default:` (reserved for rules)
 MAX_PLANS = 8192
 SQL_PROTOCOLS = frozenset({"postgres", "mysql"})
 _MISSING = object()
 Predicate = Callable[[Operation, datetime], bool]
 # Match keys whose values are compared case-insensitively.
 FOLDED = frozenset({"protocol", "kind", "method", "host", "tables", "attributes"})
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionDefault:
+    """What a granted operation that no allow, review or deny rule matches gets."""
+
+    action: str = "allow"  # allow | review | deny
+    approvers: tuple[str, ...] = ()  # review: approver groups; none = admins decide
+
+    @classmethod
+    def of(cls, action: str | None, owner: str | None = None) -> ConnectionDefault:
+        """A connection's default; its reviews go to the owner group (`group:NAME`), else admins."""
+        if action not in ("review", "deny"):
+            return ALLOW_BY_DEFAULT
+        group = owner[6:].strip() if owner and owner.startswith("group:") else ""
+        return cls(action, (group,) if group and action == "review" else ())
+
+    def verdict(self, connection: str, masks: tuple[MaskSpec, ...]) -> Verdict:
+        if self.action == "deny":
+            return Verdict("deny", rule=DEFAULT_RULE, message=f"no rule allows this on connection {connection!r}, "
+                           "whose default is deny")
+        if self.action == "review":
+            return Verdict("review", rule=DEFAULT_RULE, masks=masks, review=ReviewSpec(groups=self.approvers),
+                           message=f"no rule covers this on connection {connection!r}, whose default is review")
+        return Verdict("allow", masks=masks)
+
+
+ALLOW_BY_DEFAULT = ConnectionDefault()
 
 
 class _CompiledRule:
@@ -104,9 +134,11 @@ def _hit(r: _CompiledRule, op: Operation, strings: tuple[object, object], now: d
 class _Plan:
     """The rules that passed the static conditions for one key, by action, in file order."""
 
-    __slots__ = ("denies", "reviews", "allows", "masks", "needs_time", "verdict", "textual")
+    __slots__ = ("denies", "reviews", "allows", "masks", "needs_time", "verdict", "textual", "default", "connection")
 
-    def __init__(self, rules: list[_CompiledRule]) -> None:
+    def __init__(self, rules: list[_CompiledRule], connection: str = "",
+                 default: ConnectionDefault = ALLOW_BY_DEFAULT) -> None:
+        self.connection, self.default = connection, default
         denies = [r for r in rules if r.action == "deny"]
         # Past the first deny that needs no per-operation test, no other deny can name the verdict.
         cut = next((i for i, r in enumerate(denies) if not r.dynamic), None)
@@ -135,15 +167,17 @@ class _Plan:
         for r in self.allows:
             if _hit(r, op, strings, now):
                 return Verdict("allow", rule=r.rule.name, masks=masks)
-        return Verdict("allow", masks=masks)
+        return self.default.verdict(self.connection, masks)
 
 
 class CompiledPolicy:
     """Rules and grants ready for `evaluate`. Immutable apart from its plan cache."""
 
     def __init__(self, rules: Sequence[Rule], grants: Sequence[GrantSpec],
-                 service_accounts: Sequence[ServiceAccountSpec], version: int) -> None:
+                 service_accounts: Sequence[ServiceAccountSpec], version: int,
+                 defaults: Mapping[str, ConnectionDefault] | None = None) -> None:
         self.version = version
+        self.defaults = dict(defaults or {})
         self.rules = tuple(rules)
         self.grants: dict[tuple[str, str], datetime | None] = {}
         for g in grants:
@@ -209,7 +243,9 @@ class CompiledPolicy:
         ok = self._by_protocol.get(protocol.lower() if isinstance(protocol, str) else "", self._any_protocol)
         candidates = heapq.merge(self._by_connection.get(connection, ()), self._any_connection)  # type: ignore[call-overload]
         compiled = self._compiled
-        plan = _Plan([compiled[i] for i in candidates if i in ok and compiled[i].passes_static(values)])
+        plan = _Plan([compiled[i] for i in candidates if i in ok and compiled[i].passes_static(values)],
+                     connection if isinstance(connection, str) else "",
+                     self.defaults.get(connection, ALLOW_BY_DEFAULT))  # type: ignore[arg-type]
         if len(self._plans) >= MAX_PLANS:
             self._plans.clear()  # bounded memory; plans are cheap to rebuild
         self._plans[key] = plan
@@ -217,12 +253,15 @@ class CompiledPolicy:
 
 
 def compile_policy(rules: Sequence[Rule], grants: Sequence[GrantSpec],
-                   service_accounts: Sequence[ServiceAccountSpec] = (), version: int = 0) -> CompiledPolicy:
-    return CompiledPolicy(rules, grants, service_accounts, version)
+                   service_accounts: Sequence[ServiceAccountSpec] = (), version: int = 0,
+                   defaults: Mapping[str, ConnectionDefault] | None = None) -> CompiledPolicy:
+    """`defaults`: connection name -> its `default:` (absent: allow)."""
+    return CompiledPolicy(rules, grants, service_accounts, version, defaults)
 
 
 def evaluate(policy: CompiledPolicy, op: Operation, who: Principal, now: datetime | None = None) -> Verdict:
-    """The verdict for `op` by `who`: no grant -> deny; then deny > review > allow, masks add up."""
+    """The verdict for `op` by `who`: no grant -> deny; then deny > review > allow > the
+    connection's default (allow unless set), masks add up."""
     sa = who.service_account
     expires = policy.grants.get((sa, op.connection), _MISSING)
     if expires is _MISSING:
