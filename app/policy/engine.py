@@ -12,6 +12,7 @@ import heapq
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Mapping, Sequence
+from urllib.parse import urlsplit
 
 from app.types import MaskSpec, Operation, Principal, ReviewSpec, Verdict
 
@@ -265,6 +266,10 @@ def evaluate(policy: CompiledPolicy, op: Operation, who: Principal, now: datetim
     sa = who.service_account
     expires = policy.grants.get((sa, op.connection), _MISSING)
     if expires is _MISSING:
+        if not op.connection:
+            return Verdict("deny", rule=NO_GRANT, message=f"no connection declares {_destination(op)}, so "
+                           f"service account {sa!r} has no grant to reach it through airlock (an admin adds it "
+                           "to the hosts of a connection and grants that connection)")
         return Verdict("deny", rule=NO_GRANT,
                        message=f"service account {sa!r} has no grant for connection {op.connection!r}")
     if expires is not None or now is not None:
@@ -283,6 +288,20 @@ def evaluate(policy: CompiledPolicy, op: Operation, who: Principal, now: datetim
     if now is None and plan.needs_time:
         now = datetime.now(timezone.utc)
     return plan.decide(op, _strings(op), now)  # type: ignore[arg-type]
+
+
+def _destination(op: Operation) -> str:
+    """host:port of an operation no connection claims (the adapter's text is "METHOD URL")."""
+    try:
+        url = urlsplit(op.text.split(" ", 1)[1])
+        port = url.port or {"https": 443, "http": 80}.get(url.scheme)
+        host = url.hostname or op.host
+    except (IndexError, ValueError):
+        return repr(op.host or "this destination")
+    if not host:
+        return "this destination"
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{port}" if port else host
 
 
 def _aware(now: datetime | None) -> datetime:
