@@ -13,9 +13,10 @@ from fnmatch import fnmatchcase
 from urllib.parse import quote, urlsplit
 
 SHELLS = ("sh", "fish", "powershell", "dotenv")
-# Each ecosystem's way to trust a CA: OpenSSL (curl, Python's ssl, Ruby, Go on Linux),
-# requests (its own certifi bundle otherwise), Node.js, libpq.
-CA_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "PGSSLROOTCERT")
+# Each ecosystem's way to trust a CA: OpenSSL (Python's ssl, Ruby, Go on Linux), requests
+# (its own certifi bundle otherwise), Node.js, libpq, and curl (whose build may ignore
+# SSL_CERT_FILE for a compiled-in bundle).
+CA_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS", "PGSSLROOTCERT", "CURL_CA_BUNDLE")
 
 
 @dataclass(frozen=True)
