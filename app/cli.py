@@ -18,6 +18,8 @@ def _fail(message: str, code: int = 1) -> None:
 
 # Commands that run before (or without) an initialised AIRLOCK_HOME.
 NEEDS_NO_STORE = frozenset({"init"})
+# Servers ride out a store outage themselves (refusing with 503, 08006, ...) and recover.
+SERVERS = frozenset({"up", "portal", "proxy", "relay", "scheduler"})
 
 
 class _Airlock(click.Group):
@@ -43,7 +45,9 @@ def main(ctx: click.Context) -> None:
     except (ConfigError, ValueError) as exc:  # ValueError: a malformed AIRLOCK_* setting
         _fail(str(exc), CONFIG_ERROR)
     except StoreUnreachable as exc:
-        _fail(str(exc))
+        if ctx.invoked_subcommand not in SERVERS:
+            _fail(str(exc))
+        click.echo(f"warning: {exc}; starting anyway, refusing what needs the store until it answers", err=True)
 
 
 @main.command()

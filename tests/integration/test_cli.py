@@ -270,3 +270,12 @@ def test_reapply_with_the_variable_unset_keeps_the_secret_and_a_changed_referenc
     assert f"changed.yaml:{line}: connections[1].password: environment variable ORDERS_DB_PASSWORD_NEW is not set" \
         in proc.stderr
     assert "nothing was changed" in proc.stderr
+
+
+def test_an_unreachable_store_is_a_clear_error_for_one_shot_commands(tmp_path):
+    env = _uninitialised_env(tmp_path / "home")
+    env["AIRLOCK_DATABASE_URL"] = f"postgresql+psycopg://postgres@127.0.0.1:{_free_ports(1)[0]}/airlock"
+    proc = _run_in(env, "token", "list", "etl-agent")
+    assert proc.returncode == 1
+    assert "the store of AIRLOCK_DATABASE_URL cannot be reached" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "home").exists()
