@@ -7,8 +7,6 @@ logged in through OIDC) are left alone; things the file used to declare are remo
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -27,20 +25,8 @@ from app.policy import (
     ServiceAccountSpec,
     UserSpec,
 )
+from app.inventory_secrets import UnresolvedSecret, connection_secrets, secret_refs  # noqa: F401 - UnresolvedSecret is raised from here
 from app.versions import bump_version
-
-
-class UnresolvedSecret(vault.VaultError):
-    """A secret reference could not be resolved and no stored secret may stand in for it.
-
-    `path` is the field in the policy file, e.g. ("connections", 1, "password"), so the
-    caller can name its line.
-    """
-
-    def __init__(self, path: tuple[str | int, ...], reason: str):
-        super().__init__(reason)
-        self.path = path
-        self.reason = reason
 
 
 @dataclass
@@ -71,7 +57,7 @@ def apply_policy(s: Session, doc: PolicyDocument, *, actor: str, environ: Mappin
     # Resolve every secret first: a missing env var must fail before anything is written.
     report = ApplyReport()
     stored = {c.name: c for c in s.scalars(select(Connection))}
-    secrets = {c.name: _connection_secrets(i, c, environ, stored.get(c.name), report)
+    secrets = {c.name: connection_secrets(i, c, environ, stored.get(c.name), report.kept)
                for i, c in enumerate(doc.connections)}
     groups = _Groups(s)
     _apply_accounts(s, doc.service_accounts, groups, report)
@@ -170,62 +156,6 @@ def _apply_users(s: Session, specs: tuple[UserSpec, ...], groups: _Groups, repor
             report.removed.append(f"user:{row.email}")
 
 
-SECRET_FIELDS = ("password", "private_key")
-
-
-def _secret_fields(index: int, spec: ConnectionSpec):
-    """(store key, policy-file path, reference text) of each secret-bearing value."""
-    for key in SECRET_FIELDS:
-        value = getattr(spec, key)
-        if value:
-            yield key, ("connections", index, key), value
-    for prefix, section, pairs in (("header", "headers", spec.inject_headers), ("query", "query", spec.inject_query)):
-        for name, value in pairs:
-            yield f"{prefix}:{name}", ("connections", index, "inject", section, name), value
-
-
-def _reference_digest(reference: str) -> str:
-    # Keyed, so a literal secret written in the file does not sit in the config as a plain hash.
-    return hmac.new(vault.load_key(), b"airlock secret reference v1\0" + reference.encode(), hashlib.sha256).hexdigest()
-
-
-def _connection_secrets(index: int, spec: ConnectionSpec, environ, row: Connection | None,
-                        report: ApplyReport) -> dict[str, str]:
-    """Resolve the references `airlock apply` sees in its own environment (or files).
-
-    One that cannot be resolved here keeps the stored secret when the reference text is
-    the one the stored secret came from, so re-applying an unchanged file does not need
-    every credential at hand. Otherwise the apply fails, naming the field.
-    """
-    out: dict[str, str] = {}
-    stored_refs = ((row.config or {}).get("secret_refs") or {}) if row is not None else {}
-    stored: dict[str, vault.Secret] | None = None
-    for key, path, reference in _secret_fields(index, spec):
-        try:
-            out[key] = vault.resolve(reference, environ=environ).reveal()
-            continue
-        except vault.VaultError as exc:
-            reason = str(exc)
-        if row is not None and stored_refs.get(key) == _reference_digest(reference):
-            stored = vault.decrypt(row.secrets) if stored is None else stored
-            if key in stored:
-                out[key] = stored[key].reveal()
-                report.kept.append(f"connection:{spec.name} {_label(key)} ({reason}; the reference is unchanged)")
-                continue
-        hint = "; the stored secret is kept only while the reference is unchanged" if row is not None else ""
-        raise UnresolvedSecret(path, f"{reason}{hint}")
-    return out
-
-
-def _label(key: str) -> str:
-    kind, _, name = key.partition(":")
-    return {"header": f"inject.headers.{name}", "query": f"inject.query.{name}"}.get(kind, kind)
-
-
-def _secret_refs(spec: ConnectionSpec) -> dict[str, str]:
-    return {key: _reference_digest(reference) for key, _, reference in _secret_fields(0, spec)}
-
-
 def connection_config(spec: ConnectionSpec, default: str = "allow") -> dict[str, Any]:
     """The non-secret part of a connection, as adapters read it from `Target.config`.
 
@@ -247,7 +177,7 @@ def _apply_connections(s: Session, doc: PolicyDocument, secrets: dict[str, dict[
     existing = {c.name: c for c in s.scalars(select(Connection))}
     for spec in doc.connections:
         config = connection_config(spec, doc.default_for(spec))
-        refs = _secret_refs(spec)
+        refs = secret_refs(spec)
         row = existing.pop(spec.name, None)
         if row is None:
             s.add(Connection(name=spec.name, type=spec.type, config={**config, "secret_refs": refs},
