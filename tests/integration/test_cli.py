@@ -279,3 +279,11 @@ def test_an_unreachable_store_is_a_clear_error_for_one_shot_commands(tmp_path):
     assert proc.returncode == 1
     assert "the store of AIRLOCK_DATABASE_URL cannot be reached" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "home").exists()
+
+
+def test_a_malformed_port_setting_is_named(home):
+    proc = subprocess.run([*AIRLOCK, "up"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "AIRLOCK_PROXY_PORT": "80800"})
+    assert proc.returncode == 78
+    assert "AIRLOCK_PROXY_PORT must be a port number (0-65535), got '80800'" in proc.stderr
+    assert "Traceback" not in proc.stderr
