@@ -82,7 +82,8 @@ def settings() -> Settings:
         database_url=_env("AIRLOCK_DATABASE_URL", f"sqlite:///{home / 'airlock.db'}"),
         secret_key=_env("AIRLOCK_SECRET_KEY"),
         oidc_audience=_env("AIRLOCK_OIDC_AUDIENCE", "airlock"),
-        public_url=_env("AIRLOCK_PUBLIC_URL", "http://localhost:8000").rstrip("/"),
+        # Review links and the start-up banner point here: follow a moved portal port.
+        public_url=_env("AIRLOCK_PUBLIC_URL", f"http://localhost:{_port('AIRLOCK_PORTAL_PORT', 8000)}").rstrip("/"),
         default_hold_seconds=_float("AIRLOCK_HOLD_SECONDS", 60.0),
         bus_poll_seconds=_float("AIRLOCK_BUS_POLL_SECONDS", 0.05),
         record_flush_seconds=_float("AIRLOCK_RECORD_FLUSH_SECONDS", 0.5),

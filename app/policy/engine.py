@@ -246,11 +246,21 @@ class CompiledPolicy:
         compiled = self._compiled
         plan = _Plan([compiled[i] for i in candidates if i in ok and compiled[i].passes_static(values)],
                      connection if isinstance(connection, str) else "",
-                     self.defaults.get(connection, ALLOW_BY_DEFAULT))  # type: ignore[arg-type]
+                     self._default(protocol, connection, kind))
         if len(self._plans) >= MAX_PLANS:
             self._plans.clear()  # bounded memory; plans are cheap to rebuild
         self._plans[key] = plan
         return plan
+
+
+    def _default(self, protocol: object, connection: object, kind: object) -> ConnectionDefault:
+        # Transaction control and ordinary session settings (BEGIN, COMMIT, SET
+        # application_name: kind tcl) touch no data; holding them would hold every login
+        # (startup parameters pass the gate as SETs) and every transaction boundary. The
+        # settings that matter (role, encodings, ...) are dcl or admin, under the default.
+        if kind == "tcl" and isinstance(protocol, str) and protocol.lower() in SQL_PROTOCOLS:
+            return ALLOW_BY_DEFAULT
+        return self.defaults.get(connection, ALLOW_BY_DEFAULT)  # type: ignore[arg-type]
 
 
 def compile_policy(rules: Sequence[Rule], grants: Sequence[GrantSpec],

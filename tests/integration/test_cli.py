@@ -125,8 +125,9 @@ def _port_env() -> dict[str, str]:
 
 
 def test_up_starts_the_processes_and_stops_cleanly_on_ctrl_c(home):
+    ports = _port_env()
     proc = subprocess.Popen([*AIRLOCK, "up"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, env={**os.environ, **_port_env()})
+                            start_new_session=True, env={**os.environ, **ports})
     lines: list[str] = []
     banner = threading.Event()
 
@@ -158,7 +159,8 @@ def test_up_starts_the_processes_and_stops_cleanly_on_ctrl_c(home):
     # One banner with what a new user needs next.
     ca = str(Path(os.environ["AIRLOCK_HOME"]).resolve() / "ca" / "airlock-ca.pem")
     assert out.count("airlock is up") == 1
-    for needed in ("http://localhost:8000", "admin@localhost", ca, "apply -f policy.yaml", "env SERVICE_ACCOUNT"):
+    portal = f"http://localhost:{ports['AIRLOCK_PORTAL_PORT']}"  # the public URL follows the portal's port
+    for needed in (portal, "admin@localhost", ca, "apply -f policy.yaml", "env SERVICE_ACCOUNT"):
         assert needed in out, needed
     assert "Running job" not in out and "executed successfully" not in out, out
 

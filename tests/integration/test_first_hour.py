@@ -53,7 +53,7 @@ connections:
     ca_bundle: {ca}
     default: review
     owner: "group:approvers"
-  - {{name: app-db, type: postgres, address: "127.0.0.1:5432", database: {db}, username: postgres}}
+  - {{name: app-db, type: postgres, address: "127.0.0.1:5432", database: {db}, username: postgres, default: review}}
 grants:
   - {{service_account: agent, connection: api}}
   - {{service_account: agent, connection: plain}}
@@ -62,6 +62,9 @@ grants:
 rules:
   - name: reads-are-fine
     match: {{connection: guarded, method: GET}}
+    action: allow
+  - name: sql-reads
+    match: {{connection: app-db, kind: [read]}}
     action: allow
 """
 
@@ -128,7 +131,7 @@ echo
 curl -sS --fail-with-body --max-time 30 http://localhost:{stack.plain.port}{http_path}
 echo
 {sys.executable} -c 'import requests; print(requests.get("https://localhost:{stack.upstream.port}{req_path}", timeout=30).status_code)'
-psql -X -At "$AIRLOCK_PG_APP_DB" -c "select 'through the relay', current_database()"
+psql -X -At "$AIRLOCK_PG_APP_DB" -c "select 'through the relay', current_database()" -c "begin" -c "commit"
 """
     run = in_clean_shell(out.stdout, script)
     assert run.returncode == 0, run.stdout + run.stderr

@@ -97,3 +97,24 @@ def test_default_is_a_reserved_rule_name() -> None:
 def test_defaults_round_trip_through_dump() -> None:
     doc, _ = _policy()
     assert load_policy(dump_policy(doc)) == doc
+
+
+def test_transaction_control_and_session_settings_are_not_held_by_a_sql_default() -> None:
+    doc = load_policy("""
+version: 1
+default: review
+service_accounts: [{name: agent}]
+connections: [{name: db, type: postgres, address: "db:5432", username: app}]
+grants: [{service_account: agent, connection: db}]
+rules:
+  - {name: no-commits, match: {connection: db, kind: [tcl], tables: [x]}, action: deny}
+""")
+    policy = compile_policy(doc.rules, doc.grants, doc.service_accounts, 1,
+                            {"db": ConnectionDefault.of("review")})
+    # BEGIN, COMMIT and SET application_name (every psql login sends it) pass...
+    for text in ("BEGIN", "COMMIT", "SET application_name TO 'psql'"):
+        assert evaluate(policy, Operation("postgres", "db", "tcl", text=text), WHO).action == "allow", text
+    # ...while everything else, SET ROLE (dcl) included, waits; and rules still apply to tcl.
+    assert evaluate(policy, Operation("postgres", "db", "dcl", text="SET ROLE admin"), WHO).action == "review"
+    assert evaluate(policy, Operation("postgres", "db", "read", text="SELECT 1"), WHO).action == "review"
+    assert evaluate(policy, Operation("postgres", "db", "tcl", targets=("x",)), WHO).action == "deny"
