@@ -252,7 +252,6 @@ class CompiledPolicy:
         self._plans[key] = plan
         return plan
 
-
     def _default(self, protocol: object, connection: object, kind: object) -> ConnectionDefault:
         # Transaction control and ordinary session settings (BEGIN, COMMIT, SET
         # application_name: kind tcl) touch no data; holding them would hold every login
