@@ -111,7 +111,7 @@ class Sessions:
         if st.principal is None:
             return
         st.run_id = (run.strip() if run else None) or self._runs.get(flow.client_conn)
-        st.recording = self._session(flow.client_conn, st)
+        st.recording = self._session(flow, st)
         if not needs_body(flow.request):
             self._record_input(flow, st)
 
@@ -132,7 +132,8 @@ class Sessions:
             rec.close()
         self._sessions.clear()
 
-    def _session(self, client: connection.Client, st: FlowState) -> SessionRecording:
+    def _session(self, flow: http.HTTPFlow, st: FlowState) -> SessionRecording:
+        client = flow.client_conn
         rec = self._sessions.get(client)
         if rec is None:
             peer = client.peername
@@ -141,6 +142,8 @@ class Sessions:
                 service_account=st.principal.service_account,
                 client_addr=f"{peer[0]}:{peer[1]}" if peer else "",
                 run_id=st.run_id,
+                # The connection is known only once routed; the audit names what was asked for.
+                meta={"host": f"{flow.request.host}:{flow.request.port}"},
             )
         elif st.run_id:
             rec.tag_run(st.run_id)

@@ -16,9 +16,38 @@ def _fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
-@click.group()
-def main() -> None:
+# Commands that run before (or without) an initialised AIRLOCK_HOME.
+NEEDS_NO_STORE = frozenset({"init"})
+# Servers ride out a store outage themselves (refusing with 503, 08006, ...) and recover.
+SERVERS = frozenset({"up", "portal", "proxy", "relay", "scheduler"})
+
+
+class _Airlock(click.Group):
+    """Remembers the words after the command name, so `airlock X --help` works anywhere."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name, cmd, rest = super().resolve_command(ctx, args)
+        ctx.meta["airlock.args"] = rest
+        return name, cmd, rest
+
+
+@click.group(cls=_Airlock)
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """airlock: an access gateway for machine identities."""
+    from app.preflight import CONFIG_ERROR, ConfigError, StoreUnreachable, require_initialised
+
+    if ctx.invoked_subcommand in NEEDS_NO_STORE or "--help" in ctx.meta.get("airlock.args", ()):
+        return
+    try:
+        # Every other command reads the store: refuse before SQLAlchemy would create one.
+        require_initialised(settings())
+    except (ConfigError, ValueError) as exc:  # ValueError: a malformed AIRLOCK_* setting
+        _fail(str(exc), CONFIG_ERROR)
+    except StoreUnreachable as exc:
+        if ctx.invoked_subcommand not in SERVERS:
+            _fail(str(exc))
+        click.echo(f"warning: {exc}; starting anyway, refusing what needs the store until it answers", err=True)
 
 
 @main.command()
@@ -66,17 +95,21 @@ def _safe_url(url: str) -> str:
 def apply(path: Path, actor: str) -> None:
     """Make the store match a policy file (validated; all or nothing)."""
     from app.db import session_scope
-    from app.inventory import apply_policy
-    from app.policy import PolicyError, load_policy
+    from app.inventory import UnresolvedSecret, apply_policy
+    from app.policy import PolicyError, line_of, load_policy
     from app.vault import VaultError
 
+    text = path.read_text()
     try:
-        doc = load_policy(path.read_text(), source=str(path))
+        doc = load_policy(text, source=str(path))
     except PolicyError as exc:
         _fail(f"{path} is invalid; nothing was changed.\n{exc}", 2)
     try:
         with session_scope() as s:
             report = apply_policy(s, doc, actor=actor)
+    except UnresolvedSecret as exc:
+        field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in exc.path).lstrip(".")
+        _fail(f"{path}:{line_of(text, exc.path) or 0}: {field}: {exc.reason}; nothing was changed.", 2)
     except VaultError as exc:
         _fail(f"{exc}; nothing was changed.", 2)
     click.echo(f"applied {path}: {report.summary()}")
@@ -180,9 +213,39 @@ def audit_export(since_seq: int | None) -> None:
 @main.command()
 def up() -> None:
     """Run every airlock process on this machine, supervised (Ctrl-C stops them all)."""
-    from app.supervisor import run_all
+    from app.supervisor import available, run_all
 
-    sys.exit(run_all())
+    names = available()
+    for name in names:
+        _require_port(name)
+    sys.exit(run_all(names))
+
+
+def _require_port(process: str) -> None:
+    """Stop with the setting that moves the port, rather than crash in the server."""
+    from app.preflight import CONFIG_ERROR, ConfigError, listeners, require_free_port
+
+    listener = listeners(settings()).get(process)
+    if listener is not None:
+        try:
+            require_free_port(settings(), listener)
+        except ConfigError as exc:
+            _fail(str(exc), CONFIG_ERROR)
+
+
+def _serve(process: str, run) -> None:
+    """Run a listening process; a port taken between the check and bind() still names the setting."""
+    import errno
+
+    from app.preflight import CONFIG_ERROR, listeners, port_in_use_message
+
+    _require_port(process)
+    try:
+        run()
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        _fail(port_in_use_message(settings(), listeners(settings())[process]), CONFIG_ERROR)
 
 
 @main.command()
@@ -190,7 +253,7 @@ def portal() -> None:
     """Run the web portal (reviews, sessions, audit, policy) on port 8000."""
     from app.portal import run
 
-    run()
+    _serve("portal", run)
 
 
 @main.command()
@@ -198,7 +261,7 @@ def proxy() -> None:
     """Run the HTTP(S) proxy for runtimes that set HTTPS_PROXY (port 8080)."""
     from app.proxy import run
 
-    run()
+    _serve("proxy", run)
 
 
 @main.command()
@@ -206,7 +269,7 @@ def relay() -> None:
     """Run the PostgreSQL relay (port 15432; the MySQL and SSH relays are not built yet)."""
     from app.relay.server import run
 
-    run()
+    _serve("relay", run)
 
 
 @main.group()
@@ -235,6 +298,9 @@ from app.cli_campaigns import register as _register_campaigns  # noqa: E402  (ca
 
 _register_campaigns(main)
 
+from app.cli_env import env_command  # noqa: E402 - it uses the helpers above
+
+main.add_command(env_command)
 
 if __name__ == "__main__":
     main()

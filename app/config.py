@@ -26,6 +26,19 @@ def _float(name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from exc
 
 
+def _port(name: str, default: int) -> int:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        port = int(raw)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{name} must be a port number (0-65535), got {raw!r}")
+    return port
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -78,18 +91,19 @@ def settings() -> Settings:
         database_url=_env("AIRLOCK_DATABASE_URL", f"sqlite:///{home / 'airlock.db'}"),
         secret_key=_env("AIRLOCK_SECRET_KEY"),
         oidc_audience=_env("AIRLOCK_OIDC_AUDIENCE", "airlock"),
-        public_url=_env("AIRLOCK_PUBLIC_URL", "http://localhost:8000").rstrip("/"),
+        # Review links and the start-up banner point here: follow a moved portal port.
+        public_url=_env("AIRLOCK_PUBLIC_URL", f"http://localhost:{_port('AIRLOCK_PORTAL_PORT', 8000)}").rstrip("/"),
         default_hold_seconds=_float("AIRLOCK_HOLD_SECONDS", 60.0),
         bus_poll_seconds=_float("AIRLOCK_BUS_POLL_SECONDS", 0.05),
         record_flush_seconds=_float("AIRLOCK_RECORD_FLUSH_SECONDS", 0.5),
         # A recorder heartbeats every lease/6 s; silent for a whole lease, its open
         # sessions are sealed as ended abnormally (app/recording_seal.py).
         record_lease_seconds=max(6.0, _float("AIRLOCK_RECORD_LEASE_SECONDS", 30.0)),
-        portal_port=int(_env("AIRLOCK_PORTAL_PORT", "8000")),
-        proxy_port=int(_env("AIRLOCK_PROXY_PORT", "8080")),
-        postgres_port=int(_env("AIRLOCK_POSTGRES_PORT", "15432")),
-        mysql_port=int(_env("AIRLOCK_MYSQL_PORT", "13306")),
-        ssh_port=int(_env("AIRLOCK_SSH_PORT", "2222")),
+        portal_port=_port("AIRLOCK_PORTAL_PORT", 8000),
+        proxy_port=_port("AIRLOCK_PROXY_PORT", 8080),
+        postgres_port=_port("AIRLOCK_POSTGRES_PORT", 15432),
+        mysql_port=_port("AIRLOCK_MYSQL_PORT", 13306),
+        ssh_port=_port("AIRLOCK_SSH_PORT", 2222),
         bind=_env("AIRLOCK_BIND", "127.0.0.1"),
         slack_bot_token=_env("AIRLOCK_SLACK_BOT_TOKEN"),
         slack_signing_secret=_env("AIRLOCK_SLACK_SIGNING_SECRET"),

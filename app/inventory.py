@@ -25,6 +25,7 @@ from app.policy import (
     ServiceAccountSpec,
     UserSpec,
 )
+from app.inventory_secrets import UnresolvedSecret, connection_secrets, secret_refs  # noqa: F401 - UnresolvedSecret is raised from here
 from app.versions import bump_version
 
 
@@ -33,29 +34,35 @@ class ApplyReport:
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    # Secrets whose reference could not be resolved here but is unchanged: the stored
+    # value stays. Not a change.
+    kept: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
         return bool(self.created or self.updated or self.removed)
 
     def summary(self) -> str:
-        if not self.changed:
-            return "no changes"
         parts = []
         for label, items in (("created", self.created), ("updated", self.updated), ("removed", self.removed)):
             if items:
                 parts.append(f"{label} {len(items)}: {', '.join(items)}")
-        return "; ".join(parts)
+        text = "; ".join(parts) or "no changes"
+        for item in self.kept:
+            text += f"\nkept the stored secret of {item}"
+        return text
 
 
 def apply_policy(s: Session, doc: PolicyDocument, *, actor: str, environ: Mapping[str, str] | None = None) -> ApplyReport:
     # Resolve every secret first: a missing env var must fail before anything is written.
-    secrets = {c.name: _connection_secrets(c, environ) for c in doc.connections}
     report = ApplyReport()
+    stored = {c.name: c for c in s.scalars(select(Connection))}
+    secrets = {c.name: connection_secrets(i, c, environ, stored.get(c.name), report.kept)
+               for i, c in enumerate(doc.connections)}
     groups = _Groups(s)
     _apply_accounts(s, doc.service_accounts, groups, report)
     _apply_users(s, doc.users, groups, report)
-    _apply_connections(s, doc.connections, secrets, report)
+    _apply_connections(s, doc, secrets, report)
     s.flush()
     _apply_grants(s, doc.grants, report, actor)
     _apply_rules(s, doc.rules, report)
@@ -149,43 +156,43 @@ def _apply_users(s: Session, specs: tuple[UserSpec, ...], groups: _Groups, repor
             report.removed.append(f"user:{row.email}")
 
 
-SECRET_FIELDS = ("password", "private_key")
+def connection_config(spec: ConnectionSpec, default: str = "allow") -> dict[str, Any]:
+    """The non-secret part of a connection, as adapters read it from `Target.config`.
 
-
-def _connection_secrets(spec: ConnectionSpec, environ) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key in SECRET_FIELDS:
-        value = getattr(spec, key)
-        if value:
-            out[key] = vault.resolve(value, environ=environ).reveal()
-    for name, value in spec.inject_headers:
-        out[f"header:{name}"] = vault.resolve(value, environ=environ).reveal()
-    for name, value in spec.inject_query:
-        out[f"query:{name}"] = vault.resolve(value, environ=environ).reveal()
-    return out
-
-
-def connection_config(spec: ConnectionSpec) -> dict[str, Any]:
-    """The non-secret part of a connection, as adapters read it from `Target.config`."""
+    `default` is the one in force (the connection's own, else the file's); kept only when
+    it is not allow, so stores from before the setting read the same.
+    """
     config = spec.to_dict()
-    for key in ("name", "type", "owner", "password", "private_key", "inject"):
+    for key in ("name", "type", "owner", "password", "private_key", "inject", "default"):
         config.pop(key, None)
+    if default != "allow":
+        config["default"] = default
     config["inject_headers"] = sorted(name for name, _ in spec.inject_headers)
     config["inject_query"] = sorted(name for name, _ in spec.inject_query)
     return config
 
 
-def _apply_connections(s: Session, specs, secrets: dict[str, dict[str, str]], report: ApplyReport) -> None:
+def _apply_connections(s: Session, doc: PolicyDocument, secrets: dict[str, dict[str, str]],
+                       report: ApplyReport) -> None:
     existing = {c.name: c for c in s.scalars(select(Connection))}
-    for spec in specs:
-        config = connection_config(spec)
+    for spec in doc.connections:
+        config = connection_config(spec, doc.default_for(spec))
+        refs = secret_refs(spec)
         row = existing.pop(spec.name, None)
         if row is None:
-            s.add(Connection(name=spec.name, type=spec.type, config=config, owner=spec.owner,
-                             secrets=vault.encrypt(secrets[spec.name])))
+            s.add(Connection(name=spec.name, type=spec.type, config={**config, "secret_refs": refs},
+                             owner=spec.owner, secrets=vault.encrypt(secrets[spec.name])))
             report.created.append(f"connection:{spec.name}")
             continue
-        changed = _set(row, {"type": spec.type, "config": config, "owner": spec.owner})
+        old = dict(row.config or {})
+        old_refs = old.pop("secret_refs", None)
+        changed = _set(row, {"type": spec.type, "owner": spec.owner})
+        if old != config:
+            changed = True
+        if changed or old_refs != refs:
+            # Which reference each secret came from is bookkeeping, not a change to report:
+            # the portal re-applies with its own placeholders for the same values.
+            row.config = {**config, "secret_refs": refs}
         if {k: v.reveal() for k, v in vault.decrypt(row.secrets).items()} != secrets[spec.name]:
             row.secrets = vault.encrypt(secrets[spec.name])
             changed = True
@@ -319,6 +326,7 @@ def _export_connection(conn: Connection, places: dict[str, str]) -> ConnectionSp
         password=ref("password"),
         private_key=ref("private_key"),
         host_key=str(cfg.get("host_key") or ""),
+        default=str(cfg.get("default") or ""),
     )
 
 

@@ -222,6 +222,18 @@ def _copy(digest: _RunningDigest | None) -> _RunningDigest | None:
     return digest.copy() if digest is not None else None
 
 
+def _open_data(row: dict[str, Any]) -> dict[str, Any]:
+    # An HTTP session opens before its first request is routed: no connection yet, so
+    # the entry names the host:port asked for rather than an empty connection.
+    data = {"protocol": row["protocol"]}
+    if row["connection"]:
+        data["connection"] = row["connection"]
+    if (row.get("meta") or {}).get("host"):
+        data["host"] = row["meta"]["host"]
+    data["client"] = row["client_addr"]
+    return data
+
+
 def _apply(s, item: Any, digest: str | None = None) -> None:
     if isinstance(item, Open):
         s.add(RecordedSession(**item.row))
@@ -232,7 +244,7 @@ def _apply(s, item: Any, digest: str | None = None) -> None:
             actor=row["service_account"] or "anonymous",
             action="session.open",
             target=row["id"],
-            data={"protocol": row["protocol"], "connection": row["connection"], "client": row["client_addr"]},
+            data=_open_data(row),
         )
     elif type(item) is tuple:  # an event: (session_id, seq, t, kind, data)
         _insert_events(s, [item if len(item) == 5 else rendered(item)])

@@ -129,6 +129,9 @@ def _lead(lease: Lease, stop: threading.Event, heartbeat: float) -> None:
 def run() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s scheduler %(levelname)s %(message)s")
     cfg = settings()
+    # APScheduler logs every routine run at INFO ("Running job", "executed successfully"),
+    # burying the admin password and real problems; a failing job still logs at ERROR.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

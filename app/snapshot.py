@@ -16,7 +16,8 @@ from sqlalchemy import select
 from app import vault
 from app.db import session_scope
 from app.models import Connection, Grant, Rule, ServiceAccount, StoreVersion
-from app.policy import CompiledPolicy, GrantSpec, Rule as RuleSpec, ServiceAccountSpec, compile_policy
+from app.policy import (CompiledPolicy, ConnectionDefault, GrantSpec, Rule as RuleSpec, ServiceAccountSpec,
+                        compile_policy)
 
 
 @dataclass(frozen=True)
@@ -82,11 +83,13 @@ def load_snapshot() -> Snapshot:
             c.name: Target(c.name, c.type, dict(c.config or {}), vault.decrypt(c.secrets), c.owner)
             for c in s.scalars(select(Connection))
         }
+        defaults = {name: ConnectionDefault.of(t.config.get("default"), t.owner) for name, t in targets.items()}
         by_account: dict[str, dict[str, datetime | None]] = {}
         for g in grant_specs:
             by_account.setdefault(g.service_account, {})[g.connection] = g.expires
     case_sensitive = frozenset(name for name, t in targets.items() if t.config.get("path_case_sensitive"))
-    policy = compile_policy(rules, grant_specs, account_specs, version=version, case_sensitive_paths=case_sensitive)
+    policy = compile_policy(rules, grant_specs, account_specs, version=version, case_sensitive_paths=case_sensitive,
+                            defaults=defaults)
     loaded = time.time()
     upcoming = [g.expires.timestamp() for g in grant_specs if g.expires is not None and g.expires.timestamp() > loaded]
     return Snapshot(version, policy, targets, by_account, min(upcoming, default=float("inf")))

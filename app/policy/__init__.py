@@ -3,16 +3,16 @@
 Pure code: no I/O. The gate compiles the store's rules and grants once per policy
 version and calls `evaluate` for every operation.
 """
-from .engine import CompiledPolicy, compile_policy, evaluate
+from .engine import CompiledPolicy, ConnectionDefault, compile_policy, evaluate
 from .errors import PolicyError, PolicyIssue
-from .loader import document_from_dict, dump_policy, load_policy
+from .loader import document_from_dict, dump_policy, line_of, load_policy
 from .model import (Approvers, CampaignSpec, ConnectionSpec, GrantSpec, Match, OidcSpec, PolicyDocument, Rule,
                     ServiceAccountSpec, TimeWindow, UserSpec)
 from .values import cron_to_apscheduler, parse_cron, parse_duration, parse_timestamp, secret_refs
 
 __all__ = [
-    "Approvers", "CampaignSpec", "CompiledPolicy", "ConnectionSpec", "GrantSpec", "Match", "OidcSpec", "PolicyDocument",
+    "Approvers", "CampaignSpec", "CompiledPolicy", "ConnectionDefault", "ConnectionSpec", "GrantSpec", "Match", "OidcSpec", "PolicyDocument",
     "PolicyError", "PolicyIssue", "Rule", "ServiceAccountSpec", "TimeWindow", "UserSpec",
-    "compile_policy", "cron_to_apscheduler", "document_from_dict", "evaluate", "dump_policy", "load_policy", "parse_cron",
+    "compile_policy", "cron_to_apscheduler", "document_from_dict", "evaluate", "dump_policy", "line_of", "load_policy", "parse_cron",
     "parse_duration", "parse_timestamp", "secret_refs",
 ]

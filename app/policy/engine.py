@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import heapq
 import unicodedata
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
+from urllib.parse import urlsplit
 
 from app.types import MaskSpec, Operation, Principal, ReviewSpec, Verdict
 
@@ -20,6 +22,7 @@ from .model import GrantSpec, Rule, ServiceAccountSpec
 from .values import REGEX_PREFIX, format_timestamp, is_pattern
 
 NO_GRANT = "no-grant"
+DEFAULT_RULE = "default"  # names the verdict of a connection's `default:` (reserved for rules)
 MAX_PLANS = 8192
 SQL_PROTOCOLS = frozenset({"postgres", "mysql"})
 _MISSING = object()
@@ -36,6 +39,34 @@ def fold_path(path: str) -> str:
     if path.isascii():
         return path.lower()
     return unicodedata.normalize("NFKC", path).upper().lower().replace("i\u0307", "i")
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionDefault:
+    """What a granted operation that no allow, review or deny rule matches gets."""
+
+    action: str = "allow"  # allow | review | deny
+    approvers: tuple[str, ...] = ()  # review: approver groups; none = admins decide
+
+    @classmethod
+    def of(cls, action: str | None, owner: str | None = None) -> ConnectionDefault:
+        """A connection's default; its reviews go to the owner group (`group:NAME`), else admins."""
+        if action not in ("review", "deny"):
+            return ALLOW_BY_DEFAULT
+        group = owner[6:].strip() if owner and owner.startswith("group:") else ""
+        return cls(action, (group,) if group and action == "review" else ())
+
+    def verdict(self, connection: str, masks: tuple[MaskSpec, ...]) -> Verdict:
+        if self.action == "deny":
+            return Verdict("deny", rule=DEFAULT_RULE, message=f"no rule allows this on connection {connection!r}, "
+                           "whose default is deny")
+        if self.action == "review":
+            return Verdict("review", rule=DEFAULT_RULE, masks=masks, review=ReviewSpec(groups=self.approvers),
+                           message=f"no rule covers this on connection {connection!r}, whose default is review")
+        return Verdict("allow", masks=masks)
+
+
+ALLOW_BY_DEFAULT = ConnectionDefault()
 
 
 class _CompiledRule:
@@ -138,10 +169,13 @@ def _hit(r: _CompiledRule, op: Operation, strings: tuple[object, object], now: d
 class _Plan:
     """The rules that passed the static conditions for one key, by action, in file order."""
 
-    __slots__ = ("denies", "reviews", "allows", "masks", "needs_time", "verdict", "textual", "fold")
+    __slots__ = ("denies", "reviews", "allows", "masks", "needs_time", "verdict", "textual", "fold", "default",
+                 "connection")
 
-    def __init__(self, rules: list[_CompiledRule], fold: bool = True) -> None:
+    def __init__(self, rules: list[_CompiledRule], fold: bool = True, connection: str = "",
+                 default: ConnectionDefault = ALLOW_BY_DEFAULT) -> None:
         self.fold = fold  # paths of this plan's connection compare case-insensitively
+        self.connection, self.default = connection, default
         denies = [r for r in rules if r.action == "deny"]
         # Past the first deny that needs no per-operation test, no other deny can name the verdict.
         cut = next((i for i, r in enumerate(denies) if not r.dynamic), None)
@@ -171,7 +205,7 @@ class _Plan:
         for r in self.allows:
             if _hit(r, op, strings, now, fold):
                 return Verdict("allow", rule=r.rule.name, masks=masks)
-        return Verdict("allow", masks=masks)
+        return self.default.verdict(self.connection, masks)
 
 
 class CompiledPolicy:
@@ -179,9 +213,11 @@ class CompiledPolicy:
 
     def __init__(self, rules: Sequence[Rule], grants: Sequence[GrantSpec],
                  service_accounts: Sequence[ServiceAccountSpec], version: int,
-                 case_sensitive_paths: frozenset[str] = frozenset()) -> None:
+                 case_sensitive_paths: frozenset[str] = frozenset(),
+                 defaults: Mapping[str, ConnectionDefault] | None = None) -> None:
         self.version = version
         self.case_sensitive_paths = case_sensitive_paths  # connections that opted out of folding
+        self.defaults = dict(defaults or {})
         self.rules = tuple(rules)
         self.grants: dict[tuple[str, str], datetime | None] = {}
         for g in grants:
@@ -248,26 +284,44 @@ class CompiledPolicy:
         candidates = heapq.merge(self._by_connection.get(connection, ()), self._any_connection)  # type: ignore[call-overload]
         compiled = self._compiled
         plan = _Plan([compiled[i] for i in candidates if i in ok and compiled[i].passes_static(values)],
-                     fold=protocol == "http" and connection not in self.case_sensitive_paths)
+                     fold=protocol == "http" and connection not in self.case_sensitive_paths,
+                     connection=connection if isinstance(connection, str) else "",
+                     default=self._default(protocol, connection, kind))
         if len(self._plans) >= MAX_PLANS:
             self._plans.clear()  # bounded memory; plans are cheap to rebuild
         self._plans[key] = plan
         return plan
 
+    def _default(self, protocol: object, connection: object, kind: object) -> ConnectionDefault:
+        # Transaction control and ordinary session settings (BEGIN, COMMIT, SET
+        # application_name: kind tcl) touch no data; holding them would hold every login
+        # (startup parameters pass the gate as SETs) and every transaction boundary. The
+        # settings that matter (role, encodings, ...) are dcl or admin, under the default.
+        if kind == "tcl" and isinstance(protocol, str) and protocol.lower() in SQL_PROTOCOLS:
+            return ALLOW_BY_DEFAULT
+        return self.defaults.get(connection, ALLOW_BY_DEFAULT)  # type: ignore[arg-type]
+
 
 def compile_policy(rules: Sequence[Rule], grants: Sequence[GrantSpec],
                    service_accounts: Sequence[ServiceAccountSpec] = (), version: int = 0,
-                   case_sensitive_paths: frozenset[str] = frozenset()) -> CompiledPolicy:
+                   case_sensitive_paths: frozenset[str] = frozenset(),
+                   defaults: Mapping[str, ConnectionDefault] | None = None) -> CompiledPolicy:
     """`case_sensitive_paths`: connections whose `path` rules compare case and Unicode
-    forms exactly (`path_case_sensitive: true`); every other one folds both."""
-    return CompiledPolicy(rules, grants, service_accounts, version, frozenset(case_sensitive_paths))
+    forms exactly (`path_case_sensitive: true`); every other one folds both.
+    `defaults`: connection name -> its `default:` (absent: allow)."""
+    return CompiledPolicy(rules, grants, service_accounts, version, frozenset(case_sensitive_paths), defaults)
 
 
 def evaluate(policy: CompiledPolicy, op: Operation, who: Principal, now: datetime | None = None) -> Verdict:
-    """The verdict for `op` by `who`: no grant -> deny; then deny > review > allow, masks add up."""
+    """The verdict for `op` by `who`: no grant -> deny; then deny > review > allow > the
+    connection's default (allow unless set), masks add up."""
     sa = who.service_account
     expires = policy.grants.get((sa, op.connection), _MISSING)
     if expires is _MISSING:
+        if not op.connection:
+            return Verdict("deny", rule=NO_GRANT, message=f"no connection declares {_destination(op)}, so "
+                           f"service account {sa!r} has no grant to reach it through airlock (an admin adds it "
+                           "to the hosts of a connection and grants that connection)")
         return Verdict("deny", rule=NO_GRANT,
                        message=f"service account {sa!r} has no grant for connection {op.connection!r}")
     if expires is not None or now is not None:
@@ -286,6 +340,20 @@ def evaluate(policy: CompiledPolicy, op: Operation, who: Principal, now: datetim
     if now is None and plan.needs_time:
         now = datetime.now(timezone.utc)
     return plan.decide(op, _strings(op, plan.fold), now)  # type: ignore[arg-type]
+
+
+def _destination(op: Operation) -> str:
+    """host:port of an operation no connection claims (the adapter's text is "METHOD URL")."""
+    try:
+        url = urlsplit(op.text.split(" ", 1)[1])
+        port = url.port or {"https": 443, "http": 80}.get(url.scheme)
+        host = url.hostname or op.host
+    except (IndexError, ValueError):
+        return repr(op.host or "this destination")
+    if not host:
+        return "this destination"
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{port}" if port else host
 
 
 def _aware(now: datetime | None) -> datetime:

@@ -6,7 +6,7 @@ from typing import Any
 
 from . import fields as f
 from .errors import Issues, Path
-from .model import (CONNECTION_TYPES, DEFAULT_CAMPAIGN_DURATION, DEFAULT_UNUSED_AFTER, ON_DEADLINE, ROLES,
+from .model import (CONNECTION_TYPES, DEFAULTS, DEFAULT_CAMPAIGN_DURATION, DEFAULT_UNUSED_AFTER, ON_DEADLINE, ROLES,
                     CampaignSpec, ConnectionSpec, GrantSpec, OidcSpec, ServiceAccountSpec, UserSpec)
 from .values import (EMAIL_RE, NAME_HINT, NAME_RE, check_pattern, check_secret_refs, did_you_mean, parse_cron,
                      parse_timestamp)
@@ -14,7 +14,7 @@ from .values import (EMAIL_RE, NAME_HINT, NAME_RE, check_pattern, check_secret_r
 SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
                  "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com", "rsa-sha2-256", "rsa-sha2-512")
 DEFAULT_PORTS = {"postgres": 5432, "mysql": 3306, "ssh": 22}
-COMMON_KEYS = ("name", "type", "owner", "description", "slack_channel")
+COMMON_KEYS = ("name", "type", "owner", "description", "slack_channel", "default")
 TYPE_KEYS = {
     "http": (("hosts", "inject", "ca_bundle", "path_case_sensitive"), ("hosts",)),
     "postgres": (("address", "database", "username", "password"), ("address", "username")),
@@ -119,7 +119,7 @@ def validate_connection(iss: Issues, value: object, path: Path) -> ConnectionSpe
         if key not in d:
             iss.error(path + (key,), "is required" + (f" for a {kind} connection" if key != "name" else ""))
     for key, item in d.items():
-        if key not in ("name", "type") and isinstance(item, str):
+        if key not in ("name", "type", "default") and isinstance(item, str):
             try:
                 check_secret_refs(item)
             except ValueError as exc:
@@ -150,6 +150,7 @@ def validate_connection(iss: Issues, value: object, path: Path) -> ConnectionSpe
         password=f.string(iss, d, "password", path),
         private_key=f.string(iss, d, "private_key", path),
         host_key=host_key,
+        default=f.choice(iss, d, "default", path, DEFAULTS, default=""),
     )
 
 

@@ -16,12 +16,12 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from .entities import (validate_campaign, validate_connection, validate_grant, validate_service_account,
                        validate_user)
 from .errors import Issues, Path, PolicyError, PolicyIssue
-from .fields import check_keys, items, mapping
-from .model import PolicyDocument
+from .fields import check_keys, choice, items, mapping
+from .model import DEFAULTS, PolicyDocument
 from .rules import validate_rule
 from .values import REGEX_PREFIX, is_pattern
 
-TOP_KEYS = ("version", "service_accounts", "users", "connections", "grants", "rules", "campaigns")
+TOP_KEYS = ("version", "default", "service_accounts", "users", "connections", "grants", "rules", "campaigns")
 MAX_TEXT = 8 * 1024 * 1024
 MAX_NODES = 1_000_000  # aliases can make a small text expand enormously
 MAX_DEPTH = 64
@@ -46,6 +46,27 @@ def load_policy(text: str, *, source: str = "policy.yaml") -> PolicyDocument:
         iss.raise_if_any()
     data = _Plain(iss).convert(node, ())
     return document_from_data(iss, data)
+
+
+def line_of(text: str, path: tuple[str | int, ...]) -> int | None:
+    """The line of a field of a policy file, e.g. ("connections", 1, "password"); None if absent."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for step in path:
+        if isinstance(node, MappingNode) and isinstance(step, str):
+            found = next(((k, v) for k, v in node.value if isinstance(k, ScalarNode) and k.value == step), None)
+            if found is None:
+                return line
+            line, node = found[0].start_mark.line + 1, found[1]
+        elif isinstance(node, SequenceNode) and isinstance(step, int) and 0 <= step < len(node.value):
+            node = node.value[step]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
 
 
 def document_from_dict(data: dict[str, Any], source: str = "policy") -> PolicyDocument:
@@ -153,9 +174,11 @@ def document_from_data(iss: Issues, data: object) -> PolicyDocument:
     _unique(iss, rules, "name", lambda r: r.name)
     _unique(iss, campaigns, "name", lambda c: c.name)
     _check_references(iss, sas, conns, grants, rules, campaigns)
+    default = choice(iss, d, "default", (), DEFAULTS, default="allow")
     iss.raise_if_any()
     return PolicyDocument(
         version=1,
+        default=default,
         service_accounts=tuple(s for _, s in sas),
         users=tuple(u for _, u in users),
         connections=tuple(c for _, c in conns),

@@ -16,6 +16,8 @@ STRATEGIES = ("redact", "partial", "hash")
 ROLES = ("admin", "approver", "auditor")
 CONNECTION_TYPES = ("http", "postgres", "mysql", "ssh")
 ON_DEADLINE = ("revoke", "keep", "escalate")
+# What a granted operation that no allow, review or deny rule matches gets.
+DEFAULTS = ("allow", "review", "deny")
 DEFAULT_HOLD = 60
 DEFAULT_EXPIRES_AFTER = 3600
 DEFAULT_CAMPAIGN_DURATION = 14 * 86400
@@ -88,10 +90,12 @@ class ConnectionSpec:
     password: str = ""
     private_key: str = ""  # ssh
     host_key: str = ""  # ssh: pinned "ALGO BASE64"
+    default: str = ""  # allow | review | deny; "" takes the file's top-level default
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "type": self.type}
         _put(d, "description", self.description)
+        _put(d, "default", self.default)
         _put(d, "slack_channel", self.slack_channel)
         _put(d, "hosts", list(self.hosts))
         inject: dict[str, Any] = {}
@@ -269,6 +273,7 @@ class CampaignSpec:
 @dataclass(frozen=True, slots=True)
 class PolicyDocument:
     version: int = 1
+    default: str = "allow"  # for connections that set no default of their own
     service_accounts: tuple[ServiceAccountSpec, ...] = ()
     users: tuple[UserSpec, ...] = ()
     connections: tuple[ConnectionSpec, ...] = ()
@@ -278,9 +283,14 @@ class PolicyDocument:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"version": self.version}
+        if self.default != "allow":
+            d["default"] = self.default
         for key in ("service_accounts", "users", "connections", "grants", "rules", "campaigns"):
             _put(d, key, [item.to_dict() for item in getattr(self, key)])
         return d
+
+    def default_for(self, connection: ConnectionSpec) -> str:
+        return connection.default or self.default
 
     def connection(self, name: str) -> ConnectionSpec | None:
         return next((c for c in self.connections if c.name == name), None)

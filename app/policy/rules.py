@@ -15,7 +15,8 @@ FALLBACK_DETECTORS = frozenset({"email", "credit_card", "ssn", "phone", "ipv4", 
 PROTOCOLS = ("http", "postgres", "mysql", "ssh")
 KNOWN_KINDS = ("read", "tcl", "write", "ddl", "dcl", "admin", "exec", "shell")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
-RESERVED_RULE_NAMES = ("no-grant",)
+# Names of verdicts no rule gave: a missing grant, and a connection's `default:`.
+RESERVED_RULE_NAMES = ("no-grant", "default")
 
 RULE_KEYS = ("name", "description", "enabled", "match", "action", "message", "approvers", "hold",
              "expires_after", "slack", "channel", "fields", "detectors", "strategy", "unmasked_types")
@@ -99,7 +100,7 @@ def _check_rule_name(name: str) -> None:
     if not NAME_RE.match(name):
         raise ValueError(NAME_HINT)
     if name in RESERVED_RULE_NAMES:
-        raise ValueError(f"{name!r} is reserved for the verdict of a missing grant")
+        raise ValueError(f"{name!r} is reserved: it names the verdict of a missing grant or of a connection's default")
 
 
 def _check_detector(name: str, known: frozenset[str]) -> None:

@@ -81,6 +81,8 @@ def save_connection():
     for key in ("owner", "description"):
         if f.get(key, "").strip():
             entry[key] = f.get(key).strip()
+    if f.get("default", "allow") != "allow":
+        entry["default"] = f.get("default")  # validated with the rest of the file
     for key in PLAIN_KEYS[kind]:
         value = split_list(f.get(key)) if key == "hosts" else f.get(key, "").strip()
         if value:

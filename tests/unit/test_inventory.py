@@ -5,7 +5,7 @@ from sqlalchemy import func, select
 
 from app import audit, vault
 from app.db import session_scope
-from app.inventory import apply_policy
+from app.inventory import UnresolvedSecret, apply_policy
 from app.models import AuditEntry, Connection, Grant, Rule, ServiceAccount, StoreVersion, User
 from app.policy import load_policy
 from app.vault import VaultError
@@ -59,12 +59,37 @@ def test_changed_secret_is_an_update(store):
 def test_missing_secret_reference_changes_nothing(store):
     _apply()
     before = _counts()
-    changed = POLICY.replace("- name: no-ddl", "- name: no-ddl-renamed")
-    with pytest.raises(VaultError, match="ORDERS_DB_PASSWORD"):
-        _apply(changed, env={"BILLING_TOKEN": "x"})
+    # The reference itself changed: there is no stored secret it may stand for.
+    changed = POLICY.replace("- name: no-ddl", "- name: no-ddl-renamed").replace(
+        "${env:ORDERS_DB_PASSWORD}", "${env:ORDERS_DB_PASSWORD_V2}")
+    with pytest.raises(UnresolvedSecret, match="ORDERS_DB_PASSWORD_V2") as caught:
+        _apply(changed, env={"BILLING_TOKEN": "bill-secret-123"})
+    assert caught.value.path == ("connections", 1, "password")
     assert _counts() == before
     with session_scope() as s:
         assert s.scalars(select(Rule.name).order_by(Rule.position)).first() == "no-ddl"
+
+
+def test_unchanged_reference_whose_variable_is_unset_keeps_the_stored_secret(store):
+    _apply()
+    changed = POLICY.replace("- name: no-ddl", "- name: no-ddl-renamed")
+    report = _apply(changed, env={})
+    assert "rule:no-ddl-renamed" in report.created
+    assert not any(item.startswith("connection:") for item in report.created + report.updated + report.removed)
+    assert len(report.kept) == 2 and "ORDERS_DB_PASSWORD is not set" in report.summary()
+    with session_scope() as s:
+        conn = s.scalars(select(Connection).where(Connection.name == "orders-db")).one()
+        assert vault.decrypt(conn.secrets)["password"].reveal() == "pw-orders-456"
+        api = s.scalars(select(Connection).where(Connection.name == "billing-api")).one()
+        assert vault.decrypt(api.secrets)["header:Authorization"].reveal() == "Bearer bill-secret-123"
+    # A value given again still replaces the stored one.
+    assert _apply(env={**ENV, "ORDERS_DB_PASSWORD": "rotated"}).updated == ["connection:orders-db"]
+
+
+def test_a_new_connection_needs_its_secret(store):
+    with pytest.raises(UnresolvedSecret, match="BILLING_TOKEN"):
+        _apply(env={"ORDERS_DB_PASSWORD": "x"})
+    assert _counts()["Connection"] == 0
 
 
 def test_removed_entries_are_pruned_and_versions_move(store):
@@ -95,3 +120,27 @@ def test_rule_order_follows_the_file(store):
     assert "rule:no-ddl" in report.updated
     with session_scope() as s:
         assert list(s.scalars(select(Rule.name).order_by(Rule.position))) == ["writes-need-dba", "mask-pii", "no-ddl"]
+
+
+def test_defaults_are_stored_per_connection_and_export_maps_back_to_no_change(store):
+    from app.inventory import export_policy, placeholder_environ
+    from app.snapshot import load_snapshot
+
+    text = POLICY.replace("version: 1\n", "version: 1\ndefault: review\n", 1)
+    text = text.replace("    owner: alice@example.com\n", "    owner: alice@example.com\n    default: deny\n", 1)
+    _apply(text)
+    with session_scope() as s:
+        configs = {c.name: c.config for c in s.scalars(select(Connection))}
+    assert configs["orders-db"]["default"] == "review" and configs["billing-api"]["default"] == "deny"
+    policy = load_snapshot().policy
+    assert policy.defaults["orders-db"].action == "review" and policy.defaults["orders-db"].approvers == ("dba",)
+    assert policy.defaults["billing-api"].action == "deny"
+    with session_scope() as s:
+        doc, env = export_policy(s), placeholder_environ(s)
+    assert {c.name: c.default for c in doc.connections} == {"billing-api": "deny", "orders-db": "review"}
+    with session_scope() as s:
+        assert not apply_policy(s, doc, actor="test", environ=env).changed
+    # Back to no default at all: allow, and nothing stored for it.
+    _apply()
+    with session_scope() as s:
+        assert all("default" not in c.config for c in s.scalars(select(Connection)))

@@ -450,7 +450,10 @@ def test_yaml_examples_in_the_reference_load() -> None:
     blocks = [b.split("```", 1)[0] for b in doc_text.split("```yaml\n")[1:]]
     assert len(blocks) >= 3
     assert load_policy(blocks[0]) == load_policy(EXAMPLE.replace("AAAA...", "AAAAC3NzaC1lZDI1NTE5AAAA..."))
-    for block in blocks[1:]:  # match fragments: wrap each in a rule
+    for block in blocks[1:]:  # whole files as they are; match fragments wrapped in a rule
+        if block.startswith("version:"):
+            load_policy(block)
+            continue
         rule = "\n".join("    " + line for line in block.splitlines())
         load_policy(f"version: 1\nrules:\n  - name: r\n    action: deny\n{rule}\n")
 

@@ -213,3 +213,23 @@ def test_an_admin_cannot_lock_themself_out(browser_for):
 def _version() -> int:
     with session_scope() as s:
         return current_version(s)
+
+
+def test_connection_default_is_shown_and_edited(browser_for):
+    b = browser_for("admin@example.com")
+    form = {"original": "billing-db", "name": "billing-db", "type": "postgres", "owner": "group:dba",
+            "address": "db.internal:5432", "database": "billing", "username": "billing_rw", "password": "",
+            "default": "review"}
+    assert b.post("/connections", form).status_code == 302
+    with session_scope() as s:
+        assert s.scalars(select(Connection).where(Connection.name == "billing-db")).one().config["default"] == "review"
+    listing = b.get("/connections").get_data(as_text=True)
+    assert re.search(r'data-default="review"><span class="tag">review</span>', listing)
+    page = b.get("/connections/billing-db").get_data(as_text=True)
+    assert re.search(r'<option value="review" selected>review', page)
+    assert "default: review" in b.get("/policy/export.yaml").get_data(as_text=True)
+    # Back to allow: nothing stored, the page says allow.
+    assert b.post("/connections", {**form, "default": "allow"}).status_code == 302
+    with session_scope() as s:
+        assert "default" not in s.scalars(select(Connection).where(Connection.name == "billing-db")).one().config
+    assert b.post("/connections", {**form, "default": "sometimes"}).status_code == 400
