@@ -7,17 +7,29 @@ Timing matters more than anything else in this file:
   hook, so nothing can reach the upstream undecided.
 A `review` verdict is held inside `gate.decide`; this hook awaits it, which pauses this
 flow only (mitmproxy runs every flow's hooks in its own task).
+
+An approval covers exactly what the approver saw: method, URL as sent and the whole body
+(`app/binding.py`). So a request that needs a review is never held on its headers
+alone: the gate answers "deferred" there, the body is read whole (it must declare a
+length up to the JSON limit), and the request is held in `request` with its body's
+digest. While held, a client that disconnects withdraws it: nothing goes upstream and
+the approval stays unused.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from dataclasses import replace
 
 from mitmproxy import http
+from mitmproxy.connection import ConnectionState
 from mitmproxy.net.http import url
 
+from app.binding import body_digest, http_binding
 from app.gate import get_gate
 from app.snapshot import Target
-from app.types import Verdict
+from app.types import Operation, Verdict
 
 from . import operation
 from .flowstate import bad_request, content_length, needs_body, refuse, state, unavailable
@@ -25,6 +37,8 @@ from .limits import sizes
 from .operation import BadRequest
 
 log = logging.getLogger(__name__)
+CLIENT_POLL = 0.2  # seconds between looks at a held request's client connection
+_DISCONNECTED = "the client disconnected"
 
 
 def check_destination(flow: http.HTTPFlow) -> None:
@@ -58,10 +72,10 @@ def refusal(verdict: Verdict) -> tuple[int, dict, dict[str, str]]:
         }, {"Retry-After": str(retry)}
     if verdict.status == "error":
         return 503, {"error": "unavailable", "message": verdict.message}, {}
-    if verdict.status in ("rejected", "expired"):
+    if verdict.status in ("rejected", "expired", "withdrawn"):
         return 403, {
             "error": verdict.status, "review_id": verdict.review_id, "review_url": verdict.review_url,
-            "rule": verdict.rule, "message": verdict.message,
+            "rule": verdict.rule, "message": verdict.message, "reason": verdict.reason,
         }, {}
     return 403, {"error": "denied", "rule": verdict.rule, "message": verdict.message}, {}
 
@@ -71,14 +85,23 @@ class Gatekeeper:
         if flow.response or flow.error:
             return
         req = flow.request
+        size = content_length(req)
         if needs_body(req):
-            size = content_length(req)
             if size is not None and size > sizes().json:
                 bad_request(flow, f"JSON bodies larger than {sizes().json} bytes cannot be checked", 413)
             return
-        await self._decide(flow, None)
-        size = content_length(req)
-        if state(flow).allowed and (size is None or size > sizes().body):
+        # A request that may have a body is held only once its body is here (`request`).
+        await self._decide(flow, None, b"" if size == 0 else None)
+        st = state(flow)
+        if st.verdict is None and not st.refused:  # deferred: needs a review, bound to its body
+            if size is None and "chunked" in req.headers.get("transfer-encoding", "").lower():
+                bad_request(flow, "a request that needs approval must declare its Content-Length, so the "
+                            "approval can cover its whole body", 411)
+            elif size is not None and size > sizes().json:
+                bad_request(flow, f"a request that needs approval can have at most {sizes().json} bytes of "
+                            "body, so the approval can cover all of it", 413)
+            return
+        if st.allowed and (size is None or size > sizes().body):
             req.stream = True
 
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -86,8 +109,10 @@ class Gatekeeper:
             return
         if state(flow).verdict is not None:
             return  # decided on its headers
+        req = flow.request
         try:
-            content = flow.request.get_content()  # content-encoding undone
+            raw = req.raw_content or b""
+            content = req.get_content() if needs_body(req) else None  # content-encoding undone
             body = operation.parse_json_body(content) if content else None
         except BadRequest as exc:
             bad_request(flow, exc.message)
@@ -95,9 +120,11 @@ class Gatekeeper:
         except ValueError:
             bad_request(flow, "the request body cannot be decoded")
             return
-        await self._decide(flow, body)
+        await self._decide(flow, body, raw)
 
-    async def _decide(self, flow: http.HTTPFlow, body: object | None) -> None:
+    async def _decide(self, flow: http.HTTPFlow, body: object | None, raw: bytes | None) -> None:
+        """`raw`: the whole body as sent, or None when it is not here yet (the gate then
+        defers a review to `request`)."""
         st = state(flow)
         if st.principal is None:  # identity answers first; reaching here is a bug, so refuse
             unavailable(flow, "airlock could not establish who is calling")
@@ -113,6 +140,8 @@ class Gatekeeper:
                 websocket=req.headers.get("upgrade", "").lower() == "websocket",
                 body=body,
             ), connection=target.name if target else "")
+            if raw is not None:
+                op = bind(op, req, raw)
         except BadRequest as exc:
             bad_request(flow, exc.message)
             return
@@ -122,7 +151,14 @@ class Gatekeeper:
             return
         if target is not None and st.recording is not None and not st.recording.connection:
             st.recording.update(connection=target.name)
-        verdict = await gate.decide(st.principal, op, recording=st.recording, run_id=st.run_id)
+        with watching(flow) as gone:
+            verdict = await gate.decide(st.principal, op, recording=st.recording, run_id=st.run_id,
+                                        on_hold=gone.start, gone=gone.future, defer_review=raw is None)
+        if verdict.status == "deferred":
+            return
+        if verdict.action == "allow" and verdict.status == "approved" and not client_here(flow):
+            await gate.give_back(verdict, _DISCONNECTED)  # approved as it left: nothing goes upstream
+            verdict = replace(verdict, action="deny", status="withdrawn", message=_DISCONNECTED)
         st.verdict, st.target = verdict, target
         if verdict.action == "allow":
             if verdict.masks:
@@ -139,3 +175,50 @@ class Gatekeeper:
             if target is not None:
                 return target
         return None
+
+
+def bind(op: Operation, req: http.Request, raw: bytes) -> Operation:
+    """The operation bound to exactly this request: approve-once covers nothing else."""
+    summary = f"{len(raw)} bytes, {req.headers.get('content-type', 'no content type')}, {body_digest(raw)}"
+    return replace(op, binding=http_binding(
+        op, real_method=req.method, scheme=req.scheme, port=req.port, target=req.path,
+        content_type=req.headers.get("content-type", ""), content_encoding=req.headers.get("content-encoding", ""),
+        body=raw), body_summary=summary if raw else "")
+
+
+def client_here(flow: http.HTTPFlow) -> bool:
+    """The client can still read our answer: it has not closed its side of the connection."""
+    return bool(flow.client_conn.state & ConnectionState.CAN_READ)
+
+
+class _Watch:
+    """Completes `future` when the client of a held request goes away. mitmproxy raises
+    no hook for that while this flow's hook is running, but it keeps reading the client
+    socket and marks the connection; a held request looks a few times a second."""
+
+    def __init__(self, flow: http.HTTPFlow):
+        self.flow = flow
+        self.future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._task: asyncio.Task | None = None
+
+    def start(self, review_id: int, url: str) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._poll())
+
+    async def _poll(self) -> None:
+        while client_here(self.flow) and not self.future.done():
+            await asyncio.sleep(CLIENT_POLL)
+        if not self.future.done():
+            self.future.set_result(_DISCONNECTED)
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+@contextlib.contextmanager
+def watching(flow: http.HTTPFlow):
+    watch = _Watch(flow)
+    try:
+        yield watch
+    finally:
+        watch.stop()

@@ -259,11 +259,17 @@ def expire_reviews(session: Session, now: datetime | None = None) -> list[int]:
     return expired
 
 
-def standing_approval(
+def standing_approval(session: Session, **kw) -> str | None:
+    """Why this operation may pass without a new review, or None (see `standing_use`)."""
+    return standing_use(session, **kw)[0]
+
+
+def standing_use(
     session: Session, *, service_account: str, connection: str, fingerprint: str, binding: str, rule: str,
     ran: dict | None = None, now: datetime | None = None,
-) -> str | None:
-    """Why this operation may pass without a new review, or None.
+) -> tuple[str | None, int | None]:
+    """(why this operation may pass without a new review, the approve-once review it used
+    up), or (None, None).
 
     A window matches the operation's shape (`fingerprint`) and is reusable until it ends
     or is revoked; an approve-once review matches the exact operation (`binding`) and is
@@ -280,9 +286,9 @@ def standing_approval(
             ).order_by(FingerprintApproval.expires_at.desc()).limit(1)
         ).first()
         if fpa is not None:
-            return f"shape approved in review {fpa.review_id} until {fpa.expires_at:%Y-%m-%d %H:%M:%S} UTC"
+            return f"shape approved in review {fpa.review_id} until {fpa.expires_at:%Y-%m-%d %H:%M:%S} UTC", None
     if not binding:
-        return None
+        return None, None
     match = (
         Review.service_account == service_account, Review.connection == connection,
         Review.binding == binding, Review.rule == rule, Review.status == "approved",
@@ -297,8 +303,8 @@ def standing_approval(
             audit.append(session, service_account, "review.used", f"review:{rid}", {
                 "review_id": rid, "connection": connection, "binding": binding, **(ran or {}),
             })
-            return f"approved once in review {rid}"
-    return None
+            return f"approved once in review {rid}", rid
+    return None, None
 
 
 def release_use(session: Session, review_id: int, reason: str, now: datetime | None = None) -> None:

@@ -219,9 +219,9 @@ class Gate:
 
     async def _hold(self, principal, operation, verdict, run_id, session_id, hold, on_hold, gone) -> Verdict:
         operation = replace(operation, fingerprint=review_fingerprint(operation), binding=binding_of(operation))
-        standing = await asyncio.to_thread(self._standing, principal, operation, verdict.rule)
+        standing, used_id = await asyncio.to_thread(self._standing, principal, operation, verdict.rule)
         if standing:
-            return replace(verdict, action="allow", status="approved", message=standing)
+            return replace(verdict, action="allow", status="approved", message=standing, review_id=used_id)
         review_id = await asyncio.to_thread(self._open_review, principal, operation, verdict, run_id, session_id)
         url = approvals.review_url(review_id)
         if on_hold is not None:
@@ -234,7 +234,7 @@ class Gate:
         if status == "approved":
             # The approval belongs to this operation: use it up so it cannot be replayed.
             # If another process used it first, this one has to ask again.
-            used = await asyncio.to_thread(self._standing, principal, operation, verdict.rule)
+            used, _ = await asyncio.to_thread(self._standing, principal, operation, verdict.rule)
             if used and _gone(gone):
                 # The runtime left while the approval was being taken: give it back.
                 await asyncio.to_thread(self._store, approvals.release_use, review_id, _why(gone))
@@ -256,9 +256,15 @@ class Gate:
 
     # -- store work (runs in threads) -------------------------------------------------
 
-    def _standing(self, principal: Principal, operation: Operation, rule: str | None) -> str | None:
+    async def give_back(self, verdict: Verdict, reason: str) -> None:
+        """The adapter could not send an operation it was approved for (its runtime left):
+        an approve-once use returns, so an identical retry may still use it."""
+        if verdict.status == "approved" and verdict.review_id is not None:
+            await asyncio.to_thread(self._store, approvals.release_use, verdict.review_id, reason)
+
+    def _standing(self, principal: Principal, operation: Operation, rule: str | None) -> tuple[str | None, int | None]:
         with session_scope() as s:
-            return approvals.standing_approval(
+            return approvals.standing_use(
                 s,
                 service_account=principal.service_account,
                 connection=operation.connection,

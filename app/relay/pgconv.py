@@ -171,6 +171,7 @@ class Conversation:
         self.batch += 1
         query = Query(self.checker.masker(masks), [(op.text, r) for op, r in zip(ops, rules)], mask_names(masks))
         self.stream.expect(QUERY, query, batch=self.batch)
+        self._flush()  # now, while the client is known to be there (an approved statement must not outlive it)
 
     def _function_call(self, body, raw) -> None:
         # Calls a function by OID: no SQL text to check, so it never passes.
@@ -184,7 +185,7 @@ class Conversation:
         if text is None:
             return self._refuse(self._bad_encoding(), extended=True)
         ops = self.checker.operations(text)
-        masks, refusal, rules = await self.checker.check(ops)
+        masks, refusal, rules = await self.checker.check(ops, defer_review=True)  # held at Bind, with its values
         if refusal is not None:
             if name == "":
                 self.prepared.pop(name, None)
@@ -193,6 +194,7 @@ class Conversation:
         rule = next((r for r in rules if r), None)
         prep = Prepared(name, text, ops, masks, self.checker.masker(masks), time.monotonic(), rule)
         prep.param_types = param_types
+        prep.deferred = self.checker.deferred
         prep.batch = self.batch
         self._out.append(raw)
         self.stream.expect(PARSE, Change(self.prepared, name, prep))
@@ -213,8 +215,9 @@ class Conversation:
             return self._refuse(error_response(
                 "26000", f'airlock: prepared statement "{b.statement}" was not prepared through airlock'),
                 extended=True)
-        if time.monotonic() - prep.checked_at > RECHECK_SECONDS:
-            masks, refusal, _ = await self.checker.check(prep.ops)
+        if prep.deferred or time.monotonic() - prep.checked_at > RECHECK_SECONDS:
+            ops = self.checker.bound(prep.ops, b, prep.param_types, self.encoding) if prep.deferred else prep.ops
+            masks, refusal, _ = await self.checker.check(ops)
             if refusal is not None:
                 return self._refuse(refusal, extended=True)
             prep.checked_at = time.monotonic()
@@ -236,6 +239,8 @@ class Conversation:
         portal.batch = self.batch
         self._out.append(raw)
         self.stream.expect(BIND, Change(self.portals, b.portal, portal))
+        if prep.deferred:
+            self._flush()  # as for a query: an approved Bind goes out while the client is there
 
     async def _execute(self, body, raw) -> None:
         name = pgwire.parse_execute(body)
