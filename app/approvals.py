@@ -371,6 +371,9 @@ def revoke_window(session: Session, window_id: int, *, by: str, now: datetime | 
     if fpa.revoked_at is not None or fpa.expires_at <= now:
         raise VoteError(f"window {window_id} has already ended")
     fpa.revoked_at, fpa.revoked_by = now, by
+    # The review's own approve-once use ends with the window it came with.
+    session.execute(update(Review).where(Review.id == fpa.review_id, Review.valid_until > now)
+                    .values(valid_until=now).execution_options(synchronize_session=False))
     audit.append(session, by, "window.revoked", f"review:{fpa.review_id}", {
         "window_id": fpa.id, "review_id": fpa.review_id, "service_account": fpa.service_account,
         "connection": fpa.connection, "rule": fpa.rule, "was_until": fpa.expires_at.isoformat(),
