@@ -134,14 +134,7 @@ class Gatekeeper:
         try:
             check_destination(flow)
             target = await self._route(gate, req)
-            op = operation.build(operation.Request(
-                method=req.method, scheme=req.scheme, host=req.host, port=req.port, path=req.path,
-                override=tuple(v for name in operation.OVERRIDE_HEADERS for v in req.headers.get_all(name)),
-                websocket=req.headers.get("upgrade", "").lower() == "websocket",
-                body=body,
-            ), connection=target.name if target else "")
-            if raw is not None:
-                op = bind(op, req, raw)
+            op = operation_of(req, target.name if target else "", body, raw)
         except BadRequest as exc:
             bad_request(flow, exc.message)
             return
@@ -175,6 +168,17 @@ class Gatekeeper:
             if target is not None:
                 return target
         return None
+
+
+def operation_of(req: http.Request, connection: str, body: object | None, raw: bytes | None) -> Operation:
+    """The request as the gate sees it; bound to its whole body when `raw` is given."""
+    op = operation.build(operation.Request(
+        method=req.method, scheme=req.scheme, host=req.host, port=req.port, path=req.path,
+        override=tuple(v for name in operation.OVERRIDE_HEADERS for v in req.headers.get_all(name)),
+        websocket=req.headers.get("upgrade", "").lower() == "websocket",
+        body=body,
+    ), connection=connection)
+    return bind(op, req, raw) if raw is not None else op
 
 
 def bind(op: Operation, req: http.Request, raw: bytes) -> Operation:
