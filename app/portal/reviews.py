@@ -7,7 +7,7 @@ from flask import Blueprint, abort, flash, jsonify, redirect, render_template, r
 from flask_login import current_user
 from sqlalchemy import func, select
 
-from app import approvals
+from app import approvals, windows as window_approvals
 from app.db import session_scope
 from app.models import Review, Vote, utcnow
 from app.portal.filters import iso
@@ -131,7 +131,7 @@ def windows():
             "connection": fpa.connection, "rule": fpa.rule, "protocol": review.protocol,
             "shape": review.shape or review.operation, "expires_at": iso(fpa.expires_at),
             "granted_by": ", ".join((review.details or {}).get("approvers") or [review.decided_by or "?"]),
-        } for fpa, review in approvals.active_windows(s)]
+        } for fpa, review in window_approvals.active_windows(s)]
     return render_template("reviews/windows.html", windows=rows, can_revoke=current_user.can(VOTE))
 
 
@@ -140,7 +140,7 @@ def windows():
 def revoke_window(window_id: int):
     try:
         with session_scope() as s:
-            fpa = approvals.revoke_window(s, window_id, by=current_user.email.lower())
+            fpa = window_approvals.revoke_window(s, window_id, by=current_user.email.lower())
             flash(f"Window {window_id} (review #{fpa.review_id}) is revoked: that shape asks again from now on.", "ok")
     except approvals.VoteError as exc:
         flash(f"Nothing was revoked: {exc.message}", "error")

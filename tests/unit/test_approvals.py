@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from app import approvals, audit
+from app import approvals, audit, windows
 from app.approvals import VoteError
 from app.db import session_scope
 from app.models import AuditEntry, BusEvent, FingerprintApproval, Group, Review, User, Vote, utcnow
@@ -498,12 +498,12 @@ def test_a_revoked_window_stops_at_once_and_is_audited(people):
     _vote(rid, "alice@example.com", window_minutes=30)
     assert _standing(fingerprint="win-1", binding="other").startswith("shape approved")
     with session_scope() as s:
-        (fpa, review), = approvals.active_windows(s)
+        (fpa, review), = windows.active_windows(s)
         assert review.id == rid
-        approvals.revoke_window(s, fpa.id, by="root@example.com")
+        windows.revoke_window(s, fpa.id, by="root@example.com")
     assert _standing(fingerprint="win-1", binding="other") is None
     with session_scope() as s:
-        assert approvals.active_windows(s) == []
+        assert windows.active_windows(s) == []
         with pytest.raises(VoteError, match="already ended"):
-            approvals.revoke_window(s, fpa.id, by="root@example.com")
+            windows.revoke_window(s, fpa.id, by="root@example.com")
     assert "window.revoked" in _actions()
