@@ -62,7 +62,7 @@ SCHEMAS: dict[str, Any] = {
         "decision": {"type": "string", "enum": ["approve", "reject"]},
         "reason": {"type": "string", "maxLength": 2000, "description": "Required to reject"},
         "window_minutes": {"type": "integer", "minimum": 1, "maximum": 1440,
-                           "description": "Approve this fingerprint for this identity for N minutes"}}},
+                           "description": "Approve every operation of this shape (values as placeholders) for this identity for N minutes"}}},
     "Session": {"type": "object", "required": ["id", "protocol"], "properties": {
         "id": TEXT, "protocol": TEXT, "service_account": TEXT, "connection": TEXT, "run_id": NTEXT,
         "client_addr": TEXT, "started_at": TEXT, "ended_at": TIME, "active": {"type": "boolean"},
@@ -125,7 +125,7 @@ def spec() -> dict[str, Any]:
                                             {"200": _ok(_ref("Review")), "404": _error("No such review")},
                                             parameters=[_path("review_id")])},
         "/reviews/{review_id}/vote": {"post": _op(
-            "Approve (once, or this fingerprint for N minutes) or reject with a reason", "admin, approver",
+            "Approve (once: exactly this operation; or this shape for N minutes) or reject with a reason", "admin, approver",
             {"200": _ok(_ref("Review")), **bad, "404": _error("No such review"),
              "409": _error("Vote refused: self-approval, not an approver group member, already decided")},
             parameters=[_path("review_id")], requestBody=_json_body("VoteRequest"))},
