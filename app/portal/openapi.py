@@ -62,7 +62,8 @@ SCHEMAS: dict[str, Any] = {
         "decision": {"type": "string", "enum": ["approve", "reject"]},
         "reason": {"type": "string", "maxLength": 2000, "description": "Required to reject"},
         "window_minutes": {"type": "integer", "minimum": 1, "maximum": 1440,
-                           "description": "Approve every operation of this shape (values as placeholders) for this identity for N minutes"}}},
+                           "description": "Approve every operation of this shape (values as placeholders) "
+                                          "for this identity for N minutes"}}},
     "Session": {"type": "object", "required": ["id", "protocol"], "properties": {
         "id": TEXT, "protocol": TEXT, "service_account": TEXT, "connection": TEXT, "run_id": NTEXT,
         "client_addr": TEXT, "started_at": TEXT, "ended_at": TIME, "active": {"type": "boolean"},
