@@ -134,7 +134,8 @@ class Checker:
             return True
         return False
 
-    def bound(self, ops: list[Operation], bind, types: tuple[int, ...], encoding: str) -> list[Operation]:
+    @staticmethod
+    def bound(ops: list[Operation], bind, types: tuple[int, ...], encoding: str) -> list[Operation]:
         """The statement's operations with this Bind's parameters: a review then covers
         exactly the values that will run (every byte, in the binding), and approvers see them."""
         params = bind.params

@@ -71,7 +71,7 @@ def _sql(spec: dict) -> Operation:
         return op
     params = [_value(v) for v in spec["params"]]
     bind = _Bind(params, spec.get("formats", [0]))
-    (bound,) = Checker.bound(None, [op], bind, tuple(spec.get("types", ())), "utf-8")
+    (bound,) = Checker.bound([op], bind, tuple(spec.get("types", ())), "utf-8")
     return bound
 
 
