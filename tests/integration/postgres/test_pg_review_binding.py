@@ -169,3 +169,24 @@ def test_a_cancel_request_withdraws_the_held_statement(relay, agent, world):
     assert held.conn.execute(f"INSERT INTO orders VALUES ({row}, 'cancelled while held')").rowcount == 1
     assert _review(review_id).consumed_at is not None
     held.conn.close()
+
+
+def test_a_statement_sent_before_the_client_left_is_recorded_with_its_outcome(relay, agent, world):
+    from app.relay import pgwire
+
+    from .conftest import events
+    from .rawclient import RawClient
+
+    row = 1020 + (0 if world.target.lane else 1)
+    client = RawClient(relay.host, relay.port)
+    client.login("agent", "app", agent)
+    client.send(pgwire.query_message(f"INSERT INTO inbox SELECT {row}, 'sent, then gone' FROM pg_sleep(0.5)"))
+    client.sock.close()  # gone before the answer
+
+    def recorded():
+        return [d for _, kind, d in events() if kind == "output" and f"SELECT {row}," in d.get("sql", "")]
+
+    [event] = wait_for(recorded, timeout=20) or [None]
+    assert event is not None, "the statement ran but was not recorded"
+    assert event["tag"] == "INSERT 0 1"
+    assert target_rows(world.target, f"SELECT count(*) FROM inbox WHERE id = {row}") == [(1,)]
