@@ -24,10 +24,11 @@ def queue_state(s) -> str:
     pending = s.execute(
         select(func.count(Review.id), func.max(Review.id)).where(Review.status == "pending")
     ).one()
-    decided = s.execute(select(func.max(Review.decided_at), func.max(Review.id))).one()
+    decided = s.execute(select(func.max(Review.decided_at), func.max(Review.id),
+                               func.max(Review.requester_gone_at))).one()
     votes = s.scalar(select(func.max(Vote.id)))
     # Reviews also leave the queue by running out of time, so the minute is part of it.
-    basis = f"{pending[0]}|{pending[1]}|{decided[0]}|{decided[1]}|{votes}|{utcnow():%Y%m%d%H%M}"
+    basis = f"{pending[0]}|{pending[1]}|{decided[0]}|{decided[1]}|{decided[2]}|{votes}|{utcnow():%Y%m%d%H%M}"
     return hashlib.sha256(basis.encode()).hexdigest()[:16]
 
 

@@ -56,3 +56,15 @@ def test_active_windows_are_listed_and_an_approver_can_revoke_one(browser_for):
         entry = s.scalars(select(AuditEntry).where(AuditEntry.action == "window.revoked")).one()
         assert entry.actor == "alice@example.com" and entry.data["window_id"] == window_id
         assert s.get(Review, verdict.review_id).status == "approved"
+
+
+def test_the_queue_flags_a_requester_who_left_and_updates_for_it(browser_for):
+    from app import approvals
+    verdict = decide(sql_op("UPDATE invoices SET amount = 13 WHERE id = 45"), hold=0)
+    b = browser_for("carol@example.com")
+    state = b.get("/reviews/updates?state=").get_json()["state"]
+    assert "requester gone" not in b.get("/reviews").get_data(as_text=True)
+    with session_scope() as s:
+        approvals.requester_gone(s, verdict.review_id, "billing-agent", "the client disconnected")
+    changed = b.get(f"/reviews/updates?state={state}").get_json()
+    assert changed["state"] != state and "requester gone" in changed["html"]
