@@ -273,8 +273,12 @@ def shown_url(scheme: str, host: str, port: int, target: str) -> str:
 
 
 def fingerprint(method: str, host: str, port: int, path: str, query: str, body: object | None) -> str:
-    canonical = json.dumps([method, host, port, path, query, body], sort_keys=True, separators=(",", ":"),
-                           ensure_ascii=False, default=str)
+    """The request's shape (window approvals, the verdict cache): method, destination,
+    path and the names of the query parameters. Values and the body are left out on
+    purpose: approvers are shown a window as covering any of them (app/binding.py), and
+    approve-once binds to the exact request instead (`Gatekeeper`)."""
+    names = [name for name, _ in parse_qsl(query, keep_blank_values=True)]
+    canonical = json.dumps([method, host, port, path, names], separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 

@@ -22,6 +22,7 @@ from app import audit, bus
 from app.config import settings
 from app.db import session_scope
 from app.models import FingerprintApproval, Review, User, Vote, utcnow
+from app.binding import shape_text
 from app.types import Operation, Principal, ReviewSpec, Verdict
 
 MAX_WINDOW_MINUTES = 1440
@@ -51,6 +52,16 @@ def _describe(op: Operation) -> str:
     return op.kind
 
 
+def ran(op: Operation) -> dict:
+    """What actually ran, for the `review.used` audit entry: the operation, not a hash."""
+    out: dict = {"operation": audit.scrub(_describe(op))[:2000]}
+    if op.params:
+        out["params"] = [None if p is None else audit.scrub(p)[:500] for p in op.params]
+    if op.body_summary:
+        out["body"] = op.body_summary
+    return out
+
+
 def create_review(
     session: Session,
     *,
@@ -75,6 +86,8 @@ def create_review(
         # Reviewers see the statement, but never a credential typed into it.
         operation=audit.scrub(_describe(operation)),
         fingerprint=operation.fingerprint,
+        binding=operation.binding,
+        shape=audit.scrub(shape_text(operation)),
         rule=verdict.rule or "",
         message=verdict.message,
         groups=list(spec.groups),
@@ -90,6 +103,9 @@ def create_review(
             "hold_seconds": float(spec.hold_seconds),
             "targets": list(operation.targets),
             "attributes": sorted(operation.attributes),
+            **({"params": [None if p is None else audit.scrub(p) for p in operation.params]}
+               if operation.params else {}),
+            **({"body": operation.body_summary} if operation.body_summary else {}),
         },
         created_at=now,
         expires_at=now + timedelta(seconds=expires_after),
@@ -243,30 +259,39 @@ def expire_reviews(session: Session, now: datetime | None = None) -> list[int]:
     return expired
 
 
-def standing_approval(
-    session: Session, *, service_account: str, connection: str, fingerprint: str, rule: str,
-    now: datetime | None = None,
-) -> str | None:
-    """Why this operation may pass without a new review, or None.
+def standing_approval(session: Session, **kw) -> str | None:
+    """Why this operation may pass without a new review, or None (see `standing_use`)."""
+    return standing_use(session, **kw)[0]
 
-    A fingerprint window is reusable until it ends; an approve-once review is used up
-    here, atomically, so two processes racing for it cannot both pass.
+
+def standing_use(
+    session: Session, *, service_account: str, connection: str, fingerprint: str, binding: str, rule: str,
+    ran: dict | None = None, now: datetime | None = None,
+) -> tuple[str | None, int | None]:
+    """(why this operation may pass without a new review, the approve-once review it used
+    up), or (None, None).
+
+    A window matches the operation's shape (`fingerprint`) and is reusable until it ends
+    or is revoked; an approve-once review matches the exact operation (`binding`) and is
+    used up here, atomically, so two processes racing for it cannot both pass. `ran` is
+    what the audit records as the operation that used it.
     """
-    if not fingerprint:
-        return None
     now, rule = now or utcnow(), rule or ""
-    fpa = session.scalars(
-        select(FingerprintApproval).where(
-            FingerprintApproval.service_account == service_account, FingerprintApproval.connection == connection,
-            FingerprintApproval.fingerprint == fingerprint, FingerprintApproval.rule == rule,
-            FingerprintApproval.expires_at > now,
-        ).order_by(FingerprintApproval.expires_at.desc()).limit(1)
-    ).first()
-    if fpa is not None:
-        return f"fingerprint approved in review {fpa.review_id} until {fpa.expires_at:%Y-%m-%d %H:%M:%S} UTC"
+    if fingerprint:
+        fpa = session.scalars(
+            select(FingerprintApproval).where(
+                FingerprintApproval.service_account == service_account, FingerprintApproval.connection == connection,
+                FingerprintApproval.fingerprint == fingerprint, FingerprintApproval.rule == rule,
+                FingerprintApproval.expires_at > now, FingerprintApproval.revoked_at.is_(None),
+            ).order_by(FingerprintApproval.expires_at.desc()).limit(1)
+        ).first()
+        if fpa is not None:
+            return f"shape approved in review {fpa.review_id} until {fpa.expires_at:%Y-%m-%d %H:%M:%S} UTC", None
+    if not binding:
+        return None, None
     match = (
         Review.service_account == service_account, Review.connection == connection,
-        Review.fingerprint == fingerprint, Review.rule == rule, Review.status == "approved",
+        Review.binding == binding, Review.rule == rule, Review.status == "approved",
         Review.consumed_at.is_(None), Review.valid_until > now,
     )
     for rid in session.scalars(select(Review.id).where(*match).order_by(Review.id)).all():
@@ -276,22 +301,52 @@ def standing_approval(
         )
         if res.rowcount == 1:
             audit.append(session, service_account, "review.used", f"review:{rid}", {
-                "review_id": rid, "connection": connection, "fingerprint": fingerprint,
+                "review_id": rid, "connection": connection, "binding": binding, **(ran or {}),
             })
-            return f"approved once in review {rid}"
-    return None
+            return f"approved once in review {rid}", rid
+    return None, None
+
+
+def release_use(session: Session, review_id: int, reason: str, now: datetime | None = None) -> None:
+    """Give an approve-once use back: its requester left before the operation was sent."""
+    res = session.execute(
+        update(Review).where(Review.id == review_id, Review.consumed_at.is_not(None))
+        .values(consumed_at=None, requester_gone_at=now or utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if res.rowcount == 1:
+        audit.append(session, "system", "review.use_returned", f"review:{review_id}",
+                     {"review_id": review_id, "reason": reason})
+
+
+def requester_gone(session: Session, review_id: int, service_account: str, reason: str,
+                   now: datetime | None = None) -> None:
+    """The held runtime disconnected or cancelled: nothing was sent to the target. The
+    review stays as it is (approving it still lets an identical retry through once); it
+    is flagged so approvers know nobody is waiting."""
+    now = now or utcnow()
+    session.execute(
+        update(Review).where(Review.id == review_id).values(requester_gone_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    audit.append(session, service_account, "review.withdrawn", f"review:{review_id}",
+                 {"review_id": review_id, "reason": reason})
+    bus.publish(session, "reviews", str(review_id))
 
 
 def find_pending(
-    session: Session, *, service_account: str, connection: str, fingerprint: str, now: datetime | None = None,
+    session: Session, *, service_account: str, connection: str, binding: str, rule: str = "",
+    now: datetime | None = None,
 ) -> Review | None:
-    """The open review of an identical operation, so a retry re-attaches to it."""
-    if not fingerprint:
+    """The open review of the exact same operation, so a retry re-attaches to it (never
+    one that merely has the same shape: approvers would approve what they never saw)."""
+    if not binding:
         return None
     return session.scalars(
         select(Review).where(
             Review.service_account == service_account, Review.connection == connection,
-            Review.fingerprint == fingerprint, Review.status == "pending", Review.expires_at > (now or utcnow()),
+            Review.binding == binding, Review.rule == (rule or ""), Review.status == "pending",
+            Review.expires_at > (now or utcnow()),
         ).order_by(Review.id.desc()).limit(1)
     ).first()
 
@@ -307,16 +362,22 @@ def current_status(review_id: int) -> str:
     return row.status
 
 
-async def wait_for_decision(review_id: int, timeout: float, *, safety_interval: float = SAFETY_INTERVAL) -> str:
-    """Wait up to `timeout` s; return approved, rejected, expired, or pending."""
+async def wait_for_decision(review_id: int, timeout: float, *, safety_interval: float = SAFETY_INTERVAL,
+                            gone: asyncio.Future | None = None) -> str:
+    """Wait up to `timeout` s; return approved, rejected, expired, or pending, or
+    "withdrawn" as soon as `gone` completes (the requester left)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max(0.0, timeout)
     b = bus.get_bus()
     # Watch first, then read: a decision landing between the two still wakes us. That
     # holds only once the listener is up; if it was not yet, read again when it is.
     with b.watch(f"review:{review_id}") as watch:
+        if gone is not None:
+            gone.add_done_callback(lambda _: watch.fire())
         covered = b.is_ready
         while True:
+            if gone is not None and gone.done():
+                return "withdrawn"
             status = await asyncio.to_thread(current_status, review_id)
             remaining = deadline - loop.time()
             if status != "pending" or remaining <= 0:

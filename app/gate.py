@@ -5,8 +5,8 @@
 Adapters get back a `Verdict` they can enforce with no logic of their own:
 - action "allow": let it through, applying `verdict.masks`;
 - action "deny": refuse with `verdict.rule` / `verdict.message`; `status` says why
-  ("denied", "rejected", "expired", or "error" when airlock itself failed: HTTP maps
-  that to 503);
+  ("denied", "rejected" with the approvers' `reason`, "expired", "withdrawn" when the
+  runtime left while held, or "error" when airlock itself failed: HTTP maps that to 503);
 - action "review": still pending after the hold; tell the runtime `review_id`,
   `review_url` and `retry_after`.
 
@@ -24,7 +24,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any, Awaitable, Callable
 
+from sqlalchemy import select
+
 from app import approvals, audit
+from app.binding import binding_of
 from app.bus import get_bus
 from app.db import session_scope
 from app.identity import AuthError, Authenticator, IdentityUnavailable
@@ -32,6 +35,7 @@ from app.policy import CompiledPolicy, evaluate
 from app.recording import SessionRecording
 from app.snapshot import Target, load_snapshot, read_version
 from app.masking import Masker
+from app.models import Review
 from app.types import MaskSpec, Operation, Principal, Verdict
 from app.vault import mask_salt
 from app.versions import VERSION_CHANNEL
@@ -136,20 +140,30 @@ class Gate:
         hold: float | None = None,
         on_hold: OnHold | None = None,
         record_allows: bool = True,
+        gone: asyncio.Future | None = None,
+        defer_review: bool = False,
     ) -> Verdict:
         """`record_allows=False`: the adapter records allowed operations in an event of its
         own (one event per operation on hot paths, e.g. a statement with its result);
-        denials, holds, approvals and errors are recorded here all the same."""
+        denials, holds, approvals and errors are recorded here all the same.
+
+        `gone` completes (with a reason) when the runtime disconnects or cancels: a held
+        operation is then withdrawn (status "withdrawn"), and an approval is left unused.
+        `defer_review=True`: an operation that needs a review is not held but answered
+        with action "review", status "deferred"; the adapter must ask again with the whole
+        operation (e.g. a statement with its parameters, at Bind) before running it."""
         try:
-            verdict = await self._decide(principal, operation, recording, run_id, hold, on_hold)
+            verdict = await self._decide(principal, operation, recording, run_id, hold, on_hold, gone,
+                                         defer_review)
         except Exception as exc:  # fail closed, whatever broke
             log.exception("gate failed; refusing %s on %s", operation.kind, operation.connection)
             verdict = _error(f"airlock could not decide ({type(exc).__name__}); the operation was refused")
-        if recording is not None and (record_allows or verdict.action != "allow" or verdict.status is not None):
+        if recording is not None and verdict.status != "deferred" and (
+                record_allows or verdict.action != "allow" or verdict.status is not None):
             recording.event("decision", _decision_event(operation, verdict))
         return verdict
 
-    async def _decide(self, principal, operation, recording, run_id, hold, on_hold) -> Verdict:
+    async def _decide(self, principal, operation, recording, run_id, hold, on_hold, gone, defer_review) -> Verdict:
         snap = await self._fresh()
         verdict = self._evaluate(snap.policy, snap.version, principal, operation)
         if verdict.action == "allow":
@@ -158,7 +172,9 @@ class Gate:
         if verdict.action == "deny":
             await asyncio.to_thread(self._audit_denial, principal, operation, verdict, session_id)
             return replace(verdict, status="denied")
-        return await self._hold(principal, operation, verdict, run_id, session_id, hold, on_hold)
+        if defer_review:
+            return replace(verdict, status="deferred")
+        return await self._hold(principal, operation, verdict, run_id, session_id, hold, on_hold, gone)
 
     def _evaluate(self, policy: CompiledPolicy, version: int, principal: Principal, op: Operation) -> Verdict:
         if op.body is not None:  # unhashable and rarely repeated: don't cache
@@ -217,11 +233,11 @@ class Gate:
         if len(self._verdicts) > VERDICT_CACHE_SIZE:
             self._verdicts.popitem(last=False)
 
-    async def _hold(self, principal, operation, verdict, run_id, session_id, hold, on_hold) -> Verdict:
-        operation = replace(operation, fingerprint=review_fingerprint(operation))
-        standing = await asyncio.to_thread(self._standing, principal, operation, verdict.rule)
+    async def _hold(self, principal, operation, verdict, run_id, session_id, hold, on_hold, gone) -> Verdict:
+        operation = replace(operation, fingerprint=review_fingerprint(operation), binding=binding_of(operation))
+        standing, used_id = await asyncio.to_thread(self._standing, principal, operation, verdict.rule)
         if standing:
-            return replace(verdict, action="allow", status="approved", message=standing)
+            return replace(verdict, action="allow", status="approved", message=standing, review_id=used_id)
         review_id = await asyncio.to_thread(self._open_review, principal, operation, verdict, run_id, session_id)
         url = approvals.review_url(review_id)
         if on_hold is not None:
@@ -230,12 +246,28 @@ class Gate:
                 await result
         wait = verdict.review.hold_seconds if hold is None else hold
         try:
-            status = await approvals.wait_for_decision(review_id, wait)
+            status = await approvals.wait_for_decision(review_id, wait, gone=gone)
             held = replace(verdict, review_id=review_id, review_url=url, status=status)
-            # The approval belongs to this operation: use it up so it cannot be replayed.
-            # If another process used it first, this one has to ask again.
-            if status == "approved" and await asyncio.to_thread(self._standing, principal, operation, verdict.rule):
-                return replace(held, action="allow")
+            if status == "approved":
+                # The approval belongs to this operation: use it up so it cannot be replayed.
+                # If another process used it first, this one has to ask again.
+                used, _ = await asyncio.to_thread(self._standing, principal, operation, verdict.rule)
+                if used and _gone(gone):
+                    # The runtime left while the approval was being taken: give it back.
+                    await asyncio.to_thread(self._store, approvals.release_use, review_id, _why(gone))
+                if used and not _gone(gone):
+                    return replace(held, action="allow")
+                status = "withdrawn" if _gone(gone) else "pending"
+                held = replace(held, status=status, message=f"review {review_id} was already used")
+            if status == "withdrawn":
+                reason = _why(gone)
+                await asyncio.to_thread(self._store, approvals.requester_gone, review_id, principal.service_account,
+                                        reason)
+                return replace(held, action="deny", status="withdrawn",
+                               message=f"review {review_id}: the operation was withdrawn ({reason}); nothing ran")
+            if status == "pending":
+                return replace(held, action="review", retry_after=max(1, int(min(wait, 30))))
+            reason = await asyncio.to_thread(self._reason, review_id) if status == "rejected" else ""
         except Exception as exc:
             # The review is stored and stays decidable: refuse (503 / 58000) but hand the
             # runtime its id, so it can retry once the store is back and the review decided.
@@ -243,24 +275,38 @@ class Gate:
             return replace(_error(f"the airlock store became unavailable while review {review_id} was held; "
                                   f"retry later: {url}"),
                            review_id=review_id, review_url=url, retry_after=max(1, int(min(wait, 30))))
-        if status == "approved":
-            status = "pending"
-            held = replace(held, status=status, message=f"review {review_id} was already used")
-        if status == "pending":
-            return replace(held, action="review", retry_after=max(1, int(min(wait, 30))))
-        return replace(held, action="deny", message=f"review {review_id} was {status}")
+        return replace(held, action="deny", reason=reason,
+                       message=f"review {review_id} was {status}" + (f": {reason}" if reason else ""))
 
     # -- store work (runs in threads) -------------------------------------------------
 
-    def _standing(self, principal: Principal, operation: Operation, rule: str | None) -> str | None:
+    async def give_back(self, verdict: Verdict, reason: str) -> None:
+        """The adapter could not send an operation it was approved for (its runtime left):
+        an approve-once use returns, so an identical retry may still use it."""
+        if verdict.status == "approved" and verdict.review_id is not None:
+            await asyncio.to_thread(self._store, approvals.release_use, verdict.review_id, reason)
+
+    def _standing(self, principal: Principal, operation: Operation, rule: str | None) -> tuple[str | None, int | None]:
         with session_scope() as s:
-            return approvals.standing_approval(
+            return approvals.standing_use(
                 s,
                 service_account=principal.service_account,
                 connection=operation.connection,
                 fingerprint=operation.fingerprint,
+                binding=operation.binding,
                 rule=rule,
+                ran=approvals.ran(operation),
             )
+
+    @staticmethod
+    def _store(fn, *args) -> None:
+        with session_scope() as s:
+            fn(s, *args)
+
+    @staticmethod
+    def _reason(review_id: int) -> str:
+        with session_scope() as s:
+            return s.scalar(select(Review.reason).where(Review.id == review_id)) or ""
 
     def _open_review(self, principal, operation, verdict, run_id, session_id) -> int:
         with session_scope() as s:
@@ -268,7 +314,8 @@ class Gate:
                 s,
                 service_account=principal.service_account,
                 connection=operation.connection,
-                fingerprint=operation.fingerprint,
+                binding=operation.binding,
+                rule=verdict.rule or "",
             )
             if existing is not None:
                 return existing.id
@@ -327,8 +374,19 @@ class Gate:
             bus.subscribe(VERSION_CHANNEL, self.invalidate)
 
 
+def _gone(gone: asyncio.Future | None) -> bool:
+    return gone is not None and gone.done()
+
+
+def _why(gone: asyncio.Future) -> str:
+    if gone.cancelled() or gone.exception() is not None:
+        return "the requester is gone"
+    return str(gone.result() or "the requester is gone")
+
+
 def review_fingerprint(operation: Operation) -> str:
-    """What approvals match on: the adapter's statement shape, scoped to protocol and kind.
+    """What window approvals match on: the adapter's shape, scoped to protocol and kind.
+    (Approve-once matches the exact operation instead: `binding_of`.)
 
     Always a fixed-length hash, so raw operation text never becomes a lookup key.
     """
@@ -347,6 +405,8 @@ def _decision_event(operation: Operation, verdict: Verdict) -> dict[str, Any]:
     }
     if verdict.message:
         event["message"] = verdict.message
+    if verdict.reason:
+        event["reason"] = verdict.reason
     if verdict.review_id is not None:
         event["review_id"] = verdict.review_id
     if verdict.masks:

@@ -59,7 +59,12 @@ class Operation:
     command: str | None = None
     attributes: frozenset[str] = frozenset()
     body: object | None = None  # parsed JSON body of an HTTP request, if any
-    fingerprint: str = ""
+    fingerprint: str = ""  # the shape: equal for operations that differ only in values
+    # What an approve-once covers: a digest of exactly what will run (app/binding.py).
+    # Empty: the gate binds to protocol, kind, text and params.
+    binding: str = ""
+    params: tuple[str | None, ...] = ()  # bound parameter values, as shown to approvers
+    body_summary: str = ""  # an HTTP body for people: size, type and digest (the binding covers it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +108,9 @@ class Verdict:
     # Filled by the gate only:
     review_id: int | None = None
     review_url: str | None = None
-    status: str | None = None  # e.g. approved, rejected, expired, pending, error
+    status: str | None = None  # e.g. approved, rejected, expired, withdrawn, pending, error, deferred
     retry_after: int | None = None
+    reason: str = ""  # why approvers rejected it: every adapter shows it to the runtime
 
     @property
     def allowed(self) -> bool:

@@ -40,7 +40,10 @@ class Review(Base):
     protocol: Mapped[str] = mapped_column(String(20))
     kind: Mapped[str] = mapped_column(String(20), default="")
     operation: Mapped[str] = mapped_column(Text)
-    fingerprint: Mapped[str] = mapped_column(String(128), index=True)
+    fingerprint: Mapped[str] = mapped_column(String(128), index=True)  # the shape (window approvals)
+    # The exact operation (approve once, joining a pending review): app/binding.py.
+    binding: Mapped[str] = mapped_column(String(64), default="", index=True)
+    shape: Mapped[str] = mapped_column(Text, default="")  # what a window would cover, with placeholders
     rule: Mapped[str] = mapped_column(String(200))
     message: Mapped[str] = mapped_column(Text, default="")
     groups: Mapped[list[Any]] = mapped_column(default=list)
@@ -58,6 +61,8 @@ class Review(Base):
     # An approved review lets the same operation through once, until this time.
     valid_until: Mapped[datetime | None]
     consumed_at: Mapped[datetime | None]
+    # The held runtime disconnected or cancelled: nothing ran, the approval (if any) is unused.
+    requester_gone_at: Mapped[datetime | None]
 
     votes: Mapped[list[Vote]] = relationship(
         back_populates="review", cascade="all, delete-orphan", lazy="selectin", order_by="Vote.id"
@@ -79,7 +84,7 @@ class Vote(Base):
     review: Mapped[Review] = relationship(back_populates="votes")
 
 class FingerprintApproval(Base):
-    """'Approve this fingerprint for this identity for N minutes'."""
+    """A window approval: 'this shape, for this identity, for N minutes' (revocable)."""
 
     __tablename__ = "fingerprint_approvals"
     __table_args__ = (Index("ix_fpa_lookup", "service_account", "connection", "fingerprint"),)
@@ -92,3 +97,5 @@ class FingerprintApproval(Base):
     review_id: Mapped[int] = mapped_column(ForeignKey("reviews.id", ondelete="CASCADE"))
     expires_at: Mapped[datetime]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+    revoked_by: Mapped[str | None] = mapped_column(String(320))

@@ -69,6 +69,12 @@ SCHEMAS: dict[str, Any] = {
                    "id": {"type": "integer"}, "status": {"type": "string", "enum": ["pending", "approved", "rejected", "expired"]},
                    "service_account": TEXT, "run_id": NTEXT, "session_id": NTEXT, "connection": TEXT, "protocol": TEXT,
                    "kind": TEXT, "operation": TEXT, "fingerprint": TEXT, "rule": TEXT, "message": TEXT,
+                   "binding": {"type": "string", "description": "digest of exactly what approve-once covers"},
+                   "shape": {"type": "string", "description": "what a window approval covers, values as placeholders"},
+                   "params": {"type": "array", "nullable": True, "items": NTEXT,
+                              "description": "bound parameter values (SQL)"},
+                   "body": {"type": "string", "nullable": True, "description": "HTTP body: size, type, SHA-256"},
+                   "requester_gone_at": {"type": "string", "description": "when the held runtime left; empty if not"},
                    "risk": {"type": "string", "enum": ["low", "medium", "high"]},
                    "approver_groups": {"type": "array", "items": TEXT}, "required": {"type": "integer"},
                    "approvals": {"type": "integer"}, "votes": {"type": "array", "items": _ref("Vote")},
@@ -78,7 +84,8 @@ SCHEMAS: dict[str, Any] = {
         "decision": {"type": "string", "enum": ["approve", "reject"]},
         "reason": {"type": "string", "maxLength": 2000, "description": "Required to reject"},
         "window_minutes": {"type": "integer", "minimum": 1, "maximum": 1440,
-                           "description": "Approve this fingerprint for this identity for N minutes"}}},
+                           "description": "Approve every operation of this shape (values as placeholders) "
+                                          "for this identity for N minutes"}}},
     "Session": {"type": "object", "required": ["id", "protocol"], "properties": {
         "id": TEXT, "protocol": TEXT, "service_account": TEXT, "connection": TEXT, "run_id": NTEXT,
         "client_addr": TEXT, "started_at": TEXT, "ended_at": TIME, "active": {"type": "boolean"},
@@ -141,7 +148,7 @@ def spec() -> dict[str, Any]:
                                             {"200": _ok(_ref("Review")), "404": _error("No such review")},
                                             parameters=[_path("review_id")])},
         "/reviews/{review_id}/vote": {"post": _op(
-            "Approve (once, or this fingerprint for N minutes) or reject with a reason", "admin, approver",
+            "Approve (once: exactly this operation; or this shape for N minutes) or reject with a reason", "admin, approver",
             {"200": _ok(_ref("Review")), **bad, "404": _error("No such review"),
              "409": _error("Vote refused: self-approval, not an approver group member, already decided")},
             parameters=[_path("review_id")], requestBody=_json_body("VoteRequest"))},

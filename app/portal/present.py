@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from app.approvals import review_url
+from app.binding import window_note
 from app.models import Review, utcnow
 from app.portal.filters import iso, risk
 
@@ -59,6 +60,11 @@ def review_view(review: Review, now: datetime | None = None, *, full: bool = Fal
         "kind": review.kind,
         "operation": review.operation,
         "fingerprint": review.fingerprint,
+        "binding": review.binding,
+        "shape": review.shape or "",
+        "params": details.get("params"),
+        "body": details.get("body"),
+        "requester_gone_at": iso(review.requester_gone_at),
         "rule": review.rule,
         "message": review.message,
         "risk": risk(review.kind, details.get("attributes"), review.protocol),
@@ -84,6 +90,7 @@ def review_view(review: Review, now: datetime | None = None, *, full: bool = Fal
         out["pretty"] = pretty_sql(review.operation, review.protocol) if review.protocol in SQL_PROTOCOLS else ""
         out["window_minutes"] = details.get("window_minutes")
         out["hold_seconds"] = details.get("hold_seconds")
+        out["window_note"] = window_note(review.protocol)
     return out
 
 

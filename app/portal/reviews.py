@@ -7,9 +7,10 @@ from flask import Blueprint, abort, flash, jsonify, redirect, render_template, r
 from flask_login import current_user
 from sqlalchemy import func, select
 
-from app import approvals
+from app import approvals, windows as window_approvals
 from app.db import session_scope
 from app.models import Review, Vote, utcnow
+from app.portal.filters import iso
 from app.portal.present import review_view, split_http
 from app.portal.security import VIEW, VOTE, requires
 
@@ -23,10 +24,11 @@ def queue_state(s) -> str:
     pending = s.execute(
         select(func.count(Review.id), func.max(Review.id)).where(Review.status == "pending")
     ).one()
-    decided = s.execute(select(func.max(Review.decided_at), func.max(Review.id))).one()
+    decided = s.execute(select(func.max(Review.decided_at), func.max(Review.id),
+                               func.max(Review.requester_gone_at))).one()
     votes = s.scalar(select(func.max(Vote.id)))
     # Reviews also leave the queue by running out of time, so the minute is part of it.
-    basis = f"{pending[0]}|{pending[1]}|{decided[0]}|{decided[1]}|{votes}|{utcnow():%Y%m%d%H%M}"
+    basis = f"{pending[0]}|{pending[1]}|{decided[0]}|{decided[1]}|{decided[2]}|{votes}|{utcnow():%Y%m%d%H%M}"
     return hashlib.sha256(basis.encode()).hexdigest()[:16]
 
 
@@ -115,3 +117,32 @@ def vote(review_id: int):
     else:
         flash(f"Review #{review_id} is {status}.", "ok")
     return redirect(url_for(".queue") if request.form.get("back") == "queue" else url_for(".detail", review_id=review_id))
+
+
+# -- window approvals -------------------------------------------------------------------
+
+
+@bp.get("/windows")
+@requires(*VIEW)
+def windows():
+    """Window approvals in force: exactly what each lets through, and until when."""
+    with session_scope() as s:
+        rows = [{
+            "id": fpa.id, "review_id": review.id, "service_account": fpa.service_account,
+            "connection": fpa.connection, "rule": fpa.rule, "protocol": review.protocol,
+            "shape": review.shape or review.operation, "expires_at": iso(fpa.expires_at),
+            "granted_by": ", ".join((review.details or {}).get("approvers") or [review.decided_by or "?"]),
+        } for fpa, review in window_approvals.active_windows(s)]
+    return render_template("reviews/windows.html", windows=rows, can_revoke=current_user.can(VOTE))
+
+
+@bp.post("/windows/<id:window_id>/revoke")
+@requires(*VOTE)
+def revoke_window(window_id: int):
+    try:
+        with session_scope() as s:
+            fpa = window_approvals.revoke_window(s, window_id, by=current_user.email.lower())
+            flash(f"Window {window_id} (review #{fpa.review_id}) is revoked: that shape asks again from now on.", "ok")
+    except approvals.VoteError as exc:
+        flash(f"Nothing was revoked: {exc.message}", "error")
+    return redirect(url_for(".windows"))

@@ -1,27 +1,38 @@
 """What the relay asks the gate, and how it tells the client the answer.
 
 `Checker` decides statements (one `Operation` each) for one session: it re-checks the
-token when the store version moves and at least once a second, sends the review NOTICE at once when the gate holds a
-statement, lets a CancelRequest end a hold, carries masks over to cursors, and turns
+token when the store version moves and at least once a second, sends the review NOTICE
+at once when the gate holds a statement, carries masks over to cursors, and turns
 refusals into ErrorResponses. Startup parameters are checked here too, as the SET
 statements they amount to.
+
+A held statement is bound to exactly what will run. In the extended protocol its
+parameters arrive only at Bind, so a statement that needs a review passes Parse
+("deferred": parsing runs nothing) and is held at each Bind, with that Bind's values.
+When the client disconnects or sends a CancelRequest during a hold, the gate withdraws
+the statement: nothing reaches the target and the approval stays unused.
 """
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from typing import Callable
 
+from app.binding import sql_binding
 from app.types import MaskSpec, Operation, Verdict
 
 from . import pgwire
 from .pgclassify import operations
+from .pgmask import NUMBERS, TEXTLIKE
 from .pgwire import error_response
 
 # A token is checked again when the store version moves (a revoke bumps it, and the gate
 # hears of it at once), and at least this often otherwise (expiry needs no bump).
 TOKEN_RECHECK = 1.0
-_CANCELLED = Verdict("deny", rule="cancel", message="canceling statement due to user request", status="cancelled")
+SHOWN_PARAM_CHARS = 2000  # of each parameter, for approvers (the binding covers every byte)
+_DISCONNECTED = "the client disconnected"
+_CANCELLED = "the client cancelled the statement"
 
 
 class Checker:
@@ -32,9 +43,9 @@ class Checker:
         self.statements = 0
         self.cursor_masks: tuple[MaskSpec, ...] = ()
         self._holding = False
-        self._cancel_hold = False
-        self._task: asyncio.Task | None = None
+        self._gone: asyncio.Future | None = None  # completes when the client leaves a hold
         self.verdicts: list[Verdict] = []  # of the last check, one per operation
+        self.deferred = False  # the last check found a statement to hold at Bind
 
     def allowed_again(self, shape) -> bool:
         """Whether a statement of an allowed shape (pgshapes) may reuse its verdict now:
@@ -52,16 +63,27 @@ class Checker:
     def operations(self, text: str) -> list[Operation]:
         return operations(text, self.s.dbname)
 
-    async def check(self, ops: list[Operation]) -> tuple[tuple[MaskSpec, ...], bytes | None, list[str | None]]:
-        """(masks, refusal, allow rule per op): refusal is an ErrorResponse if any op is refused."""
+    async def check(self, ops: list[Operation], *, defer_review: bool = False,
+                    ) -> tuple[tuple[MaskSpec, ...], bytes | None, list[str | None]]:
+        """(masks, refusal, allow rule per op): refusal is an ErrorResponse if any op is refused.
+
+        `defer_review` (Parse): a statement that needs a review counts as allowed for now
+        and sets `self.deferred`; the caller must check it again, bound, before it runs."""
         masks: tuple[MaskSpec, ...] = ()
         rules: list[str | None] = []
         self.verdicts = verdicts = []
+        self.deferred = False
         for op in ops:
-            verdict = await self.decide(op)
+            verdict = await self.decide(op, defer_review=defer_review)
             verdicts.append(verdict)
-            if verdict.action != "allow":
+            if verdict.status == "deferred":
+                self.deferred = True
+            elif verdict.action != "allow":
                 return masks, refusal(verdict), rules
+            elif verdict.status == "approved" and self.s.client.lost:
+                # Approved, but the client left before the statement could be sent.
+                await self.s.gate.give_back(verdict, _DISCONNECTED)
+                return masks, refusal(replace(verdict, action="deny", status="withdrawn")), rules
             rules.append(verdict.rule)
             own = verdict.masks
             if own:
@@ -84,39 +106,53 @@ class Checker:
         stamp = s.gate.stamp()
         return stamp is None or stamp[0] != s.token_version
 
-    async def decide(self, op: Operation, *, hold: float | None = None) -> Verdict:
+    async def decide(self, op: Operation, *, hold: float | None = None, defer_review: bool = False) -> Verdict:
         s = self.s
         if self.token_due():
             await s.check_token()
         self.statements += 1
+        self._gone = gone = asyncio.get_running_loop().create_future()
+        s.client.on_lost = self._client_lost
         try:
             return await s.gate.decide(s.principal, op, recording=s.rec, run_id=s.run_id, hold=hold,
-                                       on_hold=self._on_hold, record_allows=False)
-        except asyncio.CancelledError:
-            if not self._cancel_hold:
-                raise
-            asyncio.current_task().uncancel()
-            return _CANCELLED
+                                       on_hold=self._on_hold, record_allows=False, gone=gone,
+                                       defer_review=defer_review)
         finally:
-            self._holding = self._cancel_hold = False
-            self._task = None
+            self._holding = False
+            self._gone = None
 
     def _on_hold(self, review_id: int, url: str) -> None:
         self._flush()
         self._holding = True
-        self._task = asyncio.current_task()
+        if self.s.client.lost:
+            self._client_lost(None)
         self._send(pgwire.notice_response(
             f"airlock: this statement needs approval and is held until a reviewer decides: {url}",
             detail=f"review {review_id}"))
         self.s.record("notice", {"review_id": review_id, "review_url": url})
 
+    def _client_lost(self, exc) -> None:
+        gone = self._gone
+        if gone is not None and not gone.done():
+            gone.set_result(_DISCONNECTED)
+
     def cancel(self) -> bool:
         """A CancelRequest: True if it ended a hold (otherwise the target gets it)."""
-        if self._holding and not self._cancel_hold and self._task is not None:
-            self._cancel_hold = True
-            self._task.cancel()
+        gone = self._gone
+        if self._holding and gone is not None and not gone.done():
+            gone.set_result(_CANCELLED)
             return True
         return False
+
+    @staticmethod
+    def bound(ops: list[Operation], bind, types: tuple[int, ...], encoding: str) -> list[Operation]:
+        """The statement's operations with this Bind's parameters: a review then covers
+        exactly the values that will run (every byte, in the binding), and approvers see them."""
+        params = bind.params
+        formats = [bind.param_format(i) for i in range(len(params))]
+        shown = tuple(_shown_param(v, formats[i], types[i] if i < len(types) else 0, encoding)
+                      for i, v in enumerate(params))
+        return [replace(op, params=shown, binding=sql_binding(op, params, formats, types)) for op in ops]
 
     def masker(self, masks: tuple[MaskSpec, ...]):
         if not masks:
@@ -142,8 +178,8 @@ class Checker:
 
 
 def refusal(v: Verdict) -> bytes:
-    if v.status == "cancelled":
-        return error_response("57014", v.message)
+    if v.status == "withdrawn":
+        return error_response("57014", "canceling statement due to user request", detail=f"airlock: {v.message}")
     if v.action == "review":
         return error_response("42501", f"airlock: review {v.review_id} is still pending; retry once it is "
                               f"approved: {v.review_url}", detail=f"review {v.review_id}",
@@ -152,9 +188,29 @@ def refusal(v: Verdict) -> bytes:
         detail = f"review {v.review_id}" if v.review_id is not None else None
         return error_response("58000", f"airlock: {v.message}", detail=detail)
     if v.review_id is not None:
+        # The approvers' reason is for the runtime: it may fix the request and ask again.
+        detail = f"review {v.review_id}" + (f" was {v.status}: {v.reason}" if v.reason else "")
         return error_response("42501", f"airlock: review {v.review_id} was {v.status}: {v.review_url}",
-                              detail=f"review {v.review_id}")
+                              detail=detail)
     return error_response("42501", f'airlock: denied by rule "{v.rule}": {v.message}', detail=f"rule {v.rule}")
+
+
+def _shown_param(value, fmt: int, oid: int, encoding: str) -> str | None:
+    if value is None:
+        return None
+    if fmt:
+        number = NUMBERS.get(oid)
+        if number is not None and len(value) == number.size:
+            return str(number.unpack(value)[0])
+        if oid == 16 and len(value) == 1:
+            return "true" if value[0] else "false"
+        if oid not in TEXTLIKE:
+            return f"<binary, {len(value)} bytes: {bytes(value[:32]).hex()}{'…' if len(value) > 32 else ''}>"
+        encoding = "utf-8"
+    text = str(value[:SHOWN_PARAM_CHARS * 4], encoding, "replace")
+    if len(text) > SHOWN_PARAM_CHARS or len(value) > SHOWN_PARAM_CHARS * 4:
+        text = text[:SHOWN_PARAM_CHARS] + f"… ({len(value)} bytes in all)"
+    return text
 
 
 def binary_refusal(plan) -> bytes:

@@ -200,6 +200,7 @@ class Conversation:
         self.batch += 1
         query = Query(self.checker.masker(masks), [(op.text, r) for op, r in zip(ops, rules)], mask_names(masks))
         self.stream.expect(QUERY, query, batch=self.batch)
+        self._flush()  # now, while the client is known to be there (an approved statement must not outlive it)
 
     def _function_call(self, body, raw) -> None:
         # Calls a function by OID: no SQL text to check, so it never passes.
@@ -218,7 +219,7 @@ class Conversation:
             if name == "":
                 self.prepared.pop(name, None)
             return self._refuse(refusal, extended=True)
-        masks, refusal, rules = await self.checker.check(ops)
+        masks, refusal, rules = await self.checker.check(ops, defer_review=True)  # held at Bind, with its values
         if refusal is not None:
             if name == "":
                 self.prepared.pop(name, None)
@@ -231,6 +232,7 @@ class Conversation:
         stamp = self.s.gate.stamp() or await self.s.gate.current_stamp()
         prep = Prepared(name, text, ops, masks, self.checker.masker(masks), stamp, rule)
         prep.param_types = param_types
+        prep.deferred = self.checker.deferred
         prep.batch = self.batch
         self._out.append(raw)
         self.stream.expect(PARSE, Change(self.prepared, name, prep))
@@ -255,8 +257,9 @@ class Conversation:
             refusal = self._reparse_check(prep.ops, extended=True, binding=True)
             if refusal is not None:
                 return self._refuse(refusal, extended=True)
-        if prep.stamp is None or prep.stamp != self.s.gate.stamp():
-            masks, refusal, _ = await self.checker.check(prep.ops)
+        if prep.deferred or prep.stamp is None or prep.stamp != self.s.gate.stamp():
+            ops = self.checker.bound(prep.ops, b, prep.param_types, self.reading.codec or "latin-1") if prep.deferred else prep.ops
+            masks, refusal, _ = await self.checker.check(ops)
             if refusal is not None:
                 return self._refuse(refusal, extended=True)
             prep.stamp = self.s.gate.stamp() or await self.s.gate.current_stamp()
@@ -278,6 +281,8 @@ class Conversation:
         portal.batch = self.batch
         self._out.append(raw)
         self.stream.expect(BIND, Change(self.portals, b.portal, portal))
+        if prep.deferred:
+            self._flush()  # as for a query: an approved Bind goes out while the client is there
 
     async def _execute(self, body, raw) -> None:
         name = pgwire.parse_execute(body)

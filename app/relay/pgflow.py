@@ -17,6 +17,7 @@ as received.
 """
 from __future__ import annotations
 
+import asyncio
 import struct
 import time
 from collections import deque
@@ -57,6 +58,7 @@ class TargetStream(FrameScanner):
         self._dropping = {0x5A: self._ready}  # after a refused binary result: all but Z dropped
         self.statuses = _STATUS
         self.lane = None  # the conversation's fast lane (fastlane.py), while it has one
+        self._drained: asyncio.Future | None = None  # see `drain`
 
     # -- called by the session ----------------------------------------------------
 
@@ -78,6 +80,20 @@ class TargetStream(FrameScanner):
     def data(self, chunk: bytes) -> None:
         if not self._whole_plain_answer(chunk):
             super().data(chunk)
+        if self._drained is not None and not self.queue and not self._drained.done():
+            self._drained.set_result(None)
+
+    def drain(self) -> asyncio.Future | None:
+        """The client has gone, but what it sent runs on the target all the same: a future
+        done once every answer the relay waits for has come back (each statement is then
+        recorded with its outcome), or None when nothing is in flight."""
+        lane = self.lane
+        if lane is not None and lane.pending:
+            lane.materialize()
+        if not self.queue:
+            return None
+        self._drained = asyncio.get_running_loop().create_future()
+        return self._drained
 
     def _whole_plain_answer(self, chunk: bytes) -> bool:
         """The fast path (app/relay/pganswer.py): one simple query's whole answer in one

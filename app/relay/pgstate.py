@@ -27,12 +27,14 @@ class _Named:
 
 
 class Prepared(_Named):
-    __slots__ = ("text", "ops", "masks", "masker", "fields", "described", "stamp", "rule", "param_types")
+    __slots__ = ("text", "ops", "masks", "masker", "fields", "described", "stamp", "rule", "param_types",
+                 "deferred")
 
     def __init__(self, name, text, ops, masks, masker: Masker | None, stamp, rule: str | None):
         super().__init__(name)
         self.text, self.ops, self.masks, self.masker, self.rule = text, ops, masks, masker, rule
         self.param_types: tuple[int, ...] = ()
+        self.deferred = False  # needs a review: checked at every Bind, with its parameters
         self.fields = None  # RowDescription fields, once known ([] for no rows)
         self.described: asyncio.Future | None = None  # set when the relay asked for them
         self.stamp = stamp  # the gate's stamp its check was made under (None: check at the next Bind)

@@ -41,6 +41,7 @@ _json = compact_json  # one event a statement: the C encoder, built once
 
 _NOT_FORWARDED = ("user", "database", "replication")
 GRANT_WATCH = 0.5  # seconds between looks: a revoked or expired grant ends its sessions within a second
+SETTLE_SECONDS = 30.0  # how long a session outlives its client, to record what it had sent
 
 
 class SessionEnd(Exception):
@@ -262,7 +263,11 @@ class Session:
                 if not await self._login():
                     return
             self.relay.sessions[self.key] = self
-            await self.conv.start()
+            try:
+                await self.conv.start()
+            except ConnectionClosed:
+                await self._settle_in_flight()
+                raise
         except (ConnectionClosed, SessionEnd, asyncio.CancelledError):
             pass
         except ProtocolError as exc:
@@ -355,6 +360,20 @@ class Session:
         return True
 
     # -- during the session -------------------------------------------------------
+
+    async def _settle_in_flight(self) -> None:
+        """The client left with statements in flight. They run on the target all the same,
+        so keep listening (for a while) and record each with its outcome."""
+        link = self.link
+        if link is None or link.wire.lost:
+            return
+        done = self.conv.stream.drain()
+        if done is not None:
+            link.wire.transport.resume_reading()  # it may have paused for the client's sake
+            try:
+                await asyncio.wait_for(done, SETTLE_SECONDS)
+            except TimeoutError:
+                log.info("postgres session %s: statements still running after the client left", self.client_addr)
 
     async def check_token(self) -> None:
         """Authenticate the session's token again (the checker says when: pgchecks)."""

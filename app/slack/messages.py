@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from app.binding import window_note
 from app.models import Review, utcnow
 from app.portal.filters import risk as risk_of
 
@@ -109,6 +110,10 @@ class ReviewCard:
     window_minutes: int | None
     votes: tuple[VoteLine, ...]
     url: str
+    shape: str = ""  # what a window approval covers, with placeholders
+    params: tuple[str | None, ...] = ()
+    body: str = ""  # an HTTP body: size, type, digest
+    requester_gone: bool = False
 
 
 def card_for(review: Review, people: dict[str, str], url: str, now: datetime | None = None) -> ReviewCard:
@@ -134,7 +139,8 @@ def card_for(review: Review, people: dict[str, str], url: str, now: datetime | N
         can_window=bool(review.fingerprint), window_minutes=details.get("window_minutes"),
         votes=tuple(VoteLine(who(v.approver) or "?", v.decision, v.window_minutes, v.via, v.reason or "", v.created_at)
                     for v in review.votes),
-        url=url,
+        url=url, shape=review.shape or "", params=tuple(details.get("params") or ()),
+        body=details.get("body") or "", requester_gone=review.requester_gone_at is not None,
     )
 
 
@@ -153,6 +159,15 @@ def review_blocks(card: ReviewCard, now: datetime | None = None) -> list[dict[st
             f"*{escape(card.service_account)}* wants to run this on *{escape(card.connection)}* "
             f"({escape(card.protocol)}):\n{code_block(card.operation)}")},
     ]
+    if card.params:
+        shown = "\n".join(f"${i} = {'NULL' if p is None else p}" for i, p in enumerate(card.params, 1))
+        blocks.append({"type": "section", "text": mrkdwn(f"*Bound parameters*\n{code_block(shown, 2800)}")})
+    if card.body:
+        blocks.append({"type": "context", "elements": [mrkdwn(f"*Body:* {escape(card.body)[:2900]}")]})
+    if card.requester_gone and pending:
+        blocks.append({"type": "context", "elements": [mrkdwn(
+            "⚠️ *Requester gone*: the runtime left while this was held, and nothing ran. "
+            "Approving lets an identical retry through once.")]})
     if card.message:
         blocks.append({"type": "context", "elements": [mrkdwn(escape(card.message)[:2900])]})
     groups = ", ".join(card.groups) or "admins"
@@ -174,6 +189,10 @@ def review_blocks(card: ReviewCard, now: datetime | None = None) -> list[dict[st
         lines = [_vote_line(v) for v in card.votes[:10]]
         blocks.append({"type": "context", "elements": [mrkdwn("\n".join(lines)[:2900])]})
     if pending and card.slack:
+        if card.can_window:
+            blocks.append({"type": "context", "elements": [mrkdwn(
+                f"*A window would cover* (approve once covers only the operation above):\n"
+                f"{code_block(card.shape or card.operation, 2400)}\n{escape(window_note(card.protocol))}")]})
         blocks.append(_buttons(card))
     elif pending:
         blocks.append({"type": "section", "text": mrkdwn(
@@ -203,7 +222,8 @@ def _outcome(card: ReviewCard) -> str:
     if via:
         text += f" (via {escape(via)})"
     if card.status == "approved" and card.window_minutes:
-        text += f". This operation is approved for this service account for {card.window_minutes} min."
+        text += (f". Every operation of this shape is approved for this service account for {card.window_minutes} "
+                 f"min:\n{code_block(card.shape or card.operation, 1200)}")
     if card.reason:
         text += f"\n>{escape(card.reason[:1500])}"
     return text
@@ -212,14 +232,28 @@ def _outcome(card: ReviewCard) -> str:
 def _buttons(card: ReviewCard) -> dict[str, Any]:
     value = str(card.id)
     elements: list[dict[str, Any]] = [
-        {"type": "button", "action_id": APPROVE, "text": plain("Approve", 75), "style": "primary", "value": value},
+        {"type": "button", "action_id": APPROVE, "text": plain("Approve once (exactly this)", 75), "style": "primary",
+         "value": value},
     ]
     if card.can_window:
+        # A wider approval than what the message shows: Slack asks to confirm, showing the
+        # shape it will cover, before the click counts.
         elements.append({"type": "button", "action_id": APPROVE_WINDOW,
-                         "text": plain(f"Approve for {SLACK_WINDOW_MINUTES} min", 75), "value": value})
+                         "text": plain(f"Approve this shape for {SLACK_WINDOW_MINUTES} min…", 75), "value": value,
+                         "confirm": window_confirm(card)})
     elements.append({"type": "button", "action_id": REJECT, "text": plain("Reject…", 75), "style": "danger",
                      "value": value})
     return {"type": "actions", "block_id": f"review-{card.id}", "elements": elements}
+
+
+def window_confirm(card: ReviewCard) -> dict[str, Any]:
+    """The confirmation Slack shows before a window vote counts (the shape itself is in
+    the message, whole: a confirmation holds 300 characters)."""
+    text = (f"For {SLACK_WINDOW_MINUTES} min, {escape(card.service_account)} may run on {escape(card.connection)}, "
+            f"without asking again, every operation of the shape shown under “A window would cover”. "
+            f"{escape(window_note(card.protocol))}")
+    return {"title": plain("Approve a whole shape?", 100), "text": plain(text, 300),
+            "confirm": plain(f"Approve for {SLACK_WINDOW_MINUTES} min", 30), "deny": plain("Cancel", 30)}
 
 
 # -- the reject modal ------------------------------------------------------------------

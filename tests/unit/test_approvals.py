@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from app import approvals, audit
+from app import approvals, audit, windows
 from app.approvals import VoteError
 from app.db import session_scope
 from app.models import AuditEntry, BusEvent, FingerprintApproval, Group, Review, User, Vote, utcnow
@@ -36,9 +36,12 @@ def people(store):
     return store
 
 
-def _op(fingerprint: str = "fp-1", connection: str = "orders-db", text: str = "DELETE FROM orders") -> Operation:
+def _op(fingerprint: str = "fp-1", connection: str = "orders-db", text: str = "DELETE FROM orders",
+        binding: str | None = None) -> Operation:
+    # Lifecycle tests name one operation by one string: its shape and its binding alike.
     return Operation(protocol="postgres", connection=connection, kind="write", text=text,
-                     targets=("orders",), fingerprint=fingerprint)
+                     targets=("orders",), fingerprint=fingerprint,
+                     binding=fingerprint if binding is None else binding)
 
 
 def _verdict(count: int = 2, groups=("dba",), expires_after: float = 3600.0, rule: str = "writes-need-review") -> Verdict:
@@ -68,10 +71,11 @@ def _get(review_id: int) -> Review:
         return s.get(Review, review_id)
 
 
-def _standing(fingerprint="fp-1", sa=SA, connection="orders-db", rule="writes-need-review", now=None):
+def _standing(fingerprint="fp-1", sa=SA, connection="orders-db", rule="writes-need-review", now=None,
+              binding=None):
     with session_scope() as s:
         return approvals.standing_approval(s, service_account=sa, connection=connection, fingerprint=fingerprint,
-                                           rule=rule, now=now)
+                                           binding=fingerprint if binding is None else binding, rule=rule, now=now)
 
 
 def _actions() -> list[str]:
@@ -258,7 +262,7 @@ def test_fingerprint_window_covers_that_fingerprint_and_identity_only(people):
         assert (fpa.service_account, fpa.connection, fpa.fingerprint, fpa.review_id) == (SA, "orders-db", "fp-1", rid)
         assert fpa.expires_at == now + timedelta(minutes=30)
     for _ in range(3):
-        assert _standing(now=now + timedelta(minutes=1)).startswith(f"fingerprint approved in review {rid}")
+        assert _standing(now=now + timedelta(minutes=1)).startswith(f"shape approved in review {rid}")
     assert _standing(now=now + timedelta(minutes=29)) is not None
     assert _standing(now=now + timedelta(minutes=31)) is None
     assert _standing(fingerprint="fp-2", now=now) is None
@@ -303,7 +307,8 @@ def test_find_pending_reattaches_identical_operations(people):
 
     def find(fp="fp-1", sa=SA):
         with session_scope() as s:
-            r = approvals.find_pending(s, service_account=sa, connection="orders-db", fingerprint=fp)
+            r = approvals.find_pending(s, service_account=sa, connection="orders-db", binding=fp,
+                                       rule="writes-need-review")
             return r.id if r else None
 
     assert find() == rid
@@ -371,3 +376,134 @@ def test_slack_votes_are_refused_for_portal_only_reviews(sqlite_store):
             raise AssertionError("a Slack vote counted on a portal-only review")
     with session_scope() as s:
         assert vote(s, rid, voter_email="dana@example.com", decision="approve", via="portal").status == "approved"
+
+
+# -- exact binding (issue 16, finding 1) ------------------------------------------------
+
+
+def _sql(text: str, params=(), formats=(), types=()) -> str:
+    from app.binding import sql_binding
+    op = Operation(protocol="postgres", connection="orders-db", kind="write", text=text)
+    return sql_binding(op, params, formats, types)
+
+
+def test_sql_binding_covers_the_full_text_and_every_parameter_byte():
+    base = _sql("UPDATE orders SET status='cancelled' WHERE id=2")
+    assert base == _sql("UPDATE orders SET status='cancelled' WHERE id=2")
+    assert base != _sql("UPDATE orders SET status='HIJACK' WHERE id=5")
+    assert _sql("DELETE FROM orders WHERE id IN (3)") != _sql("DELETE FROM orders WHERE id IN (1,2,3,4,5)")
+    stmt = "DELETE FROM orders WHERE id = $1"
+    assert _sql(stmt, [b"3"]) == _sql(stmt, [b"3"])
+    assert _sql(stmt, [b"3"]) != _sql(stmt, [b"4"])
+    assert _sql(stmt, [b"3"]) != _sql(stmt, [b"3"], formats=[1])  # text "3" is not binary 0x33
+    assert _sql(stmt, [b"3"]) != _sql(stmt, [b"3"], types=[20])
+    assert _sql(stmt, [None]) != _sql(stmt, [b""])
+    # Two long values that share their first kilobytes are still two operations.
+    assert _sql(stmt, [b"x" * 5000 + b"a"]) != _sql(stmt, [b"x" * 5000 + b"b"])
+    # Length-prefixed: moving a byte between parameters changes the digest.
+    assert _sql(stmt, [b"ab", b"c"]) != _sql(stmt, [b"a", b"bc"])
+
+
+def test_http_binding_covers_method_url_and_the_whole_body():
+    from app.binding import http_binding
+    op = Operation(protocol="http", connection="bank", kind="write", method="POST", host="bank.test",
+                   text="POST https://bank.test/transfer")
+
+    def b(body=b"amount=1", target="/transfer", method="POST", ctype="application/x-www-form-urlencoded",
+          port=443, real="POST"):
+        from dataclasses import replace
+        return http_binding(replace(op, method=method), real_method=real, scheme="https", port=port, target=target,
+                            content_type=ctype, content_encoding="", body=body)
+
+    assert b() == b()
+    assert b() != b(body=b"amount=99999&to=attacker")
+    assert b() != b(target="/transfer?to=attacker")
+    assert b() != b(method="PUT")
+    assert b() != b(real="GET")  # the same named method under another real one
+    assert b() != b(port=8443)
+    assert b() != b(ctype="application/json")
+
+
+def test_shape_text_shows_placeholders_and_what_a_window_covers():
+    from app.binding import shape_text, window_note
+    pg = Operation(protocol="postgres", connection="db", kind="write", text="DELETE FROM orders WHERE id IN (1,2,3)")
+    assert shape_text(pg) == "DELETE FROM orders WHERE id IN ($1, …)"
+    upd = Operation(protocol="postgres", connection="db", kind="write",
+                    text="UPDATE orders SET status='cancelled' WHERE id=2")
+    assert shape_text(upd) == "UPDATE orders SET status=$1 WHERE id=$2"
+    http = Operation(protocol="http", connection="bank", kind="write", text="POST https://bank.test/t?amount=1&to=x")
+    assert shape_text(http) == "POST https://bank.test/t?amount=*&to=* (any query values, any body)"
+    assert "any length" in window_note("postgres") and "any body" in window_note("http")
+
+
+def test_approve_once_matches_the_binding_not_the_shape(people):
+    # Same shape (fingerprint), two different operations.
+    rid = _create(count=1, fingerprint="shape-1")
+    with session_scope() as s:
+        s.get(Review, rid).binding = "exact-a"
+    _vote(rid, "alice@example.com")
+    assert _standing(fingerprint="shape-1", binding="exact-b") is None  # same shape, other values
+    assert _standing(fingerprint="shape-1", binding="exact-a") == f"approved once in review {rid}"
+    assert _standing(fingerprint="shape-1", binding="exact-a") is None  # used up
+
+
+def test_a_held_operation_joins_only_a_review_of_the_exact_same_operation(people):
+    rid = _create(count=1, fingerprint="shape-1")
+    with session_scope() as s:
+        s.get(Review, rid).binding = "exact-a"
+
+    def find(binding):
+        with session_scope() as s:
+            r = approvals.find_pending(s, service_account=SA, connection="orders-db", binding=binding,
+                                       rule="writes-need-review")
+            return r.id if r else None
+
+    assert find("exact-a") == rid
+    assert find("exact-b") is None
+    assert find("") is None
+
+
+def test_review_used_records_the_operation_that_ran(people):
+    rid = _create(count=1, fingerprint="used-1")
+    _vote(rid, "alice@example.com")
+    op = Operation(protocol="postgres", connection="orders-db", kind="write",
+                   text="DELETE FROM orders WHERE id = $1", params=("7",))
+    with session_scope() as s:
+        assert approvals.standing_approval(s, service_account=SA, connection="orders-db", fingerprint="used-1",
+                                           binding="used-1", rule="writes-need-review", ran=approvals.ran(op))
+    with session_scope() as s:
+        entry = s.scalars(select(AuditEntry).where(AuditEntry.action == "review.used")).one()
+        assert entry.data["operation"] == "DELETE FROM orders WHERE id = $1"
+        assert entry.data["params"] == ["7"]
+        assert entry.data["binding"] == "used-1"
+
+
+def test_requester_gone_flags_the_review_and_a_returned_use_counts_again(people):
+    rid = _create(count=1, fingerprint="gone-1")
+    with session_scope() as s:
+        approvals.requester_gone(s, rid, SA, "the client disconnected")
+    r = _get(rid)
+    assert r.status == "pending" and r.requester_gone_at is not None
+    _vote(rid, "alice@example.com")
+    assert _standing(fingerprint="gone-1") == f"approved once in review {rid}"
+    with session_scope() as s:
+        approvals.release_use(s, rid, "the client disconnected")
+    assert _get(rid).consumed_at is None
+    assert _standing(fingerprint="gone-1") == f"approved once in review {rid}"  # the retry may use it
+    assert {"review.withdrawn", "review.use_returned"} <= set(_actions())
+
+
+def test_a_revoked_window_stops_at_once_and_is_audited(people):
+    rid = _create(count=1, fingerprint="win-1")
+    _vote(rid, "alice@example.com", window_minutes=30)
+    assert _standing(fingerprint="win-1", binding="other").startswith("shape approved")
+    with session_scope() as s:
+        (fpa, review), = windows.active_windows(s)
+        assert review.id == rid
+        windows.revoke_window(s, fpa.id, by="root@example.com")
+    assert _standing(fingerprint="win-1", binding="other") is None
+    with session_scope() as s:
+        assert windows.active_windows(s) == []
+        with pytest.raises(VoteError, match="already ended"):
+            windows.revoke_window(s, fpa.id, by="root@example.com")
+    assert "window.revoked" in _actions()

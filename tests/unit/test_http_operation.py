@@ -85,15 +85,19 @@ def test_operation_fields():
     assert other_port.text == "GET https://api.example.com:8443/"
 
 
-def test_fingerprints_are_stable_and_tell_requests_apart():
+def test_fingerprints_are_the_shape_and_tell_shapes_apart():
+    # The fingerprint is the shape a window approval covers (docs/security.md): query
+    # values and the body are not part of it; approve-once binds to those (app/binding.py).
     base = fingerprint("POST", "h", 443, "/x", "a=1", {"b": 1, "a": [1, 2]})
     assert base == fingerprint("POST", "h", 443, "/x", "a=1", {"a": [1, 2], "b": 1})
+    assert base == fingerprint("POST", "h", 443, "/x", "a=2", {"b": 2})
     for other in (("PUT", "h", 443, "/x", "a=1", {"b": 1, "a": [1, 2]}),
                   ("POST", "h2", 443, "/x", "a=1", {"b": 1, "a": [1, 2]}),
                   ("POST", "h", 444, "/x", "a=1", {"b": 1, "a": [1, 2]}),
                   ("POST", "h", 443, "/y", "a=1", {"b": 1, "a": [1, 2]}),
-                  ("POST", "h", 443, "/x", "a=2", {"b": 1, "a": [1, 2]}),
-                  ("POST", "h", 443, "/x", "a=1", {"b": 2, "a": [1, 2]})):
+                  ("POST", "h", 443, "/x", "b=1", {"b": 1, "a": [1, 2]}),
+                  ("POST", "h", 443, "/x", "a=1&a=2", {"b": 1, "a": [1, 2]}),
+                  ("POST", "h", 443, "/x", "", {"b": 1, "a": [1, 2]})):
         assert fingerprint(*other) != base
     a = build(Request("GET", "https", "h", 443, "/x/../y"), "c")
     b = build(Request("GET", "https", "H", 443, "/%79"), "c")

@@ -56,9 +56,9 @@ def test_vote_through_the_api_wakes_the_held_client(api):
     assert resp.status_code == 200 and resp.get_json()["status"] == "approved"
     verdict = client.wait(10)
     assert verdict.action == "allow" and verdict.status == "approved"
-    # The fingerprint window lets the same operation straight through afterwards.
+    # The window (a shape) lets the same operation straight through afterwards.
     again = decide(sql_op("UPDATE invoices SET x = 2 WHERE id = 40"), hold=0)
-    assert again.action == "allow" and "fingerprint approved" in again.message
+    assert again.action == "allow" and "shape approved" in again.message
 
 
 def test_vote_refusals_through_the_api(api):

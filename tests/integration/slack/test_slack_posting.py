@@ -36,7 +36,7 @@ def test_a_new_review_is_posted_with_everything_a_reviewer_needs(slack_env, sett
     assert _actions(call.args["blocks"]) == ["airlock.approve", "airlock.approve_window", "airlock.reject"]
     buttons = [e for b in call.args["blocks"] if b["type"] == "actions" for e in b["elements"]]
     assert {b["value"] for b in buttons} == {str(rid)}
-    assert "Approve for 30 min" in [b["text"]["text"] for b in buttons]
+    assert "Approve this shape for 30 min…" in [b["text"]["text"] for b in buttons]
     assert f"Review #{rid}" in call.args["text"]
     with session_scope() as s:
         msg = s.scalars(select(SlackMessage).where(SlackMessage.review_id == rid)).one()

@@ -90,10 +90,10 @@ def test_approve_for_30_minutes_lets_the_same_operation_through_again(client, sl
         fpa = s.scalars(select(FingerprintApproval).where(FingerprintApproval.review_id == rid)).one()
         minutes = (fpa.expires_at - fpa.created_at).total_seconds() / 60
     assert 29.9 < minutes <= 30.0
-    # The window covers this fingerprint: the same operation passes, twice, with no new review.
+    # The window covers this shape: the same operation passes, twice, with no new review.
     for _ in range(2):
         again = decide(sql_op(UPDATE))
-        assert again.action == "allow" and "fingerprint approved" in again.message, again
+        assert again.action == "allow" and "shape approved" in again.message, again
     settle(lambda: not _has_buttons(fake, channel, ts), what="buttons removed")
     assert "approved for this service account for 30 min" in _shown(fake, channel, ts)
 
