@@ -213,8 +213,8 @@ class CompiledPolicy:
 
     def __init__(self, rules: Sequence[Rule], grants: Sequence[GrantSpec],
                  service_accounts: Sequence[ServiceAccountSpec], version: int,
-                 case_sensitive_paths: frozenset[str] = frozenset(),
-                 defaults: Mapping[str, ConnectionDefault] | None = None) -> None:
+                 defaults: Mapping[str, ConnectionDefault] | None = None,
+                 case_sensitive_paths: frozenset[str] = frozenset()) -> None:
         self.version = version
         self.case_sensitive_paths = case_sensitive_paths  # connections that opted out of folding
         self.defaults = dict(defaults or {})
@@ -304,12 +304,12 @@ class CompiledPolicy:
 
 def compile_policy(rules: Sequence[Rule], grants: Sequence[GrantSpec],
                    service_accounts: Sequence[ServiceAccountSpec] = (), version: int = 0,
-                   case_sensitive_paths: frozenset[str] = frozenset(),
-                   defaults: Mapping[str, ConnectionDefault] | None = None) -> CompiledPolicy:
+                   defaults: Mapping[str, ConnectionDefault] | None = None,
+                   case_sensitive_paths: frozenset[str] = frozenset()) -> CompiledPolicy:
     """`case_sensitive_paths`: connections whose `path` rules compare case and Unicode
     forms exactly (`path_case_sensitive: true`); every other one folds both.
     `defaults`: connection name -> its `default:` (absent: allow)."""
-    return CompiledPolicy(rules, grants, service_accounts, version, frozenset(case_sensitive_paths), defaults)
+    return CompiledPolicy(rules, grants, service_accounts, version, defaults, frozenset(case_sensitive_paths))
 
 
 def evaluate(policy: CompiledPolicy, op: Operation, who: Principal, now: datetime | None = None) -> Verdict:
