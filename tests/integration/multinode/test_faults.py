@@ -72,6 +72,9 @@ def test_a_relay_worker_killed_with_a_held_statement_lets_nothing_through(cluste
         assert conn.execute("SELECT %s::int * 2", (i,)).fetchone() == (i * 2,)
     thread, result, review_id = held_statement(conn, "DELETE FROM orders WHERE id = 21")
     row = _wait(lambda: (r := _session_of("mn-killed")) is not None and r.owner and r)
+    # What reached the store before the kill must survive it (a kill loses at most the
+    # last flush window, AIRLOCK_RECORD_FLUSH_SECONDS).
+    assert _wait(lambda: sum(1 for kind, _ in _events(row.id) if kind == "output") >= 3)
     os.kill(int(row.owner.split(":")[1]), signal.SIGKILL)
     thread.join(20)
     assert "error" in result, result  # the client lost its session: nothing ran
