@@ -251,12 +251,12 @@ class Gate:
             if status == "approved":
                 # The approval belongs to this operation: use it up so it cannot be replayed.
                 # If another process used it first, this one has to ask again.
-                used, _ = await asyncio.to_thread(self._standing, principal, operation, verdict.rule)
-                if used and _gone(gone):
+                used, used_id = await asyncio.to_thread(self._standing, principal, operation, verdict.rule)
+                if used and _gone(gone) and used_id is not None:
                     # The runtime left while the approval was being taken: give it back.
-                    await asyncio.to_thread(self._store, approvals.release_use, review_id, _why(gone))
+                    await asyncio.to_thread(self._store, approvals.release_use, used_id, _why(gone))
                 if used and not _gone(gone):
-                    return replace(held, action="allow")
+                    return replace(held, action="allow", review_id=used_id or review_id)
                 status = "withdrawn" if _gone(gone) else "pending"
                 held = replace(held, status=status, message=f"review {review_id} was already used")
             if status == "withdrawn":

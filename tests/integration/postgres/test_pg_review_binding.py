@@ -178,9 +178,12 @@ def test_a_statement_sent_before_the_client_left_is_recorded_with_its_outcome(re
     from .rawclient import RawClient
 
     row = 1020 + (0 if world.target.lane else 1)
+    with world.target.admin() as admin:  # a table of its own: other tests count the shared ones
+        admin.execute("CREATE TABLE IF NOT EXISTS sent_then_gone (id int, note text)")
+        admin.execute(f"GRANT ALL ON sent_then_gone TO {world.target.roles['scram']}")
     client = RawClient(relay.host, relay.port)
     client.login("agent", "app", agent)
-    client.send(pgwire.query_message(f"INSERT INTO inbox SELECT {row}, 'sent, then gone' FROM pg_sleep(0.5)"))
+    client.send(pgwire.query_message(f"INSERT INTO sent_then_gone SELECT {row}, 'sent, then gone' FROM pg_sleep(0.5)"))
     client.sock.close()  # gone before the answer
 
     def recorded():
@@ -189,4 +192,4 @@ def test_a_statement_sent_before_the_client_left_is_recorded_with_its_outcome(re
     [event] = wait_for(recorded, timeout=20) or [None]
     assert event is not None, "the statement ran but was not recorded"
     assert event["tag"] == "INSERT 0 1"
-    assert target_rows(world.target, f"SELECT count(*) FROM inbox WHERE id = {row}") == [(1,)]
+    assert target_rows(world.target, f"SELECT count(*) FROM sent_then_gone WHERE id = {row}") == [(1,)]
