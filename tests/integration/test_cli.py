@@ -289,3 +289,9 @@ def test_a_malformed_port_setting_is_named(home):
     assert proc.returncode == 78
     assert "AIRLOCK_PROXY_PORT must be a port number (0-65535), got '80800'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_token_list_of_an_unknown_account_is_a_clear_error(home):
+    proc = run("token", "list", "nobody", check=False)
+    assert proc.returncode == 1 and "unknown service account 'nobody'" in proc.stderr
+    assert "Traceback" not in proc.stderr
