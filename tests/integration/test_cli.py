@@ -189,12 +189,12 @@ def test_the_supervisor_does_not_restart_a_process_that_failed_on_configuration(
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", int(env["AIRLOCK_POSTGRES_PORT"])))
         taken.listen()
-        started = time.monotonic()
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                               env={**os.environ, **env})
-        elapsed = time.monotonic() - started
     out = proc.stdout + proc.stderr
-    assert elapsed < 10, out
+    # Started once and never again (how long the child takes to start depends on the
+    # machine's load; `up` itself refuses a taken port before starting anything, above).
+    assert out.count("started relay") == 1, out
     assert proc.returncode == 78, out
     assert "AIRLOCK_POSTGRES_PORT" in out and "cannot run with this configuration" in out
     assert "restarting" not in out and "Traceback" not in out
