@@ -16,6 +16,11 @@ def _fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
+def _message(exc: Exception) -> str:
+    # str() of a KeyError (LookupError) is the repr of its message, quotes and all.
+    return str(exc.args[0]) if exc.args else str(exc)
+
+
 # Commands that run before (or without) an initialised AIRLOCK_HOME.
 NEEDS_NO_STORE = frozenset({"init"})
 # Servers ride out a store outage themselves (refusing with 503, 08006, ...) and recover.
@@ -145,7 +150,7 @@ def token_issue(service_account: str, ttl: str, description: str) -> None:
             audit.append(s, actor="cli", action="token.issue", target=service_account,
                          data={"token_id": issued.id, "expires_at": issued.expires_at.isoformat()})
     except (LookupError, ValueError) as exc:
-        _fail(str(exc).strip("'\""))
+        _fail(_message(exc))
     click.echo(issued.token)
     click.echo(f"token {issued.id} for {service_account}, expires {issued.expires_at:%Y-%m-%d %H:%M:%S} UTC", err=True)
 
@@ -163,7 +168,7 @@ def token_revoke(token_id: int) -> None:
             revoke_token(s, token_id, by="cli")
             audit.append(s, actor="cli", action="token.revoke", target=str(token_id))
     except (LookupError, ValueError) as exc:
-        _fail(str(exc).strip("'\""))
+        _fail(_message(exc))
     click.echo(f"token {token_id} revoked")
 
 
@@ -174,10 +179,16 @@ def token_list(service_account: str) -> None:
     from app.db import session_scope
     from app.identity import list_tokens
 
-    with session_scope() as s:
-        for t in list_tokens(s, service_account):
-            state = "revoked" if t.revoked_at else f"expires {t.expires_at:%Y-%m-%d %H:%M}"
-            click.echo(f"{t.id}\talk_{t.prefix}…\t{state}\t{t.description}")
+    try:
+        with session_scope() as s:
+            tokens = list_tokens(s, service_account)
+            lines = [f"{t.id}\talk_{t.prefix}…\t"
+                     f"{'revoked' if t.revoked_at else f'expires {t.expires_at:%Y-%m-%d %H:%M}'}\t{t.description}"
+                     for t in tokens]
+    except LookupError as exc:
+        _fail(_message(exc))
+    for line in lines:
+        click.echo(line)
 
 
 @main.group("audit")

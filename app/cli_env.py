@@ -28,7 +28,7 @@ def env_command(service_account: str, token_ttl: str, shell: str, host: str | No
 
     from app import audit
     from app.ca import ca_cert_path
-    from app.cli import _fail, _parse_ttl
+    from app.cli import _fail, _message, _parse_ttl
     from app.db import session_scope
     from app.identity import issue_token
     from app.models import Grant, ServiceAccount
@@ -52,7 +52,7 @@ def env_command(service_account: str, token_ttl: str, shell: str, host: str | No
             audit.append(s, actor="cli", action="token.issue", target=service_account,
                          data={"token_id": issued.id, "expires_at": issued.expires_at.isoformat(), "via": "env"})
     except (LookupError, ValueError) as exc:
-        _fail(str(exc).strip("'\""))
+        _fail(_message(exc))
     reach = host or (cfg.bind if cfg.bind not in ("0.0.0.0", "::", "") else "localhost")
     env = build(service_account=service_account, token=issued.token, host=reach, proxy_port=cfg.proxy_port,
                 postgres_port=cfg.postgres_port, public_url=cfg.public_url,

@@ -9,6 +9,7 @@ import errno
 import socket
 import sqlite3
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from app.config import Settings
 
@@ -40,12 +41,14 @@ def require_initialised(cfg: Settings) -> None:
         if not path or path == ":memory:":
             return  # a private in-memory store: nothing can have initialised it but this process
         try:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
         except sqlite3.OperationalError:
             raise ConfigError(f"{hint} ({path} does not exist)") from None
         try:
             migrated = conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'").fetchone()
+        except sqlite3.OperationalError as exc:  # locked, unreadable: may pass
+            raise StoreUnreachable(f"the store {path} cannot be read: {exc}") from None
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"{path} is not an airlock store ({exc})") from None
         finally:

@@ -189,12 +189,12 @@ def test_the_supervisor_does_not_restart_a_process_that_failed_on_configuration(
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", int(env["AIRLOCK_POSTGRES_PORT"])))
         taken.listen()
-        started = time.monotonic()
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                               env={**os.environ, **env})
-        elapsed = time.monotonic() - started
     out = proc.stdout + proc.stderr
-    assert elapsed < 10, out
+    # Started once and never again (how long the child takes to start depends on the
+    # machine's load; `up` itself refuses a taken port before starting anything, above).
+    assert out.count("started relay") == 1, out
     assert proc.returncode == 78, out
     assert "AIRLOCK_POSTGRES_PORT" in out and "cannot run with this configuration" in out
     assert "restarting" not in out and "Traceback" not in out
@@ -288,4 +288,10 @@ def test_a_malformed_port_setting_is_named(home):
                           env={**os.environ, "AIRLOCK_PROXY_PORT": "80800"})
     assert proc.returncode == 78
     assert "AIRLOCK_PROXY_PORT must be a port number (0-65535), got '80800'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_token_list_of_an_unknown_account_is_a_clear_error(home):
+    proc = run("token", "list", "nobody", check=False)
+    assert proc.returncode == 1 and "unknown service account 'nobody'" in proc.stderr
     assert "Traceback" not in proc.stderr
