@@ -105,7 +105,7 @@ def test_jit_request_approved_with_the_slack_button(client, slack_env, settle):
     with session_scope() as s:
         req = requests.create(s, service_account="billing-agent", connection="payments-api",
                               duration=timedelta(hours=1), reason="refund backlog", requested_by="bob@example.com")
-        req_id, review_id = req.id, req.review_id
+        req_id = req.id
 
     def posted():
         notifier.tick()
@@ -126,7 +126,7 @@ def test_escalation_dm_reaches_the_escalation_group_who_may_decide(client, slack
     with session_scope() as s:
         run = s.get(CampaignItem, s.scalars(select(CampaignItem.id).where(CampaignItem.run_id == run_id)).first()).run
         run.campaign.escalate_to = "group:ops"
-        started, deadline = run.started_at, run.deadline
+        deadline = run.deadline
     with session_scope() as s:
         assert lifecycle.escalate(s, deadline - timedelta(days=2, seconds=1)) == 0  # before the last quarter
     with session_scope() as s:
