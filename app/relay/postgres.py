@@ -305,6 +305,9 @@ class Session:
         target = await self.gate.target(self.dbname)
         if target is None or target.type != "postgres":
             return self.fatal("3D000", f'airlock: connection "{self.dbname}" does not exist')
+        # From here on the grant watcher ends this session when its grant goes.
+        granted = await self.gate.connections_for(self.principal, "postgres")
+        self.grant_seen = any(t.name == self.dbname for t in granted)
         app_name = params.get("application_name", "")
         self.run_id = app_name if app_name and app_name not in _TOOL_NAMES else None
         self.rec = recorder().open(protocol="postgres", connection=self.dbname,
