@@ -12,6 +12,7 @@ Order matters; each addon reads what the ones before it left in `state(flow)`:
     UpstreamTLS     per-connection CA bundle for the upstream handshake
     ResponseMasker  masking and credential scrubbing of what comes back
     Exchanges       the response recorded, as the runtime saw it
+    GrantWatch      open client connections closed when their grant is revoked or expires
 
 A response set by an earlier addon is final: every request-side hook starts with
 `if flow.response or flow.error: return`.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from .framing import HeaderCheck
 from .gatekeeper import Gatekeeper
+from .grantwatch import GrantWatch
 from .identity import ProxyIdentity
 from .inject import Injector
 from .limits import Limits
@@ -35,7 +37,7 @@ from .upstream_tls import UpstreamTLS
 
 def airlock_addons() -> list[object]:
     return [Limits(), HeaderCheck(), Trailers(), ProxyIdentity(), Sessions(), Gatekeeper(), Injector(), UpstreamTLS(),
-            ResponseMasker(), Exchanges()]
+            ResponseMasker(), Exchanges(), GrantWatch()]
 
 
 __all__ = ["airlock_addons"]

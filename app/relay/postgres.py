@@ -320,7 +320,7 @@ class Session:
         target = await self.gate.target(self.dbname)
         if target is None or target.type != "postgres":
             return self.fatal("3D000", f'airlock: connection "{self.dbname}" does not exist')
-        # A grant live at login counts as seen: revoked a moment later, it ends this session too.
+        # From here on the grant watcher ends this session when its grant goes.
         granted = await self.gate.connections_for(self.principal, "postgres")
         self.grant_seen = any(t.name == self.dbname for t in granted)
         app_name = params.get("application_name", "")

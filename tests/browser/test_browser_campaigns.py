@@ -74,7 +74,7 @@ def test_a_reviewer_walks_through_a_campaign(browser, live):
         assert "2 of 3 decided" in page.inner_text("#progress")
         with page.expect_download() as dl:
             page.click("a:has-text('CSV')")
-        text = open(dl.value.path(), encoding="utf-8").read()
+        text = dl.value.path().read_text(encoding="utf-8")
         assert "nightly invoice reconciliation" in text and "alice@example.com" in text
         shot(page, "campaign-run")
     finally:

@@ -105,7 +105,7 @@ def test_jit_request_approved_with_the_slack_button(client, slack_env, settle):
     with session_scope() as s:
         req = requests.create(s, service_account="billing-agent", connection="payments-api",
                               duration=timedelta(hours=1), reason="refund backlog", requested_by="bob@example.com")
-        req_id, review_id = req.id, req.review_id
+        req_id = req.id
 
     def posted():
         notifier.tick()
@@ -118,3 +118,26 @@ def test_jit_request_approved_with_the_slack_button(client, slack_env, settle):
         req = s.get(AccessRequest, req_id)
         assert req.status == "approved" and req.decided_by == "alice@example.com"
         assert s.get(Grant, req.grant_id).expires_at is not None
+
+
+def test_escalation_dm_reaches_the_escalation_group_who_may_decide(client, slack_env, settle):
+    fake = slack_env
+    run_id = _campaign_on_payments()
+    with session_scope() as s:
+        run = s.get(CampaignItem, s.scalars(select(CampaignItem.id).where(CampaignItem.run_id == run_id)).first()).run
+        run.campaign.escalate_to = "group:ops"
+        deadline = run.deadline
+    with session_scope() as s:
+        assert lifecycle.escalate(s, deadline - timedelta(days=2, seconds=1)) == 0  # before the last quarter
+    with session_scope() as s:
+        assert lifecycle.escalate(s, deadline - timedelta(days=2)) == 2
+    channel, ts, message = _dm(fake, settle, "DU_BOB")  # bob is in ops
+    assert "Escalated: access review payments-review is due soon" in json.dumps(message["blocks"])
+    item_id = int(next(iter(_buttons(message))))
+    sc.post_payload(client, sc.click(message, "airlock.revoke", user="U_BOB", channel=channel, ts=ts,
+                                     response_url=fake.hook_url()))
+    fake.wait_for(lambda: str(item_id) not in _buttons(fake.messages[(channel, ts)]), what="revoked by the group")
+    with session_scope() as s:
+        item = s.get(CampaignItem, item_id)
+        assert item.status == "revoked" and item.decided_by == "bob@example.com"
+        assert item.reviewer == "group:ops" and item.escalated_from == "alice@example.com"
