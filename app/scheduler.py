@@ -45,13 +45,14 @@ def register_jobs(scheduler: BackgroundScheduler) -> None:
     """Every job of every module; jobs are added by text reference with stable ids."""
     scheduler.add_job("app.scheduler:expire_reviews_job", "interval", seconds=10,
                       id="expire-reviews", replace_existing=True)
+    # Sessions whose process died with them open (a host lost): sealed as ended abnormally.
+    scheduler.add_job("app.recording_seal:seal_orphans", "interval", seconds=15,
+                      id="seal-orphaned-recordings", replace_existing=True)
     from app.slack.notifier import register_jobs as slack_jobs  # posts reviews, keeps messages true
 
     slack_jobs(scheduler)
-    try:
-        from app.campaigns import register_jobs as campaign_jobs  # arrives with access reviews
-    except ImportError:
-        return
+    from app.campaigns import register_jobs as campaign_jobs
+
     campaign_jobs(scheduler)
 
 
