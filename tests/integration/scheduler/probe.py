@@ -2,6 +2,7 @@
 it, plus one job that records which process ran it and when (the job's start time)."""
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -22,6 +23,9 @@ def main() -> None:
     register = scheduler.register_jobs
 
     def register_with_probe(sched) -> None:
+        # The scheduler keeps APScheduler's routine lines out of its log; the tests read
+        # its "Running job ... (scheduled at ...)" lines, so this probe brings them back.
+        logging.getLogger("apscheduler.executors").setLevel(logging.INFO)
         register(sched)
         sched.add_job("tests.integration.scheduler.probe:tick", "interval",
                       seconds=float(os.environ["PROBE_INTERVAL"]), id="probe", replace_existing=True)
