@@ -182,6 +182,8 @@ def verify(session: Session) -> VerifyResult:
             opened[e.target] = e.seq  # a recorder's open entry: it names a recording
         checked += 1
         expected_seq, prev = e.seq + 1, e.hash
+    for sid in purged:  # removed by retention, as a chain entry of its own says
+        opened.pop(sid, None)
     problem = _sessions_problem(session, opened, closed)
     if problem is not None:
         seq, reason = problem
