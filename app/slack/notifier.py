@@ -168,3 +168,5 @@ def register_jobs(scheduler) -> None:
             worker.stop()
 
     scheduler.add_listener(on_event, EVENT_SCHEDULER_START | EVENT_SCHEDULER_SHUTDOWN)
+    if scheduler.running:  # the leader registers jobs after starting its scheduler (paused)
+        worker.start()
