@@ -150,8 +150,8 @@ def _line(text: str, parts: list[Part], depth: int) -> None:
     if "\x00" in text:
         _opaque(parts, text, "NUL byte in the command")
         return
-    if not text.strip():
-        return
+    if all(not ln.strip() or ln.lstrip().startswith("#") for ln in text.splitlines()):
+        return  # blank or comments only: nothing runs (bashlex refuses a lone comment)
     try:
         trees = bashlex.parse(text)
     except (bashlex.errors.ParsingError, NotImplementedError, IndexError, AttributeError, TypeError,

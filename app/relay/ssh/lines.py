@@ -35,10 +35,10 @@ class LineBuffer:
 
     def key(self, b: int) -> None:
         if b in BACKSPACES:
-            if self.chars:
-                del self.chars[-1]
-                while self.chars and (self.chars[-1] & 0xC0) == 0x80:  # the rest of a UTF-8 character
-                    del self.chars[-1]
+            while self.chars:  # one character: a UTF-8 sequence back to its lead byte
+                last = self.chars.pop()
+                if (last & 0xC0) != 0x80:
+                    break
         elif b in (0x15, 0x03):  # Ctrl-U, Ctrl-C: the line is gone
             self.reset()
         elif b == 0x17:  # Ctrl-W: the word before the cursor
