@@ -36,7 +36,7 @@ ls ll cat head tail grep egrep fgrep rg echo printf pwd whoami id date uname hos
 sort uniq cut tr less more diff cmp which type true false test [ printenv uptime free base64 md5sum sha1sum
 sha256sum sha512sum journalctl ss netstat lsof sleep seq basename dirname realpath readlink nproc lscpu
 lsblk env groups w who last tac nl od xxd hexdump strings column jq yq tree locale getent dig nslookup host
-ping tput clear history find exit cd : wait return shift read pushd popd dirs export unset alias umask
+ping tput stty tty clear history find exit cd : wait return shift read pushd popd dirs export unset alias umask
 """.split())
 WRITE = frozenset("""
 rm rmdir mv cp mkdir touch ln tee dd truncate install rsync tar gzip gunzip zip unzip bzip2 xz unxz patch
