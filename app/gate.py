@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 # notification is lost. Either way a change reaches every open session within 1 s.
 VERSION_TTL = 0.5
 VERDICT_CACHE_SIZE = 4096
-_TEXTUAL = object()  # in the verdict cache: operations of this shape are decided by their text
+_TEXTUAL = object()
+NO_ALLOW_RULE = "no-allow-rule"  # what refuses a needs_rule operation that only the default allowed  # in the verdict cache: operations of this shape are decided by their text
 
 OnHold = Callable[[int, str], Awaitable[None] | None]
 
@@ -154,8 +155,12 @@ class Gate:
         record_allows: bool = True,
         gone: asyncio.Future | None = None,
         defer_review: bool = False,
+        needs_rule: bool = False,
     ) -> Verdict:
-        """`record_allows=False`: the adapter records allowed operations in an event of its
+        """`needs_rule=True`: an operation that is refused unless a rule allows it (SSH port
+        forwarding): a connection's default allow counts as a denial.
+
+        `record_allows=False`: the adapter records allowed operations in an event of its
         own (one event per operation on hot paths, e.g. a statement with its result);
         denials, holds, approvals and errors are recorded here all the same.
 
@@ -166,7 +171,7 @@ class Gate:
         operation (e.g. a statement with its parameters, at Bind) before running it."""
         try:
             verdict = await self._decide(principal, operation, recording, run_id, hold, on_hold, gone,
-                                         defer_review)
+                                         defer_review, needs_rule)
         except Exception as exc:  # fail closed, whatever broke
             log.exception("gate failed; refusing %s on %s", operation.kind, operation.connection)
             verdict = _error(f"airlock could not decide ({type(exc).__name__}); the operation was refused")
@@ -215,9 +220,13 @@ class Gate:
             return Verdict("allow", masks=tuple(m for v in verdicts for m in v.masks))
         return await self._hold(principal, whole, review, run_id, session_id, hold, on_hold, gone)
 
-    async def _decide(self, principal, operation, recording, run_id, hold, on_hold, gone, defer_review) -> Verdict:
+    async def _decide(self, principal, operation, recording, run_id, hold, on_hold, gone, defer_review,
+                      needs_rule=False) -> Verdict:
         snap = await self._fresh()
         verdict = self._evaluate(snap.policy, snap.version, principal, operation)
+        if needs_rule and verdict.action == "allow" and verdict.rule is None:
+            verdict = Verdict("deny", rule=NO_ALLOW_RULE,
+                              message=f"{operation.text} is refused unless a rule allows it")
         if verdict.action == "allow":
             return verdict
         session_id = recording.id if recording is not None else None

@@ -21,7 +21,7 @@ from app.config import settings
 from app.gate import Gate, Unavailable, get_gate
 from app.identity import AuthError
 from app.recording import SessionRecording, recorder
-from app.types import Principal
+from app.types import Operation, Principal
 from asyncssh.stream import SSHReader, SSHWriter
 
 from ..workers import WorkerLink
@@ -171,11 +171,45 @@ class Connection(asyncssh.SSHServer):
 
         return RelayProcess(handle_process, None, 3, False)
 
-    # -- refused unless a rule allows them (none does yet: see docs/ssh.md) -----------
+    # -- forwarding: refused unless a rule allows it ----------------------------------
 
-    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> bool:
-        self._notice("port forwarding refused", f"{dest_host}:{dest_port}")
-        return False
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int):
+        """Local forwarding (-L, -W, -D): the channel is decided and relayed by `_forward`."""
+        if self.principal is None:
+            return False
+
+        async def handler(reader: asyncssh.SSHReader, writer: asyncssh.SSHWriter) -> None:
+            await self._forward(reader, writer, dest_host, dest_port)
+
+        return handler
+
+    async def _forward(self, reader, writer, host: str, port: int) -> None:
+        what = f"forward to {host}:{port}"
+        op = Operation("ssh", self.connection_name, "admin", text=what, command=what, targets=(f"{host}:{port}",),
+                       attributes=frozenset({"port_forwarding"}))
+        verdict = await self.gate.decide(self.principal, op, recording=self.recording, needs_rule=True)
+        if not verdict.allowed:
+            writer.close()
+            return
+        try:
+            target = await self.target()
+            t_reader, t_writer = await target.open_connection(host, port)
+        except (TargetError, asyncssh.Error, OSError) as exc:
+            self._notice("port forwarding failed", f"{host}:{port}: {type(exc).__name__}")
+            writer.close()
+            return
+
+        async def pipe(src, dst) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            finally:
+                dst.write_eof()
+
+        await asyncio.gather(pipe(reader, t_writer), pipe(t_reader, writer), return_exceptions=True)
+        writer.close()
+        t_writer.close()
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:
         self._notice("remote port forwarding refused", f"{listen_host}:{listen_port}")

@@ -72,6 +72,9 @@ rules:
     action: review
     approvers: {{groups: [ops]}}
     hold: 1s
+  - name: forward-to-the-target-sshd
+    match: {{protocol: ssh, attributes: [port_forwarding], targets: ["127.0.0.1:{port}"]}}
+    action: allow
   - name: etc-is-read-only
     match: {{protocol: ssh, attributes: [sftp], kind: [write], path: ["/etc/*"]}}
     action: deny

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TARGET_USER, events, ssh, wait_for
+from .conftest import TARGET_USER, events, ssh, ssh_args, wait_for
 
 
 def client_opts(relay, world) -> list[str]:
@@ -85,12 +85,19 @@ def test_scp_goes_through_the_same_checks(relay, world, remote_dir, tmp_path):
     assert r.returncode != 0 and not (tmp_path / "s.txt").exists()
 
 
-def test_port_forwarding_is_refused(relay, world):
-    r = ssh(relay, None, key=world.agent_key, extra=("-W", f"127.0.0.1:{world.sshd.port}"))
-    assert r.returncode != 0
-    assert b"SSH-2.0-OpenSSH" not in r.stdout  # the target's banner never came through
-    found = wait_for(lambda: [d for _, k, d in events() if k == "notice" and d.get("text") == "port forwarding refused"])
-    assert found
+def test_port_forwarding_is_refused_unless_a_rule_allows_it(relay, world):
+    r = ssh(relay, None, key=world.agent_key, extra=("-W", "127.0.0.1:5432"), input=b"")
+    assert r.stdout == b""  # nothing of the target came through
+    found = wait_for(lambda: [d for _, k, d in events() if k == "decision" and d.get("rule") == "no-allow-rule"
+                              and d.get("operation") == "forward to 127.0.0.1:5432"])
+    assert found and found[-1]["status"] == "denied"
+    # forward-to-the-target-sshd allows this one: the target's own banner comes back
+    proc = subprocess.Popen(ssh_args(relay, key=world.agent_key, extra=("-W", f"127.0.0.1:{world.sshd.port}")),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    banner = proc.stdout.readline()
+    proc.kill()
+    proc.wait(10)
+    assert banner.startswith(b"SSH-2.0-OpenSSH")
 
 
 def test_garbage_and_truncated_handshakes_close_only_their_connection(relay, world):
