@@ -242,8 +242,15 @@ class Shell:
         self.pty = process.get_terminal_type() is not None
 
     def say(self, text: str) -> None:
-        out = self.process.stdout if self.pty else self.process.stderr
-        out.write((text.replace("\n", "\r\n") if self.pty else text).encode())
+        """A message of airlock's own to the runtime; in a terminal it is part of the
+        screen, so the recording keeps it too (the replay shows what the runtime saw)."""
+        if not self.pty:
+            _stderr(self.process, text)
+            return
+        shown = text.replace("\n", "\r\n")
+        self.process.stdout.write(shown.encode())
+        if self.conn.recording is not None:
+            self.conn.recording.event("output", {"text": shown})
 
     async def run(self) -> None:
         conn, process = self.conn, self.process
