@@ -26,7 +26,7 @@ from asyncssh.stream import SSHReader, SSHWriter
 
 from ..workers import WorkerLink
 from .hostkey import ensure_host_key, load_host_key
-from .target import TargetError, connect
+from .target import CIPHERS, TargetError, connect
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class SSHRelay:
             # sftp subsystem reaches the relay (asyncssh would serve the local disk instead).
             self.acceptors.append(await asyncssh.listen(
                 sock=sock, server_factory=lambda: Connection(self), server_host_keys=[key],
-                encoding=None, line_editor=False, x11_forwarding=False, agent_forwarding=False,
+                encryption_algs=CIPHERS, encoding=None, line_editor=False, x11_forwarding=False, agent_forwarding=False,
                 login_timeout=LOGIN_TIMEOUT, kbdint_auth=False, gss_auth=False, host_based_auth=False,
                 config=None, keepalive_interval=30,
             ))

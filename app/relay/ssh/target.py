@@ -6,6 +6,10 @@ import asyncssh
 from app.snapshot import Target
 
 CONNECT_TIMEOUT = 15.0
+# AES-GCM first: one OpenSSL AEAD call a packet, where asyncssh's chacha20-poly1305 takes
+# several. The client's order wins the negotiation, so the relay's server side does not
+# offer chacha20 at all (OpenSSH clients list it first); every cipher here is safe.
+CIPHERS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes256-ctr", "aes192-ctr", "aes128-ctr"]
 
 
 class TargetError(Exception):
@@ -49,7 +53,7 @@ async def connect(target: Target) -> asyncssh.SSHClientConnection:
             # must not be refused for a key it also has.
             server_host_key_algs=[trusted.get_algorithm()] + (["rsa-sha2-256", "rsa-sha2-512"]
                                                               if trusted.get_algorithm() == "ssh-rsa" else []),
-            agent_path=None, agent_forwarding=False, config=None, ignore_encrypted=True,
+            encryption_algs=CIPHERS, agent_path=None, agent_forwarding=False, config=None, ignore_encrypted=True,
             connect_timeout=CONNECT_TIMEOUT, kbdint_auth=False, gss_auth=False, host_based_auth=False,
         )
     except asyncssh.HostKeyNotVerifiable:
