@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from typing import Any
 
 import asyncssh
@@ -158,6 +159,11 @@ class Connection(asyncssh.SSHServer):
             log.info("ssh key login refused for %s from %s: %s", username, self.peer, exc)
             return False
         return self._logged_in(principal)
+
+    def expired(self) -> bool:
+        """Whether the credential it logged in with no longer counts (a JWT past exp)."""
+        expires = self.principal.expires_at if self.principal is not None else None
+        return expires is not None and time.time() >= expires
 
     def _logged_in(self, principal: Principal) -> bool:
         self.principal = principal

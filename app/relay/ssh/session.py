@@ -59,6 +59,10 @@ def _text(data: bytes | str) -> str:
 async def handle_process(process: asyncssh.SSHServerProcess) -> None:
     conn = connection_of(process)
     try:
+        if conn.principal is None or conn.expired():
+            _stderr(process, "airlock: the credential of this session has expired; log in again\n")
+            process.exit(DENIED)
+            return
         run_id = _env(process, "AIRLOCK_RUN")
         if run_id and conn.recording is not None:
             conn.recording.tag_run(run_id)
@@ -287,4 +291,7 @@ class Shell:
             self.conn.recording.event("input", {"text": _text(data)})
 
     async def decide(self, line: str) -> Verdict:
+        if self.conn.expired():  # a JWT past exp, a token past its expiry: nothing more runs
+            return Verdict("deny", rule="airlock-error", message="the credential of this session has expired",
+                           status="error")
         return await decide_line(self.conn, self.process, line, self.run_id, self.say)

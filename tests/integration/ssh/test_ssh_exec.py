@@ -161,3 +161,25 @@ def test_decisions_are_recorded(relay, world):
                               if k == "decision" and d.get("operation") == "rm -rf /tmp/nothing-here"])
     assert found and found[-1]["rule"] == "no-rm-rf" and found[-1]["status"] == "denied"
     assert found[-1]["kind"] == "write"
+
+
+def test_nothing_runs_once_the_credential_expires(relay, world):
+    from datetime import timedelta
+
+    from app.db import session_scope
+    from app.identity import issue_token
+
+    with session_scope() as s:
+        issued = issue_token(s, "agent", timedelta(seconds=3))
+
+    async def run() -> tuple:
+        async with asyncssh.connect("127.0.0.1", relay.port, username="box", password=issued.token,
+                                    known_hosts=str(relay.known_hosts), client_keys=None) as conn:
+            first = await conn.run("echo before", check=False)
+            await asyncio.sleep(max(0.0, issued.expires_at.timestamp() - time.time()) + 0.5)
+            second = await conn.run("echo after", check=False)
+            return first, second
+
+    first, second = asyncio.run(run())
+    assert (first.exit_status, first.stdout) == (0, "before\n")
+    assert second.exit_status == 126 and "expired" in second.stderr and second.stdout == ""
