@@ -15,8 +15,8 @@ refused one is dropped and the refusal goes to stderr.
 """
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
 
 from app.types import Verdict
 

@@ -17,13 +17,13 @@ import time
 from typing import Any
 
 import asyncssh
+from asyncssh.stream import SSHReader, SSHWriter
 
 from app.config import settings
 from app.gate import Gate, Unavailable, get_gate
 from app.identity import AuthError
 from app.recording import SessionRecording, recorder
 from app.types import Operation, Principal
-from asyncssh.stream import SSHReader, SSHWriter
 
 from ..workers import WorkerLink
 from .hostkey import ensure_host_key, load_host_key

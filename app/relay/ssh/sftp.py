@@ -203,7 +203,7 @@ class SFTPRelay:
             verdict = await conn.gate.decide(
                 conn.principal, op, recording=conn.recording, run_id=self.run_id,
                 record_allows=name != "realpath",
-                on_hold=lambda rid, url: self.process.stderr.write(
+                on_hold=lambda rid, url, text=text: self.process.stderr.write(
                     f"airlock: review {rid} needed for {text}: {url}\n".encode()))
             if not verdict.allowed:
                 return refusal(verdict).strip()

@@ -6,7 +6,6 @@ import asyncio
 import re
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -100,8 +99,9 @@ def test_signals_pass_through(relay, world):
 
 def _held(relay, world, command: str, decision: str | None, reason: str = "checked by the test"):
     """Run `command`; once stderr names a review, vote on it from another process."""
-    from .conftest import ssh_args
     import os
+
+    from .conftest import ssh_args
 
     env = {**os.environ, "SSHPASS": world.tokens["agent"]}
     proc = subprocess.Popen(["sshpass", "-e", *ssh_args(relay), command], stdout=subprocess.PIPE,
@@ -127,7 +127,7 @@ def test_review_held_then_approved_from_another_process(relay, world):
 def test_review_rejected_exits_126_with_the_reason(relay, world):
     flag = Path(f"/tmp/airlock-flag-{time.time_ns()}")
     code, err, out, review_id = _held(relay, world, f"touch {flag}", "reject", "not during the freeze")
-    assert code == 126
+    assert code == 126 and out == b""
     assert f"review {review_id} was rejected: not during the freeze" in err
     assert not flag.exists()
 
