@@ -11,7 +11,7 @@ from pathlib import Path
 
 import asyncssh
 
-from .conftest import ROOT, events, ssh, wait_for
+from .conftest import ROOT, events, ssh, ssh_args, wait_for
 
 VOTE = """
 import sys
@@ -183,3 +183,51 @@ def test_nothing_runs_once_the_credential_expires(relay, world):
     first, second = asyncio.run(run())
     assert (first.exit_status, first.stdout) == (0, "before\n")
     assert second.exit_status == 126 and "expired" in second.stderr and second.stdout == ""
+
+
+def test_approve_once_binds_the_exact_command_line(relay, world):
+    stamp = time.time_ns()
+    line = f"touch /tmp/airlock-quick-{stamp}"
+
+    def pending(command: str) -> int:
+        r = ssh(relay, command, world.tokens["agent"])
+        assert r.returncode == 126 and b"is still pending" in r.stderr, r.stderr
+        return int(re.search(rb"review (\d+) is still pending", r.stderr).group(1))
+
+    review_id = pending(line)
+    vote_elsewhere(relay.env, review_id, "approve")
+    assert pending(line + " ") != review_id  # not the same line: a review of its own
+    r = ssh(relay, line, world.tokens["agent"])
+    assert r.returncode == 0 and f"approved in review {review_id}".encode() in r.stderr, r.stderr
+    assert Path(f"/tmp/airlock-quick-{stamp}").exists()
+    assert pending(line) != review_id  # used once: the next run asks again
+    Path(f"/tmp/airlock-quick-{stamp}").unlink()
+
+
+def test_agent_forwarding_is_refused(relay, world, tmp_path):
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        assert wait_for(sock.exists)
+        import os
+
+        args = ssh_args(relay, key=world.agent_key, extra=("-A",)) + ["printenv SSH_AUTH_SOCK || echo none"]
+        r = subprocess.run(args, capture_output=True, timeout=60, env={**os.environ, "SSH_AUTH_SOCK": str(sock)},
+                           check=False)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == b"none\n"  # no agent socket reached the target
+    finally:
+        agent.terminate()
+        agent.wait(10)
+
+
+def test_a_relay_with_several_workers_serves_ssh(world):
+    from .conftest import start_relay, stop_relay
+
+    relay = start_relay(world, AIRLOCK_RELAY_WORKERS="2")
+    try:
+        for i in range(4):
+            r = ssh(relay, f"echo worker-{i}", world.tokens["agent"])
+            assert (r.returncode, r.stdout) == (0, f"worker-{i}\n".encode()), r.stderr
+    finally:
+        stop_relay(relay)
