@@ -166,11 +166,16 @@ class Connection(asyncssh.SSHServer):
         return expires is not None and time.time() >= expires
 
     def _logged_in(self, principal: Principal) -> bool:
+        # A key is validated when the client only asks whether it would do, and again
+        # right before its signature is checked: the last one validated is the one that
+        # logs in. The session is recorded once authentication has completed.
         self.principal = principal
-        if self.recording is None:
-            self.recording = recorder().open(protocol="ssh", connection=self.connection_name,
-                                             service_account=principal.service_account, client_addr=self.peer)
         return True
+
+    def auth_completed(self) -> None:
+        if self.recording is None and self.principal is not None:
+            self.recording = recorder().open(protocol="ssh", connection=self.connection_name,
+                                             service_account=self.principal.service_account, client_addr=self.peer)
 
     def session_requested(self) -> RelayProcess:
         from .session import handle_process
