@@ -75,6 +75,11 @@ rules:
   - name: forward-to-the-target-sshd
     match: {{protocol: ssh, attributes: [port_forwarding], targets: ["127.0.0.1:{port}"]}}
     action: allow
+  - name: reports-need-ops
+    match: {{protocol: ssh, attributes: [sftp], path: ["*/held-report*"]}}
+    action: review
+    approvers: {{groups: [ops]}}
+    hold: 1s
   - name: etc-is-read-only
     match: {{protocol: ssh, attributes: [sftp], kind: [write], path: ["/etc/*"]}}
     action: deny

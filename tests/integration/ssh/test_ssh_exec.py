@@ -18,13 +18,14 @@ import sys
 from app.approvals import vote
 from app.db import session_scope
 with session_scope() as s:
-    vote(s, int(sys.argv[1]), voter_email="ops@example.com", decision=sys.argv[2], reason=sys.argv[3])
+    vote(s, int(sys.argv[1]), voter_email="ops@example.com", decision=sys.argv[2], reason=sys.argv[3],
+         window_minutes=int(sys.argv[4]) or None)
 """
 
 
-def vote_elsewhere(env, review_id: int, decision: str, reason: str = "checked by the test") -> None:
-    subprocess.run([sys.executable, "-c", VOTE, str(review_id), decision, reason], cwd=ROOT, env=env, check=True,
-                   timeout=60)
+def vote_elsewhere(env, review_id: int, decision: str, reason: str = "checked by the test", window: int = 0) -> None:
+    subprocess.run([sys.executable, "-c", VOTE, str(review_id), decision, reason, str(window)], cwd=ROOT, env=env,
+                   check=True, timeout=60)
 
 
 def test_token_login_runs_the_command_on_the_target(relay, world):

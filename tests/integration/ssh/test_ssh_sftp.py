@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -71,6 +72,28 @@ def test_denied_by_path(relay, world, remote_dir, tmp_path):
     assert r.returncode != 0 and not (tmp_path / "secret.txt").exists()
     found = wait_for(lambda: [d for _, k, d in events() if k == "decision" and d.get("rule") == "no-secret-downloads"])
     assert found and found[-1]["status"] == "denied"
+
+
+def test_a_held_sftp_operation_runs_once_approved(relay, world, remote_dir, tmp_path):
+    from .test_ssh_exec import vote_elsewhere
+
+    (remote_dir / "held-report.txt").write_text("approved numbers\n")
+    # A download is several operations (lstat, then open): each is held and approved on its
+    # own, here for a window of 10 minutes (an sftp client repeats its lstat on every run,
+    # which an approve-once would not cover a second time).
+    approved = []
+    for _ in range(4):
+        r = sftp(relay, world, f"get {remote_dir}/held-report.txt {tmp_path}/held.txt\n")
+        if r.returncode == 0:
+            break
+        assert not (tmp_path / "held.txt").exists()
+        m = re.search(rb"review (\d+) needed for sftp (\w+) " + str(remote_dir).encode(), r.stderr)
+        assert m, r.stderr
+        approved.append(m.group(2).decode())
+        vote_elsewhere(relay.env, int(m.group(1)), "approve", window=10)
+    assert r.returncode == 0, r.stderr
+    assert "open" in approved
+    assert (tmp_path / "held.txt").read_text() == "approved numbers\n"
 
 
 def test_scp_goes_through_the_same_checks(relay, world, remote_dir, tmp_path):
