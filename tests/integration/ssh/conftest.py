@@ -233,6 +233,7 @@ def start_relay(world: World, **extra: str) -> Relay:
         pytest.fail("the relay did not start:\n" + "\n".join(relay.log[-30:]))
     # Pin the relay's host key as a runtime would (the fingerprint `airlock init` prints).
     pub = (Path(world.env["AIRLOCK_HOME"]) / "ssh" / "ssh_host_ed25519_key.pub").read_text().split()
+    relay.known_hosts = world.dir / f"known_hosts-{relay.port}"  # one per relay: tests start extra ones
     relay.known_hosts.write_text(f"[127.0.0.1]:{relay.port} {pub[0]} {pub[1]}\n")
     return relay
 
