@@ -77,6 +77,11 @@ def init(admin_email: str) -> None:
     if ensure_ca is not None:
         ensure_ca(cfg.ca_dir)
     upgrade(cfg.database_url)
+    from app.relay.ssh.hostkey import ensure_host_key, fingerprint
+
+    key_path, made = ensure_host_key()
+    click.echo(f"SSH relay host key {'created' if made else 'kept'}: {key_path}")
+    click.echo(f"SSH relay host key fingerprint: {fingerprint()} (runtimes pin it in known_hosts)")
     with session_scope() as s:
         if not any("admin" in (u.roles or []) for u in s.scalars(select(User))):
             password = secrets.token_urlsafe(18)
@@ -277,7 +282,7 @@ def proxy() -> None:
 
 @main.command()
 def relay() -> None:
-    """Run the PostgreSQL relay (port 15432; the MySQL and SSH relays are not built yet)."""
+    """Run the PostgreSQL relay (port 15432) and the SSH relay (port 2222)."""
     from app.relay.server import run
 
     _serve("relay", run)

@@ -22,7 +22,7 @@ import weakref
 from datetime import datetime, timezone
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Sequence
 
 from sqlalchemy import select
 
@@ -31,6 +31,7 @@ from app.binding import binding_of
 from app.bus import get_bus
 from app.db import session_scope
 from app.identity import AuthError, Authenticator, IdentityUnavailable
+from app.identity.keys import principal_for_public_key
 from app.policy import CompiledPolicy, evaluate
 from app.recording import SessionRecording
 from app.snapshot import Target, load_snapshot, read_version
@@ -47,7 +48,8 @@ log = logging.getLogger(__name__)
 # notification is lost. Either way a change reaches every open session within 1 s.
 VERSION_TTL = 0.5
 VERDICT_CACHE_SIZE = 4096
-_TEXTUAL = object()  # in the verdict cache: operations of this shape are decided by their text
+_TEXTUAL = object()
+NO_ALLOW_RULE = "no-allow-rule"  # what refuses a needs_rule operation that only the default allowed  # in the verdict cache: operations of this shape are decided by their text
 
 OnHold = Callable[[int, str], Awaitable[None] | None]
 
@@ -102,6 +104,17 @@ class Gate:
 
     # -- targets ----------------------------------------------------------------------
 
+    async def authenticate_key(self, public_key: str) -> Principal:
+        """The service account that registered this OpenSSH public key (`TYPE BASE64`), or
+        AuthError. The SSH server has already checked that the client holds its private half."""
+        try:
+            await self._fresh()
+            return await asyncio.to_thread(principal_for_public_key, public_key)
+        except AuthError:
+            raise
+        except Exception:
+            raise Unavailable("the airlock store is unavailable") from None
+
     async def target(self, connection: str) -> Target | None:
         """The connection's settings and decrypted credentials, for the adapter to inject."""
         snap = await self._fresh()
@@ -142,8 +155,12 @@ class Gate:
         record_allows: bool = True,
         gone: asyncio.Future | None = None,
         defer_review: bool = False,
+        needs_rule: bool = False,
     ) -> Verdict:
-        """`record_allows=False`: the adapter records allowed operations in an event of its
+        """`needs_rule=True`: an operation that is refused unless a rule allows it (SSH port
+        forwarding): a connection's default allow counts as a denial.
+
+        `record_allows=False`: the adapter records allowed operations in an event of its
         own (one event per operation on hot paths, e.g. a statement with its result);
         denials, holds, approvals and errors are recorded here all the same.
 
@@ -154,7 +171,7 @@ class Gate:
         operation (e.g. a statement with its parameters, at Bind) before running it."""
         try:
             verdict = await self._decide(principal, operation, recording, run_id, hold, on_hold, gone,
-                                         defer_review)
+                                         defer_review, needs_rule)
         except Exception as exc:  # fail closed, whatever broke
             log.exception("gate failed; refusing %s on %s", operation.kind, operation.connection)
             verdict = _error(f"airlock could not decide ({type(exc).__name__}); the operation was refused")
@@ -163,9 +180,53 @@ class Gate:
             recording.event("decision", _decision_event(operation, verdict))
         return verdict
 
-    async def _decide(self, principal, operation, recording, run_id, hold, on_hold, gone, defer_review) -> Verdict:
+    async def decide_parts(
+        self,
+        principal: Principal,
+        whole: Operation,
+        parts: Sequence[Operation],
+        *,
+        recording: SessionRecording | None = None,
+        run_id: str | None = None,
+        hold: float | None = None,
+        on_hold: OnHold | None = None,
+        gone: asyncio.Future | None = None,
+    ) -> Verdict:
+        """One command line made of several commands (an SSH exec or shell line): each part
+        is evaluated on its own, and the strictest verdict wins. A denied part denies the
+        line; a part under review holds the whole line, so the approval binds exactly the
+        line the approver saw (approve-once) and never a part of it."""
+        try:
+            verdict = await self._decide_parts(principal, whole, parts, recording, run_id, hold, on_hold, gone)
+        except Exception as exc:  # fail closed, whatever broke
+            log.exception("gate failed; refusing %s on %s", whole.kind, whole.connection)
+            verdict = _error(f"airlock could not decide ({type(exc).__name__}); the operation was refused")
+        if recording is not None:
+            recording.event("decision", _decision_event(whole, verdict))
+        return verdict
+
+    async def _decide_parts(self, principal, whole, parts, recording, run_id, hold, on_hold, gone) -> Verdict:
+        if not parts:
+            raise ValueError("a command line with no parts")
+        snap = await self._fresh()
+        verdicts = [self._evaluate(snap.policy, snap.version, principal, part) for part in parts]
+        session_id = recording.id if recording is not None else None
+        for part, verdict in zip(parts, verdicts):
+            if verdict.action == "deny":
+                await asyncio.to_thread(self._audit_denial, principal, whole, verdict, session_id)
+                return replace(verdict, status="denied")
+        review = next((v for v in verdicts if v.action == "review"), None)
+        if review is None:
+            return Verdict("allow", masks=tuple(m for v in verdicts for m in v.masks))
+        return await self._hold(principal, whole, review, run_id, session_id, hold, on_hold, gone)
+
+    async def _decide(self, principal, operation, recording, run_id, hold, on_hold, gone, defer_review,
+                      needs_rule=False) -> Verdict:
         snap = await self._fresh()
         verdict = self._evaluate(snap.policy, snap.version, principal, operation)
+        if needs_rule and verdict.action == "allow" and verdict.rule is None:
+            verdict = Verdict("deny", rule=NO_ALLOW_RULE,
+                              message=f"{operation.text} is refused unless a rule allows it")
         if verdict.action == "allow":
             return verdict
         session_id = recording.id if recording is not None else None

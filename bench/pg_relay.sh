@@ -52,7 +52,7 @@ unset AIRLOCK_DATABASE_URL
 TOKEN=$("$PY" bench/pg_relay_setup.py init "$DB")
 
 RELAY_PORT=$(free_port)
-AIRLOCK_RELAY_ALLOW_PLAINTEXT=1 AIRLOCK_POSTGRES_PORT=$RELAY_PORT "$PY" -m app.cli relay >"$WORK/relay.log" 2>&1 &
+AIRLOCK_RELAY_ALLOW_PLAINTEXT=1 AIRLOCK_POSTGRES_PORT=$RELAY_PORT AIRLOCK_SSH_PORT=0 "$PY" -m app.cli relay >"$WORK/relay.log" 2>&1 &
 RELAY_PID=$!
 
 PIPE_PORT=$(free_port)

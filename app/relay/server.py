@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 # name -> ("module:prepare", "module:start")
 LISTENERS: dict[str, tuple[str, str]] = {
     "postgres": ("app.relay.postgres:prepare", "app.relay.postgres:start"),
+    "ssh": ("app.relay.ssh.server:prepare", "app.relay.ssh.server:start"),
 }
 
 
