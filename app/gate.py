@@ -235,23 +235,23 @@ class Gate:
 
     async def _hold(self, principal, operation, verdict, run_id, session_id, hold, on_hold, gone) -> Verdict:
         operation = replace(operation, fingerprint=review_fingerprint(operation), binding=binding_of(operation))
-        standing, used_id = await asyncio.to_thread(self._standing, principal, operation, verdict.rule)
+        standing, used_id = await asyncio.to_thread(self._standing, principal, operation, verdict.rule, session_id)
         if standing:
             return replace(verdict, action="allow", status="approved", message=standing, review_id=used_id)
-        review_id = await asyncio.to_thread(self._open_review, principal, operation, verdict, run_id, session_id)
+        wait = verdict.review.hold_seconds if hold is None else hold
+        review_id = await asyncio.to_thread(self._open_review, principal, operation, verdict, run_id, session_id, wait)
         url = approvals.review_url(review_id)
         if on_hold is not None:
             result = on_hold(review_id, url)
             if asyncio.iscoroutine(result):
                 await result
-        wait = verdict.review.hold_seconds if hold is None else hold
         try:
             status = await approvals.wait_for_decision(review_id, wait, gone=gone)
             held = replace(verdict, review_id=review_id, review_url=url, status=status)
             if status == "approved":
                 # The approval belongs to this operation: use it up so it cannot be replayed.
                 # If another process used it first, this one has to ask again.
-                used, _ = await asyncio.to_thread(self._standing, principal, operation, verdict.rule)
+                used, _ = await asyncio.to_thread(self._standing, principal, operation, verdict.rule, session_id)
                 if used and _gone(gone):
                     # The runtime left while the approval was being taken: give it back.
                     await asyncio.to_thread(self._store, approvals.release_use, review_id, _why(gone))
@@ -286,7 +286,8 @@ class Gate:
         if verdict.status == "approved" and verdict.review_id is not None:
             await asyncio.to_thread(self._store, approvals.release_use, verdict.review_id, reason)
 
-    def _standing(self, principal: Principal, operation: Operation, rule: str | None) -> tuple[str | None, int | None]:
+    def _standing(self, principal: Principal, operation: Operation, rule: str | None,
+                  session_id: str | None = None) -> tuple[str | None, int | None]:
         with session_scope() as s:
             return approvals.standing_use(
                 s,
@@ -295,7 +296,7 @@ class Gate:
                 fingerprint=operation.fingerprint,
                 binding=operation.binding,
                 rule=rule,
-                ran=approvals.ran(operation),
+                ran={**approvals.ran(operation), **({"session_id": session_id} if session_id else {})},
             )
 
     @staticmethod
@@ -308,7 +309,7 @@ class Gate:
         with session_scope() as s:
             return s.scalar(select(Review.reason).where(Review.id == review_id)) or ""
 
-    def _open_review(self, principal, operation, verdict, run_id, session_id) -> int:
+    def _open_review(self, principal, operation, verdict, run_id, session_id, wait) -> int:
         with session_scope() as s:
             existing = approvals.find_pending(
                 s,
@@ -318,9 +319,11 @@ class Gate:
                 rule=verdict.rule or "",
             )
             if existing is not None:
+                approvals.held_again(s, existing, wait)
                 return existing.id
             review = approvals.create_review(
-                s, principal=principal, operation=operation, verdict=verdict, run_id=run_id, session_id=session_id
+                s, principal=principal, operation=operation, verdict=verdict, run_id=run_id, session_id=session_id,
+                hold_seconds=wait
             )
             s.flush()
             return review.id

@@ -118,14 +118,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 
 def _pending_badge() -> int:
-    """Pending reviews for the navigation badge (one indexed count)."""
-    from sqlalchemy import func, select
+    """The navigation badge: reviews the viewer may vote on and has not."""
+    from flask_login import current_user
 
     from app.db import session_scope
-    from app.models import Review, utcnow
+    from app.portal.queue import needs_me_count
 
     with session_scope() as s:
-        return s.scalar(select(func.count(Review.id)).where(Review.status == "pending", Review.expires_at > utcnow())) or 0
+        return needs_me_count(s, current_user.email)
 
 
 def _register_blueprints(app: Flask) -> None:
