@@ -1,8 +1,10 @@
 """The `airlock` command."""
 from __future__ import annotations
 
+import os
 import secrets
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -191,8 +193,11 @@ def audit_verify() -> None:
     from app import audit
     from app.db import session_scope
 
+    started = time.monotonic()
     with session_scope() as s:
         result = audit.verify(s)
+    with session_scope() as s:
+        audit.record_verification(s, os.environ.get("USER") or "cli", result, time.monotonic() - started, via="cli")
     if result.ok:
         click.echo(f"audit chain OK: {result.checked} entries verified")
         return

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 # notification is lost. Either way a change reaches every open session within 1 s.
 VERSION_TTL = 0.5
 VERDICT_CACHE_SIZE = 4096
+AUTH_AUDIT_EVERY = 10.0  # seconds between audit entries for the same failing login
 _TEXTUAL = object()  # in the verdict cache: operations of this shape are decided by their text
 
 OnHold = Callable[[int, str], Awaitable[None] | None]
@@ -77,6 +78,7 @@ class Gate:
         self._snapshot_lock = asyncio.Lock()
         self._verdicts: OrderedDict[tuple, Verdict] = OrderedDict()
         self._maskers: dict[tuple[MaskSpec, ...], Masker] = {}
+        self._auth_failures: dict[tuple[str, str, str], tuple[float, int]] = {}
         self._bus = None  # the bus this gate hears version bumps on
         self.authenticator = Authenticator(version_source=lambda: self._version or 0)
 
@@ -87,8 +89,10 @@ class Gate:
 
     # -- identity ---------------------------------------------------------------------
 
-    async def authenticate(self, credential: str | None, claimed: str | None = None) -> Principal:
-        """Resolve a token to a principal, or raise AuthError (adapters answer 407/28P01/1045)."""
+    async def authenticate(self, credential: str | None, claimed: str | None = None, *, protocol: str = "",
+                           client: str = "") -> Principal:
+        """Resolve a token to a principal, or raise AuthError (adapters answer 407/28P01/1045).
+        A credential that was presented and refused is audited (`auth.failed`)."""
         if not credential:
             raise AuthError("no credentials")
         try:
@@ -99,6 +103,29 @@ class Gate:
             return await self.authenticator.authenticate_async(credential, claimed)
         except IdentityUnavailable as exc:
             raise Unavailable(f"airlock cannot check credentials right now ({exc.reason})") from None
+        except AuthError as exc:
+            await self._audit_auth_failure(claimed or "", exc.reason, protocol, client)
+            raise
+
+    async def _audit_auth_failure(self, claimed: str, reason: str, protocol: str, client: str) -> None:
+        # One entry per (protocol, user, reason) every AUTH_AUDIT_EVERY seconds, with the
+        # count since: a client retrying a bad token in a loop must not flood the chain.
+        key = (protocol, claimed, reason)
+        now = time.monotonic()
+        last, suppressed = self._auth_failures.get(key, (0.0, 0))
+        if now - last < AUTH_AUDIT_EVERY:
+            self._auth_failures[key] = (last, suppressed + 1)
+            return
+        self._auth_failures[key] = (now, 0)
+        if len(self._auth_failures) > 10_000:
+            self._auth_failures.clear()
+        data = {"protocol": protocol, "user": audit.scrub(claimed)[:200], "reason": reason[:500],
+                "client": client[:100], "refused_since_last_entry": suppressed}
+        try:
+            await asyncio.to_thread(self._store, lambda s: audit.append(s, "runtime", "auth.failed",
+                                                                        f"user:{data['user']}", data))
+        except Exception:  # the refusal stands either way; the audit gap is logged
+            log.warning("could not audit a failed runtime authentication (%s)", protocol)
 
     # -- targets ----------------------------------------------------------------------
 

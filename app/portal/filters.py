@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlencode
@@ -110,6 +111,26 @@ def with_args(**changes: Any) -> str:
     return request.path + ("?" + urlencode(args) if args else "")
 
 
+_TARGET = re.compile(r"^(review|session|grant|window):(.+)$")
+
+
+def target_url(action: str, target: str, data: dict | None = None) -> str:
+    """The page of the thing an audit entry names ('' when it has none)."""
+    from flask import url_for
+
+    m = _TARGET.match(target or "")
+    if m and m.group(1) == "review" and m.group(2).isdigit():
+        return url_for("reviews.detail", review_id=int(m.group(2)))
+    if m and m.group(1) == "session":
+        return url_for("sessions.detail", session_id=m.group(2))
+    if (action or "").startswith("grant.") and "->" in (target or ""):
+        return url_for("grants.index", show="all") + "#grant-" + target.replace("->", "--")
+    session_id = (data or {}).get("session_id")
+    if isinstance(session_id, str) and session_id:
+        return url_for("sessions.detail", session_id=session_id)
+    return ""
+
+
 def register(app) -> None:
     app.jinja_env.filters.update(ago=ago, when=when, iso=iso, pretty_json=pretty_json, duration=duration)
-    app.jinja_env.globals.update(risk=risk, with_args=with_args)
+    app.jinja_env.globals.update(risk=risk, with_args=with_args, target_url=target_url)

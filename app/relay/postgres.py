@@ -310,7 +310,8 @@ class Session:
             raise ProtocolError("expected a password message")
         self._token, _ = pgwire.cstring(body, 0)
         try:
-            self.principal = await self.gate.authenticate(self._token, claimed=self.user)
+            self.principal = await self.gate.authenticate(self._token, claimed=self.user, protocol="postgres",
+                                                          client=str(self.client_addr))
         except AuthError as exc:
             log.info("postgres login refused for %r from %s: %s", self.user, self.client_addr, exc.reason)
             return self.fatal("28P01", f'password authentication failed for user "{self.user}"', detail=exc.reason)
