@@ -24,6 +24,7 @@ from app.types import MaskSpec, Operation, Verdict
 
 from . import pgwire
 from .pgclassify import operations
+from .pgreason import reason_set
 from .pgmask import NUMBERS, TEXTLIKE
 from .pgwire import error_response
 
@@ -113,10 +114,16 @@ class Checker:
         self.statements += 1
         self._gone = gone = asyncio.get_running_loop().create_future()
         s.client.on_lost = self._client_lost
+        if s.reason and not op.reason:
+            op = replace(op, reason=s.reason)
         try:
-            return await s.gate.decide(s.principal, op, recording=s.rec, run_id=s.run_id, hold=hold,
-                                       on_hold=self._on_hold, record_allows=False, gone=gone,
-                                       defer_review=defer_review)
+            verdict = await s.gate.decide(s.principal, op, recording=s.rec, run_id=s.run_id, hold=hold,
+                                          on_hold=self._on_hold, record_allows=False, gone=gone,
+                                          defer_review=defer_review)
+            reason = reason_set(op.text) if verdict.action == "allow" else None
+            if reason is not None:
+                s.reason = reason
+            return verdict
         finally:
             self._holding = False
             self._gone = None
