@@ -193,3 +193,11 @@ def test_a_binary_body_is_shown_as_its_size(proxy, world, agent, api):
     assert vote_from_another_process(review.id, "reject").returncode == 0
     thread.join(30)
     assert result["response"].status_code == 403
+
+
+def test_the_agents_reason_is_not_forwarded_upstream(proxy, world, agent, api):
+    path = f"/echo/reason-{_unique()}"
+    response = proxy.requests(agent).get(f"{api}{path}", headers={"X-Airlock-Reason": "just looking"})
+    assert response.status_code == 200
+    (seen,) = world.upstream.requests_to(path)
+    assert "x-airlock-reason" not in {k.lower() for k in dict(seen["headers"])}
