@@ -106,6 +106,7 @@ def test_needs_my_vote_is_the_default_and_the_badge_counts_only_mine(page):
     assert page.locator(".qitem").count() == 0
     assert page.locator("#nav-pending").is_hidden()
     page.click("#tab-all")
+    page.wait_for_url("**/reviews?view=all")
     assert page.locator(".qitem").count() == 2
     assert "not yours to vote" in page.inner_text("#queue-lists")
 
@@ -166,6 +167,8 @@ def test_dashboard_counts_and_title_update_live(page):
     expect(page).to_have_title(re.compile(r"^\(1\) "), timeout=10_000)
     assert page.inner_text("#dash-mine") == "1"
     assert page.inner_text("#nav-pending") == "1"
+    # The pending list follows the counts: no "Queue is clear" under a count of 1.
+    expect(page.locator("#dash-pending-list")).to_contain_text("SET e = 1", timeout=10_000)
     shot(page, "dashboard")
 
 
@@ -225,6 +228,9 @@ def test_phone_review_page_stacks_without_horizontal_scroll_and_approve_follows_
         below = approve["y"] + approve["height"] - (statement_bottom["y"] + statement_bottom["height"])
         assert 0 < below < PHONE["height"], f"Approve is {below}px below the statement"
         shot(page, "phone-review")
+        page.locator(".area-op").scroll_into_view_if_needed()
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(shot.__globals__["ARTIFACTS"] / "phone-review-first-screen.png"))
         page.goto("/")
         _no_horizontal_scroll(page)
         shot(page, "phone-dashboard")

@@ -117,6 +117,14 @@
           var v = data.counts && data.counts[el.getAttribute("data-live-count")];
           if (v !== undefined) el.textContent = String(v);
         });
+        var card = $("#dash-pending-list");
+        if (card) {
+          fetch(card.getAttribute("data-url"), { credentials: "same-origin" }).then(function (r) {
+            return r.ok ? r.text() : null;
+          }).then(function (html) {
+            if (html !== null) { card.innerHTML = html; tick(); }  // server-rendered by Jinja with autoescape
+          }).catch(function () {});
+        }
       }).catch(function () {}).then(function () { setTimeout(go, every); });
     }
     setTimeout(go, every);
