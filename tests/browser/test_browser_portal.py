@@ -80,6 +80,7 @@ def test_the_agents_deadline_is_shown_apart_from_the_reviews_expiry_and_live_hol
     assert "agent waiting" in held_item.inner_text()
     assert "agent waiting" not in page.locator(".qitem", has_text="SET a = 1").inner_text()
     held_item.click()
+    expect(page.locator("#hold")).to_contain_text("left")
     hold = page.inner_text("#hold")
     m = re.search(r"(\d+):(\d\d) left", hold)
     assert m and 0 < int(m.group(1)) * 60 + int(m.group(2)) <= 40, hold
