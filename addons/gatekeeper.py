@@ -35,7 +35,7 @@ from app.gate import get_gate
 from app.snapshot import Target
 from app.types import Operation, Verdict
 
-from . import operation, streaming
+from . import operation, shown, streaming
 from .flowstate import bad_request, content_length, needs_body, refuse, state, unavailable
 from .bodycap import body_cap
 from .limits import sizes
@@ -257,6 +257,9 @@ def operation_of(req: http.Request, connection: str, body: object | None, raw: b
 def bind(op: Operation, req: http.Request, raw: bytes) -> Operation:
     """The operation bound to exactly this request: approve-once covers nothing else."""
     summary = f"{len(raw)} bytes, {req.headers.get('content-type', 'no content type')}, {body_digest(raw)}"
+    items = list(req.headers.items(multi=True))
+    op = replace(op, headers=shown.headers(items), reason=shown.reason(items),
+                 body_text=shown.body(req.headers.get("content-type"), raw, op.body))
     return replace(op, binding=http_binding(
         op, real_method=req.method, scheme=req.scheme, port=req.port, target=req.path,
         content_type=req.headers.get("content-type", ""), content_encoding=req.headers.get("content-encoding", ""),

@@ -116,7 +116,8 @@ class ProxyIdentity:
         credential, claimed = parsed
         gate = get_gate()
         try:
-            principal = await gate.authenticate(credential, claimed=claimed)
+            principal = await gate.authenticate(credential, claimed=claimed, protocol="http",
+                                                  client=_peer(flow))
         # Cannot check now: refuse this request, but keep the tunnel's credential so the
         # next request is checked again rather than told it has no credentials.
         except Unavailable as exc:
@@ -138,3 +139,8 @@ class ProxyIdentity:
     def _challenge(flow: http.HTTPFlow, reason: str) -> None:
         refuse(flow, 407, {"error": "proxy_authentication_required", "message": reason},
                {"Proxy-Authenticate": CHALLENGE})
+
+
+def _peer(flow: http.HTTPFlow) -> str:
+    addr = flow.client_conn.peername
+    return f"{addr[0]}:{addr[1]}" if addr else ""

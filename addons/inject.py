@@ -17,6 +17,7 @@ from urllib.parse import quote, quote_plus
 from mitmproxy import http
 
 from .flowstate import state, unavailable
+from .shown import REASON_HEADER
 
 MIN_SCRUB = 8  # shorter values are too common in bodies to scrub without breaking them
 
@@ -65,6 +66,8 @@ class Injector:
         if not st.allowed or st.target is None or st.injected:
             return  # not decided yet (JSON requests wait for `request`), or nothing to do
         st.injected = True
+        # The agent's reason was for the approvers: the upstream never sees it.
+        flow.request.headers.pop(REASON_HEADER, None)
         target = st.target
         secrets: list[bytes] = []
         injected: list[str] = []

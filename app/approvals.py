@@ -71,6 +71,7 @@ def create_review(
     run_id: str | None = None,
     session_id: str | None = None,
     now: datetime | None = None,
+    hold_seconds: float | None = None,
 ) -> Review:
     """Open a pending review. It stays open for `expires_after`, longer than the
     runtime's hold, so a runtime that gave up can retry once it is approved."""
@@ -101,11 +102,18 @@ def create_review(
                           "via": principal.via},
             "expires_after_seconds": expires_after,
             "hold_seconds": float(spec.hold_seconds),
+            # When the runtime stops waiting: the deadline a woken approver races.
+            "held_at": now.isoformat(),
+            "hold_until": (now + timedelta(seconds=float(
+                spec.hold_seconds if hold_seconds is None else hold_seconds))).isoformat(),
             "targets": list(operation.targets),
             "attributes": sorted(operation.attributes),
             **({"params": [None if p is None else audit.scrub(p) for p in operation.params]}
                if operation.params else {}),
             **({"body": operation.body_summary} if operation.body_summary else {}),
+            **({"headers": [list(h) for h in operation.headers]} if operation.headers else {}),
+            **({"body_text": operation.body_text} if operation.body_text else {}),
+            **({"justification": audit.scrub(operation.reason)[:1000]} if operation.reason else {}),
         },
         created_at=now,
         expires_at=now + timedelta(seconds=expires_after),
@@ -119,6 +127,14 @@ def create_review(
     })
     bus.publish(session, "reviews", str(review.id))
     return review
+
+
+def held_again(session: Session, review: Review, hold_seconds: float, now: datetime | None = None) -> None:
+    """An identical retry waits on a review already open: its agent is waiting again."""
+    now = now or utcnow()
+    review.details = {**(review.details or {}), "held_at": now.isoformat(),
+                      "hold_until": (now + timedelta(seconds=float(hold_seconds))).isoformat()}
+    bus.publish(session, "reviews", str(review.id))
 
 
 def _lock_review(session: Session, review_id: int) -> Review | None:
@@ -138,21 +154,41 @@ def _requester_ids(review: Review) -> set[str]:
     return {str(i).strip().lower() for i in ids if i}
 
 
-def _check_voter(session: Session, review: Review, email: str) -> None:
+def vote_refusal(review: Review, user: User | None, email: str) -> str | None:
+    """Why `email` may not vote on `review`, or None when they may.
+
+    The one eligibility rule for the portal's buttons and badge, Slack and the API, and
+    what `vote` enforces: showing buttons to someone the vote would refuse is a lie.
+    """
+    email = (email or "").strip().lower()
     requester = _requester_ids(review)
     if email in requester:
-        raise VoteError("the requester cannot vote on its own review")
-    user = session.scalars(select(User).where(func.lower(User.email) == email)).first()
+        return "the requester cannot vote on its own review"
     if user is None or not user.active:
-        raise VoteError(f"{email} is not an active airlock user")
+        return f"{email} is not an active airlock user"
     if user.oidc_subject and user.oidc_subject.lower() in requester:
-        raise VoteError("the requester cannot vote on its own review")
+        return "the requester cannot vote on its own review"
     if review.groups:
         if not user.group_names & set(review.groups):
-            raise VoteError(f"{email} is not in an approver group of this review ({', '.join(review.groups)})")
+            return f"{email} is not in an approver group of this review ({', '.join(review.groups)})"
     elif "admin" not in (user.roles or []):
         # A rule that names no approver group is approved by admins only (fail closed).
-        raise VoteError("only an admin may decide a review without approver groups")
+        return "only an admin may decide a review without approver groups"
+    return None
+
+
+def _check_voter(session: Session, review: Review, email: str) -> None:
+    user = session.scalars(select(User).where(func.lower(User.email) == email)).first()
+    refusal = vote_refusal(review, user, email)
+    if refusal:
+        raise VoteError(refusal)
+
+
+def record_refused_vote(voter_email: str, review_id: int, decision: str, message: str, via: str) -> None:
+    """Audit a vote airlock refused, in its own transaction (the vote's was rolled back)."""
+    with session_scope() as s:
+        audit.append(s, (voter_email or "?").strip().lower(), "review.vote_refused", f"review:{review_id}", {
+            "review_id": review_id, "decision": decision, "reason": message, "via": via})
 
 
 def vote(

@@ -239,3 +239,10 @@ def export(session: Session, out: TextIO, since_seq: int | None = None) -> int:
         out.write(canonical_json(entry_dict(e)) + "\n")
         n += 1
     return n
+
+
+def record_verification(session: Session, by: str, result: VerifyResult, seconds: float, via: str) -> None:
+    """A verification is itself an audit entry: who checked the chain, when, and what it said."""
+    append(session, by, "audit.verified", "audit", {
+        "ok": result.ok, "checked": result.checked, "first_bad_seq": result.first_bad_seq,
+        "reason": result.reason or "", "seconds": round(seconds, 3), "via": via})

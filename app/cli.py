@@ -1,8 +1,10 @@
 """The `airlock` command."""
 from __future__ import annotations
 
+import os
 import secrets
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -88,8 +90,15 @@ def init(admin_email: str) -> None:
             s.add(User(email=admin_email, name="Administrator", roles=["admin"], source="portal",
                        password_hash=generate_password_hash(password)))
             audit.append(s, actor="airlock init", action="user.create", target=admin_email, data={"roles": ["admin"]})
-            click.echo(f"Created the portal admin {admin_email} with password: {password}")
-            click.echo("This password is shown only once.")
+            from app.cli_users import banner
+
+            # Framed, and on stderr too when stdout is not a terminal, so it is not lost in the
+            # log lines of a scheduler or portal started by the same script.
+            text = banner([f"Created the portal admin {admin_email}", f"password: {password}", "",
+                           "Shown only once. Lost it? airlock user reset-password " + admin_email])
+            click.echo(text)
+            if not sys.stdout.isatty():
+                click.echo(text, err=True)
     click.echo(f"airlock is ready in {cfg.home} ({_safe_url(cfg.database_url)})")
 
 
@@ -207,8 +216,11 @@ def audit_verify() -> None:
     from app import audit
     from app.db import session_scope
 
+    started = time.monotonic()
     with session_scope() as s:
         result = audit.verify(s)
+    with session_scope() as s:
+        audit.record_verification(s, os.environ.get("USER") or "cli", result, time.monotonic() - started, via="cli")
     if result.ok:
         click.echo(f"audit chain OK: {result.checked} entries verified")
         return
@@ -317,6 +329,10 @@ _register_campaigns(main)
 from app.cli_env import env_command  # noqa: E402 - it uses the helpers above
 
 main.add_command(env_command)
+
+from app.cli_users import user_group  # noqa: E402  (airlock user reset-password)
+
+main.add_command(user_group)
 
 if __name__ == "__main__":
     main()

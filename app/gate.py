@@ -48,8 +48,9 @@ log = logging.getLogger(__name__)
 # notification is lost. Either way a change reaches every open session within 1 s.
 VERSION_TTL = 0.5
 VERDICT_CACHE_SIZE = 4096
-_TEXTUAL = object()
-NO_ALLOW_RULE = "no-allow-rule"  # what refuses a needs_rule operation that only the default allowed  # in the verdict cache: operations of this shape are decided by their text
+AUTH_AUDIT_EVERY = 10.0  # seconds between audit entries for the same failing login
+_TEXTUAL = object()  # in the verdict cache: operations of this shape are decided by their text
+NO_ALLOW_RULE = "no-allow-rule"  # what refuses a needs_rule operation that only the default allowed
 
 OnHold = Callable[[int, str], Awaitable[None] | None]
 
@@ -79,6 +80,7 @@ class Gate:
         self._snapshot_lock = asyncio.Lock()
         self._verdicts: OrderedDict[tuple, Verdict] = OrderedDict()
         self._maskers: dict[tuple[MaskSpec, ...], Masker] = {}
+        self._auth_failures: dict[tuple[str, str, str], tuple[float, int]] = {}
         self._bus = None  # the bus this gate hears version bumps on
         self.authenticator = Authenticator(version_source=lambda: self._version or 0)
 
@@ -89,8 +91,10 @@ class Gate:
 
     # -- identity ---------------------------------------------------------------------
 
-    async def authenticate(self, credential: str | None, claimed: str | None = None) -> Principal:
-        """Resolve a token to a principal, or raise AuthError (adapters answer 407/28P01/1045)."""
+    async def authenticate(self, credential: str | None, claimed: str | None = None, *, protocol: str = "",
+                           client: str = "") -> Principal:
+        """Resolve a token to a principal, or raise AuthError (adapters answer 407/28P01/1045).
+        A credential that was presented and refused is audited (`auth.failed`)."""
         if not credential:
             raise AuthError("no credentials")
         try:
@@ -101,6 +105,29 @@ class Gate:
             return await self.authenticator.authenticate_async(credential, claimed)
         except IdentityUnavailable as exc:
             raise Unavailable(f"airlock cannot check credentials right now ({exc.reason})") from None
+        except AuthError as exc:
+            await self._audit_auth_failure(claimed or "", exc.reason, protocol, client)
+            raise
+
+    async def _audit_auth_failure(self, claimed: str, reason: str, protocol: str, client: str) -> None:
+        # One entry per (protocol, user, reason) every AUTH_AUDIT_EVERY seconds, with the
+        # count since: a client retrying a bad token in a loop must not flood the chain.
+        key = (protocol, claimed, reason)
+        now = time.monotonic()
+        last, suppressed = self._auth_failures.get(key, (0.0, 0))
+        if now - last < AUTH_AUDIT_EVERY:
+            self._auth_failures[key] = (last, suppressed + 1)
+            return
+        self._auth_failures[key] = (now, 0)
+        if len(self._auth_failures) > 10_000:
+            self._auth_failures.clear()
+        data = {"protocol": protocol, "user": audit.scrub(claimed)[:200], "reason": reason[:500],
+                "client": client[:100], "refused_since_last_entry": suppressed}
+        try:
+            await asyncio.to_thread(self._store, lambda s: audit.append(s, "runtime", "auth.failed",
+                                                                        f"user:{data['user']}", data))
+        except Exception:  # the refusal stands either way; the audit gap is logged
+            log.warning("could not audit a failed runtime authentication (%s)", protocol)
 
     # -- targets ----------------------------------------------------------------------
 
@@ -296,23 +323,24 @@ class Gate:
 
     async def _hold(self, principal, operation, verdict, run_id, session_id, hold, on_hold, gone) -> Verdict:
         operation = replace(operation, fingerprint=review_fingerprint(operation), binding=binding_of(operation))
-        standing, used_id = await asyncio.to_thread(self._standing, principal, operation, verdict.rule)
+        standing, used_id = await asyncio.to_thread(self._standing, principal, operation, verdict.rule, session_id)
         if standing:
             return replace(verdict, action="allow", status="approved", message=standing, review_id=used_id)
-        review_id = await asyncio.to_thread(self._open_review, principal, operation, verdict, run_id, session_id)
+        wait = verdict.review.hold_seconds if hold is None else hold
+        review_id = await asyncio.to_thread(self._open_review, principal, operation, verdict, run_id, session_id, wait)
         url = approvals.review_url(review_id)
         if on_hold is not None:
             result = on_hold(review_id, url)
             if asyncio.iscoroutine(result):
                 await result
-        wait = verdict.review.hold_seconds if hold is None else hold
         try:
             status = await approvals.wait_for_decision(review_id, wait, gone=gone)
             held = replace(verdict, review_id=review_id, review_url=url, status=status)
             if status == "approved":
                 # The approval belongs to this operation: use it up so it cannot be replayed.
                 # If another process used it first, this one has to ask again.
-                used, used_id = await asyncio.to_thread(self._standing, principal, operation, verdict.rule)
+                used, used_id = await asyncio.to_thread(self._standing, principal, operation, verdict.rule,
+                                                        session_id)
                 if used and _gone(gone) and used_id is not None:
                     # The runtime left while the approval was being taken: give it back.
                     await asyncio.to_thread(self._store, approvals.release_use, used_id, _why(gone))
@@ -347,7 +375,8 @@ class Gate:
         if verdict.status == "approved" and verdict.review_id is not None:
             await asyncio.to_thread(self._store, approvals.release_use, verdict.review_id, reason)
 
-    def _standing(self, principal: Principal, operation: Operation, rule: str | None) -> tuple[str | None, int | None]:
+    def _standing(self, principal: Principal, operation: Operation, rule: str | None,
+                  session_id: str | None = None) -> tuple[str | None, int | None]:
         with session_scope() as s:
             return approvals.standing_use(
                 s,
@@ -356,7 +385,7 @@ class Gate:
                 fingerprint=operation.fingerprint,
                 binding=operation.binding,
                 rule=rule,
-                ran=approvals.ran(operation),
+                ran={**approvals.ran(operation), **({"session_id": session_id} if session_id else {})},
             )
 
     @staticmethod
@@ -369,7 +398,7 @@ class Gate:
         with session_scope() as s:
             return s.scalar(select(Review.reason).where(Review.id == review_id)) or ""
 
-    def _open_review(self, principal, operation, verdict, run_id, session_id) -> int:
+    def _open_review(self, principal, operation, verdict, run_id, session_id, wait) -> int:
         with session_scope() as s:
             existing = approvals.find_pending(
                 s,
@@ -379,9 +408,11 @@ class Gate:
                 rule=verdict.rule or "",
             )
             if existing is not None:
+                approvals.held_again(s, existing, wait)
                 return existing.id
             review = approvals.create_review(
-                s, principal=principal, operation=operation, verdict=verdict, run_id=run_id, session_id=session_id
+                s, principal=principal, operation=operation, verdict=verdict, run_id=run_id, session_id=session_id,
+                hold_seconds=wait
             )
             s.flush()
             return review.id

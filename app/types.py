@@ -65,6 +65,12 @@ class Operation:
     binding: str = ""
     params: tuple[str | None, ...] = ()  # bound parameter values, as shown to approvers
     body_summary: str = ""  # an HTTP body for people: size, type and digest (the binding covers it)
+    # For the reviewer only, never part of a decision or of equality: the request headers
+    # that matter (secrets redacted), the body as people read it, and the agent's own
+    # justification (X-Airlock-Reason, `SET airlock.reason`).
+    headers: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+    body_text: str = field(default="", compare=False)
+    reason: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)

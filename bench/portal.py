@@ -51,12 +51,42 @@ def seed(n_sessions: int, n_audit: int) -> None:
     t0 = time.perf_counter()
     seed_scenario()
     for i in range(5):
-        decide(sql_op(f"UPDATE invoices SET status = 'void' WHERE id = {i}"), hold=0)
+        decide(sql_op(f"UPDATE invoices SET status = 'void' WHERE id = {i}"), hold=0, run_id="run-7f3a")
     decide(http_op("POST", "/v1/refunds"), hold=0)
     seed_bulk_sessions(n_sessions)
     seed_audit(n_audit)
+    _busy_review()
     sessions, entries = counts()
     print(f"seeded {sessions} sessions and {entries} audit entries in {time.perf_counter() - t0:.1f}s", flush=True)
+
+
+def _busy_review() -> None:
+    """A review by the busiest bulk account, in a run with many steps: the worst case for
+    the review page's history and run context."""
+    from app import approvals
+    from app.db import session_scope
+    from app.types import Principal, ReviewSpec, Verdict
+    from tests.integration.portal.held import sql_op
+
+    with session_scope() as s:
+        for i in range(20):
+            approvals.create_review(
+                s, principal=Principal(service_account="etl-nightly"),
+                operation=sql_op(f"DELETE FROM t7 WHERE id = {i}", connection="orders-db"),
+                verdict=Verdict(action="review", rule="bench", review=ReviewSpec(groups=("dba",))), run_id="run-700")
+
+
+def _review_ids() -> tuple[int, int, int]:
+    from sqlalchemy import func, select
+
+    from app.db import session_scope
+    from app.models import Review
+
+    with session_scope() as s:
+        sql = s.scalar(select(func.max(Review.id)).where(Review.connection == "billing-db"))
+        http = s.scalar(select(func.max(Review.id)).where(Review.protocol == "http"))
+        busy = s.scalar(select(func.max(Review.id)).where(Review.service_account == "etl-nightly"))
+    return sql, http, busy
 
 
 def serve():
@@ -89,6 +119,7 @@ def pages(session, base: str) -> dict[str, str]:
     cursor = re.search(r'href="([^"]*cursor=[^"]+)"', first).group(1).replace("&amp;", "&")
     audit = session.get(base + "/audit").text
     before = re.search(r'href="([^"]*before=\d+)"', audit).group(1).replace("&amp;", "&")
+    sql_id, http_id, busy_id = _review_ids()
     return {
         "dashboard": "/",
         "sessions": "/sessions",
@@ -104,6 +135,14 @@ def pages(session, base: str) -> dict[str, str]:
         "audit by actor": "/audit?actor=support-bot",
         "audit text search": "/audit?q=DELETE+FROM+t7",
         "review queue": "/reviews",
+        "review queue, all pending": "/reviews?view=all",
+        "review page (SQL, run and history)": f"/reviews/{sql_id}",
+        "review page (HTTP)": f"/reviews/{http_id}",
+        "review page (busiest account, with history)": f"/reviews/{busy_id}",
+        "review page poll (changed)": f"/reviews/{busy_id}/updates?state=x",
+        "queue poll (changed)": "/reviews/updates?state=x",
+        "badge poll (changed)": "/reviews/badge?state=x",
+        "api review": f"/api/v1/reviews/{busy_id}",
         "api sessions": "/api/v1/sessions",
     }
 

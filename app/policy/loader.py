@@ -37,7 +37,8 @@ def load_policy(text: str, *, source: str = "policy.yaml") -> PolicyDocument:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        raise PolicyError([PolicyIssue(line, "", f"invalid YAML: {exc.problem or exc}")], source) from None
+        column = f" at column {mark.column + 1}" if mark else ""
+        raise PolicyError([PolicyIssue(line, "", f"invalid YAML{column}: {exc.problem or exc}")], source) from None
     except (yaml.YAMLError, RecursionError) as exc:
         raise PolicyError([PolicyIssue(1, "", f"invalid YAML: {exc}")], source) from None
     iss = Issues({(): 1}, source)

@@ -17,6 +17,7 @@ from typing import Any
 from flask import Flask, render_template, request, send_from_directory
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.routing import IntegerConverter
+from werkzeug.exceptions import NotFound
 
 from app.portal.config import PortalSettings, portal_settings
 from app.portal.security import enforce_roles, init_login, principal
@@ -118,22 +119,24 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
 
 def _pending_badge() -> int:
-    """Pending reviews for the navigation badge (one indexed count)."""
-    from sqlalchemy import func, select
+    """The navigation badge: reviews the viewer may vote on and has not."""
+    from flask_login import current_user
 
     from app.db import session_scope
-    from app.models import Review, utcnow
+    from app.portal.queue import needs_me_count
 
     with session_scope() as s:
-        return s.scalar(select(func.count(Review.id)).where(Review.status == "pending", Review.expires_at > utcnow())) or 0
+        return needs_me_count(s, current_user.email)
 
 
 def _register_blueprints(app: Flask) -> None:
     from app.portal import (access_requests_views, api, audit_views, auth, campaigns_views, dashboard, grants_views,
-                            inventory_views, policy_views, reviews, sessions_views, slack_views, users_views)
+                            inventory_views, password_views, policy_views, reviews, sessions_views, site_views,
+                            slack_views, users_views)
 
     for module in (auth, dashboard, reviews, sessions_views, audit_views, policy_views, inventory_views,
-                   grants_views, users_views, slack_views, campaigns_views, access_requests_views):
+                   grants_views, users_views, slack_views, campaigns_views, access_requests_views, site_views,
+                   password_views):
         app.register_blueprint(module.bp)
     app.register_blueprint(api.bp)
     csrf.exempt(api.bp)  # Bearer tokens only; the API never reads the session cookie
@@ -155,7 +158,7 @@ def _security_headers(resp):
     resp.headers.setdefault("X-Content-Type-Options", "nosniff")
     resp.headers.setdefault("X-Frame-Options", "DENY")
     resp.headers.setdefault("Referrer-Policy", "same-origin")
-    if request.endpoint not in ("static", "vendor"):
+    if request.endpoint not in ("static", "vendor", "site.swagger_asset", "site.favicon"):
         resp.headers.setdefault("Cache-Control", "no-store")
     return resp
 
@@ -179,6 +182,8 @@ def _register_errors(app: Flask) -> None:
             msg = getattr(exc, "description", "") if code != 500 else "The error was logged. Try again in a moment."
             if code == 403:
                 msg = "Your roles do not include this page or action."
+            if code == 404 and (not msg or msg == NotFound.description):
+                msg = f"There is nothing at {request.path}. It may have been removed, or the link is mistyped."
             return render_template("error.html", code=code, title=title, message=msg), code
 
         app.register_error_handler(code, handler)

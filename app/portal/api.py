@@ -127,6 +127,7 @@ def vote(review_id: int):
                                  window_minutes=window, via="api")
             out = review_view(row, full=True)
     except approvals.VoteError as exc:
+        approvals.record_refused_vote(g.api_user.email, review_id, decision, exc.message, "api")
         status = 404 if "does not exist" in exc.message else 409
         raise ApiError(status, "vote_refused" if status == 409 else "not_found", exc.message) from None
     return jsonify(out)

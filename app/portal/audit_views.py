@@ -47,6 +47,8 @@ def run_verify(by: str) -> ChainStatus:
         with session_scope() as s:
             result = audit.verify(s)
         status = ChainStatus(result, utcnow(), by, time.monotonic() - started)
+        with session_scope() as s:
+            audit.record_verification(s, by, result, status.seconds, via="portal")
         _last[settings().database_url] = status
         return status
 

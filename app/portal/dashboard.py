@@ -81,11 +81,7 @@ def unused_grants(s, now: datetime, limit: int = 10) -> list[dict]:
 def index():
     now = utcnow()
     with session_scope() as s:
-        pending_rows = s.scalars(select(Review).where(Review.status == "pending", Review.expires_at > now)
-                                 .order_by(Review.expires_at).limit(6)).all()
-        pending_count = s.scalar(select(func.count(Review.id)).where(Review.status == "pending",
-                                                                      Review.expires_at > now))
-        pending = [review_view(r, now) for r in pending_rows]
+        pending, pending_count = _pending(s, now)
         days = per_day(s, now)
         top = s.execute(
             select(Review.service_account, func.count(Review.id).label("n"))
@@ -102,3 +98,20 @@ def index():
                            chart=chart(days), totals=totals, top=top, top_max=max([n for _, n in top] + [1]),
                            active=active, active_count=active_count, unused=unused, unused_days=UNUSED_DAYS,
                            now=now.astimezone(timezone.utc))
+
+
+def _pending(s, now: datetime) -> tuple[list[dict], int]:
+    rows = s.scalars(select(Review).where(Review.status == "pending", Review.expires_at > now)
+                     .order_by(Review.expires_at).limit(6)).all()
+    count = s.scalar(select(func.count(Review.id)).where(Review.status == "pending", Review.expires_at > now))
+    return [review_view(r, now) for r in rows], count or 0
+
+
+@bp.get("/dashboard/pending")
+@requires(*VIEW)
+def pending_card():
+    """The dashboard's pending-reviews card, fetched again when the counts change."""
+    now = utcnow()
+    with session_scope() as s:
+        pending, pending_count = _pending(s, now)
+    return render_template("_dash_pending.html", pending=pending, pending_count=pending_count)

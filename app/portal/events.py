@@ -240,10 +240,13 @@ def summary(protocol: str, ev: Event) -> str:
         if ev.kind == "input":
             return statement_of(d) or clip(ev.data, 200)
         if ev.kind == "output":
+            # The statement itself, not only its command tag: "→ UPDATE 1" says nothing of which rows.
+            sql = statement_of(d)
+            lead = f"{sql[:300]} " if sql else ""
             if isinstance(d.get("error"), dict):
-                return f"→ error {d['error'].get('code') or ''} {d['error'].get('message') or ''}".strip()
+                return f"{lead}→ error {d['error'].get('code') or ''} {d['error'].get('message') or ''}".strip()
             if d.get("tag"):
-                return f"→ {d['tag']}" + (f" ({d.get('ms')} ms)" if d.get("ms") is not None else "")
+                return f"{lead}→ {d['tag']}" + (f" ({d.get('ms')} ms)" if d.get("ms") is not None else "")
             preview = rows_preview(d)
             return f"→ {preview['total']} rows" if preview else clip(ev.data, 200)
     if isinstance(ev.data, dict) and isinstance(ev.data.get("text"), str):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlencode
@@ -62,6 +63,16 @@ def duration(seconds: float | None) -> str:
     return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
 
 
+def clock(seconds: float | None) -> str:
+    """'0:14', '1h 05m': the countdowns' format, so the page reads the same before its script runs."""
+    seconds = int(seconds or 0)
+    if seconds <= 0:
+        return "expired"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
 def risk(kind: str | None, attributes: list | tuple | None = None, protocol: str = "") -> str:
     """A display hint for reviewers (the decision itself was made by the policy)."""
     attrs = set(attributes or ())
@@ -71,6 +82,32 @@ def risk(kind: str | None, attributes: list | tuple | None = None, protocol: str
     if kind in ("write", "exec", "tcl") or (protocol == "http" and kind not in ("read", "")):
         return "medium"
     return "low"
+
+
+_ATTRIBUTE_WHY = {
+    "unbounded": "it has no WHERE clause, so it touches every row",
+    "copy_program": "COPY ... PROGRAM runs a command on the database server",
+    "multi_statement": "several statements were sent as one",
+    "method_override": "the request overrides its HTTP method",
+    "websocket": "a WebSocket carries whatever its messages say",
+}
+
+
+def risk_why(kind: str | None, attributes: list | tuple | None = None, protocol: str = "") -> list[str]:
+    """Why `risk` says what it says, in words: the reviewer should not have to guess."""
+    kind = (kind or "").lower()
+    out = [_ATTRIBUTE_WHY.get(a, f"it carries the attribute {a}") for a in sorted(set(attributes or ()))]
+    if kind in ("ddl", "dcl", "admin"):
+        out.insert(0, f"a {kind} statement changes the schema, permissions or server" if protocol != "ssh"
+                   else f"kind {kind}")
+    elif kind == "shell":
+        out.insert(0, "an interactive shell can run anything")
+    elif kind in ("write", "exec", "tcl") or (protocol == "http" and kind not in ("read", "")):
+        out.insert(0, {"write": "it changes data", "exec": "it runs a command",
+                       "tcl": "it controls a transaction"}.get(kind, f"an HTTP {kind} can change data"))
+    else:
+        out.insert(0, "it only reads")
+    return out
 
 
 def with_args(**changes: Any) -> str:
@@ -84,6 +121,27 @@ def with_args(**changes: Any) -> str:
     return request.path + ("?" + urlencode(args) if args else "")
 
 
+_TARGET = re.compile(r"^(review|session|grant|window):(.+)$")
+
+
+def target_url(action: str, target: str, data: dict | None = None) -> str:
+    """The page of the thing an audit entry names ('' when it has none)."""
+    from flask import url_for
+
+    m = _TARGET.match(target or "")
+    if m and m.group(1) == "review" and m.group(2).isdigit():
+        return url_for("reviews.detail", review_id=int(m.group(2)))
+    if m and m.group(1) == "session":
+        return url_for("sessions.detail", session_id=m.group(2))
+    if (action or "").startswith("grant.") and "->" in (target or ""):
+        return url_for("grants.index", show="all") + "#grant-" + target.replace("->", "--")
+    session_id = (data or {}).get("session_id")
+    if isinstance(session_id, str) and session_id:
+        return url_for("sessions.detail", session_id=session_id)
+    return ""
+
+
 def register(app) -> None:
-    app.jinja_env.filters.update(ago=ago, when=when, iso=iso, pretty_json=pretty_json, duration=duration)
-    app.jinja_env.globals.update(risk=risk, with_args=with_args)
+    app.jinja_env.filters.update(ago=ago, when=when, iso=iso, pretty_json=pretty_json, duration=duration,
+                                  clock=clock)
+    app.jinja_env.globals.update(risk=risk, with_args=with_args, target_url=target_url)

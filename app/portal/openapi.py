@@ -79,7 +79,18 @@ SCHEMAS: dict[str, Any] = {
                    "approver_groups": {"type": "array", "items": TEXT}, "required": {"type": "integer"},
                    "approvals": {"type": "integer"}, "votes": {"type": "array", "items": _ref("Vote")},
                    "created_at": TEXT, "expires_at": TEXT, "seconds_left": {"type": "integer"},
-                   "decided_at": TEXT, "decided_by": NTEXT, "reason": NTEXT, "url": TEXT}},
+                   "decided_at": TEXT, "decided_by": NTEXT, "reason": NTEXT, "url": TEXT,
+                   "agent_waiting": {"type": "boolean", "description": "the runtime is still held, waiting"},
+                   "hold_until": {"type": "string", "description": "when the held runtime stops waiting; empty if "
+                                                                   "nobody waits"},
+                   "hold_seconds_left": {"type": "integer"},
+                   "justification": {"type": "string", "description": "the agent's own reason (X-Airlock-Reason, "
+                                                                      "SET airlock.reason); not verified"},
+                   "headers": {"type": "array", "items": {"type": "array", "items": TEXT},
+                               "description": "HTTP: the request headers that matter, secrets redacted"},
+                   "body_text": {"type": "string", "description": "HTTP: the body as people read it (pretty JSON, "
+                                                                   "form fields, or 'binary, N bytes')"},
+                   "valid_until": TEXT, "consumed_at": TEXT}},
     "VoteRequest": {"type": "object", "required": ["decision"], "properties": {
         "decision": {"type": "string", "enum": ["approve", "reject"]},
         "reason": {"type": "string", "maxLength": 2000, "description": "Required to reject"},

@@ -81,7 +81,9 @@ def save_rule():
         with session_scope() as s:
             report = edit(s, current_user.email, lambda d: replace_item(d, "rules", "name", original, data))
     except yaml.YAMLError as exc:
-        problems = [f"invalid YAML: {getattr(exc, 'problem', None) or exc}"]
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problems = [f"invalid YAML: {where}{getattr(exc, 'problem', None) or exc}"]
     except PolicyError as exc:
         problems = policy_problems(exc)
     except ChangeError as exc:

@@ -28,7 +28,7 @@ from app.versions import current_version
 ROLES = ("admin", "approver", "auditor")
 API_TOKEN_PREFIX = "alu_"
 PUBLIC_ENDPOINTS = {"static", "vendor", "auth.login", "auth.oidc_start", "auth.oidc_callback", "auth.logout",
-                    "api.openapi", "healthz",
+                    "api.openapi", "healthz", "site.swagger_asset", "site.favicon",
                     # Slack signs these requests; app.portal.slack_views checks each signature.
                     "slack.actions_endpoint", "slack.commands_endpoint"}
 

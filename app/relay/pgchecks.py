@@ -24,6 +24,7 @@ from app.types import MaskSpec, Operation, Verdict
 
 from . import pgwire
 from .pgclassify import operations
+from .pgreason import reason_set
 from .pgmask import NUMBERS, TEXTLIKE
 from .pgwire import error_response
 
@@ -113,10 +114,16 @@ class Checker:
         self.statements += 1
         self._gone = gone = asyncio.get_running_loop().create_future()
         s.client.on_lost = self._client_lost
+        if s.reason and not op.reason:
+            op = replace(op, reason=s.reason)
         try:
-            return await s.gate.decide(s.principal, op, recording=s.rec, run_id=s.run_id, hold=hold,
-                                       on_hold=self._on_hold, record_allows=False, gone=gone,
-                                       defer_review=defer_review)
+            verdict = await s.gate.decide(s.principal, op, recording=s.rec, run_id=s.run_id, hold=hold,
+                                          on_hold=self._on_hold, record_allows=False, gone=gone,
+                                          defer_review=defer_review)
+            reason = reason_set(op.text) if verdict.action == "allow" else None
+            if reason is not None:
+                s.reason = reason
+            return verdict
         finally:
             self._holding = False
             self._gone = None
@@ -160,6 +167,10 @@ class Checker:
         masker = self.s.gate.masker(masks)
         return masker if masker.active else None
 
+    async def _granted(self) -> bool:
+        s = self.s
+        return any(t.name == s.dbname for t in await s.gate.connections_for(s.principal, "postgres"))
+
     async def check_settings(self, params: dict[str, str]) -> str | None:
         """Startup parameters are settings (`options=-c role=admin` too): each passes the
         gate as a SET. The reason for refusing, or None."""
@@ -167,6 +178,14 @@ class Checker:
             sets = settings_of(params)
         except ValueError as exc:
             return str(exc)
+        if sets and not await self._granted():
+            # Without a grant the refusal is of the login itself: record it as such, not
+            # as a SET the client never sent as a statement.
+            login = Operation(protocol="postgres", connection=self.s.dbname, kind="login",
+                              text=f"login to {self.s.dbname} as {self.s.user}")
+            verdict = await self.decide(login, hold=0)
+            if verdict.action != "allow":
+                return f"login refused: {verdict.message}"
         for name, value in sets:
             sql = f'SET "{name.replace(chr(34), chr(34) * 2)}" TO \'{value.replace(chr(39), chr(39) * 2)}\''
             for op in self.operations(sql):

@@ -30,6 +30,7 @@ from .pganswer import answer_json
 from .pgchecks import Checker
 from .pgconv import _TOOL_NAMES, Conversation
 from .pgparity import startup_divergence
+from .pgreason import split_app_name
 from .pgwire import ProtocolError, error_response
 from .wire import ConnectionClosed, Wire
 from .workers import WorkerLink
@@ -251,6 +252,7 @@ class Session:
         self.conv: Conversation | None = None
         self.dbname = self.user = ""
         self.run_id: str | None = None
+        self.reason = ""  # the agent's justification, shown to reviewers (app.relay.pgreason)
         self._token = ""
         self.token_checked = 0.0
         self.token_version: int | None = None  # the store version the token was last checked under
@@ -310,7 +312,8 @@ class Session:
             raise ProtocolError("expected a password message")
         self._token, _ = pgwire.cstring(body, 0)
         try:
-            self.principal = await self.gate.authenticate(self._token, claimed=self.user)
+            self.principal = await self.gate.authenticate(self._token, claimed=self.user, protocol="postgres",
+                                                          client=str(self.client_addr))
         except AuthError as exc:
             log.info("postgres login refused for %r from %s: %s", self.user, self.client_addr, exc.reason)
             return self.fatal("28P01", f'password authentication failed for user "{self.user}"', detail=exc.reason)
@@ -323,7 +326,7 @@ class Session:
         # From here on the grant watcher ends this session when its grant goes.
         granted = await self.gate.connections_for(self.principal, "postgres")
         self.grant_seen = any(t.name == self.dbname for t in granted)
-        app_name = params.get("application_name", "")
+        app_name, self.reason = split_app_name(params.get("application_name", ""))
         self.run_id = app_name if app_name and app_name not in _TOOL_NAMES else None
         self.rec = recorder().open(protocol="postgres", connection=self.dbname,
                                    service_account=self.principal.service_account, client_addr=self.client_addr,
@@ -407,7 +410,10 @@ class Session:
         if self.rec is not None:
             self.rec.event_later("output", answer_json, sql, rule, masks, ms, answer, sample_rows)
 
-    def tag_run(self, run_id: str) -> None:
+    def tag_run(self, app_name: str) -> None:
+        run_id, reason = split_app_name(app_name)
+        if reason:
+            self.reason = reason
         if run_id and run_id != self.run_id:
             self.run_id = run_id
             if self.rec is not None:

@@ -56,6 +56,11 @@ def test_held_sql_operation_approved_in_the_browser_lets_the_client_through(page
     verdict = client.wait(15)
     assert verdict is not None and verdict.action == "allow", verdict
     assert verdict.status == "approved"
+    # After a decision the approver is taken to the next review that needs them.
+    decided = _pending_id(statement)
+    assert f"after={decided}" in page.url and f"/reviews/{decided}?" not in page.url
+    assert page.locator("h1 .status").inner_text() == "pending"
+    page.goto(f"/reviews/{decided}")
     assert page.locator("h1 .status").inner_text() == "approved"
 
 
@@ -90,15 +95,34 @@ def test_reject_without_a_reason_is_not_counted(page):
     assert _review(verdict.review_id).status == "pending"
 
 
+def _forged_vote(page, review_id: int, action: str = "approve") -> str:
+    """A vote POSTed without the buttons (they are not shown): the server must refuse it."""
+    token = page.locator("input[name=csrf_token]").first.get_attribute("value")
+    return page.evaluate(
+        """async ([url, token, action]) => (await (await fetch(url, {method: 'POST', body: new URLSearchParams(
+             {csrf_token: token, action: action})})).text())""",
+        [f"/reviews/{review_id}/vote", token, action])
+
+
+def _refused_votes(review_id: int) -> list[AuditEntry]:
+    with session_scope() as s:
+        return list(s.scalars(select(AuditEntry).where(AuditEntry.action == "review.vote_refused",
+                                                       AuditEntry.target == f"review:{review_id}")))
+
+
 def test_approving_ones_own_request_is_refused(page):
     # dave runs an agent under his own identity: he may not approve what it asks.
     verdict = decide(sql_op("UPDATE invoices SET owner = 'dave' WHERE id = 12"), subject="dave@example.com", hold=0)
     login(page, "dave@example.com")
     page.goto(f"/reviews/{verdict.review_id}")
-    page.click("#approve-once")
-    assert "cannot vote on its own review" in page.inner_text(".flash.error")
+    # He is told why instead of being shown buttons that would be refused.
+    assert page.locator("#approve-once").count() == 0
+    assert "cannot vote on its own review" in page.inner_text("#no-vote")
+    assert "cannot vote on its own review" in _forged_vote(page, verdict.review_id)
     review = _review(verdict.review_id)
     assert review.status == "pending" and review.votes == []
+    (entry,) = _refused_votes(verdict.review_id)
+    assert entry.actor == "dave@example.com" and "own review" in entry.data["reason"]
 
 
 def test_a_vote_from_outside_the_approver_groups_is_refused(page):
@@ -106,10 +130,11 @@ def test_a_vote_from_outside_the_approver_groups_is_refused(page):
     login(page, "bob@example.com")  # approver, but in ops, not dba
     page.goto(f"/reviews/{verdict.review_id}")
     assert "not in an approver group" in page.inner_text("#vote")
-    page.click("#approve-once")
-    assert "is not in an approver group" in page.inner_text(".flash.error")
+    assert page.locator("#approve-once").count() == 0
+    assert "is not in an approver group" in _forged_vote(page, verdict.review_id)
     review = _review(verdict.review_id)
     assert review.status == "pending" and review.votes == []
+    assert len(_refused_votes(verdict.review_id)) == 1
 
 
 def test_an_auditor_can_read_but_cannot_vote_or_edit_policy(page):

@@ -43,15 +43,89 @@
         var selected = document.activeElement && document.activeElement.getAttribute("data-review");
         box.innerHTML = data.html;  // server-rendered by Jinja with autoescape
         box.setAttribute("data-state", data.state);
-        var badge = $("#nav-pending");
-        if (badge) { badge.textContent = String(data.pending); badge.hidden = !data.pending; }
+        showMine(data.mine);
+        var view = box.getAttribute("data-view");
         var pc = $("#pending-count");
-        if (pc) pc.textContent = String(data.pending);
+        if (pc) pc.textContent = String(view === "all" ? data.pending : data.mine);
+        var nm = $("#n-mine"), na = $("#n-all");
+        if (nm) nm.textContent = String(data.mine);
+        if (na) na.textContent = String(data.pending);
         if (selected) { var again = $('[data-review="' + selected.replace(/[^0-9]/g, "") + '"]'); if (again) again.focus(); }
         tick();
       }).catch(function () {
         if (live) live.classList.add("off");
       }).then(function () { setTimeout(go, every); });
+    }
+    setTimeout(go, every);
+  }
+
+  // -- an open review: someone else decided, the buttons go away and say who ----------
+  function pollReview() {
+    var box = $("#decision-area");
+    if (!box) return;
+    var url = box.getAttribute("data-poll-url");
+    var every = parseFloat(box.getAttribute("data-poll-seconds") || "2") * 1000;
+    function go() {
+      fetch(url + "?state=" + encodeURIComponent(box.getAttribute("data-state") || ""), {
+        credentials: "same-origin", headers: { "Accept": "application/json" }
+      }).then(function (resp) {
+        if (resp.status === 204) return null;
+        if (!resp.ok) throw new Error("HTTP " + resp.status);
+        return resp.json();
+      }).then(function (data) {
+        if (!data) return;
+        var typing = box.contains(document.activeElement) && /TEXTAREA|INPUT/.test(document.activeElement.tagName);
+        // Keep a half-written reason unless the review was decided meanwhile.
+        if (typing && data.status === "pending") return;
+        box.innerHTML = data.html;  // server-rendered by Jinja with autoescape
+        box.setAttribute("data-state", data.state);
+        var st = $("h1 .status");
+        if (st && data.status) { st.textContent = data.status; st.className = "status st-" + data.status; }
+        if (data.status !== "pending") { var dl = $("#deadlines"); if (dl) dl.hidden = true; }
+        tick();
+      }).catch(function () {}).then(function () { setTimeout(go, every); });
+    }
+    setTimeout(go, every);
+  }
+
+  // -- the badge and the title: how many reviews need me, on every page --------------
+  var baseTitle = document.title.replace(/^\(\d+\) /, "");
+  function showMine(n) {
+    var badge = $("#nav-pending");
+    if (badge) { badge.textContent = String(n); badge.hidden = !n; }
+    document.title = (n ? "(" + n + ") " : "") + baseTitle;
+  }
+  function pollBadge() {
+    var badge = $("#nav-pending");
+    if (!badge) return;
+    var url = badge.getAttribute("data-poll-url");
+    var every = parseFloat(badge.getAttribute("data-poll-seconds") || "2") * 1000;
+    var state = "";
+    showMine(parseInt(badge.textContent, 10) || 0);
+    function go() {
+      fetch(url + "?state=" + encodeURIComponent(state), {
+        credentials: "same-origin", headers: { "Accept": "application/json" }
+      }).then(function (resp) {
+        if (resp.status === 204) return null;
+        if (!resp.ok) throw new Error("HTTP " + resp.status);
+        return resp.json();
+      }).then(function (data) {
+        if (!data) return;
+        state = data.state;
+        showMine(data.mine);
+        $$("[data-live-count]").forEach(function (el) {
+          var v = data.counts && data.counts[el.getAttribute("data-live-count")];
+          if (v !== undefined) el.textContent = String(v);
+        });
+        var card = $("#dash-pending-list");
+        if (card) {
+          fetch(card.getAttribute("data-url"), { credentials: "same-origin" }).then(function (r) {
+            return r.ok ? r.text() : null;
+          }).then(function (html) {
+            if (html !== null) { card.innerHTML = html; tick(); }  // server-rendered by Jinja with autoescape
+          }).catch(function () {});
+        }
+      }).catch(function () {}).then(function () { setTimeout(go, every); });
     }
     setTimeout(go, every);
   }
@@ -139,6 +213,8 @@
     tick();
     setInterval(tick, 1000);
     pollQueue();
+    pollReview();
+    pollBadge();
     confirmations();
     typeFields();
     player();

@@ -122,3 +122,23 @@ def test_a_revoked_token_stops_working_inside_an_open_tunnel(proxy, world, api):
     with proxy.httpx(token, user="revokee") as c, pytest.raises(httpx.ProxyError, match="407"):
         c.get(f"{api}{path}")
     assert len(world.upstream.requests_to(path)) == served
+
+
+def test_a_refused_proxy_credential_is_an_audit_entry_without_the_token(proxy, world):
+    from app.models import AuditEntry
+
+    user = f"ghost-{_unique()}"
+    bad = "alk_not-a-real-token-at-all-000000"
+    sock, reply = connect(proxy.port, "localhost", world.upstream.port, basic(user, bad))
+    sock.close()
+    assert reply.status == 407
+    deadline = time.monotonic() + 10
+    entries: list = []
+    while not entries and time.monotonic() < deadline:
+        with session_scope() as s:
+            entries = [e.data for e in s.scalars(select(AuditEntry).where(AuditEntry.action == "auth.failed",
+                                                                          AuditEntry.target == f"user:{user}"))]
+        time.sleep(0.05)
+    (entry,) = entries
+    assert entry["protocol"] == "http" and entry["client"].startswith("127.0.0.1:")
+    assert bad not in repr(entry)

@@ -161,3 +161,43 @@ def test_fifty_held_flows_do_not_slow_an_unrelated_one(proxy, world, agent, api)
     assert world.upstream.requests_to(f"/many/{run}/") == []
     print(f"unrelated flow median: {baseline * 1000:.1f} ms alone, {during * 1000:.1f} ms beside 50 held")
     assert during <= 2 * baseline, (during, baseline)
+
+
+def test_the_review_shows_the_whole_request_headers_body_and_the_agents_reason(proxy, world, agent, api):
+    path = f"/deploy/whole-{_unique()}"
+    headers = {"X-Airlock-Reason": "rolling out the hotfix, INC-7", "Idempotency-Key": "k-1",
+               "X-Api-Key": "sk_live_do_not_show"}
+    thread, result = in_thread(lambda: proxy.requests(agent).post(f"{api}{path}?env=prod", headers=headers,
+                                                                  json={"version": "1.3", "password": "hunter2"}))
+    review = wait_for_review(path)
+    details = review.details
+    assert details["justification"] == "rolling out the hotfix, INC-7"
+    shown = dict(details["headers"])
+    assert shown["Idempotency-Key"] == "k-1" and shown["Content-Type"] == "application/json"
+    assert "sk_live_do_not_show" not in repr(details) and shown["X-Api-Key"] == "[redacted]"
+    assert "Proxy-Authorization" not in shown or shown["Proxy-Authorization"] == "[redacted]"
+    assert '"version": "1.3"' in details["body_text"] and "hunter2" not in details["body_text"]
+    assert "?env=prod" in review.operation
+    assert vote_from_another_process(review.id, "reject").returncode == 0
+    thread.join(30)
+    assert result["response"].status_code == 403
+
+
+def test_a_binary_body_is_shown_as_its_size(proxy, world, agent, api):
+    path = f"/deploy/binary-{_unique()}"
+    payload = bytes(range(256)) * 4
+    thread, result = in_thread(lambda: proxy.requests(agent).post(
+        f"{api}{path}", data=payload, headers={"Content-Type": "application/octet-stream"}))
+    review = wait_for_review(path)
+    assert review.details["body_text"] == "binary, 1024 bytes (application/octet-stream)"
+    assert vote_from_another_process(review.id, "reject").returncode == 0
+    thread.join(30)
+    assert result["response"].status_code == 403
+
+
+def test_the_agents_reason_is_not_forwarded_upstream(proxy, world, agent, api):
+    path = f"/echo/reason-{_unique()}"
+    response = proxy.requests(agent).get(f"{api}{path}", headers={"X-Airlock-Reason": "just looking"})
+    assert response.status_code == 200
+    (seen,) = world.upstream.requests_to(path)
+    assert "x-airlock-reason" not in {k.lower() for k in dict(seen["headers"])}

@@ -132,3 +132,26 @@ def test_verify_full_with_airlocks_ca(relay, world, agent):
             assert conn.execute("SELECT 1").fetchone() == (1,)
     finally:
         stop_relay(signed)
+
+
+def _auth_failures(user: str) -> list:
+    from sqlalchemy import select
+
+    from app.models import AuditEntry
+
+    with session_scope() as s:
+        return [e.data for e in s.scalars(select(AuditEntry).where(AuditEntry.action == "auth.failed",
+                                                                   AuditEntry.target == f"user:{user}"))]
+
+
+def test_a_refused_login_is_an_audit_entry_without_the_token(relay):
+    user = f"ghost-{time.time_ns()}"
+    bad = "alk_" + "q" * 43
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(dsn(relay, bad, user=user))
+    deadline = time.monotonic() + 10
+    while not _auth_failures(user) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (entry,) = _auth_failures(user)
+    assert entry["protocol"] == "postgres" and entry["user"] == user and entry["reason"]
+    assert bad not in repr(entry)

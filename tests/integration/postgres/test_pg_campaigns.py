@@ -121,3 +121,24 @@ def _ok(conn) -> bool:
         return conn.execute("select 1").fetchone() == (1,)
     except psycopg.errors.InsufficientPrivilege:
         return False
+
+
+def test_a_login_without_a_grant_is_recorded_as_a_refused_login_not_a_set(relay, world):
+    from app.models import Grant, utcnow
+
+    sa, token = add_account("app", prefix="nogrant")
+    with session_scope() as s:
+        decisions.take_grant(s, s.scalars(select(Grant.id).where(Grant.service_account.has(name=sa))).one(),
+                             actor="test", reason="start without access", now=utcnow())
+    # A startup setting makes the relay decide at login: without a grant that is a refused login.
+    with pytest.raises(psycopg.OperationalError, match="login refused"):
+        psycopg.connect(dsn(relay, token, user=sa, options="-csearch_path=public"))
+
+    def decisions_of_sa() -> list[str]:
+        with session_scope() as s:
+            ids = s.scalars(select(RecordedSession.id).where(RecordedSession.service_account == sa)).all()
+            return list(s.scalars(select(SessionEvent.data).where(SessionEvent.session_id.in_(ids),
+                                                                  SessionEvent.kind == "decision")))
+
+    events = wait_for(lambda: decisions_of_sa() or None, timeout=10)
+    assert len(events) == 1 and '"kind":"login"' in events[0].replace(" ", "") and "SET" not in events[0], events

@@ -110,3 +110,30 @@ def test_hold_in_the_extended_protocol_then_approved(relay, agent, world):
     assert cur.rowcount == 1
     assert target_rows(world.target, "SELECT count(*) FROM orders WHERE id = 3") == [(0,)]
     held.conn.close()
+
+
+def test_the_agents_reason_reaches_the_review(relay, agent, world):
+    from app.db import session_scope
+    from app.models import Review
+
+    held = Held(relay, agent, "approve")
+    held.conn.execute("SET airlock.reason = 'removing the duplicate order, ticket OPS-17'")
+    assert held.run("DELETE FROM orders WHERE id = 5").rowcount == 1
+    with session_scope() as s:
+        review = s.get(Review, held.review_id())
+        assert review.details["justification"] == "removing the duplicate order, ticket OPS-17"
+    held.conn.close()
+
+
+def test_an_application_name_suffix_is_the_reason_and_the_prefix_the_run(relay, agent, world):
+    from app.db import session_scope
+    from app.models import Review
+
+    held = Held(relay, agent, "approve")
+    held.conn.execute("SET application_name = 'run-42 | nightly cleanup of test rows'")
+    assert held.run("DELETE FROM orders WHERE id = 6").rowcount == 1
+    with session_scope() as s:
+        review = s.get(Review, held.review_id())
+        assert review.details["justification"] == "nightly cleanup of test rows"
+        assert review.run_id == "run-42"
+    held.conn.close()
