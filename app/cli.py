@@ -266,7 +266,7 @@ def proxy() -> None:
 
 @main.command()
 def relay() -> None:
-    """Run the PostgreSQL relay (port 15432; the MySQL and SSH relays are not built yet)."""
+    """Run the PostgreSQL (15432) and MySQL (13306) relays."""
     from app.relay.server import run
 
     _serve("relay", run)

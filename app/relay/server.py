@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 # name -> ("module:prepare", "module:start")
 LISTENERS: dict[str, tuple[str, str]] = {
     "postgres": ("app.relay.postgres:prepare", "app.relay.postgres:start"),
+    "mysql": ("app.relay.mysql.session:prepare", "app.relay.mysql.session:start"),
 }
 
 
