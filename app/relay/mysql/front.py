@@ -10,13 +10,14 @@ answer queries from its own engine, not from the target.
 """
 from __future__ import annotations
 
-import io
 import logging
+import struct
 from typing import Optional
 
 from mysql_mimic.auth import FILLER, AuthInfo, AuthPlugin, AuthState, Forbidden, IdentityProvider, Success, User
 from mysql_mimic.types import Capabilities
-from mysql_mimic.types import read_str_null
+
+from . import wire
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class TokenAuth(AuthPlugin):
     async def auth(self, auth_info: Optional[AuthInfo] = None) -> AuthState:
         if not auth_info:
             auth_info = yield FILLER
-        password = read_str_null(io.BytesIO(auth_info.data)).decode("utf-8", "replace")
+        password = auth_info.data.split(b"\0", 1)[0].decode("utf-8", "replace")
         try:
             await self._login(auth_info.username, password)
         except LoginRefused as exc:
@@ -79,3 +80,37 @@ class Identities(IdentityProvider):
 
     def get_default_plugin(self) -> AuthPlugin:
         return self.plugin
+
+
+def check_response(body: bytes, offered: int) -> None:
+    """Walk a HandshakeResponse41's NUL-terminated strings before mysql-mimic parses it: its
+    parser (3.0.5) reads such a string byte by byte until it finds the NUL, forever on a
+    truncated packet, which would stall every session of the process. (Its other reads
+    stop at the end.) Raises wire.ProtocolError."""
+    if len(body) < 32:
+        raise wire.ProtocolError("a short handshake response")
+    caps = struct.unpack_from("<I", body, 0)[0] & offered
+    if len(body) == 32 and caps & Capabilities.CLIENT_SSL:
+        return  # an SSLRequest
+    pos = _cstring(body, 32)  # the user name
+    if caps & Capabilities.CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA:
+        if pos >= len(body):
+            raise wire.ProtocolError("a truncated auth response")
+        _, pos = wire.lenenc_str(body, pos)
+    elif caps & Capabilities.CLIENT_SECURE_CONNECTION:
+        if pos >= len(body) or pos + 1 + body[pos] > len(body):
+            raise wire.ProtocolError("a truncated auth response")
+        pos += 1 + body[pos]
+    else:
+        pos = _cstring(body, pos)
+    if caps & Capabilities.CLIENT_CONNECT_WITH_DB:
+        pos = _cstring(body, pos)
+    if caps & Capabilities.CLIENT_PLUGIN_AUTH:
+        _cstring(body, pos)
+
+
+def _cstring(body: bytes, pos: int) -> int:
+    end = body.find(b"\0", pos)
+    if end < 0:
+        raise wire.ProtocolError("a string without its terminating NUL")
+    return end + 1

@@ -38,7 +38,7 @@ from ..workers import WorkerLink
 from . import target as target_side
 from . import wire
 from .commands import Commands
-from .front import CAPABILITIES, Identities, LoginRefused, TokenAuth
+from .front import CAPABILITIES, Identities, LoginRefused, TokenAuth, check_response
 
 log = logging.getLogger(__name__)
 RUN_ATTRIBUTE = "airlock_run"  # a connection attribute naming the agent's run
@@ -191,6 +191,7 @@ class Session:
         await loop.sock_sendall(self.sock, wire.frame(hello, 0)[0])
         head = await _recv_exactly(loop, self.sock, 4)
         body = await _recv_exactly(loop, self.sock, head[0] | head[1] << 8 | head[2] << 16)
+        check_response(body, int(caps))
         response = packets.parse_handshake_response(capabilities=caps, data=body)
         seq = 2
         if isinstance(response, packets.SSLRequest):
@@ -201,7 +202,9 @@ class Session:
         stream = MysqlStream(self.reader, self.writer)
         stream.seq.value = seq
         if self.tls:
-            response = packets.parse_handshake_response_41(capabilities=caps, data=await stream.read())
+            body = await stream.read()
+            check_response(body, int(caps))
+            response = packets.parse_handshake_response_41(capabilities=caps, data=body)
         identities = Identities(plugin)
         self.conn = conn = Connection(stream=stream, session=MimicSession(), control=self.relay.control,
                                       identity_provider=identities, server_capabilities=caps)
