@@ -297,6 +297,10 @@ class Session:
     async def check_token(self) -> bool:
         """Authenticate the token again when the store's version moved (a revoked token or
         account stops working from then on). False: the session must end."""
+        try:
+            await self.gate.current_stamp()  # reads the store's version when it is due
+        except Exception:  # noqa: BLE001 - store down: the gate refuses the statement itself
+            return True
         if self.token_version == self.gate.version:
             return True
         expires = self.principal.expires_at

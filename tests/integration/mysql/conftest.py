@@ -37,6 +37,7 @@ version: 1
 service_accounts:
   - {{name: agent, groups: [agents]}}
   - {{name: stranger}}
+  - {{name: revokee}}
 users:
   - {{email: dba@example.com, groups: [dba], roles: [approver]}}
 connections:
@@ -47,6 +48,7 @@ connections:
 grants:
   - {{service_account: agent, connection: app}}
   - {{service_account: agent, connection: {db}}}
+  - {{service_account: revokee, connection: app}}
 rules:
   - name: no-schema-changes
     match: {{protocol: mysql, kind: [ddl, dcl, admin]}}
@@ -121,6 +123,7 @@ class World:
     env: dict[str, str]
     target: Target
     tokens: dict[str, str]
+    token_ids: dict[str, int] = field(default_factory=dict)
 
 
 @pytest.fixture(scope="session")
@@ -146,12 +149,13 @@ def target() -> Target:
 def world(tmp_path_factory, sqlite_template, target) -> World:
     with suite_store(tmp_path_factory.mktemp("myrelay"), sqlite_template) as env:
         policy = POLICY.format(db=target.db, user=target.user)
-        tokens = {}
+        tokens, ids = {}, {}
         with session_scope() as s:
             apply_policy(s, load_policy(policy), actor="test", environ={"MY_PASSWORD": target.password})
-            for name in ("agent", "stranger"):
-                tokens[name] = issue_token(s, name, timedelta(hours=2)).token
-        yield World(env, target, tokens)
+            for name in ("agent", "stranger", "revokee"):
+                issued = issue_token(s, name, timedelta(hours=2))
+                tokens[name], ids[name] = issued.token, issued.id
+        yield World(env, target, tokens, ids)
 
 
 @pytest.fixture(autouse=True)

@@ -168,3 +168,21 @@ def test_mysql_cli_login_select_and_deny(relay, world):
     assert bad.returncode != 0 and "1045" in bad.stderr
     denied = mysql_cli(relay, world.tokens["agent"], "DROP TABLE t")
     assert denied.returncode != 0 and "1142" in denied.stderr and "no-schema-changes" in denied.stderr
+
+
+def test_revoked_token_stops_working_in_an_open_session(relay, world):
+    import time
+
+    from app.db import session_scope
+    from app.identity import revoke_token
+
+    conn = connect(relay, world.tokens["revokee"], user="revokee")
+    cur = conn.cursor()
+    cur.execute("SELECT 1")
+    with session_scope() as s:
+        revoke_token(s, world.token_ids["revokee"], by="test")
+    time.sleep(1.2)  # the gate sees the store's new version within a second
+    with pytest.raises(pymysql.err.MySQLError) as err:
+        cur.execute("SELECT 1")
+    assert err.value.args[0] == 1045 and "no longer valid" in err.value.args[1]
+    conn.close()
