@@ -43,6 +43,7 @@ from .front import CAPABILITIES, Identities, LoginRefused, TokenAuth, check_resp
 log = logging.getLogger(__name__)
 RUN_ATTRIBUTE = "airlock_run"  # a connection attribute naming the agent's run
 SERVER_VERSION = "8.0.36-airlock"
+GRANT_WATCH = 0.5  # seconds between looks: a revoked grant ends its sessions within a second
 _ids = itertools.count(1)
 
 
@@ -76,6 +77,28 @@ class MysqlRelay:
         self._sockets = list(sockets)
         for sock in self._sockets:
             self._spawn(self._accept(sock))
+        self._spawn(self._watch_grants())
+
+    async def _watch_grants(self) -> None:
+        """End sessions whose grant is gone (revoked, expired, account disabled): their next
+        statement would be refused anyway, and an idle session must not linger either."""
+        while True:
+            await asyncio.sleep(GRANT_WATCH)
+            live: dict[str, set[str]] = {}
+            for session in list(self.sessions):
+                principal = session.principal
+                if principal is None or session.link is None:
+                    continue
+                if principal.service_account not in live:
+                    try:
+                        targets = await session.gate.connections_for(principal, "mysql")
+                    except Exception:  # noqa: BLE001 - store down: the gate refuses every statement meanwhile
+                        continue
+                    live[principal.service_account] = {t.name for t in targets}
+                if session.dbname not in live[principal.service_account]:
+                    session.refuse(1142, f"airlock: the grant of '{principal.service_account}' on '{session.dbname}' "
+                                         "was revoked or has expired; the session is closed", "42000", seq=0)
+                    session.end()
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)

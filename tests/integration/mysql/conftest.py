@@ -38,6 +38,7 @@ service_accounts:
   - {{name: agent, groups: [agents]}}
   - {{name: stranger}}
   - {{name: revokee}}
+  - {{name: leaver}}
 users:
   - {{email: dba@example.com, groups: [dba], roles: [approver]}}
 connections:
@@ -49,6 +50,7 @@ grants:
   - {{service_account: agent, connection: app}}
   - {{service_account: agent, connection: {db}}}
   - {{service_account: revokee, connection: app}}
+  - {{service_account: leaver, connection: app}}
 rules:
   - name: no-schema-changes
     match: {{protocol: mysql, kind: [ddl, dcl, admin]}}
@@ -152,7 +154,7 @@ def world(tmp_path_factory, sqlite_template, target) -> World:
         tokens, ids = {}, {}
         with session_scope() as s:
             apply_policy(s, load_policy(policy), actor="test", environ={"MY_PASSWORD": target.password})
-            for name in ("agent", "stranger", "revokee"):
+            for name in ("agent", "stranger", "revokee", "leaver"):
                 issued = issue_token(s, name, timedelta(hours=2))
                 tokens[name], ids[name] = issued.token, issued.id
         yield World(env, target, tokens, ids)

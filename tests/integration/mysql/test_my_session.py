@@ -186,3 +186,25 @@ def test_revoked_token_stops_working_in_an_open_session(relay, world):
         cur.execute("SELECT 1")
     assert err.value.args[0] == 1045 and "no longer valid" in err.value.args[1]
     conn.close()
+
+
+def test_revoked_grant_ends_an_open_session(relay, world):
+    import time
+
+    from sqlalchemy import select
+
+    from app.campaigns import decisions
+    from app.db import session_scope
+    from app.models import Grant, utcnow
+
+    conn = connect(relay, world.tokens["leaver"], user="leaver")
+    cur = conn.cursor()
+    cur.execute("SELECT 1")
+    with session_scope() as s:
+        grant = s.scalars(select(Grant.id).where(Grant.service_account.has(name="leaver"))).one()
+        decisions.take_grant(s, grant, actor="test", reason="left the team", now=utcnow())
+    time.sleep(1.5)  # idle: the relay closes the session itself within a second
+    with pytest.raises(pymysql.err.MySQLError) as err:
+        cur.execute("SELECT 1")
+    # the relay's parting error, or the closed connection; not the gate's answer to a statement
+    assert "the session is closed" in str(err.value) or err.value.args[0] in (2013, 2006, 0), err.value
