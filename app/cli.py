@@ -237,11 +237,13 @@ def _serve(process: str, run) -> None:
     """Run a listening process; a port taken between the check and bind() still names the setting."""
     import errno
 
-    from app.preflight import CONFIG_ERROR, listeners, port_in_use_message
+    from app.preflight import CONFIG_ERROR, ConfigError, listeners, port_in_use_message
 
     _require_port(process)
     try:
         run()
+    except ConfigError as exc:  # e.g. the relay's second listener (MySQL) names its own setting
+        _fail(str(exc), CONFIG_ERROR)
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise

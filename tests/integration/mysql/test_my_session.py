@@ -208,3 +208,20 @@ def test_revoked_grant_ends_an_open_session(relay, world):
         cur.execute("SELECT 1")
     # the relay's parting error, or the closed connection; not the gate's answer to a statement
     assert "the session is closed" in str(err.value) or err.value.args[0] in (2013, 2006, 0), err.value
+
+
+def test_a_taken_mysql_port_names_its_setting(world):
+    import socket
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        env = {**__import__("os").environ, **world.env, "AIRLOCK_POSTGRES_PORT": "0",
+               "AIRLOCK_MYSQL_PORT": str(taken.getsockname()[1])}
+        out = subprocess.run([sys.executable, "-m", "app.cli", "relay"], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=60)
+    assert out.returncode == 78 and "AIRLOCK_MYSQL_PORT" in out.stderr + out.stdout
