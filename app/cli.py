@@ -265,11 +265,13 @@ def _serve(process: str, run) -> None:
     """Run a listening process; a port taken between the check and bind() still names the setting."""
     import errno
 
-    from app.preflight import CONFIG_ERROR, listeners, port_in_use_message
+    from app.preflight import CONFIG_ERROR, ConfigError, listeners, port_in_use_message
 
     _require_port(process)
     try:
         run()
+    except ConfigError as exc:  # e.g. the relay's second listener (MySQL) names its own setting
+        _fail(str(exc), CONFIG_ERROR)
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
@@ -294,7 +296,7 @@ def proxy() -> None:
 
 @main.command()
 def relay() -> None:
-    """Run the PostgreSQL relay (port 15432) and the SSH relay (port 2222)."""
+    """Run the PostgreSQL (15432), MySQL (13306) and SSH (2222) relays."""
     from app.relay.server import run
 
     _serve("relay", run)

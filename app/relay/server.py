@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 LISTENERS: dict[str, tuple[str, str]] = {
     "postgres": ("app.relay.postgres:prepare", "app.relay.postgres:start"),
     "ssh": ("app.relay.ssh.server:prepare", "app.relay.ssh.server:start"),
+    "mysql": ("app.relay.mysql.session:prepare", "app.relay.mysql.session:start"),
 }
 
 

@@ -34,12 +34,14 @@ program's body stays in its CREATE (ddl), raised to dcl/admin by the keywords in
 """
 from __future__ import annotations
 
+import contextvars
+import functools
 import re
 
 import sqlglot
 from sqlglot import exp
 
-from .mysql_lexer import LexError as _LexError, Tok as _Tok, lex as _lex, literal as _literal, name as _name
+from .mysql_lexer import DEFAULT, LexError as _LexError, Mode, Tok as _Tok, lex as _lex, literal as _lit, name as _name
 from .statement import CACHE_SIZE, Facts, Statement, classifier, failed, with_attributes
 
 READ, TCL, WRITE, DDL, DCL, ADMIN = range(6)
@@ -73,31 +75,49 @@ _ADMIN_VARIABLES = frozenset("sql_log_bin gtid_next gtid_purged pseudo_thread_id
                              "sql_slave_skip_counter sql_replica_skip_counter".split())
 _CHARSET_VARIABLES = frozenset(("character_set_client", "character_set_connection", "names",
                                 "character set", "charset"))
-# Not in this list: character sets (gbk, sjis, big5, ...) in which a multibyte
-# character may end in a backslash, so the server would split strings differently.
-_SAFE_CHARSETS = frozenset("utf8 utf8mb3 utf8mb4 latin1 latin2 ascii binary default".split())
+# Not in this list: character sets (gbk, sjis, big5, cp932, gb18030, ...) in which a byte
+# below 0x80 can be part of a multibyte character (a quote or a backslash, say), so the
+# server would split strings differently. Anything not known safe is refused.
+SAFE_CHARSETS = frozenset("utf8 utf8mb3 utf8mb4 latin1 latin2 ascii binary".split())
+_SAFE_CHARSETS = SAFE_CHARSETS | {"default"}
 # Not any word starting with a digit: `1t` is a table name in MySQL.
 _NUMBER = re.compile(r"\d+(?:e\d+)?|0x[0-9a-fA-F]+|0b[01]+")
-_SHAPE_FACTS: dict[str, Facts] = {}
+_SHAPE_FACTS: dict[tuple[Mode, str], Facts] = {}
 _DIALECT = sqlglot.Dialect.get_or_raise("mysql")
 
 
-def classify_mysql(sql: str) -> list[Statement]:
-    """Split MySQL text into statements and classify each one. Never raises."""
-    return _classify_safely(sql)
+_MODE: contextvars.ContextVar[Mode] = contextvars.ContextVar("mysql_mode", default=DEFAULT)
+
+
+def classify_mysql(sql: str, mode: Mode = DEFAULT) -> list[Statement]:
+    """Split MySQL text into statements and classify each one, lexed as the server does
+    in `mode` (the session's sql_mode). Never raises."""
+    return _classifier(mode)(sql)
+
+
+@functools.cache
+def _classifier(mode: Mode):
+    def in_mode(sql: str) -> list[Statement]:
+        token = _MODE.set(mode)
+        try:
+            return _classify(sql)
+        finally:
+            _MODE.reset(token)
+    return classifier(in_mode)
+
+
+def _literal(tok: _Tok) -> str:
+    return _lit(tok, _MODE.get())
 
 
 def _classify(sql: str) -> list[Statement]:
     try:
-        tokens, clean, versioned = _lex(sql)
+        tokens, clean, versioned = _lex(sql, _MODE.get())
         chunks = _split(tokens)
     except _LexError:
         return [failed(sql, "unparseable")]
     out = [_statement(sql, clean, chunk) for chunk in chunks]
     return [with_attributes(s, "versioned_comment") for s in out] if versioned else out
-
-
-_classify_safely = classifier(_classify)
 
 
 def _split(tokens: list[_Tok]) -> list[list[_Tok]]:
@@ -176,7 +196,7 @@ def _analyse(clean: str, toks: list[_Tok]) -> Facts:
 def _structured(clean: str, toks: list[_Tok], rank: int) -> Facts:
     # Facts of a query or DML depend on its shape only (literals cannot add tables,
     # calls or writes), so texts that differ in literals share one sqlglot parse.
-    key = _shape(toks)
+    key = (_MODE.get(), _shape(toks))
     facts = _SHAPE_FACTS.get(key)
     if facts is None:
         facts = _structured_uncached(clean, toks, rank)
@@ -301,7 +321,7 @@ def _set(clean: str, toks: list[_Tok]) -> Facts:
     facts, item, depth = Facts(TCL), [], 0
     for tok in [*toks[1:], None]:
         if tok is None or (tok.text == "," and depth == 0):
-            facts.flag(_set_item_rank(item) if item else TCL)
+            facts.flag(*(_set_item_rank(item) if item else (TCL,)))
             item = []
             continue
         depth += (tok.text == "(") - (tok.text == ")")
@@ -315,26 +335,28 @@ def _set(clean: str, toks: list[_Tok]) -> Facts:
     return facts
 
 
-def _set_item_rank(item: list[_Tok]) -> int:
+def _set_item_rank(item: list[_Tok]) -> tuple:
     if item[0].up in ("GLOBAL", "PERSIST", "PERSIST_ONLY") or item[0].up.startswith(_GLOBAL_VARS):
-        return ADMIN
+        return (ADMIN,)
     if item[0].up in ("SESSION", "LOCAL") and len(item) > 1:
         item = item[1:]
     if item[0].kind == "var" and not item[0].text.startswith("@@"):
-        return TCL  # a user variable
+        return (TCL,)  # a user variable
     name = item[0].text.lower().split(".")[-1].lstrip("@")
     rest = [t for t in item[1:] if t.text not in ("=", ":")]
     if name == "character" and rest and rest[0].up == "SET":
         name, rest = "character set", rest[1:]
     value = _literal(rest[0]).lower() if rest and rest[0].kind in ("str", "word") else None
     if name in _ADMIN_VARIABLES:
-        return ADMIN
+        return (ADMIN,)
     if name in _CHARSET_VARIABLES:
-        return TCL if value in _SAFE_CHARSETS else ADMIN
+        # "unsafe_charset": the relay refuses it whatever the policy says (it could not
+        # read the session's later statements as the server does).
+        return (TCL,) if value in _SAFE_CHARSETS else (ADMIN, "unsafe_charset")
     if name == "sql_mode" and (len(rest) != 1 or value is None or "backslash" in value
-                               or "ansi_quotes" in value or value[:1].isdigit()):
-        return ADMIN  # these modes (also as a number: a bit mask) change the server's lexing
-    return TCL
+                               or "ansi" in value or value[:1].isdigit()):
+        return (ADMIN,)  # these modes (also as a number: a bit mask) change the server's lexing
+    return (TCL,)
 
 
 def _ddl(clean: str, toks: list[_Tok]) -> Facts:
@@ -366,7 +388,7 @@ def _prepare(toks: list[_Tok]) -> Facts:
     if len(toks) != 4 or toks[2].up != "FROM" or toks[3].kind != "str":
         return Facts(ADMIN, "unknown")  # FROM @var: the text is not here to judge
     facts = Facts(READ, "prepare")
-    for statement in classify_mysql(_literal(toks[3])):
+    for statement in classify_mysql(_literal(toks[3]), _MODE.get()):
         facts.absorb(statement)
     return facts
 

@@ -119,9 +119,9 @@ def _free_ports(n: int) -> list[int]:
 
 
 def _port_env() -> dict[str, str]:
-    portal, proxy, relay, ssh = _free_ports(4)
+    portal, proxy, relay, ssh, mysql = _free_ports(5)
     return {"AIRLOCK_PORTAL_PORT": str(portal), "AIRLOCK_PROXY_PORT": str(proxy), "AIRLOCK_POSTGRES_PORT": str(relay),
-            "AIRLOCK_SSH_PORT": str(ssh), "PYTHONUNBUFFERED": "1"}
+            "AIRLOCK_SSH_PORT": str(ssh), "AIRLOCK_MYSQL_PORT": str(mysql), "PYTHONUNBUFFERED": "1"}
 
 
 def test_up_starts_the_processes_and_stops_cleanly_on_ctrl_c(home):

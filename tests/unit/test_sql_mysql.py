@@ -160,7 +160,7 @@ KIND_CASES = [
     ("SET character_set_client = gbk", "admin"),
     ("SET sql_mode = 'NO_BACKSLASH_ESCAPES'", "admin"),
     ("SET sql_mode = 'ANSI_QUOTES,STRICT_ALL_TABLES'", "admin"),
-    ("SET SESSION sql_mode = 'ANSI'", "tcl"),
+    ("SET SESSION sql_mode = 'ANSI'", "admin"),  # ANSI includes ANSI_QUOTES: it changes the lexing
     ("SET sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')", "admin"),
     ("SET sql_mode = 2097152", "admin"),  # a bit mask can hold NO_BACKSLASH_ESCAPES
     ("SET sql_mode = DEFAULT", "tcl"),
@@ -551,3 +551,45 @@ def test_numbers_never_change_the_answer(template: str, n: int) -> None:
     original, zeroed = one(template.format(n=n)), one(template.format(n=0))
     assert (original.kind, original.tables, original.attributes, original.fingerprint) == (
         zeroed.kind, zeroed.tables, zeroed.attributes, zeroed.fingerprint)
+
+
+# -- sql_mode as the server reports it ----------------------------------------------
+
+from app.sql.mysql_lexer import Mode  # noqa: E402
+
+
+@pytest.mark.parametrize("sql, mode, kinds", [
+    # NO_BACKSLASH_ESCAPES: the backslash ends nothing, so the DROP is a statement of its own
+    ("SELECT 'a\\'; DROP TABLE t; -- '", Mode(no_backslash_escapes=True), ["read", "ddl"]),
+    ("SELECT 'a\\'; DROP TABLE t; -- '", Mode(), ["read"]),
+    # ANSI_QUOTES: "x" is a table, not a string
+    ('SELECT * FROM "secrets"', Mode(ansi_quotes=True), ["read"]),
+    ('SELECT "a; DROP TABLE t"', Mode(ansi_quotes=False), ["read"]),
+])
+def test_sql_mode_changes_the_lexing(sql, mode, kinds):
+    assert [s.kind for s in classify_mysql(sql, mode)] == kinds
+
+
+def test_ansi_quoted_identifier_is_a_table():
+    assert classify_mysql('SELECT * FROM "secrets"', Mode(ansi_quotes=True))[0].tables == ("secrets",)
+    assert classify_mysql('DELETE FROM "orders"', Mode(ansi_quotes=True))[0].tables == ("orders",)
+
+
+def test_mode_of_server_string():
+    assert Mode.of("ANSI,STRICT_TRANS_TABLES") == Mode(True, False)
+    assert Mode.of("NO_BACKSLASH_ESCAPES") == Mode(False, True)
+    assert Mode.of("STRICT_TRANS_TABLES") == Mode()
+
+
+@pytest.mark.parametrize("sql", ["SET NAMES gbk", "SET NAMES 'sjis'", "SET CHARACTER SET big5",
+                                 "SET character_set_client = cp932", "SET @@session.character_set_client='gb18030'",
+                                 "SET NAMES @v", "SET CHARSET gbk"])
+def test_unsafe_charsets_are_marked(sql):
+    (st,) = classify_mysql(sql)
+    assert st.kind == "admin" and "unsafe_charset" in st.attributes
+
+
+@pytest.mark.parametrize("sql", ["SET NAMES utf8mb4", "SET NAMES 'latin1'", "SET CHARACTER SET utf8"])
+def test_safe_charsets_are_session_settings(sql):
+    (st,) = classify_mysql(sql)
+    assert st.kind == "tcl" and "unsafe_charset" not in st.attributes

@@ -179,7 +179,7 @@ def _spawn(name: str, env: dict[str, str], ready: str, port_group: int | None = 
 
 
 def start_relay(env: dict[str, str], **extra: str) -> Node:
-    full = {**os.environ, **env, "AIRLOCK_POSTGRES_PORT": "0", "AIRLOCK_SSH_PORT": "0", **extra}
+    full = {**os.environ, **env, "AIRLOCK_POSTGRES_PORT": "0", "AIRLOCK_SSH_PORT": "0", "AIRLOCK_MYSQL_PORT": "0", **extra}
     return _spawn("relay", full, r"postgres relay listening on \S+:(\d+)", 1)
 
 

@@ -249,7 +249,7 @@ def _store(request):
 def start_relay(world: World, **extra: str) -> Relay:
     """`airlock relay` for `world`'s target, in a subprocess on a free port, with its fast
     lane or without as the target's tests run; its log is kept for failures."""
-    full = {**os.environ, **world.env, "AIRLOCK_POSTGRES_PORT": "0", "AIRLOCK_SSH_PORT": "0",
+    full = {**os.environ, **world.env, "AIRLOCK_POSTGRES_PORT": "0", "AIRLOCK_SSH_PORT": "0", "AIRLOCK_MYSQL_PORT": "0",
             "AIRLOCK_RELAY_FASTLANE": "1" if world.target.lane else "0", **extra}
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "relay"], cwd=ROOT, env=full,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
