@@ -325,7 +325,7 @@ def main() -> int:
             **env, "AIRLOCK_PROXY_PORT": str(args.proxy_port)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(proxy)
         wait_port(args.proxy_port, proxy, "proxy")
-        relay = subprocess.Popen([sys.executable, "-m", "app.cli", "relay"], env={**env, "AIRLOCK_POSTGRES_PORT": "0", "AIRLOCK_SSH_PORT": "0"},
+        relay = subprocess.Popen([sys.executable, "-m", "app.cli", "relay"], env={**env, "AIRLOCK_POSTGRES_PORT": "0", "AIRLOCK_SSH_PORT": "0", "AIRLOCK_MYSQL_PORT": "0"},
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         procs.append(relay)
         for line in relay.stderr:

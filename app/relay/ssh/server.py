@@ -11,6 +11,7 @@ handshake ends that connection only: asyncssh runs each in its own task.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import time
@@ -20,6 +21,7 @@ import asyncssh
 from asyncssh.stream import SSHReader, SSHWriter
 
 from app.config import settings
+from app.preflight import ConfigError
 from app.gate import Gate, Unavailable, get_gate
 from app.identity import AuthError
 from app.recording import SessionRecording, recorder
@@ -54,7 +56,14 @@ def bind(host: str, port: int) -> list[socket.socket]:
 def prepare() -> list[socket.socket]:
     cfg = settings()
     ensure_host_key()
-    sockets = bind(cfg.bind, cfg.ssh_port)
+    try:
+        sockets = bind(cfg.bind, cfg.ssh_port)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise ConfigError(f"the relay cannot listen for SSH on {cfg.bind}:{cfg.ssh_port}: the port is already in "
+                          "use (another airlock, or another program). Stop it, or choose another port with "
+                          "AIRLOCK_SSH_PORT=PORT (and AIRLOCK_BIND for the address).") from None
     log.info("ssh relay listening on %s:%d", cfg.bind, sockets[0].getsockname()[1])
     return sockets
 

@@ -168,7 +168,7 @@ def _store(request):
 
 
 def start_relay(world: World, **extra: str) -> Relay:
-    full = {**os.environ, **world.env, "AIRLOCK_POSTGRES_PORT": "0", "AIRLOCK_MYSQL_PORT": "0",
+    full = {**os.environ, **world.env, "AIRLOCK_POSTGRES_PORT": "0", "AIRLOCK_MYSQL_PORT": "0", "AIRLOCK_SSH_PORT": "0",
             "AIRLOCK_RELAY_WORKERS": "1", **extra}
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "relay"], cwd=ROOT, env=full,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

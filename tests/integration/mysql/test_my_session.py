@@ -220,7 +220,7 @@ def test_a_taken_mysql_port_names_its_setting(world):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
-        env = {**__import__("os").environ, **world.env, "AIRLOCK_POSTGRES_PORT": "0",
+        env = {**__import__("os").environ, **world.env, "AIRLOCK_POSTGRES_PORT": "0", "AIRLOCK_SSH_PORT": "0",
                "AIRLOCK_MYSQL_PORT": str(taken.getsockname()[1])}
         out = subprocess.run([sys.executable, "-m", "app.cli", "relay"], cwd=ROOT, env=env, capture_output=True,
                              text=True, timeout=60)
