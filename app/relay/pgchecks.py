@@ -120,9 +120,11 @@ class Checker:
             verdict = await s.gate.decide(s.principal, op, recording=s.rec, run_id=s.run_id, hold=hold,
                                           on_hold=self._on_hold, record_allows=False, gone=gone,
                                           defer_review=defer_review)
-            reason = reason_set(op.text) if verdict.action == "allow" else None
-            if reason is not None:
-                s.reason = reason
+            if verdict.action == "allow":
+                s.grant_seen = True  # allowed, so granted: a later revoke or expiry ends the session
+                reason = reason_set(op.text)
+                if reason is not None:
+                    s.reason = reason
             return verdict
         finally:
             self._holding = False

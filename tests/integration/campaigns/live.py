@@ -1,6 +1,7 @@
 """Helpers for campaign tests against a running proxy or relay and its suite store."""
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
 
@@ -23,6 +24,9 @@ def add_account(connection: str, prefix: str = "reviewed") -> tuple[str, str]:
         s.flush()
         bump_version(s)
         token = issue_token(s, name, timedelta(hours=2)).token
+    # The promise is "within a second": until then a proxy or relay may still decide with
+    # the policy before this grant, and refuse (and record) the account's first request.
+    time.sleep(1.0)
     return name, token
 
 
