@@ -115,13 +115,19 @@ def leaders_in_order(runs: list[tuple[float, int]]) -> list[int]:
 
 
 def assert_handovers(runs: list[tuple[float, int]], procs: list[Proc]) -> None:
-    """Every change of the process running jobs came after the previous one stepped down."""
+    """Jobs never run on two schedulers at once. When the runner changes from x to y, the
+    lock moved: y holds it, so x's lock session is gone and x can prove nothing. x must
+    then step down, and run no job after y took over until it has stepped down (it may
+    lead again later). x logs its step-down when its next proof fails, which can be a
+    moment after y's first run; the order of the two runs is what shows the hand-over."""
     by_pid = {p.pid: p for p in procs}
-    for (t1, x), (t2, y) in zip(runs, runs[1:]):
+    for i, ((t1, x), (t2, y)) in enumerate(zip(runs, runs[1:])):
         if x != y:
-            downs = by_pid[x].stepped_down()
-            assert any(t1 - 0.01 <= d <= t2 for d in downs), (
-                f"{y} ran a job at {t2} while {x} (last run {t1}) had not stepped down: {downs}")
+            downs = [d for d in by_pid[x].stepped_down() if d >= t1 - 0.01]
+            assert downs, f"{x} ran its last job at {t1} and never stepped down, while {y} ran one at {t2}"
+            later = [t for t, pid in runs[i + 2:] if pid == x]
+            assert not later or later[0] >= downs[0], (
+                f"{x} ran a job at {later[0]} after {y} took over at {t2}, before it stepped down at {downs[0]}")
 
 
 @pytest.fixture
