@@ -25,6 +25,7 @@ from app.recording import recorder
 from app.recording_store import compact_json
 
 from . import pgauth, pgwire, tls
+from .listen import bind
 from .config import RelayConfig, relay_config
 from .pganswer import answer_json
 from .pgchecks import Checker
@@ -60,23 +61,6 @@ def prepare() -> list[socket.socket]:
 
 async def start(sockets: list[socket.socket], link: WorkerLink) -> PostgresRelay:
     return PostgresRelay(link=link).serve_on(sockets)
-
-
-def bind(host: str, port: int) -> list[socket.socket]:
-    out: list[socket.socket] = []
-    for family, type_, proto, _, addr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                             flags=socket.AI_PASSIVE)[:2]:
-        sock = socket.socket(family, type_, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        if out:  # port 0: every address family on the port the first one got
-            addr = (addr[0], out[0].getsockname()[1], *addr[2:])
-        sock.bind(addr)
-        sock.listen(512)
-        sock.setblocking(False)
-        out.append(sock)
-    return out
 
 
 class PostgresRelay:

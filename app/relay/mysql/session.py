@@ -11,7 +11,6 @@ every other session carry on.
 from __future__ import annotations
 
 import asyncio
-import errno
 import itertools
 import logging
 import socket
@@ -29,13 +28,13 @@ from mysql_mimic.types import Capabilities, ServerStatus
 from app.config import settings
 from app.gate import Unavailable, get_gate
 from app.identity import AuthError
-from app.preflight import ConfigError
 from app.recording import recorder
 from app.sql.mysql import SAFE_CHARSETS
 from app.sql.mysql_lexer import Mode
 
 from .. import tls
 from ..config import RelayConfig, relay_config
+from ..listen import listen
 from ..workers import WorkerLink
 from . import target as target_side
 from . import wire
@@ -50,18 +49,9 @@ _ids = itertools.count(1)
 
 
 def prepare() -> list[socket.socket]:
-    from ..postgres import bind  # one way to bind a listener for every relay
-
     cfg = settings()
     tls.ensure_certificate()
-    try:
-        sockets = bind(cfg.bind, cfg.mysql_port)
-    except OSError as exc:
-        if exc.errno != errno.EADDRINUSE:
-            raise
-        raise ConfigError(f"the relay cannot listen for MySQL on {cfg.bind}:{cfg.mysql_port}: the port is already in "
-                          "use (another airlock, or another program). Stop it, or choose another port with "
-                          "AIRLOCK_MYSQL_PORT=PORT (and AIRLOCK_BIND for the address).") from None
+    sockets = listen(cfg.bind, cfg.mysql_port, "MySQL", "AIRLOCK_MYSQL_PORT")
     log.info("mysql relay listening on %s:%d", cfg.bind, sockets[0].getsockname()[1])
     return sockets
 

@@ -11,7 +11,6 @@ handshake ends that connection only: asyncssh runs each in its own task.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import socket
 import time
@@ -21,12 +20,12 @@ import asyncssh
 from asyncssh.stream import SSHReader, SSHWriter
 
 from app.config import settings
-from app.preflight import ConfigError
 from app.gate import Gate, Unavailable, get_gate
 from app.identity import AuthError
 from app.recording import SessionRecording, recorder
 from app.types import Operation, Principal
 
+from ..listen import listen
 from ..workers import WorkerLink
 from .hostkey import ensure_host_key, load_host_key
 from .target import CIPHERS, TargetError, connect
@@ -36,34 +35,10 @@ log = logging.getLogger(__name__)
 LOGIN_TIMEOUT = 30.0
 
 
-def bind(host: str, port: int) -> list[socket.socket]:
-    out: list[socket.socket] = []
-    for family, type_, proto, _, addr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                             flags=socket.AI_PASSIVE)[:2]:
-        sock = socket.socket(family, type_, proto)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        if out:  # port 0: every address family on the port the first one got
-            addr = (addr[0], out[0].getsockname()[1], *addr[2:])
-        sock.bind(addr)
-        sock.listen(512)
-        sock.setblocking(False)
-        out.append(sock)
-    return out
-
-
 def prepare() -> list[socket.socket]:
     cfg = settings()
     ensure_host_key()
-    try:
-        sockets = bind(cfg.bind, cfg.ssh_port)
-    except OSError as exc:
-        if exc.errno != errno.EADDRINUSE:
-            raise
-        raise ConfigError(f"the relay cannot listen for SSH on {cfg.bind}:{cfg.ssh_port}: the port is already in "
-                          "use (another airlock, or another program). Stop it, or choose another port with "
-                          "AIRLOCK_SSH_PORT=PORT (and AIRLOCK_BIND for the address).") from None
+    sockets = listen(cfg.bind, cfg.ssh_port, "SSH", "AIRLOCK_SSH_PORT")
     log.info("ssh relay listening on %s:%d", cfg.bind, sockets[0].getsockname()[1])
     return sockets
 
