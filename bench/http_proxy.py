@@ -3,16 +3,21 @@ same local HTTPS upstream, same run.
 
 airlock runs its full path: proxy auth, the egress allow-list, 20 rules, masking of the
 JSON response and session recording into SQLite. The load is keep-alive HTTPS through a
-CONNECT tunnel per connection (as runtimes with HTTPS_PROXY do), from separate client
-processes (--client-procs); the upstream is uvicorn in a process of its own. Rounds
-alternate the proxies.
+CONNECT tunnel per connection (as runtimes with HTTPS_PROXY do), TLS on the client leg
+and on the upstream leg. Each round measures every proxy once, one after the other.
 
-    .venv/bin/python bench/http_proxy.py [--seconds 8] [--connections 10] [--rounds 2]
-                                         [--client-procs 2] [--workers 1,2] [--json]
+    .venv/bin/python bench/http_proxy.py [--seconds 8] [--connections 32] [--rounds 3]
+                                         [--workers 1,2] [--python-ends] [--json]
 
-Targets: airlock with 1 worker >= 0.8x plain mitmdump; with 2 workers on 2 free
-cores >= 1.8x one worker (the client and the upstream need cores too: on a 2-core
-machine the scaling measured is a floor).
+The load client and the upstream are bench/https_load.c (one epoll loop each, built with
+gcc at start), so that the proxy gets the cores; --python-ends uses the older asyncio
+client (in --client-procs processes) and uvicorn instead. Each row reports the CPU the
+client, the upstream and the proxy took over the measured window (1.00 = one core), the
+rest of the machine, and the load average, so a reader can see whether the workers had
+the cores. The ratios are medians of the per-round ratios (each against the same round).
+
+Targets: airlock with 1 worker >= 0.8x plain mitmdump; with 2 workers on 2 cores
+>= 1.8x one worker.
 """
 from __future__ import annotations
 
@@ -21,7 +26,6 @@ import asyncio
 import base64
 import json
 import os
-import socket
 import ssl
 import statistics
 import subprocess
@@ -31,23 +35,11 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import (ROOT, CpuMeter, build_https_load, free_port, open_tunnel, read_answer,  # noqa: E402
+                     start_upstream, wait_port)
+
 sys.path.insert(0, str(ROOT))
-
-BODY = json.dumps({
-    "id": 1, "owner": "ann@example.com", "ssn": "123-45-6789",
-    "items": [{"sku": f"SKU-{i}", "qty": i, "note": "ok"} for i in range(8)],
-}).encode()
-
-
-async def upstream_app(scope, receive, send):
-    """The upstream: one small JSON document with something to mask."""
-    if scope["type"] != "http":
-        return
-    await receive()
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]})
-    await send({"type": "http.response.body", "body": BODY})
 
 
 def policy(port: int, ca: Path) -> str:
@@ -80,43 +72,15 @@ rules:
 """ + "\n".join(rules) + "\n"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{what} did not start")
-
-
-# -- the load client (runs in its own process) ---------------------------------------
+# -- the Python load client (--python-ends; runs in its own processes) -----------------
 
 async def _connection(proxy_port, upstream_port, auth, context, deadline, warm_until, latencies):
-    reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port)
-    auth_line = f"Proxy-Authorization: Basic {auth}\r\n" if auth else ""
-    writer.write(f"CONNECT localhost:{upstream_port} HTTP/1.1\r\nHost: localhost:{upstream_port}\r\n"
-                 f"{auth_line}\r\n".encode())
-    head = await reader.readuntil(b"\r\n\r\n")
-    if b" 200" not in head.split(b"\r\n", 1)[0]:
-        raise RuntimeError(f"CONNECT failed: {head[:80]!r}")
-    await writer.start_tls(context, server_hostname="localhost")
+    reader, writer = await open_tunnel(proxy_port, f"localhost:{upstream_port}", auth, context)
     request = f"GET /item HTTP/1.1\r\nHost: localhost:{upstream_port}\r\n\r\n".encode()
     clock = time.perf_counter  # uvloop's loop.time() only has millisecond resolution
     while (now := clock()) < deadline:
         writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
-        await reader.readexactly(length)
+        await read_answer(reader)
         if now >= warm_until:
             latencies.append(clock() - now)
     writer.close()
@@ -133,26 +97,40 @@ async def _load(args) -> dict:
             "p95": statistics.quantiles(latencies, n=20)[-1]}
 
 
-def run_client(proxy_port: int, upstream_port: int, ca: Path, auth: str, args) -> dict:
-    """The load from `args.client_procs` processes at once (one would be the bottleneck
-    against several proxy workers), their connections adding up to `args.connections`."""
-    procs = []
+# -- one measurement --------------------------------------------------------------------
+
+def client_commands(proxy_port: int, upstream_port: int, ca: Path, auth: str, args) -> list[list[str]]:
+    if args.binary is not None:
+        return [[str(args.binary), "client", str(proxy_port), f"localhost:{upstream_port}", str(ca), auth or "-",
+                 str(args.connections), str(args.warmup), str(args.seconds), "/item"]]
+    commands = []  # one Python process would be the bottleneck against several workers
     for i in range(args.client_procs):
         share = args.connections // args.client_procs + (1 if i < args.connections % args.client_procs else 0)
-        cmd = [sys.executable, __file__, "--client", "--proxy-port", str(proxy_port), "--upstream-port",
-               str(upstream_port), "--ca", str(ca), "--auth", auth, "--seconds", str(args.seconds),
-               "--warmup", str(args.warmup), "--connections", str(share)]
-        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        commands.append([sys.executable, __file__, "--client", "--proxy-port", str(proxy_port), "--upstream-port",
+                         str(upstream_port), "--ca", str(ca), "--auth", auth, "--seconds", str(args.seconds),
+                         "--warmup", str(args.warmup), "--connections", str(share)])
+    return commands
+
+
+def measure(proxy: subprocess.Popen, proxy_port: int, ca: Path, auth: str, upstream: subprocess.Popen,
+            upstream_port: int, args) -> dict:
+    """One run of the load against one proxy, with the CPU each side took after the warm-up."""
+    clients = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for cmd in client_commands(proxy_port, upstream_port, ca, auth, args)]
+    time.sleep(args.warmup)
+    meter = CpuMeter({"client": [c.pid for c in clients], "upstream": [upstream.pid], "proxy": [proxy.pid]})
+    time.sleep(args.seconds)
+    cpu = meter.stop()
     outs = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=args.seconds + args.warmup + 60)
-        if proc.returncode != 0:
-            raise RuntimeError(err[-2000:])
+    for client in clients:
+        out, err = client.communicate(timeout=args.seconds + args.warmup + 60)
+        if client.returncode != 0:
+            raise RuntimeError(f"load client failed: {err[-2000:]}")
         outs.append(json.loads(out))
     count = sum(o["count"] for o in outs)
-    return {"count": count, "seconds": args.seconds,
-            "median": sum(o["median"] * o["count"] for o in outs) / count,
-            "p95": max(o["p95"] for o in outs)}
+    return {"rps": count / args.seconds, "median": sum(o["median"] * o["count"] for o in outs) / count,
+            "p95": max(o["p95"] for o in outs), "cpu": cpu,
+            "per_connection": [n for o in outs for n in o.get("per_connection", [])]}
 
 
 # -- orchestration --------------------------------------------------------------------
@@ -161,10 +139,12 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--warmup", type=float, default=2)
-    parser.add_argument("--connections", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--client-procs", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", default="1,2", help="airlock proxy worker counts to measure")
+    parser.add_argument("--python-ends", action="store_true",
+                        help="the asyncio load client and uvicorn upstream instead of bench/https_load.c")
+    parser.add_argument("--client-procs", type=int, default=2, help="with --python-ends: client processes")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--profile", metavar="FILE", help="py-spy the airlock proxy during its first round")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
@@ -184,6 +164,7 @@ def main() -> int:
     from tests.integration.http.upstream import make_tls_files
 
     tmp = Path(tempfile.mkdtemp(prefix="airlock-bench-"))
+    args.binary = None if args.python_ends else build_https_load(tmp)
     up_ca, cert, key = make_tls_files(tmp)
     home = tmp / "home"
     env = {**os.environ, "AIRLOCK_HOME": str(home), "AIRLOCK_DATABASE_URL": f"sqlite:///{home / 'airlock.db'}",
@@ -208,11 +189,7 @@ def main() -> int:
 
     procs = []
     try:
-        upstream = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "bench"), "http_proxy:upstream_app",
-             "--host", "127.0.0.1", "--port", str(upstream_port), "--ssl-certfile", str(cert), "--ssl-keyfile",
-             str(key), "--log-level", "warning", "--no-access-log", "--lifespan", "off"],
-            env=env, stdout=subprocess.DEVNULL)
+        upstream = start_upstream(upstream_port, cert, key, env, args.binary)
         procs.append(upstream)
         mitm_conf = tmp / "mitmdump"
         mitmdump = subprocess.Popen(
@@ -220,30 +197,25 @@ def main() -> int:
              str(mitm_port), "--set", f"confdir={mitm_conf}", "--set", f"ssl_verify_upstream_trusted_ca={up_ca}"],
             env=env, stdout=subprocess.DEVNULL)
         procs.append(mitmdump)
-        wait_port(upstream_port, upstream, "upstream")
         wait_port(mitm_port, mitmdump, "mitmdump")
-        airlocks = {}
+        targets = {"mitmdump": (mitmdump, mitm_port, mitm_conf / "mitmproxy-ca-cert.pem", "")}
         for w, port in airlock_ports.items():  # one after the other: the first makes the CA
-            airlocks[w] = subprocess.Popen([sys.executable, "-m", "app.cli", "proxy"], stdout=subprocess.DEVNULL,
-                                           env={**env, "AIRLOCK_PROXY_PORT": str(port),
-                                                "AIRLOCK_PROXY_WORKERS": str(w)})
-            procs.append(airlocks[w])
-            wait_port(port, airlocks[w], f"airlock proxy ({w} workers)")
+            proc = subprocess.Popen([sys.executable, "-m", "app.cli", "proxy"], stdout=subprocess.DEVNULL,
+                                    env={**env, "AIRLOCK_PROXY_PORT": str(port), "AIRLOCK_PROXY_WORKERS": str(w)})
+            procs.append(proc)
+            wait_port(port, proc, f"airlock proxy ({w} workers)")
+            targets[f"airlock-{w}w"] = (proc, port, home / "ca" / "airlock-ca.pem", auth)
         time.sleep(2)  # every worker listening, not only the first
-        targets = {"mitmdump": (mitm_port, mitm_conf / "mitmproxy-ca-cert.pem", "")}
-        for w, port in airlock_ports.items():
-            targets[f"airlock-{w}w"] = (port, home / "ca" / "airlock-ca.pem", auth)
-        airlock = airlocks[workers[0]]
         results: dict[str, list[dict]] = {name: [] for name in targets}
         for _ in range(args.rounds):
-            for name, (port, ca, credentials) in targets.items():
+            for name, (proc, port, ca, credentials) in targets.items():
                 spy = None
                 if args.profile and name == f"airlock-{workers[0]}w" and not results[name]:
-                    spy = subprocess.Popen(["py-spy", "record", "-p", str(airlock.pid), "-r", "250", "-f", "raw",
-                                            "-o", args.profile, "-d", str(int(args.seconds + args.warmup))],
+                    spy = subprocess.Popen(["py-spy", "record", "-p", str(proc.pid), "--subprocesses", "-r", "250",
+                                            "-f", "raw", "-o", args.profile, "-d", str(int(args.seconds + args.warmup))],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                            env={**env, "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"})
-                results[name].append(run_client(port, upstream_port, ca, credentials, args))
+                results[name].append(measure(proc, port, ca, credentials, upstream, upstream_port, args))
                 if spy is not None:
                     spy.wait()
     finally:
@@ -254,32 +226,45 @@ def main() -> int:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+    report(results, args)
+    return 0
 
-    summary = {}
-    for name, runs in results.items():
-        best = max(runs, key=lambda r: r["count"])  # the least disturbed round of each
-        summary[name] = {"rps": best["count"] / best["seconds"], "median_ms": best["median"] * 1000,
-                         "p95_ms": best["p95"] * 1000, "rounds_rps": [r["count"] / r["seconds"] for r in runs]}
-    base = summary["mitmdump"]
-    ratios = {name: r["rps"] / base["rps"] for name, r in summary.items() if name != "mitmdump"}
-    one = summary.get("airlock-1w")
-    scaling = {name: r["rps"] / one["rps"] for name, r in summary.items()
-               if one is not None and name.startswith("airlock-") and name != "airlock-1w"}
+
+def _ratio(results: dict[str, list[dict]], name: str, base: str) -> dict | None:
+    if name not in results or base not in results:
+        return None
+    rounds = [a["rps"] / b["rps"] for a, b in zip(results[name], results[base])]
+    return {"median": statistics.median(rounds), "rounds": rounds}
+
+
+def report(results: dict[str, list[dict]], args) -> None:
+    ratios = {f"{name} / mitmdump": _ratio(results, name, "mitmdump") for name in results if name != "mitmdump"}
+    ratios.update({f"{name} / airlock-1w": _ratio(results, name, "airlock-1w") for name in results
+                   if name.startswith("airlock-") and name != "airlock-1w"})
+    ratios = {k: v for k, v in ratios.items() if v is not None}
+    ends = "asyncio client + uvicorn" if args.binary is None else "bench/https_load.c client + upstream"
     if args.json:
         print(json.dumps({"connections": args.connections, "seconds": args.seconds, "cpus": os.cpu_count(),
-                          "results": summary, "vs_mitmdump": ratios, "vs_one_worker": scaling}, indent=2))
-    else:
-        print(f"keep-alive HTTPS, {args.connections} connections from {args.client_procs} client processes, "
-              f"{args.seconds:g} s per round, best of {args.rounds} rounds, {os.cpu_count()} CPUs")
-        print(f"{'proxy':<12} {'req/s':>9} {'median ms':>10} {'p95 ms':>8}   rounds req/s")
-        for name, r in summary.items():
-            rounds = ", ".join(f"{x:.0f}" for x in r["rounds_rps"])
-            print(f"{name:<12} {r['rps']:>9.0f} {r['median_ms']:>10.2f} {r['p95_ms']:>8.2f}   {rounds}")
-        for name, ratio in ratios.items():
-            print(f"{name} / mitmdump: throughput {ratio:.2f}x")
-        for name, ratio in scaling.items():
-            print(f"{name} / airlock-1w: throughput {ratio:.2f}x (target >= 1.8x with 2 workers on 2 free cores)")
-    return 0
+                          "ends": ends, "results": results, "ratios": ratios}, indent=2))
+        return
+    print(f"keep-alive HTTPS through CONNECT, {args.connections} connections, {args.seconds:g} s per run "
+          f"after {args.warmup:g} s warm-up, {args.rounds} rounds, {os.cpu_count()} CPUs, ends: {ends}")
+    print("CPU in cores over the measured window: client, upstream, proxy (its processes), "
+          "rest of the machine; load average at the end")
+    print(f"{'round':>5} {'proxy':<12} {'req/s':>7} {'med ms':>7} {'p95 ms':>7}  {'client':>6} {'upstr':>6} "
+          f"{'proxy':>6} {'others':>6}  proxy processes   load avg   answers per connection (min-max)")
+    for i in range(args.rounds):
+        for name, runs in results.items():
+            r = runs[i]
+            cpu = r["cpu"]
+            spread = f"{min(r['per_connection'])}-{max(r['per_connection'])}" if r["per_connection"] else "-"
+            print(f"{i + 1:>5} {name:<12} {r['rps']:>7.0f} {r['median'] * 1000:>7.2f} {r['p95'] * 1000:>7.2f}  "
+                  f"{cpu['shares']['client']:>6.2f} {cpu['shares']['upstream']:>6.2f} {cpu['shares']['proxy']:>6.2f} "
+                  f"{cpu['others']:>6.2f}  {str(cpu['processes']['proxy']):<17} {' '.join(cpu['loadavg'])}   {spread}")
+    for name, ratio in ratios.items():
+        rounds = ", ".join(f"{x:.2f}" for x in ratio["rounds"])
+        target = " (target >= 1.8x with 2 workers)" if name.startswith("airlock-2w / airlock-1w") else ""
+        print(f"{name}: throughput {ratio['median']:.2f}x median [{rounds}]{target}")
 
 
 if __name__ == "__main__":
