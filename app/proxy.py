@@ -10,10 +10,14 @@ than all of airlock's own addons together. Fewer moving parts is also less to au
 
 mitmproxy runs one event loop on one core, so `airlock proxy` runs a worker process
 per core (AIRLOCK_PROXY_WORKERS, like the relay's AIRLOCK_RELAY_WORKERS). Each worker
-is a whole proxy that listens on the same port with SO_REUSEPORT; the kernel spreads
-new connections across them, and a connection (a tunnel) stays with its worker. The
-parent makes the CA, seals recordings that dead processes left open, holds the port,
-and restarts a worker that dies (app/relay/workers.py).
+is a whole proxy. As in the relay, the parent binds the listening socket and every
+worker accepts from that one queue, a busier worker (more open connections) letting a
+quieter one go first; a connection (a tunnel) then stays with its worker. SO_REUSEPORT,
+used before, hashes each connection to one worker's own queue: 10 tunnels came out 3
+and 7 in half the trials, and runtimes keep few, long tunnels, so a worker could sit
+idle beside a busy one; and the connections waiting in a dead worker's queue were
+reset. The parent makes the CA, seals recordings that dead processes left open, keeps
+the socket, and restarts a worker that dies (app/relay/workers.py).
 """
 from __future__ import annotations
 
@@ -77,22 +81,65 @@ def mitmproxy_addons() -> list[object]:
             dns_resolver.DnsResolver(), next_layer.NextLayer(), tlsconfig.TlsConfig(), errorcheck.ErrorCheck()]
 
 
-def _listen_with_reuse_port() -> None:
-    """Make mitmproxy's TCP listeners bind with SO_REUSEPORT, so that every worker can
-    listen on the proxy port (mitmproxy calls asyncio.start_server(handler, host, port))."""
+class _SharedListener:
+    """Serves mitmproxy's connections from listening sockets the parent bound, in place
+    of the asyncio.Server that mitmproxy would start (it needs close() and .sockets)."""
+
+    def __init__(self, sockets: list[socket.socket], handler, link) -> None:
+        self.sockets = sockets
+        self._handler, self._link = handler, link
+        self._tasks = {asyncio.get_running_loop().create_task(self._accept(sock)) for sock in sockets}
+
+    async def _accept(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            delay = self._link.accept_delay()
+            if delay:
+                await asyncio.sleep(delay)  # let a quieter worker take it
+            try:
+                conn, _ = await loop.sock_accept(sock)
+            except OSError as exc:  # EMFILE and the like: back off, keep serving
+                log.warning("accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            self._link.session_opened(1)  # counted at once: tunnels often open together
+            try:
+                # As asyncio.start_server does: the handler starts in connection_made,
+                # before anything is read. Reading first (open_connection) let an early
+                # EOF reach mitmproxy before it had registered the connection's handler
+                # (its tasks start eagerly), and it crashed.
+                await loop.connect_accepted_socket(self._protocol, sock=conn)
+            except OSError:
+                conn.close()
+                self._link.session_opened(-1)
+
+    def _protocol(self) -> asyncio.StreamReaderProtocol:
+        return asyncio.StreamReaderProtocol(asyncio.StreamReader(), self._serve)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._handler(reader, writer)
+        finally:
+            self._link.session_opened(-1)
+
+    def close(self) -> None:
+        # Stop accepting; the sockets stay open in the parent, so nothing queued is lost.
+        for task in self._tasks:
+            task.cancel()
+
+
+def _serve_shared(sockets: list[socket.socket], link) -> None:
+    """Make this worker's mitmproxy take its TCP connections from the parent's `sockets`."""
     from mitmproxy.proxy import mode_servers
 
     cls = mode_servers.AsyncioServerInstance
-    if getattr(cls.listen, "airlock_reuse_port", False):
-        return
     plain = cls.listen
 
     async def listen(self, host: str, port: int):
-        if self.mode.transport_protocol != "tcp" or port == 0:
+        if self.mode.transport_protocol != "tcp":
             return await plain(self, host, port)
-        return [await asyncio.start_server(self.handle_stream, host, port, reuse_port=True)]
+        return [_SharedListener(sockets, self.handle_stream, link)]
 
-    listen.airlock_reuse_port = True
     cls.listen = listen
 
 
@@ -136,16 +183,6 @@ def _run_one(cfg: Settings) -> None:
         uvloop.run(serve(cfg))
 
 
-def _hold_port(cfg: Settings) -> tuple[socket.socket, Settings]:
-    """A socket bound (not listening) with SO_REUSEPORT on the proxy port, kept by the
-    parent: workers that restart find the port still theirs. Port 0 picks one here."""
-    family = socket.AF_INET6 if ":" in cfg.bind else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((cfg.bind, cfg.proxy_port))
-    return sock, replace(cfg, proxy_port=sock.getsockname()[1])
-
-
 def run() -> None:
     from app.db import reset_engines
     from app.recording_seal import seal_dead_process, seal_orphans_quietly
@@ -159,13 +196,15 @@ def run() -> None:
     if workers == 1:
         _run_one(cfg)
         sys.exit(0)
-    held, cfg = _hold_port(cfg)
+    from app.relay.listen import bind
+
+    sockets = bind(cfg.bind, cfg.proxy_port)  # an OSError (port taken) names its setting in app.cli
+    cfg = replace(cfg, proxy_port=sockets[0].getsockname()[1])  # port 0 picks one here
     # print, like the listening line: mitmproxy's own INFO logging is one line per connection
     print(f"airlock proxy: {workers} worker processes on port {cfg.proxy_port}", flush=True)
-    _listen_with_reuse_port()
 
-    def worker(_link) -> None:
-        held.close()
+    def worker(link) -> None:
+        _serve_shared(sockets, link)
         _run_one(cfg)
 
     def sealed(pid: int) -> None:
@@ -173,5 +212,6 @@ def run() -> None:
         reset_engines()
 
     code = run_workers(workers, worker, name="proxy", on_death=sealed)
-    held.close()
+    for sock in sockets:
+        sock.close()
     sys.exit(code)

@@ -26,6 +26,7 @@ import asyncio
 import base64
 import json
 import os
+import shutil
 import ssl
 import statistics
 import subprocess
@@ -130,6 +131,9 @@ def measure(proxy: subprocess.Popen, proxy_port: int, ca: Path, auth: str, upstr
     count = sum(o["count"] for o in outs)
     return {"rps": count / args.seconds, "median": sum(o["median"] * o["count"] for o in outs) / count,
             "p95": max(o["p95"] for o in outs), "cpu": cpu,
+            # The proxy's CPU per request does not depend on how loaded the machine is:
+            # if it grows with the workers, they get in each other's way.
+            "proxy_us": cpu["shares"]["proxy"] * 1e6 / (count / args.seconds),
             "per_connection": [n for o in outs for n in o.get("per_connection", [])]}
 
 
@@ -250,9 +254,9 @@ def report(results: dict[str, list[dict]], args) -> None:
     print(f"keep-alive HTTPS through CONNECT, {args.connections} connections, {args.seconds:g} s per run "
           f"after {args.warmup:g} s warm-up, {args.rounds} rounds, {os.cpu_count()} CPUs, ends: {ends}")
     print("CPU in cores over the measured window: client, upstream, proxy (its processes), "
-          "rest of the machine; load average at the end")
+          "rest of the machine; the proxy's CPU per request; load average at the end")
     print(f"{'round':>5} {'proxy':<12} {'req/s':>7} {'med ms':>7} {'p95 ms':>7}  {'client':>6} {'upstr':>6} "
-          f"{'proxy':>6} {'others':>6}  proxy processes   load avg   answers per connection (min-max)")
+          f"{'proxy':>6} {'others':>6} {'µs/req':>6}  proxy processes   load avg   answers per connection (min-max)")
     for i in range(args.rounds):
         for name, runs in results.items():
             r = runs[i]
@@ -260,7 +264,10 @@ def report(results: dict[str, list[dict]], args) -> None:
             spread = f"{min(r['per_connection'])}-{max(r['per_connection'])}" if r["per_connection"] else "-"
             print(f"{i + 1:>5} {name:<12} {r['rps']:>7.0f} {r['median'] * 1000:>7.2f} {r['p95'] * 1000:>7.2f}  "
                   f"{cpu['shares']['client']:>6.2f} {cpu['shares']['upstream']:>6.2f} {cpu['shares']['proxy']:>6.2f} "
-                  f"{cpu['others']:>6.2f}  {str(cpu['processes']['proxy']):<17} {' '.join(cpu['loadavg'])}   {spread}")
+                  f"{cpu['others']:>6.2f} {r['proxy_us']:>6.0f}  {str(cpu['processes']['proxy']):<17} {' '.join(cpu['loadavg'])}   {spread}")
+    per_request = ", ".join(f"{name} {statistics.median(r['proxy_us'] for r in runs):.0f}"
+                            for name, runs in results.items())
+    print(f"proxy CPU per request, µs (median): {per_request}")
     for name, ratio in ratios.items():
         rounds = ", ".join(f"{x:.2f}" for x in ratio["rounds"])
         target = " (target >= 1.8x with 2 workers)" if name.startswith("airlock-2w / airlock-1w") else ""
