@@ -215,10 +215,10 @@ def main() -> int:
             for name, (proc, port, ca, credentials) in targets.items():
                 spy = None
                 if args.profile and name == f"airlock-{workers[0]}w" and not results[name]:
-                    spy = subprocess.Popen(["py-spy", "record", "-p", str(proc.pid), "--subprocesses", "-r", "250",
+                    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+                    spy = subprocess.Popen([py_spy, "record", "-p", str(proc.pid), "--subprocesses", "-r", "250",
                                             "-f", "raw", "-o", args.profile, "-d", str(int(args.seconds + args.warmup))],
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                           env={**env, "PATH": f"{Path(sys.executable).parent}:{env['PATH']}"})
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 results[name].append(measure(proc, port, ca, credentials, upstream, upstream_port, args))
                 if spy is not None:
                     spy.wait()

@@ -26,7 +26,6 @@ import os
 import random
 import secrets
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -37,7 +36,9 @@ import urllib.request
 from datetime import timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import ROOT, build_https_load, free_port, open_tunnel, read_answer, start_upstream, wait_port  # noqa: E402
+
 sys.path.insert(0, str(ROOT))
 
 PG_ADMIN = os.environ.get("AIRLOCK_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
@@ -62,25 +63,6 @@ rules:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{what} did not start")
-
-
 class Stats:
     def __init__(self) -> None:
         self.allowed: list[float] = []  # seconds, operations that were not held
@@ -92,13 +74,8 @@ class Stats:
 # -- the runtimes ----------------------------------------------------------------------
 
 async def http_runtime(n: int, args, stats: Stats, deadline: float) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", args.proxy_port)
     host = f"localhost:{args.upstream_port}"
-    writer.write(f"CONNECT {host} HTTP/1.1\r\nHost: {host}\r\nProxy-Authorization: Basic {args.auth}\r\n\r\n".encode())
-    head = await reader.readuntil(b"\r\n\r\n")
-    if b" 200" not in head.split(b"\r\n", 1)[0]:
-        raise RuntimeError(f"CONNECT failed: {head[:80]!r}")
-    await writer.start_tls(args.context, server_hostname="localhost")
+    reader, writer = await open_tunnel(args.proxy_port, host, args.auth, args.context)
     seq = 0
     while time.perf_counter() < deadline:
         seq += 1
@@ -112,9 +89,7 @@ async def http_runtime(n: int, args, stats: Stats, deadline: float) -> None:
             request = f"GET /item/{marker} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
         start = time.perf_counter()
         writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
-        await reader.readexactly(length)
+        head = await read_answer(reader)
         took = time.perf_counter() - start
         status = head.split(b" ", 2)[1].decode()
         if status != "200":
@@ -258,6 +233,8 @@ def main() -> int:
     parser.add_argument("--store", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the store and target databases")
+    parser.add_argument("--python-upstream", action="store_true",
+                        help="uvicorn as the HTTPS upstream instead of bench/https_load.c")
     args = parser.parse_args()
     args.tables = 100
 
@@ -314,13 +291,9 @@ def main() -> int:
     stats, counts, server = Stats(), {"approved": 0, "vote_refused": 0, "errors": 0}, {}
     stop = threading.Event()
     try:
-        upstream = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "bench"), "http_proxy:upstream_app",
-             "--host", "127.0.0.1", "--port", str(args.upstream_port), "--ssl-certfile", str(cert),
-             "--ssl-keyfile", str(key), "--log-level", "warning", "--no-access-log", "--lifespan", "off"],
-            env=env, stdout=subprocess.DEVNULL)
+        upstream = start_upstream(args.upstream_port, cert, key, env,
+                                  None if args.python_upstream else build_https_load(tmp))
         procs.append(upstream)
-        wait_port(args.upstream_port, upstream, "upstream")
         proxy = subprocess.Popen([sys.executable, "-m", "app.cli", "proxy"], env={
             **env, "AIRLOCK_PROXY_PORT": str(args.proxy_port)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(proxy)
