@@ -143,6 +143,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def main_thread_schedstat(pid: int) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for one) of a process's main
+    thread, where an asyncio server runs its event loop (0, 0 once it is gone)."""
+    try:
+        run, wait, _ = Path(f"/proc/{pid}/schedstat").read_text().split()
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    return int(run) / 1e9, int(wait) / 1e9
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds all cores spent on anything but idle and iowait since boot."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -157,6 +167,7 @@ class CpuMeter:
         # name -> the root pids of its processes, each taken with its descendants
         self.pids = {name: [p for root in roots for p in process_tree(root)] for name, roots in roles.items()}
         self.start = {name: {p: cpu_seconds(p) for p in pids} for name, pids in self.pids.items()}
+        self.sched = {p: main_thread_schedstat(p) for pids in self.pids.values() for p in pids}
         self.machine = machine_busy_seconds()
         self.began = time.monotonic()
 
@@ -169,6 +180,16 @@ class CpuMeter:
             shares[name] = sum(used) / wall
             detail[name] = [round(u / wall, 2) for u in used if u > 0]
         machine = (machine_busy_seconds() - self.machine) / wall
-        return {"shares": {k: round(v, 2) for k, v in shares.items()}, "processes": detail,
+        # Each busy process's main thread: share of the window running, and share spent
+        # runnable without a core. A worker that waits much had no core to itself; one
+        # that neither runs nor waits was idle or blocked.
+        loops: dict[str, list[tuple[float, float]]] = {}
+        for name, pids in self.pids.items():
+            for p in pids:
+                run, wait = main_thread_schedstat(p)
+                run, wait = (run - self.sched[p][0]) / wall, (wait - self.sched[p][1]) / wall
+                if run > 0.01:
+                    loops.setdefault(name, []).append((round(run, 2), round(wait, 2)))
+        return {"shares": {k: round(v, 2) for k, v in shares.items()}, "processes": detail, "loops": loops,
                 "machine": round(machine, 2), "others": round(max(0.0, machine - sum(shares.values())), 2),
                 "cores": os.cpu_count(), "loadavg": Path("/proc/loadavg").read_text().split()[:3]}

@@ -253,18 +253,20 @@ def report(results: dict[str, list[dict]], args) -> None:
         return
     print(f"keep-alive HTTPS through CONNECT, {args.connections} connections, {args.seconds:g} s per run "
           f"after {args.warmup:g} s warm-up, {args.rounds} rounds, {os.cpu_count()} CPUs, ends: {ends}")
-    print("CPU in cores over the measured window: client, upstream, proxy (its processes), "
-          "rest of the machine; the proxy's CPU per request; load average at the end")
+    print("CPU in cores over the measured window: client, upstream, proxy (its processes), rest of the machine; "
+          "the proxy's CPU per request; each proxy event loop's share of the window running / runnable but "
+          "waiting for a core; load average at the end")
     print(f"{'round':>5} {'proxy':<12} {'req/s':>7} {'med ms':>7} {'p95 ms':>7}  {'client':>6} {'upstr':>6} "
-          f"{'proxy':>6} {'others':>6} {'µs/req':>6}  proxy processes   load avg   answers per connection (min-max)")
+          f"{'proxy':>6} {'others':>6} {'µs/req':>6}  proxy loops run/wait  load avg   answers per connection (min-max)")
     for i in range(args.rounds):
         for name, runs in results.items():
             r = runs[i]
             cpu = r["cpu"]
+            loops = " ".join(f"{run:.2f}/{wait:.2f}" for run, wait in cpu["loops"].get("proxy", []))
             spread = f"{min(r['per_connection'])}-{max(r['per_connection'])}" if r["per_connection"] else "-"
             print(f"{i + 1:>5} {name:<12} {r['rps']:>7.0f} {r['median'] * 1000:>7.2f} {r['p95'] * 1000:>7.2f}  "
                   f"{cpu['shares']['client']:>6.2f} {cpu['shares']['upstream']:>6.2f} {cpu['shares']['proxy']:>6.2f} "
-                  f"{cpu['others']:>6.2f} {r['proxy_us']:>6.0f}  {str(cpu['processes']['proxy']):<17} {' '.join(cpu['loadavg'])}   {spread}")
+                  f"{cpu['others']:>6.2f} {r['proxy_us']:>6.0f}  {loops:<20} {' '.join(cpu['loadavg'])}   {spread}")
     per_request = ", ".join(f"{name} {statistics.median(r['proxy_us'] for r in runs):.0f}"
                             for name, runs in results.items())
     print(f"proxy CPU per request, µs (median): {per_request}")
