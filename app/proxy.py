@@ -14,9 +14,9 @@ is a whole proxy. As in the relay, the parent binds the listening socket and eve
 worker accepts from that one queue, a busier worker (more open connections) letting a
 quieter one go first; a connection (a tunnel) then stays with its worker. SO_REUSEPORT,
 used before, hashes each connection to one worker's own queue: 10 tunnels came out 3
-and 7 in half the trials, and runtimes keep few, long tunnels, so a worker could sit
-idle beside a busy one; and the connections waiting in a dead worker's queue were
-reset. The parent makes the CA, seals recordings that dead processes left open, keeps
+and 7 in half the trials, 8 opened one after another 5/3 or 6/2, and runtimes keep
+few, long tunnels, so a worker could sit idle beside a busy one; and the connections
+waiting in a dead worker's queue were reset. The parent makes the CA, seals recordings that dead processes left open, keeps
 the socket, and restarts a worker that dies (app/relay/workers.py).
 """
 from __future__ import annotations
@@ -38,6 +38,12 @@ log = logging.getLogger(__name__)
 # Store reads, token checks and held reviews run in threads: room for many held flows
 # at once without an unrelated request queueing behind them.
 IO_THREADS = 64
+
+# A worker with more open tunnels than the quietest waits this long per extra tunnel (at
+# most ACCEPT_DELAY_MAX) before taking a new connection. Tunnels live long and open with
+# a TLS handshake that takes longer, so a few milliseconds buy an even spread.
+ACCEPT_DELAY = 0.005
+ACCEPT_DELAY_MAX = 0.05
 
 
 def proxy_options(cfg: Settings, **overrides: Any) -> dict[str, Any]:
@@ -89,19 +95,30 @@ class _SharedListener:
         self.sockets = sockets
         self._handler, self._link = handler, link
         self._tasks = {asyncio.get_running_loop().create_task(self._accept(sock)) for sock in sockets}
+        # The port accepts (into the parent's queue) before any worker runs: this line
+        # says when this worker takes connections.
+        print(f"airlock proxy worker {link.index + 1} of {link.count} accepting", flush=True)
 
     async def _accept(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            delay = self._link.accept_delay()
+            # Every worker is woken by a new connection; a busier one waits before taking
+            # it, so a quieter one gets it. The wait comes after the wake-up, not before
+            # the accept: tunnels that open one at a time would otherwise find every
+            # worker already waiting in accept(), and go to whichever the kernel woke first.
+            await _readable(loop, sock)
+            delay = self._link.accept_delay(per_connection=ACCEPT_DELAY, most=ACCEPT_DELAY_MAX)
             if delay:
-                await asyncio.sleep(delay)  # let a quieter worker take it
+                await asyncio.sleep(delay)
             try:
-                conn, _ = await loop.sock_accept(sock)
+                conn, _ = sock.accept()
+            except BlockingIOError:  # another worker took it
+                continue
             except OSError as exc:  # EMFILE and the like: back off, keep serving
                 log.warning("accept failed: %s", exc)
                 await asyncio.sleep(0.1)
                 continue
+            conn.setblocking(False)
             self._link.session_opened(1)  # counted at once: tunnels often open together
             try:
                 # As asyncio.start_server does: the handler starts in connection_made,
@@ -126,6 +143,15 @@ class _SharedListener:
         # Stop accepting; the sockets stay open in the parent, so nothing queued is lost.
         for task in self._tasks:
             task.cancel()
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    ready = loop.create_future()
+    loop.add_reader(sock.fileno(), lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_reader(sock.fileno())
 
 
 def _serve_shared(sockets: list[socket.socket], link) -> None:

@@ -57,13 +57,13 @@ class WorkerLink:
         if self._sessions is not None:
             self._sessions[self.index] += delta
 
-    def accept_delay(self) -> float:
+    def accept_delay(self, per_connection: float = 0.002, most: float = 0.02) -> float:
         """Seconds to wait before taking a new connection: busier workers let others go first."""
         if self._sessions is None:
             return 0.0
         mine = self._sessions[self.index]
         extra = mine - min(self._sessions[:])
-        return min(0.002 * extra, 0.02) if extra > 0 else 0.0
+        return min(per_connection * extra, most) if extra > 0 else 0.0
 
     def forward_cancel(self, pid: int, secret: int) -> None:
         """A CancelRequest for no session of this worker: every other worker checks its

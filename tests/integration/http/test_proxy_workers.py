@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections import Counter
 
 import httpx
 import pytest
@@ -21,6 +22,8 @@ from .conftest import start_proxy, stop_proxy
 @pytest.fixture
 def two_workers(world, tmp_path):
     proxy = start_proxy({**world.env, "AIRLOCK_PROXY_WORKERS": "2"}, tmp_path / "proxy.log")
+    # The parent's socket takes connections as soon as it is bound; wait for both workers.
+    assert _wait(lambda: proxy.log.read_bytes().count(b"accepting") >= 2, timeout=30), proxy.tail()
     yield proxy
     stop_proxy(proxy)
 
@@ -52,6 +55,25 @@ def test_both_workers_serve_the_port(two_workers, agent, api):
     pids = {owner.split(":")[1] for owner in owners.values()}
     assert len(pids) == 2, pids
     assert str(two_workers.proc.pid) not in pids  # the parent only supervises
+
+
+def test_tunnels_held_open_are_spread_evenly(two_workers, agent, api):
+    """Tunnels that open one after another and stay open (as runtimes keep them) end up
+    half on each worker: a busier worker lets the quieter one accept. (SO_REUSEPORT's
+    hash, used before, split them 6/2, 5/3 and 5/3 in three runs of this test.)"""
+    from app.models import utcnow
+
+    since = utcnow()
+    clients = [two_workers.httpx(agent) for _ in range(8)]
+    try:
+        for i, client in enumerate(clients):
+            assert client.get(f"{api}/spread/{i}").status_code == 200
+        owners = _wait(lambda: (o := _owners(since)) and len(o) >= 8 and o)
+    finally:
+        for client in clients:
+            client.close()
+    per_worker = Counter(owner.split(":")[1] for owner in owners.values())
+    assert sorted(per_worker.values()) == [4, 4], per_worker
 
 
 def test_a_killed_worker_lets_nothing_through_and_its_session_is_sealed(two_workers, agent, api, world):
