@@ -204,12 +204,20 @@ def main() -> int:
         wait_port(mitm_port, mitmdump, "mitmdump")
         targets = {"mitmdump": (mitmdump, mitm_port, mitm_conf / "mitmproxy-ca-cert.pem", "")}
         for w, port in airlock_ports.items():  # one after the other: the first makes the CA
-            proc = subprocess.Popen([sys.executable, "-m", "app.cli", "proxy"], stdout=subprocess.DEVNULL,
-                                    env={**env, "AIRLOCK_PROXY_PORT": str(port), "AIRLOCK_PROXY_WORKERS": str(w)})
+            log = tmp / f"airlock-{w}w.log"
+            proc = subprocess.Popen([sys.executable, "-m", "app.cli", "proxy"], stdout=log.open("wb"),
+                                    env={**env, "AIRLOCK_PROXY_PORT": str(port), "AIRLOCK_PROXY_WORKERS": str(w),
+                                         "PYTHONUNBUFFERED": "1"})
             procs.append(proc)
             wait_port(port, proc, f"airlock proxy ({w} workers)")
+            # With workers, the parent's socket is open before they run: wait for each one.
+            ready = b"accepting" if w > 1 else b"listening on"
+            deadline = time.monotonic() + 60
+            while log.read_bytes().count(ready) < (w if w > 1 else 1):
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"airlock proxy ({w} workers) did not start: {log.read_text()[-2000:]}")
+                time.sleep(0.1)
             targets[f"airlock-{w}w"] = (proc, port, home / "ca" / "airlock-ca.pem", auth)
-        time.sleep(2)  # every worker listening, not only the first
         results: dict[str, list[dict]] = {name: [] for name in targets}
         for _ in range(args.rounds):
             for name, (proc, port, ca, credentials) in targets.items():
