@@ -190,6 +190,6 @@ class CpuMeter:
                 run, wait = (run - self.sched[p][0]) / wall, (wait - self.sched[p][1]) / wall
                 if run > 0.01:
                     loops.setdefault(name, []).append((round(run, 2), round(wait, 2)))
-        return {"shares": {k: round(v, 2) for k, v in shares.items()}, "processes": detail, "loops": loops,
+        return {"shares": {k: round(v, 4) for k, v in shares.items()}, "processes": detail, "loops": loops,
                 "machine": round(machine, 2), "others": round(max(0.0, machine - sum(shares.values())), 2),
                 "cores": os.cpu_count(), "loadavg": Path("/proc/loadavg").read_text().split()[:3]}

@@ -134,6 +134,7 @@ def measure(proxy: subprocess.Popen, proxy_port: int, ca: Path, auth: str, upstr
             # The proxy's CPU per request does not depend on how loaded the machine is:
             # if it grows with the workers, they get in each other's way.
             "proxy_us": cpu["shares"]["proxy"] * 1e6 / (count / args.seconds),
+            "ends_us": {role: cpu["shares"][role] * 1e6 / (count / args.seconds) for role in ("client", "upstream")},
             "per_connection": [n for o in outs for n in o.get("per_connection", [])]}
 
 
@@ -278,6 +279,10 @@ def report(results: dict[str, list[dict]], args) -> None:
     per_request = ", ".join(f"{name} {statistics.median(r['proxy_us'] for r in runs):.0f}"
                             for name, runs in results.items())
     print(f"proxy CPU per request, µs (median): {per_request}")
+    end_cost = {role: statistics.median(r["ends_us"][role] for runs in results.values() for r in runs)
+                for role in ("client", "upstream")}
+    print(f"load client and upstream CPU per request, µs (median over every run): client {end_cost['client']:.0f}, "
+          f"upstream {end_cost['upstream']:.0f}")
     for name, ratio in ratios.items():
         rounds = ", ".join(f"{x:.2f}" for x in ratio["rounds"])
         target = " (target >= 1.8x with 2 workers)" if name.startswith("airlock-2w / airlock-1w") else ""
