@@ -16,8 +16,9 @@ quieter one go first; a connection (a tunnel) then stays with its worker. SO_REU
 used before, hashes each connection to one worker's own queue: 10 tunnels came out 3
 and 7 in half the trials, 8 opened one after another 5/3 or 6/2, and runtimes keep
 few, long tunnels, so a worker could sit idle beside a busy one; and the connections
-waiting in a dead worker's queue were reset. The parent makes the CA, seals recordings that dead processes left open, keeps
-the socket, and restarts a worker that dies (app/relay/workers.py).
+waiting in a dead worker's queue were reset. The parent makes the CA, seals recordings
+that dead processes left open, keeps the socket, and restarts a worker that dies
+(app/relay/workers.py).
 """
 from __future__ import annotations
 

@@ -81,7 +81,7 @@ def start_upstream(port: int, cert: Path, key: Path, env: dict, binary: Path | N
         cmd = [sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "bench"), "harness:upstream_app",
                "--host", "127.0.0.1", "--port", str(port), "--ssl-certfile", str(cert), "--ssl-keyfile", str(key),
                "--log-level", "warning", "--no-access-log", "--lifespan", "off"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, start_new_session=True)  # see http_proxy.py
     wait_port(port, proc, "upstream")
     return proc
 

@@ -16,6 +16,14 @@ client, the upstream and the proxy took over the measured window (1.00 = one cor
 rest of the machine, and the load average, so a reader can see whether the workers had
 the cores. The ratios are medians of the per-round ratios (each against the same round).
 
+On a machine that other work keeps busy, scaling cannot show: with the scheduler's
+autogroups on (kernel.sched_autogroup_enabled=1, the default on Debian), every session
+gets one fair share of the CPU, and a proxy's workers are one session. Two busy loops
+in one session got 0.08 and 0.09 of a core beside four in sessions of their own that
+got 0.19-0.27 each. So every process here starts in a session of its own (one share
+for each proxy and for each end), and the "wait" column shows how long the workers
+waited for a core; read the ratios only from runs where they seldom did.
+
 Targets: airlock with 1 worker >= 0.8x plain mitmdump; with 2 workers on 2 cores
 >= 1.8x one worker.
 """
@@ -116,7 +124,7 @@ def client_commands(proxy_port: int, upstream_port: int, ca: Path, auth: str, ar
 def measure(proxy: subprocess.Popen, proxy_port: int, ca: Path, auth: str, upstream: subprocess.Popen,
             upstream_port: int, args) -> dict:
     """One run of the load against one proxy, with the CPU each side took after the warm-up."""
-    clients = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    clients = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
                for cmd in client_commands(proxy_port, upstream_port, ca, auth, args)]
     time.sleep(args.warmup)
     meter = CpuMeter({"client": [c.pid for c in clients], "upstream": [upstream.pid], "proxy": [proxy.pid]})
@@ -200,7 +208,7 @@ def main() -> int:
         mitmdump = subprocess.Popen(
             [str(Path(sys.executable).parent / "mitmdump"), "-q", "--listen-host", "127.0.0.1", "--listen-port",
              str(mitm_port), "--set", f"confdir={mitm_conf}", "--set", f"ssl_verify_upstream_trusted_ca={up_ca}"],
-            env=env, stdout=subprocess.DEVNULL)
+            env=env, stdout=subprocess.DEVNULL, start_new_session=True)
         procs.append(mitmdump)
         wait_port(mitm_port, mitmdump, "mitmdump")
         targets = {"mitmdump": (mitmdump, mitm_port, mitm_conf / "mitmproxy-ca-cert.pem", "")}
@@ -208,7 +216,7 @@ def main() -> int:
             log = tmp / f"airlock-{w}w.log"
             proc = subprocess.Popen([sys.executable, "-m", "app.cli", "proxy"], stdout=log.open("wb"),
                                     env={**env, "AIRLOCK_PROXY_PORT": str(port), "AIRLOCK_PROXY_WORKERS": str(w),
-                                         "PYTHONUNBUFFERED": "1"})
+                                         "PYTHONUNBUFFERED": "1"}, start_new_session=True)
             procs.append(proc)
             wait_port(port, proc, f"airlock proxy ({w} workers)")
             # With workers, the parent's socket is open before they run: wait for each one.
@@ -226,7 +234,8 @@ def main() -> int:
                 if args.profile and name == f"airlock-{workers[0]}w" and not results[name]:
                     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
                     spy = subprocess.Popen([py_spy, "record", "-p", str(proc.pid), "--subprocesses", "-r", "250",
-                                            "-f", "raw", "-o", args.profile, "-d", str(int(args.seconds + args.warmup))],
+                                            "-f", "raw", "-o", args.profile,
+                                            "-d", str(int(args.seconds + args.warmup))],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 results[name].append(measure(proc, port, ca, credentials, upstream, upstream_port, args))
                 if spy is not None:
@@ -266,7 +275,8 @@ def report(results: dict[str, list[dict]], args) -> None:
           "the proxy's CPU per request; each proxy event loop's share of the window running / runnable but "
           "waiting for a core; load average at the end")
     print(f"{'round':>5} {'proxy':<12} {'req/s':>7} {'med ms':>7} {'p95 ms':>7}  {'client':>6} {'upstr':>6} "
-          f"{'proxy':>6} {'others':>6} {'µs/req':>6}  proxy loops run/wait  load avg   answers per connection (min-max)")
+          f"{'proxy':>6} {'others':>6} {'µs/req':>6}  proxy loops run/wait  load avg   "
+          "answers per connection (min-max)")
     for i in range(args.rounds):
         for name, runs in results.items():
             r = runs[i]
