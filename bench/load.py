@@ -5,7 +5,8 @@ approved by a scripted approver through the portal API; then the evidence is che
                                    [--http-share 0.5] [--store postgres|sqlite] [--json]
 
 It starts `airlock proxy`, `airlock relay` and `airlock portal` (workers per core) on a
-fresh store, a local HTTPS upstream and a throwaway target database, then runs the
+fresh store, a local HTTPS upstream (bench/https_load.c, built with gcc; uvicorn with
+--python-upstream) and a throwaway target database, then runs the
 connections from one client process for --seconds. Each connection repeats one
 operation after another, every one carrying a unique marker; about --held of them hit
 a review rule and wait until the approver (a thread polling the API) approves.
