@@ -8,11 +8,13 @@ shape with the gate's stamp; later statements of that shape reuse the verdict, s
 both, for as long as the stamp holds (the same policy version, the same minute, a store
 check younger than the gate's version TTL).
 
-A shape is the text with every standalone number written as 0. Only texts in which a
-number can be nothing but a numeric literal, as the server lexes them, have one: pure
-ASCII, with no quote of any kind (strings, ANSI_QUOTES identifiers, backquoted names),
-no comment (`#`, `--`, `/* */`, executable `/*! */`), no backslash, no `$` or `@` (parts
-of names and variables) and no digit after a dot (MySQL reads `db.123` as a name).
+A shape is the text with every standalone number outside a string written as 0; string
+literals stay as they are. Only texts in which such a number can be nothing but a
+numeric literal, as the server lexes them, have one: printable ASCII, no double quote or
+backquote (ANSI_QUOTES identifiers, quoted names), no comment (`#`, `--`, `/* */`,
+executable `/*! */`), no backslash (so a string ends at its quote in every sql_mode), no
+`$` or `@` (parts of names and variables), no digit after a dot (MySQL reads `db.123` as
+a name) and no unterminated string.
 Everything else, and every statement that is not a plain read or write (USE, SET, CALL,
 transactions, anything that changes how the server reads text), takes the full path.
 """
@@ -24,15 +26,27 @@ from app.sql.cache import MAX_TEXT, NUMBER
 from app.types import Operation, Verdict
 
 MAX_SHAPES = 256  # per session
-_UNSAFE = re.compile(r"[^\x20-\x7e\t\r\n]|['\"`\\#$@]|--|/\*|\.\s*[0-9]")
+_UNSAFE = re.compile(r"[^\x20-\x7e\t\r\n]|[\"`\\#$@]|--|/\*|\.\s*[0-9]")
+# A string literal (kept) or a standalone number (written as 0). Without backslashes a
+# string is quote to quote; '' inside one reads as two strings side by side, kept alike.
+_TOKEN = re.compile(r"'[^']*'|" + NUMBER.pattern)
 _LEADS = ("SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE")
 
 
 def shape_of(text: str) -> str | None:
     """The key texts differing only in numeric literals share; None when `text` has none."""
-    if len(text) > MAX_TEXT or _UNSAFE.search(text):
+    if len(text) > MAX_TEXT or _UNSAFE.search(text) or text.count("'") % 2:
         return None
-    return NUMBER.sub("0", text)
+    return _key(text)
+
+
+def _key(text: str) -> str:
+    return _TOKEN.sub(_literal, text) if "'" in text else NUMBER.sub("0", text)
+
+
+def _literal(m: re.Match) -> str:
+    found = m.group()
+    return found if found[0] == "'" else "0"
 
 
 class Shape:
@@ -55,8 +69,9 @@ class AllowedShapes:
         if not self._shapes or len(text) > MAX_TEXT:
             return None
         # Without shape_of()'s check: a text that fails it keeps characters in its key
-        # (quotes, comments, non-ASCII) that no remembered key has.
-        shape = self._shapes.get(NUMBER.sub("0", text))
+        # (backslashes, comments, non-ASCII, a digit after a dot) that no remembered key
+        # has, and an odd quote count too.
+        shape = self._shapes.get(_key(text))
         if shape is None:
             return None
         current = self.gate.stamp()
