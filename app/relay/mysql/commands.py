@@ -20,6 +20,7 @@ from app.sql.mysql_lexer import LexError, lex, literal, name as lex_name
 from app.types import Operation, Verdict
 
 from . import answer as answers
+from . import lane as fast_lane
 from . import plain, rows, wire
 from .front import LoginRefused
 from .params import Prepared, parse_execute
@@ -43,6 +44,8 @@ class Commands:
         self.statements = self.refused = 0
         self.shapes = AllowedShapes(session.gate)
         self._decided: tuple | None = None  # (operation, verdict) of the last single statement decided
+        self.waiting = False  # at the top of the loop, before any byte of the next command (lane.py)
+        self.stale = False  # the lane saw the server's backslash mode change: read the state first
 
     async def run(self) -> None:
         handlers = {wire.COM_QUERY: self._query, wire.COM_STMT_PREPARE: self._prepare,
@@ -50,9 +53,15 @@ class Commands:
                     wire.COM_STMT_CLOSE: self._close, wire.COM_STMT_RESET: self._passthrough,
                     wire.COM_PING: self._passthrough, wire.COM_INIT_DB: self._init_db,
                     wire.COM_SET_OPTION: self._set_option, wire.COM_RESET_CONNECTION: self._reset}
+        lane = fast_lane.Lane(self) if fast_lane.enabled() else None
         try:
             while True:
+                self.waiting = True
                 payload = await wire.read_payload(self.s.reader, self.limit)
+                self.waiting = False
+                if self.stale:
+                    self.stale = False
+                    await self._state()
                 if not payload:
                     raise wire.ProtocolError("an empty command")
                 if payload[0] == wire.COM_QUIT:
@@ -69,6 +78,9 @@ class Commands:
             log.info("mysql session %s: %s; closing it", self.s.client_addr, exc)
             self.s.refuse(1835, f"airlock: malformed packet ({exc}); the connection is closed", "08S01")
         finally:
+            self.waiting = False
+            if lane is not None:
+                lane.close()
             self.s.summary = {"statements": self.statements, "refused": self.refused}
 
     # -- text queries -----------------------------------------------------------------

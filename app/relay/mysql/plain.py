@@ -93,43 +93,60 @@ class PlainAnswer:
         self.done = not more
 
 
-async def relay(target: asyncio.StreamReader, client: asyncio.StreamWriter, walk: PlainAnswer) -> None:
-    """Read the target's answer to the command in flight and write it on unchanged, whole
-    packets only, as they arrive."""
-    buf = b""
-    part: list[bytes] | None = None  # a payload of 16 MiB or more, in its packets
-    size = 0
-    while not walk.done:
-        chunk = await target.read(READ_SIZE)
-        if not chunk:
-            raise ConnectionResetError("the target closed the connection")
-        buf = buf + chunk if buf else chunk
+class Packets:
+    """Cuts the target's bytes into the answer's packets (walk.payload gets each whole
+    payload) and says how much of them may go on: whole packets only."""
+
+    __slots__ = ("walk", "buf", "part", "size")
+
+    def __init__(self, walk: PlainAnswer):
+        self.walk = walk
+        self.buf = b""
+        self.part: list[bytes] | None = None  # a payload of 16 MiB or more, in its packets
+        self.size = 0
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The bytes of `chunk` (after what was held back) that end whole packets."""
+        walk, limit = self.walk, self.walk.limit
+        buf = self.buf + chunk if self.buf else chunk
         pos, end, n = 0, 0, len(buf)
         while n - pos >= 4 and not walk.done:
             length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
             if pos + 4 + length > n:
-                if size + length > walk.limit:
-                    raise wire.ProtocolError(f"a packet of more than {walk.limit} bytes")
+                if self.size + length > limit:
+                    raise wire.ProtocolError(f"a packet of more than {limit} bytes")
                 break
             body = buf[pos + 4:pos + 4 + length]
             pos = end = pos + 4 + length
-            if length == wire.MAX_CHUNK or part is not None:
-                part = part or []
+            if length == wire.MAX_CHUNK or self.part is not None:
+                part = self.part = self.part or []
                 part.append(body)
-                size += length
-                if size > walk.limit:
-                    raise wire.ProtocolError(f"a packet of more than {walk.limit} bytes")
+                self.size += length
+                if self.size > limit:
+                    raise wire.ProtocolError(f"a packet of more than {limit} bytes")
                 if length == wire.MAX_CHUNK:
                     continue
-                body, part, size = b"".join(part), None, 0
-            elif length > walk.limit:
-                raise wire.ProtocolError(f"a packet of more than {walk.limit} bytes")
+                body, self.part, self.size = b"".join(part), None, 0
+            elif length > limit:
+                raise wire.ProtocolError(f"a packet of more than {limit} bytes")
             walk.payload(body)
         if walk.done and end != n:
             raise wire.ProtocolError("the target sent more than its answer")
-        if end:
-            client.write(buf[:end] if end != n else buf)
-            buf = buf[end:]
+        self.buf = buf[end:] if end != n else b""
+        return buf[:end] if end != n else buf
+
+
+async def relay(target: asyncio.StreamReader, client: asyncio.StreamWriter, walk: PlainAnswer) -> None:
+    """Read the target's answer to the command in flight and write it on unchanged, whole
+    packets only, as they arrive."""
+    packets = Packets(walk)
+    while not walk.done:
+        chunk = await target.read(READ_SIZE)
+        if not chunk:
+            raise ConnectionResetError("the target closed the connection")
+        out = packets.feed(chunk)
+        if out:
+            client.write(out)
     await client.drain()
 
 
