@@ -81,7 +81,8 @@ class Commands:
             self.waiting = False
             if lane is not None:
                 lane.close()
-            self.s.summary = {"statements": self.statements, "refused": self.refused}
+            self.s.summary = {"statements": self.statements, "refused": self.refused,
+                              "fast_lane": lane.taken if lane is not None else 0}
 
     # -- text queries -----------------------------------------------------------------
 

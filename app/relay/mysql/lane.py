@@ -73,6 +73,7 @@ class Lane:
         self.limit = commands.limit
         self.packets: plain.Packets | None = None  # the answer in flight on the lane
         self.held: list[bytes] = []  # client bytes that came while it was in flight
+        self.taken = 0  # statements the lane relayed (the session's summary)
         self.sql = ""
         self.rule: str | None = None
         self.t0 = 0.0
@@ -121,6 +122,7 @@ class Lane:
         if shape is None or shape.masks:
             return False
         c.statements += 1
+        self.taken += 1
         self.sql, self.rule = text, shape.rule
         self.packets = plain.Packets(plain.PlainAnswer(self.sample_rows, self.limit))
         self.t0 = time.perf_counter()
