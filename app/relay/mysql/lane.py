@@ -103,11 +103,12 @@ class Lane:
     def _take(self, data: bytes) -> bool:
         c, s = self.c, self.s
         n = len(data)
-        # `waiting`: Commands.run is at the top of its loop. The reader's buffer (a private
-        # attribute of asyncio's StreamReader) must be empty too, or these bytes would
-        # overtake a command already handed to the Python path.
+        # `waiting`: Commands.run is at the top of its loop. The readers' buffers (a private
+        # attribute of asyncio's StreamReader) must be empty too: these bytes must not
+        # overtake a command already handed to the Python path, nor the answer be read
+        # after bytes the target sent before it.
         if (n < 5 or data[4] != wire.COM_QUERY or data[3] != 0 or (data[0] | data[1] << 8 | data[2] << 16) != n - 4
-                or not c.waiting or c.stale or len(s.reader._buffer)):
+                or not c.waiting or c.stale or len(s.reader._buffer) or len(c.link.reader._buffer)):
             return False
         gate = s.gate
         principal = s.principal

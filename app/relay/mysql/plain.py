@@ -150,6 +150,19 @@ async def relay(target: asyncio.StreamReader, client: asyncio.StreamWriter, walk
     await client.drain()
 
 
+_PLANS: dict[tuple[bytes, ...], tuple[list, rows.Plan]] = {}  # in the writer: result sets repeat
+
+
+def _columns(definitions: tuple[bytes, ...]) -> tuple[list, rows.Plan]:
+    found = _PLANS.get(definitions)
+    if found is None:
+        columns = [rows.parse_column(d) for d in definitions]
+        if len(_PLANS) >= 256:
+            _PLANS.clear()
+        found = _PLANS[definitions] = (columns, rows.plan(None, columns))
+    return found
+
+
 def render_output(sql: str, ms: float, rule: str | None, masks: list[str], params, kept: list[tuple],
                   binary: bool, sample_rows: int) -> dict:
     """The output event of a plain answer (run by the recording writer)."""
@@ -166,8 +179,7 @@ def render_output(sql: str, ms: float, rule: str | None, masks: list[str], param
             answer.results.append({"error": {"code": code, "message": message}})
         else:
             _, _, definitions, sample, total, _ = item
-            columns = [rows.parse_column(d) for d in definitions]
-            plan = rows.plan(None, columns)
+            columns, plan = _columns(tuple(definitions))
             listed = []
             for payload in sample:
                 values = rows.binary_values(plan, payload) if binary else rows.text_values(payload, len(columns))
