@@ -40,8 +40,8 @@ class _Side(asyncio.Protocol):
     """Stands in front of a transport's protocol (the stream reader's) and gives the lane
     first look at what arrives."""
 
-    def __init__(self, lane: Lane, inner: asyncio.Protocol, take):
-        self.lane, self.inner, self._take = lane, inner, take
+    def __init__(self, lane: Lane, inner: asyncio.Protocol, take, client: bool):
+        self.lane, self.inner, self._take, self.client = lane, inner, take, client
 
     def data_received(self, data: bytes) -> None:
         if not self._take(data):
@@ -56,11 +56,13 @@ class _Side(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.inner.pause_writing()
-        self.lane.client_paused(True)
+        if self.client:
+            self.lane.client_paused(True)
 
     def resume_writing(self) -> None:
         self.inner.resume_writing()
-        self.lane.client_paused(False)
+        if self.client:
+            self.lane.client_paused(False)
 
 
 class Lane:
@@ -80,8 +82,8 @@ class Lane:
         self._paused = False  # the target's reading, paused for a slow client
         self._client_inner = self.client.get_protocol()
         self._target_inner = self.target.get_protocol()
-        self.client.set_protocol(_Side(self, self._client_inner, self._from_client))
-        self.target.set_protocol(_Side(self, self._target_inner, self._from_target))
+        self.client.set_protocol(_Side(self, self._client_inner, self._from_client, True))
+        self.target.set_protocol(_Side(self, self._target_inner, self._from_target, False))
 
     def close(self) -> None:
         """Give the transports back to the stream readers (the session is ending)."""
