@@ -185,7 +185,8 @@ def main() -> None:
         cur.execute("INSERT INTO bench_kv SELECT seq, CONCAT('value ', seq) FROM seq_1_to_1000")
     home = tempfile.mkdtemp(prefix="airlock-bench-my-")
     env = {**os.environ, "AIRLOCK_HOME": home, "AIRLOCK_DATABASE_URL": f"sqlite:///{home}/airlock.db",
-           "AIRLOCK_SECRET_KEY": __import__("cryptography.fernet").fernet.Fernet.generate_key().decode(), "BENCH_PW": pw, "AIRLOCK_MYSQL_PORT": "0", "AIRLOCK_SSH_PORT": "0",
+           "AIRLOCK_SECRET_KEY": __import__("cryptography.fernet").fernet.Fernet.generate_key().decode(),
+           "BENCH_PW": pw, "AIRLOCK_MYSQL_PORT": "0", "AIRLOCK_SSH_PORT": "0",
            "AIRLOCK_POSTGRES_PORT": "0", "AIRLOCK_RELAY_WORKERS": "1", "PYTHONPATH": str(ROOT)}
     os.environ.update(env)
     from app.db import session_scope

@@ -53,7 +53,8 @@ def _packet(payload: bytes, seq: int) -> bytes:
 
 def _column(name: bytes) -> bytes:
     strings = [b"def", b"db", b"t", b"t", name, name]
-    return b"".join(bytes((len(s),)) + s for s in strings) + b"\x0c" + struct.pack("<HIBHB", 45, 80, 0xFD, 0, 0) + b"\0\0"
+    fixed = b"\x0c" + struct.pack("<HIBHB", 45, 80, 0xFD, 0, 0) + b"\0\0"
+    return b"".join(bytes((len(s),)) + s for s in strings) + fixed
 
 
 def _text_row(*values: bytes | None) -> bytes:

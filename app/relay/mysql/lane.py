@@ -112,10 +112,7 @@ class Lane:
         if (n < 5 or data[4] != wire.COM_QUERY or data[3] != 0 or (data[0] | data[1] << 8 | data[2] << 16) != n - 4
                 or not c.waiting or c.stale or len(s.reader._buffer) or len(c.link.reader._buffer)):
             return False
-        gate = s.gate
-        principal = s.principal
-        if (s.token_version != gate.version or gate.stamp() is None
-                or (principal.expires_at is not None and time.time() >= principal.expires_at)):
+        if not s.token_fresh():
             return False  # a store read is due: the Python path checks the token again
         try:
             text = data[5:].decode("utf-8") if s.charset in _UTF8 else data[5:].decode("latin-1")
@@ -147,7 +144,8 @@ class Lane:
             self.packets = None
             rec = self.s.rec
             if rec is not None:
-                rec.event_later("output", plain.render_output, self.sql, round((time.perf_counter() - self.t0) * 1000, 3),
+                ms = round((time.perf_counter() - self.t0) * 1000, 3)
+                rec.event_later("output", plain.render_output, self.sql, ms,
                                 self.rule, [], None, walk.kept, False, self.sample_rows)
             if bool(walk.status & wire.NO_BACKSLASH_ESCAPES) != self.s.mode.no_backslash_escapes:
                 self.c.stale = True  # the Python path reads the server's state before the next command
