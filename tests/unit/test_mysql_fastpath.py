@@ -114,3 +114,11 @@ def test_a_payload_over_16_mib_is_joined_across_its_packets():
 def test_what_the_walk_refuses(data, why):
     with pytest.raises(wire.ProtocolError, match=why):
         plain.Packets(plain.PlainAnswer(sample_rows=1, limit=4096)).feed(data)
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x00", b"\x00\x01", b"\xfe\x00"])
+def test_a_truncated_first_packet_is_a_protocol_error(payload):
+    """An empty packet, OK packets cut short, a column count cut short: the session ends
+    (ProtocolError), not the relay's callback with an IndexError."""
+    with pytest.raises(wire.ProtocolError):
+        plain.Packets(plain.PlainAnswer(sample_rows=1, limit=4096)).feed(_packet(payload, 1))

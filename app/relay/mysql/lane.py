@@ -153,7 +153,8 @@ class Lane:
             self.client.write(out)
         if walk.done and self.held:
             held, self.held = b"".join(self.held), []
-            self._from_client(held)
+            if not self._from_client(held):
+                self._client_inner.data_received(held)
         return True
 
     def client_paused(self, paused: bool) -> None:

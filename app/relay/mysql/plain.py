@@ -14,6 +14,7 @@ event is the one answers.relay and output_event would have built.
 from __future__ import annotations
 
 import asyncio
+import struct
 
 from . import answer as answers
 from . import rows, wire
@@ -129,7 +130,10 @@ class Packets:
                 body, self.part, self.size = b"".join(part), None, 0
             elif length > limit:
                 raise wire.ProtocolError(f"a packet of more than {limit} bytes")
-            walk.payload(body)
+            try:
+                walk.payload(body)
+            except (IndexError, struct.error) as exc:  # a packet shorter than its contents
+                raise wire.ProtocolError(f"a truncated packet ({type(exc).__name__})") from None
         if walk.done and end != n:
             raise wire.ProtocolError("the target sent more than its answer")
         self.buf = buf[end:] if end != n else b""
