@@ -69,7 +69,6 @@ class Gate:
         self._version_checked = 0.0
         self._snapshot: Snapshot | None = None
         self._snapshot_lock = asyncio.Lock()
-        self._subscribed: object = None
         self.verdicts = VerdictCache()
         self.shapes = ShapeMemory(self)
         self._maskers: dict[tuple[MaskSpec, ...], Masker] = {}
@@ -309,7 +308,7 @@ class Gate:
         fresh = self._snapshot is not None and time.time() < self._snapshot.stale_at
         if fresh and now - self._version_checked < self._version_ttl:
             return self._snapshot  # type: ignore[return-value]
-        self._subscribed = self.store.subscribe_versions(self.invalidate)
+        self.store.subscribe_versions(self.invalidate)
         async with self._snapshot_lock:
             fresh = self._snapshot is not None and time.time() < self._snapshot.stale_at
             if fresh and time.monotonic() - self._version_checked < self._version_ttl:

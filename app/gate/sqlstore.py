@@ -21,19 +21,21 @@ from app.versions import VERSION_CHANNEL
 
 
 class SqlGateStore:
+    def __init__(self) -> None:
+        self._bus = None  # the bus version bumps are heard on
+
     def read_version(self) -> int:
         return snapshot.read_version()
 
     def load_snapshot(self) -> Snapshot:
         return snapshot.load_snapshot()
 
-    def subscribe_versions(self, callback: Callable[..., None]) -> object:
+    def subscribe_versions(self, callback: Callable[..., None]) -> None:
         # The bus is per store URL (tests switch stores): subscribe once per bus.
         bus = get_bus()
-        if getattr(self, "_bus", None) is not bus:
+        if self._bus is not bus:
             self._bus = bus
             bus.subscribe(VERSION_CHANNEL, callback)
-        return bus
 
     def principal_for_public_key(self, public_key: str) -> Principal:
         return principal_for_public_key(public_key)

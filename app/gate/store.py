@@ -32,9 +32,9 @@ class GateStore(Protocol):
     def load_snapshot(self) -> Snapshot:
         """Policy, grants and targets compiled at the current version."""
 
-    def subscribe_versions(self, callback: Callable[..., None]) -> object:
-        """Call `callback` when the version moves (a hint: the gate re-reads the version).
-        Returns a token: the gate subscribes again when the token changes (a new bus)."""
+    def subscribe_versions(self, callback: Callable[..., None]) -> None:
+        """Call `callback` when the version moves (a hint: the gate then re-reads it).
+        Called before every version read; subscribing the same callback again is a no-op."""
 
     def principal_for_public_key(self, public_key: str) -> Principal:
         """The service account that registered this key, or AuthError."""

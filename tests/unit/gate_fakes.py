@@ -104,9 +104,8 @@ class FakeStore:
         return Snapshot(self.version, compile_policy(self.rules, specs, accounts, version=self.version),
                         dict(self.targets), by_account)
 
-    def subscribe_versions(self, callback) -> object:
+    def subscribe_versions(self, callback) -> None:
         self.on_version = callback
-        return self
 
     def principal_for_public_key(self, public_key: str) -> Principal:
         self._check()
