@@ -65,6 +65,7 @@ def init(admin_email: str) -> None:
     from sqlalchemy import select
 
     from app import audit, vault
+    from app.ca import ensure_ca
     from app.db import session_scope
     from app.migrate import upgrade
     from app.models import User
@@ -72,12 +73,7 @@ def init(admin_email: str) -> None:
     cfg = settings()
     cfg.home.mkdir(parents=True, exist_ok=True)
     vault.load_key(cfg.home)
-    try:
-        from app.ca import ensure_ca  # arrives with the HTTP proxy
-    except ImportError:
-        ensure_ca = None
-    if ensure_ca is not None:
-        ensure_ca(cfg.ca_dir)
+    ensure_ca(cfg.ca_dir)
     upgrade(cfg.database_url)
     from app.relay.ssh.hostkey import ensure_host_key, fingerprint
 

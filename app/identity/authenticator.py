@@ -95,10 +95,6 @@ class Authenticator:
         """The same, off the event loop: store and IdP calls block."""
         return await asyncio.to_thread(self.authenticate, credential, claimed)
 
-    def clear_cache(self) -> None:
-        with self._lock:
-            self._cache.clear()
-
     # -- dispatch ---------------------------------------------------------------
 
     def _authenticate(self, credential: str) -> Principal:

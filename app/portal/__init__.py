@@ -81,13 +81,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         PERMANENT_SESSION_LIFETIME=timedelta(hours=cfg.session_hours),
         WTF_CSRF_TIME_LIMIT=None,  # tied to the session instead, which expires on its own
         MAX_CONTENT_LENGTH=4 * 1024 * 1024,
-        JSON_SORT_KEYS=False,
         PORTAL=cfg,
     )
     if config:
         app.config.update(config)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _session_secret()
+    # Flask 3 dropped JSON_SORT_KEYS: the provider's attribute is the setting now. The API
+    # answers keep the order the view built (ids and names first), as they always meant to.
+    app.json.sort_keys = False
     app.jinja_env.autoescape = True  # also for any non-.html template we might add
     app.jinja_env.trim_blocks = True
     app.jinja_env.lstrip_blocks = True

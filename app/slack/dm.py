@@ -70,11 +70,8 @@ def set_decider(fn: Decider | None) -> None:
 
 
 def decider() -> Decider | None:
-    if _decider is None:
-        try:  # the campaigns service registers itself when imported
-            import app.campaigns  # noqa: F401
-        except ImportError:
-            return None
+    if _decider is None:  # the campaigns service registers itself when imported
+        import app.campaigns  # noqa: F401
     return _decider
 
 
