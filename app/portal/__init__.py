@@ -19,14 +19,13 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.routing import IntegerConverter
 from werkzeug.exceptions import NotFound
 
+from app.paths import NODE_MODULES, TEMPLATES
 from app.portal.config import PortalSettings, portal_settings
 from app.portal.security import enforce_roles, init_login, principal
 
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATES = ROOT / "templates"
 STATIC = Path(__file__).resolve().parent / "static"
 # asciinema-player comes from npm (`make install` runs `npm ci`); never committed.
-VENDOR = ROOT / "node_modules" / "asciinema-player" / "dist" / "bundle"
+VENDOR = NODE_MODULES / "asciinema-player" / "dist" / "bundle"
 
 csrf = CSRFProtect()
 
