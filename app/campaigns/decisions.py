@@ -11,9 +11,9 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from app import audit, bus
-from app.campaigns.reviewers import may_decide, user_by_email
+from app.campaigns.reviewers import may_decide
 from app.campaigns.runs import CampaignError
-from app.models import CampaignItem, Grant, utcnow
+from app.models import CampaignItem, Grant, user_by_email, utcnow
 from app.versions import bump_version
 
 DECISIONS = ("certify", "revoke")

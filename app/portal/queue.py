@@ -13,15 +13,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from app import approvals
-from app.models import Review, User, Vote, utcnow
+from app.models import Review, User, Vote, user_by_email, utcnow
 from app.portal.present import review_view
 
 RECENT = 25
 PENDING_LIMIT = 200
 
 
-def viewer(s: Session, email: str) -> User | None:
-    return s.scalars(select(User).where(func.lower(User.email) == (email or "").lower())).first()
+viewer = user_by_email  # the viewing user (portal/reviews.py asks by this name)
 
 
 def refusal(review: Review, user: User | None, email: str) -> str | None:
