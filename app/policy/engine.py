@@ -19,7 +19,8 @@ from app.bounded import BoundedCache
 from app.types import MaskSpec, Operation, Principal, ReviewSpec, Verdict
 
 from .matchers import BodyPath, PatternSet, TablePatterns, TimeMatcher
-from .model import GrantSpec, Rule, ServiceAccountSpec
+from .model import GrantSpec, ServiceAccountSpec
+from .rules import Rule
 from .values import REGEX_PREFIX, format_timestamp, is_pattern
 
 NO_GRANT = "no-grant"
