@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 
 from app.db import session_scope
 from app.models import Group, User, service_account_groups, user_by_email, user_groups
-from app.portal.changes import ChangeError, create_local_user, reset_password, update_user
+from app.changes import ChangeError, create_local_user, reset_password, update_user
 from app.portal.inventory_views import split_list
 from app.portal.security import ADMIN, INVENTORY_READ, ROLES, approver_groups, requires
 

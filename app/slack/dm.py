@@ -70,8 +70,7 @@ def set_decider(fn: Decider | None) -> None:
 
 
 def decider() -> Decider | None:
-    if _decider is None:  # the campaigns service registers itself when imported
-        import app.campaigns  # noqa: F401
+    """The campaigns service's decider, once it registered (importing app.campaigns does)."""
     return _decider
 
 

@@ -22,7 +22,7 @@ def test_store_round_trips_a_grant_with_aware_times(store):
 
 def test_user_by_email_ignores_case_and_spaces_and_reads_no_wildcards(store):
     from app.models import User, user_by_email
-    from app.portal.changes import ChangeError, create_local_user
+    from app.changes import ChangeError, create_local_user
 
     with session_scope() as s:
         s.add(User(email="Ann.Lee@Example.com", roles=["approver"], source="portal"))

@@ -1,4 +1,4 @@
-"""Portal edits, through the same path as `airlock apply`.
+"""Edits from the portal (and the campaigns service), through the same path as `airlock apply`.
 
 Policy entities (service accounts, policy users, connections, rules) are edited by
 exporting the store as a document, changing it, validating the whole document again
