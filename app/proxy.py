@@ -31,6 +31,8 @@ from dataclasses import replace
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import uvloop
+
 from app.ca import ca_cert_path, ensure_ca
 from app.config import Settings, settings
 
@@ -204,12 +206,7 @@ async def serve(cfg: Settings | None = None, **overrides: Any) -> None:
 
 
 def _run_one(cfg: Settings) -> None:
-    try:
-        import uvloop
-    except ImportError:  # optional: the standard loop works, a little slower
-        asyncio.run(serve(cfg))
-    else:
-        uvloop.run(serve(cfg))
+    uvloop.run(serve(cfg))
 
 
 def run() -> None:
