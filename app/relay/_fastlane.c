@@ -44,7 +44,7 @@ typedef struct {
 static PyObject *s_pos, *s_buf, *s_extra_len, *s_waiting, *s_skipping, *s_out, *s_queue, *s_write_paused,
     *s_lost, *s_encoding, *s_stamp, *s_lead, *s_tail, *s_rule, *s_mask_names, *s_masker, *s_batch,
     *s_transport, *s_write, *s_skip, *s_partial, *s_held, *s_result, *s_handlers, *s__handlers, *s_status,
-    *s_output, *s_data_received, *s_done_future, *one;
+    *s_output, *s_data_received, *s_done_future, *s_masked, *one;
 
 static double monotonic(void) {
     struct timespec ts;
@@ -273,6 +273,16 @@ static int stream_ready(Lane *l) { /* TargetStream._whole_plain_answer's conditi
     return r;
 }
 
+/* Masker.masked: the values it has replaced so far, or -1 with an exception set. */
+static Py_ssize_t masked_so_far(PyObject *masker) {
+    PyObject *v = PyObject_GetAttr(masker, s_masked);
+    if (v == NULL) return -1;
+    Py_ssize_t n = PyLong_AsSsize_t(v);
+    Py_DECREF(v);
+    if (n < 0 && !PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "Masker.masked is negative");
+    return n;
+}
+
 static int target_answer(Lane *l, PyObject *chunk) {
     if (!l->pending || !PyBytes_CheckExact(chunk)) return 0;
     const unsigned char *c = (const unsigned char *)PyBytes_AS_STRING(chunk);
@@ -291,10 +301,13 @@ static int target_answer(Lane *l, PyObject *chunk) {
         return 0;
     }
     PyObject *answer, *out;
+    Py_ssize_t masked = 0; /* values the masker replaced in this answer: recorded when any */
     if (l->masker == Py_None) {
         if ((answer = PyBytes_FromStringAndSize((const char *)c, z)) == NULL) goto fallback;
         out = Py_NewRef(chunk);
     } else { /* masked in Python, before anything is sent: an error leaves it to the Python path */
+        Py_ssize_t before = masked_so_far(l->masker);
+        if (before < 0) goto fallback;
         PyObject *size = PyLong_FromSsize_t(z);
         if (size == NULL) goto fallback;
         PyObject *argv[4] = {l->masker, chunk, size, l->refuse_binary};
@@ -304,6 +317,12 @@ static int target_answer(Lane *l, PyObject *chunk) {
             Py_XDECREF(answer);
             goto fallback;
         }
+        Py_ssize_t after = masked_so_far(l->masker);
+        if (after < 0) {
+            Py_DECREF(answer);
+            goto fallback;
+        }
+        masked = after - before;
         out = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(answer) + (n - z));
         if (out == NULL) {
             Py_DECREF(answer);
@@ -325,12 +344,15 @@ static int target_answer(Lane *l, PyObject *chunk) {
     double ms = (double)(long long)((monotonic() - l->since) * 1e6) / 1000; /* int(s * 1e6) / 1000 */
     int failed = 0;
     if (l->record != Py_None) { /* vectorcall: no argument tuple built for a call that collects *args */
-        PyObject *elapsed = PyFloat_FromDouble(ms), *done = NULL;
-        if (elapsed != NULL) {
-            PyObject *argv[8] = {s_output, l->answer_json, statement, rule, masks, elapsed, answer, l->sample_rows};
-            done = PyObject_Vectorcall(l->record, argv, 8, NULL);
-            Py_DECREF(elapsed);
+        PyObject *elapsed = PyFloat_FromDouble(ms), *count = masked ? PyLong_FromSsize_t(masked) : NULL, *done = NULL;
+        if (elapsed != NULL && (count != NULL || !masked)) {
+            /* answer_json's `masked` only when some value was: as Session.record_answer passes it */
+            PyObject *argv[9] = {s_output, l->answer_json, statement, rule, masks, elapsed, answer, l->sample_rows,
+                                 count};
+            done = PyObject_Vectorcall(l->record, argv, masked ? 9 : 8, NULL);
         }
+        Py_XDECREF(elapsed);
+        Py_XDECREF(count);
         failed |= done == NULL;
         Py_XDECREF(done);
     }
@@ -574,7 +596,7 @@ PyMODINIT_FUNC PyInit__fastlane(void) {
                  {&s_transport, "transport"}, {&s_write, "write"}, {&s_skip, "_skip"}, {&s_partial, "_partial"},
                  {&s_held, "_held"}, {&s_result, "_result"}, {&s_handlers, "handlers"},
                  {&s__handlers, "_handlers"}, {&s_status, "status"}, {&s_output, "output"},
-                 {&s_data_received, "_data_received"}, {&s_done_future, "done"}};
+                 {&s_data_received, "_data_received"}, {&s_done_future, "done"}, {&s_masked, "masked"}};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if ((*names[i].slot = PyUnicode_InternFromString(names[i].name)) == NULL) return NULL;
     if ((one = PyLong_FromLong(1)) == NULL) return NULL;

@@ -108,9 +108,11 @@ def cached_column_names(description: bytes) -> list[str]:
     return names  # shared: serialised at once, never changed
 
 
-def answer_json(sql: str, rule: str | None, masks: list[str], ms: float, answer: bytes, sample_rows: int) -> str:
+def answer_json(sql: str, rule: str | None, masks: list[str], ms: float, answer: bytes, sample_rows: int,
+                masked: int = 0) -> str:
     """A simple query's output event, as TargetStream._finish records it (the statement,
-    its allow rule, masks and time, completed from its answer: the frames before
+    its allow rule, masks, the number of values masked and time, completed from its
+    answer: the frames before
     ReadyForQuery), and already as the JSON the recording stores: exactly what
     compact_json writes for that event. The writer runs this for most statements, and
     spelling out the JSON, with the parts that repeat from answer to answer (columns,
@@ -121,6 +123,8 @@ def answer_json(sql: str, rule: str | None, masks: list[str], ms: float, answer:
     if masks:
         head += ',"masks":' + compact_json(masks)
     head += ',"ms":' + repr(ms)
+    if masked:
+        head += f',"masked":{int(masked)}'
     try:
         rows, sampled, description, complete, sample = _scan(answer, sample_rows) or scan_answer(answer, sample_rows)
         columns = _columns_json(description) if description is not None and sampled else ""

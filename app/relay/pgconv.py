@@ -446,8 +446,8 @@ class Conversation:
         self.s.record("output", event)
 
     def record_answer(self, sql: str, rule: str | None, masks: list[str], ms: float, answer: bytes,
-                      sample_rows: int) -> None:
-        self.s.record_answer(sql, rule, masks, ms, answer, sample_rows)
+                      sample_rows: int, masked: int = 0) -> None:
+        self.s.record_answer(sql, rule, masks, ms, answer, sample_rows, masked)
 
     def lost_track(self, reason: str) -> None:
         self.s.lost_track(reason)

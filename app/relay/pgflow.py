@@ -34,12 +34,13 @@ from .pgwire import ProtocolError, command_tag, parse_fields, parse_row_descript
 class _Result:
     """One statement's answer while it streams back (for masking and the recording)."""
 
-    __slots__ = ("masker", "plan", "columns", "sample", "rows")
+    __slots__ = ("masker", "plan", "columns", "sample", "rows", "masked")
 
     def __init__(self, masker, plan, columns):
         self.masker, self.plan, self.columns = masker, plan, columns
         self.sample: list = []
         self.rows = 0
+        self.masked = 0  # values the masker actually replaced in this result
 
 
 class TargetStream(FrameScanner):
@@ -111,22 +112,25 @@ class TargetStream(FrameScanner):
         status = _STATUS.get(chunk[-1]) if z >= 0 else None
         if status is None:
             return False
+        masked = 0
         if item.masker is None:
             answer, out = chunk[:z], chunk
         else:  # masked here, before anything is sent or changed: an error leaves it to the slow path
+            before = item.masker.masked
             try:
                 answer = masked_answer(item.masker, chunk, z, self.refuse_binary)
             except (ProtocolError, struct.error):
                 return False
             if answer is None:
                 return False
+            masked = item.masker.masked - before
             out = answer + chunk[z:]
         self.client.write(out)
         q.popleft()
         now = time.monotonic()
         text, rule = item.statements.pop()
         self.session.record_answer(text, rule, item.masks, int((now - self._since) * 1e6) / 1000,
-                                   answer, self.sample_rows)  # as sent: masked
+                                   answer, self.sample_rows, masked)  # as sent: masked
         self._since = now
         self.status = status
         if status == b"I":
@@ -284,7 +288,10 @@ class TargetStream(FrameScanner):
             r = self._result
         r.rows += 1
         if r.plan is not None:
-            frame, values = pgmask.mask_row(r.masker, r.plan, body)
+            masker = r.masker
+            before = masker.masked  # shared by every session on this loop: the difference is this row's
+            frame, values = pgmask.mask_row(masker, r.plan, body)
+            r.masked += masker.masked - before
             if len(r.sample) < self.sample_rows:
                 r.sample.append(sample_cells(values))
             return frame
@@ -348,6 +355,8 @@ class TargetStream(FrameScanner):
         now = time.monotonic()
         event = statement_of(head)
         event["ms"] = int((now - self._since) * 1e6) / 1000  # round(ms, 3) at half the cost
+        if r is not None and r.masked:  # only when a value was replaced, not whenever a mask rule applied
+            event["masked"] = r.masked  # (where pganswer.answer_json writes it)
         self._since = now
         if tag:
             event["tag"] = tag

@@ -98,8 +98,9 @@ def mask_row(masker: Masker, plan: RowPlan, body: memoryview) -> tuple[bytes, li
     values = masker.mask_row(plan.text, parse_data_row(body))
     n = len(values)
     for i in plan.nulls:
-        if i < n:
+        if i < n and values[i] is not None:
             values[i] = None
+            masker.masked += 1  # withheld rather than rendered: masked all the same
     for i, number in plan.checks:
         v = values[i] if i < n else None
         if v is None:

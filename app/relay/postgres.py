@@ -389,10 +389,14 @@ class Session:
             self.rec.event(kind, _json(data))
 
     def record_answer(self, sql: str, rule: str | None, masks: list[str], ms: float, answer: bytes,
-                      sample_rows: int) -> None:
-        """A simple query's output event, built from its raw answer by the writer."""
+                      sample_rows: int, masked: int = 0) -> None:
+        """A simple query's output event, built from its raw answer by the writer;
+        `masked`: how many values masking replaced in it."""
         if self.rec is not None:
-            self.rec.event_later("output", answer_json, sql, rule, masks, ms, answer, sample_rows)
+            if masked:
+                self.rec.event_later("output", answer_json, sql, rule, masks, ms, answer, sample_rows, masked)
+            else:
+                self.rec.event_later("output", answer_json, sql, rule, masks, ms, answer, sample_rows)
 
     def tag_run(self, app_name: str) -> None:
         run_id, reason = split_app_name(app_name)
