@@ -49,8 +49,8 @@ def test_a_client_connection_is_one_sealed_session_of_exchanges(proxy, agent, ap
     assert pii_in["headers"]["cookie"] == audit.REDACTED
     assert pii_in["headers"]["authorization"] == audit.REDACTED
     assert "x-airlock-run" not in pii_in["headers"]
-    assert pii_decision["action"] == "allow" and pii_decision["masked"] == ["mask-pii"]
-    assert pii_out["status"] == 200
+    assert pii_decision["action"] == "allow" and pii_decision["masks"] == ["mask-pii"]
+    assert pii_out["status"] == 200 and pii_out["masked"] == 2  # the email and the ssn
     recorded = json.loads(pii_out["body"]["text"])
     assert recorded["email"] == "[REDACTED:email]" and recorded["ssn"] == "[REDACTED]"
     assert cookie_out["headers"]["set-cookie"] == audit.REDACTED

@@ -124,3 +124,35 @@ def test_a_transaction_block_on_the_lane(relay, agent):
         assert _rows(c.query("SELECT id FROM t WHERE id = 2")) == [["2"]]
     finally:
         c.close()
+
+
+def test_the_lane_records_how_many_values_it_masked(relay, world):
+    """Repeated shapes are the lane's (in C with the lane, in Python without): each
+    answer records the values actually masked in it, and none when the mask rules
+    found nothing, though they applied to every statement here."""
+    import uuid
+
+    import psycopg
+
+    from app.db import session_scope
+    from app.models import RecordedSession
+
+    from .conftest import dsn, events, wait_for
+
+    run = f"lane-{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn(relay, world.tokens["agent"], application_name=run), autocommit=True) as conn:
+        cur = psycopg.ClientCursor(conn)
+        for i in (1, 2, 1, 2):
+            cur.execute(f"SELECT id, note FROM people WHERE id = {i}").fetchall()
+            cur.execute(f"SELECT id, name FROM people WHERE id = {i}").fetchall()
+    with session_scope() as s:
+        wait_for(lambda: s.query(RecordedSession).filter_by(run_id=run)
+                 .filter(RecordedSession.ended_at.isnot(None)).count(), timeout=10)
+    outputs = [d for _, kind, d in events(lambda r: r.run_id == run) if kind == "output"]
+    notes = [d for d in outputs if "note" in d["sql"]]
+    names = [d for d in outputs if "name" in d["sql"]]
+    assert len(notes) == len(names) == 4
+    # Ada's note carries a card number (one value masked); Bob's note has nothing to mask.
+    assert [d.get("masked") for d in notes] == [1, None, 1, None]
+    assert [d["sample"][0][1] for d in notes] == ["card [REDACTED:credit_card] on file", "nothing to see"] * 2
+    assert all("masked" not in d and d["masks"] == ["mask-cards", "mask-pii"] for d in names)
