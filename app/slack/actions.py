@@ -14,12 +14,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, Mapping
 
-from sqlalchemy import func, select
-
 from app import approvals, audit
 from app.config import settings
 from app.db import session_scope
-from app.models import Review, User, utcnow
+from app.models import Review, utcnow
 from app.slack import client as slack
 from app.slack import dm, linking, messages, outbox, sync
 from app.slack.linking import NotLinked, SlackActor
@@ -122,7 +120,7 @@ def _block_actions(payload: Mapping[str, Any], actor: SlackActor) -> Ack:
     if action_id == messages.APPROVE_WINDOW:
         return Ack(work=[partial(cast_vote, actor, target, "approve", "", messages.SLACK_WINDOW_MINUTES, to)])
     if action_id == messages.REJECT:
-        return Ack(work=[partial(open_reject, target, payload.get("trigger_id"), to, actor)])
+        return Ack(work=[partial(open_reject, actor, target, payload.get("trigger_id"), to)])
     where = (channel, container.get("message_ts") or (payload.get("message") or {}).get("ts"))
     if action_id == dm.REVOKE:
         return Ack(work=[partial(decide_item, actor, target, "revoke", "", where, to)])
@@ -211,38 +209,28 @@ def _refused(actor: SlackActor, email: str | None, review_id: int, message: str,
     reply(to, message)
 
 
-def open_reject(review_id: int, trigger_id: str | None, to: ReplyTo, actor: SlackActor | None = None) -> None:
-    """The reject form, for someone who may vote: anyone else is told why at once, rather
-    than after writing a reason that would be refused."""
-    email = None
-    if actor is not None:
-        try:
-            email = linking.resolve(actor)
-        except NotLinked as exc:
-            _refused(actor, None, review_id, exc.message, to)
-            return
+def open_reject(actor: SlackActor, review_id: int, trigger_id: str | None, to: ReplyTo) -> None:
+    """Open the reason form, only for someone whose rejection would count (the same
+    eligibility `approvals.vote` enforces: nobody types a reason to be refused after)."""
+    try:
+        email = linking.resolve(actor)
+    except NotLinked as exc:
+        _refused(actor, None, review_id, exc.message, to)
+        return
     with session_scope() as s:
         review = s.get(Review, review_id)
         if review is None:
             reply(to, f"Review #{review_id} does not exist.")
             return
-        status = messages.effective_status(review, utcnow())
-        refusal = None
-        if actor is not None and status == "pending":
-            email = (email or "").lower()
-            voter = s.scalars(select(User).where(func.lower(User.email) == email)).first()
-            refusal = approvals.vote_refusal(review, voter, email)
-            if refusal is None and not review.slack:
-                refusal = "this rule must be approved in the portal, not from Slack"
+        refusal = approvals.vote_refusal(review, approvals.voter(s, email), email, via="slack")
+        decided = messages.effective_status(review, utcnow()) != "pending"
         summary = (f"*{messages.escape(review.service_account)}* wants to run this on "
                    f"*{messages.escape(review.connection)}*:\n{messages.code_block(review.operation, 1500)}")
     url = approvals.review_url(review_id)
-    if status != "pending":
-        reply(to, f"Review #{review_id} is already {status}.")
-        _refresh(review_id)
-        return
     if refusal:
-        _refused(actor, email, review_id, f"You cannot vote on review #{review_id}: {refusal}.", to)
+        _refused(actor, email, review_id, f"You cannot reject review #{review_id}: {refusal}", to)
+        if decided:
+            _refresh(review_id)  # decided elsewhere meanwhile: make sure the message says so
         return
     meta = {"review_id": review_id, "channel": to.channel, "response_url": to.response_url}
     try:

@@ -99,7 +99,7 @@ def dm_reader(session: Session, review: Review) -> tuple[User | None, str] | Non
 def render_review(session: Session, review: Review, now: datetime | None = None) -> tuple[str, list[dict[str, Any]]]:
     now = now or utcnow()
     reader = dm_reader(session, review)
-    refusal = vote_refusal(review, *reader) if reader is not None else None
+    refusal = vote_refusal(review, *reader, via="slack", now=now) if reader is not None else None
     card = messages.card_for(review, _people(session, review), review_url(review.id), now, voter_refusal=refusal)
     return messages.review_text(card), messages.review_blocks(card, now)
 
