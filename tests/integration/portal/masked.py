@@ -6,8 +6,13 @@ many values were actually masked ("masked": N) only when some were.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
+from sqlalchemy import func, select
+
+from app.db import session_scope
+from app.models import SessionEvent
 from app.recording import recorder
 
 from .scenario import _record
@@ -54,5 +59,22 @@ def seed_masked() -> Masked:
         ("output", {"sql": SQL_NOTHING, "masks": ["mask-pii"], "ms": 0.7, "tag": "SELECT 2", "rows": 2,
                     "columns": ["id", "total"], "sample": [["1", "120.00"], ["2", "80.00"]]}),
     ], run_id=None)
-    recorder().flush()
+    _stored({sql: 4, http: 6, plain: 2})
     return Masked(sql_session=sql, http_session=http, plain_session=plain)
+
+
+def _stored(expected: dict[str, int], timeout: float = 10.0) -> None:
+    """Flush until every event is in the store: a batch the recorder's own thread is
+    writing at the same moment (or one retried after a failed write) lands a little later."""
+    deadline = time.monotonic() + timeout
+    while True:
+        recorder().flush()
+        with session_scope() as s:
+            counts = dict(s.execute(select(SessionEvent.session_id, func.count())
+                                    .where(SessionEvent.session_id.in_(list(expected)))
+                                    .group_by(SessionEvent.session_id)).all())
+        if all(counts.get(sid, 0) >= n for sid, n in expected.items()):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"recordings not stored: {counts} of {expected}")
+        time.sleep(0.1)
