@@ -1,11 +1,11 @@
-"""The fast lane's hand-overs (app/relay/fastlane.py), run against the relay with and
+"""The fast lane's hand-overs (app/relay/postgres/fastlane.py), run against the relay with and
 without it: whatever the lane takes or gives back, the client sees what PostgreSQL
 would have answered, in order. A statement's second run of a shape is the lane's."""
 from __future__ import annotations
 
 import struct
 
-from app.relay import pgwire
+from app.relay.postgres import protocol as pgwire
 
 from .rawclient import RawClient, error_fields
 

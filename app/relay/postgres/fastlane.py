@@ -11,7 +11,7 @@ recorder, as the Python path does.
 What the lane takes, from the client: one whole Query in one chunk, ASCII, of a
 remembered shape whose stamp holds, when the Python path has nothing buffered,
 waiting or in flight, and the client encoding is UTF-8. From the target: the whole
-plain answer (pganswer.plain_answer) to the statement in flight, when the Python
+plain answer (answers.plain_answer) to the statement in flight, when the Python
 stream is at rest. Anything else goes to the Python path, after the statement in
 flight is handed back to it (`Lane.materialize`, also called by TargetStream.expect),
 so that the Python path always finds the queue it would have built itself.
@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import os
 
-from .pganswer import answer_json, masked_answer
-from .pgstate import QUERY, Query
+from .answers import answer_json, masked_answer
+from .state import QUERY, Query
 
 try:
     from ._fastlane import Lane, WireBase

@@ -1,5 +1,5 @@
 /* The relay's fast lane: a statement of an allowed shape, and its whole plain answer,
- * relayed without running Python bytecode (see app/relay/fastlane.py for the contract).
+ * relayed without running Python bytecode (see app/relay/postgres/fastlane.py for the contract).
  *
  * Under pgbench the relay's event loop is the chain every transaction waits on, and its
  * Python (framing, the shape look-up, the answer scan, about 15 us a statement) cost a
@@ -235,7 +235,7 @@ not_ours:
 
 /* -- the target's side: the whole plain answer to the statement in flight --------------- */
 
-/* pganswer.plain_answer: where the closing ReadyForQuery starts, or -1. */
+/* answers.plain_answer: where the closing ReadyForQuery starts, or -1. */
 static Py_ssize_t plain_answer(const unsigned char *c, Py_ssize_t n, Py_ssize_t max_rows) {
     Py_ssize_t z = n - 6, pos = 0, rows = 0;
     int described = 0;
@@ -451,8 +451,8 @@ static PyGetSetDef Lane_getset[] = {
     {NULL}};
 
 static PyTypeObject LaneType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "app.relay._fastlane.Lane",
-    .tp_doc = "One conversation's fast lane (app/relay/fastlane.py).",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "app.relay.postgres._fastlane.Lane",
+    .tp_doc = "One conversation's fast lane (app/relay/postgres/fastlane.py).",
     .tp_basicsize = sizeof(Lane),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
@@ -464,7 +464,7 @@ static PyTypeObject LaneType = {
     .tp_getset = Lane_getset,
 };
 
-/* -- WireBase: data_received, for app.relay.wire.Wire ----------------------------------- */
+/* -- WireBase: data_received, for app.relay.postgres.wire.Wire ----------------------------------- */
 
 static PyObject *WireBase_data_received(WireBase *self, PyObject *data) {
     Lane *lane = (Lane *)self->lane;
@@ -523,7 +523,7 @@ static PyGetSetDef WireBase_getset[] = {{"lane", (getter)WireBase_get_lane, (set
                                         {NULL}};
 
 static PyTypeObject WireBaseType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "app.relay._fastlane.WireBase",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "app.relay.postgres._fastlane.WireBase",
     .tp_doc = "The base of Wire: data_received in C, for the fast lane.",
     .tp_basicsize = sizeof(WireBase),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
@@ -557,10 +557,10 @@ static PyObject *py_plain_answer(PyObject *mod, PyObject *args) {
 
 static PyMethodDef module_methods[] = {
     {"shape_key", py_shape_key, METH_O, "NUMBER.sub('0', text) for an ASCII text (for tests)."},
-    {"plain_answer", py_plain_answer, METH_VARARGS, "pganswer.plain_answer in C (for tests)."},
+    {"plain_answer", py_plain_answer, METH_VARARGS, "answers.plain_answer in C (for tests)."},
     {NULL}};
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "app.relay._fastlane", NULL, -1, module_methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "app.relay.postgres._fastlane", NULL, -1, module_methods};
 
 PyMODINIT_FUNC PyInit__fastlane(void) {
     struct {

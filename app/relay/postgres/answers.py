@@ -12,7 +12,7 @@ per statement under pgbench.
 notice, a parameter change, more rows than the sample keeps, a chunk boundary in the
 middle) takes the frame-by-frame path.
 
-`_pganswer.c` does the two steps every statement pays for, the writer's scan
+`_answers.c` does the two steps every statement pays for, the writer's scan
 (`scan_answer`) and the row loop of `masked_answer`, in C. The Python here is what
 the C must equal (tests/unit/test_fastlane.py), what says how a malformed answer is
 malformed, and what runs when the extension is not compiled.
@@ -24,12 +24,12 @@ import struct
 
 from app.recording_store import compact_json
 
-from . import pgmask
-from .pgwire import ProtocolError, column_names, command_tag, sample_row
+from . import masking
+from .protocol import ProtocolError, column_names, command_tag, sample_row
 
 try:
-    from ._pganswer import mask_rows as _mask_rows
-    from ._pganswer import scan_answer as _scan
+    from ._answers import mask_rows as _mask_rows
+    from ._answers import scan_answer as _scan
 except ImportError:  # not compiled (`pip install -e .` builds it): the Python does it all
     _mask_rows = None
 
@@ -78,7 +78,7 @@ def masked_answer(masker, chunk: bytes, z: int, refuse_binary: bool) -> bytes | 
         return chunk[:z]  # no rows to mask
     view = memoryview(chunk)
     end = 1 + _I32(chunk, 1)[0]
-    plan, _, rewritten = pgmask.query_plan(masker, view[5:end])
+    plan, _, rewritten = masking.query_plan(masker, view[5:end])
     if plan.nulls and refuse_binary:
         return None
     if not plan.needs_work:
@@ -91,7 +91,7 @@ def masked_answer(masker, chunk: bytes, z: int, refuse_binary: bool) -> bytes | 
     pos = end
     while pos < z:
         kind, end = chunk[pos], pos + 1 + _I32(chunk, pos + 1)[0]
-        parts.append(pgmask.mask_row(masker, plan, view[pos + 5:end])[0] if kind == _DATA_ROW else chunk[pos:end])
+        parts.append(masking.mask_row(masker, plan, view[pos + 5:end])[0] if kind == _DATA_ROW else chunk[pos:end])
         pos = end
     return b"".join(parts)
 
@@ -138,7 +138,7 @@ def answer_json(sql: str, rule: str | None, masks: list[str], ms: float, answer:
 
 def scan_answer(answer: bytes, sample_rows: int) -> tuple[int, int, bytes | None, bytes | None, str]:
     """(rows, rows sampled, the RowDescription's body, the CommandComplete's body, the
-    sample as JSON) of an answer's frames; raises on a malformed one. _pganswer.c does
+    sample as JSON) of an answer's frames; raises on a malformed one. _answers.c does
     the same faster, and leaves malformed answers to this."""
     view = memoryview(answer)
     description: bytes | None = None

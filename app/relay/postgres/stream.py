@@ -10,7 +10,7 @@ does not expect means the relay lost track; it then closes the connection rather
 than guess how to mask (fail closed).
 
 Fast paths: a simple query's whole unmasked answer in one chunk goes out as received,
-and the recording writer decodes it (app/relay/pganswer.py). Otherwise, when nothing
+and the recording writer decodes it (app/relay/postgres/answers.py). Otherwise, when nothing
 applies to the rows of the current result (no mask, row sample full), DataRows are
 forwarded without being parsed, even across chunk boundaries, and whole chunks go out
 as received.
@@ -24,11 +24,11 @@ from collections import deque
 
 from app.masking import Masker
 
-from . import pgmask
-from .pganswer import cached_column_names, masked_answer, plain_answer
-from .pgscan import PASS, Desync, FrameScanner
-from .pgstate import BIND, CLOSE, COPY_END, DESCRIBE, EXECUTE, PARSE, QUERY, REFUSE, SYNC, Pending, Portal, statement_of
-from .pgwire import ProtocolError, command_tag, parse_fields, parse_row_description, sample_cells, sample_row
+from . import masking
+from .answers import cached_column_names, masked_answer, plain_answer
+from .scan import PASS, Desync, FrameScanner
+from .state import BIND, CLOSE, COPY_END, DESCRIBE, EXECUTE, PARSE, QUERY, REFUSE, SYNC, Pending, Portal, statement_of
+from .protocol import ProtocolError, command_tag, parse_fields, parse_row_description, sample_cells, sample_row
 
 
 class _Result:
@@ -96,7 +96,7 @@ class TargetStream(FrameScanner):
         return self._drained
 
     def _whole_plain_answer(self, chunk: bytes) -> bool:
-        """The fast path (app/relay/pganswer.py): one simple query's whole answer in one
+        """The fast path (app/relay/postgres/answers.py): one simple query's whole answer in one
         chunk goes out at once, as it is or masked, and the writer decodes it for the
         recording."""
         q = self.queue
@@ -232,7 +232,7 @@ class TargetStream(FrameScanner):
                 self._result = _Result(None, None, bytes(body))  # as _start, one call less
                 self.stream_rows = self.sample_rows <= 0
                 return PASS
-            plan, names, rewritten = pgmask.query_plan(masker, body)
+            plan, names, rewritten = masking.query_plan(masker, body)
             self._start(masker, plan, names)
             if plan is not None and plan.nulls and self.refuse_binary:
                 self.handlers = self._dropping  # a binary cursor FETCH; refused below
@@ -250,20 +250,20 @@ class TargetStream(FrameScanner):
         if item is None:
             return PASS
         if isinstance(item, Masker):
-            plan = pgmask.plan_rows(item, fields) if fields else None
+            plan = masking.plan_rows(item, fields) if fields else None
         elif isinstance(item, Portal):
             masker = item.prepared.masker
-            plan = pgmask.plan_rows(masker, fields) if masker is not None and fields else None
+            plan = masking.plan_rows(masker, fields) if masker is not None and fields else None
         else:
             item.fields = fields
             if item.described is not None and not item.described.done():
                 item.described.set_result(True)
             masker = item.masker
-            plan = pgmask.plan_rows(masker, fields) if masker is not None and fields else None
+            plan = masking.plan_rows(masker, fields) if masker is not None and fields else None
         if head.swallow:
             return b""
         if plan is not None and plan.retype:
-            return pgmask.rewrite_description(fields, plan)
+            return masking.rewrite_description(fields, plan)
         return PASS
 
     def _start(self, masker, plan, columns) -> None:
@@ -284,7 +284,7 @@ class TargetStream(FrameScanner):
             r = self._result
         r.rows += 1
         if r.plan is not None:
-            frame, values = pgmask.mask_row(r.masker, r.plan, body)
+            frame, values = masking.mask_row(r.masker, r.plan, body)
             if len(r.sample) < self.sample_rows:
                 r.sample.append(sample_cells(values))
             return frame
