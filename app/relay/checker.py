@@ -13,9 +13,12 @@ import asyncio
 from dataclasses import replace
 from typing import Callable
 
+from app.masking.cursors import mask_names, union
 from app.types import MaskSpec, Operation, Verdict
 
 from .session import RelaySession
+
+__all__ = ["Checker", "mask_names", "union"]  # the mask union is pure: app.masking.cursors
 
 DISCONNECTED = "the client disconnected"
 CANCELLED = "the client cancelled the statement"
@@ -84,15 +87,3 @@ class Checker:
         masker = self.session.gate.masker(masks)
         return masker if masker.active else None
 
-
-def union(a: tuple[MaskSpec, ...], b: tuple[MaskSpec, ...]) -> tuple[MaskSpec, ...]:
-    """The masks of both, each once, in the order first seen."""
-    if not a:
-        return b
-    if not b or b == a:
-        return a
-    return a + tuple(m for m in b if m not in a)
-
-
-def mask_names(masks: tuple[MaskSpec, ...]) -> list[str]:
-    return sorted({m.rule for m in masks})

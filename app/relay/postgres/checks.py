@@ -18,9 +18,11 @@ from dataclasses import replace
 from typing import Callable
 
 from app.binding import sql_binding
+from app.masking.cursors import CursorMasks, mask_names, union
+from app.policy.sql import copy_out_refusal
 from app.types import MaskSpec, Operation, Verdict
 
-from ..checker import Checker, mask_names, union
+from ..checker import Checker
 from ..session import RelaySession
 from . import protocol
 from .masking import NUMBERS, TEXTLIKE
@@ -43,7 +45,7 @@ class StatementChecker(Checker):
         self._send = send  # a frame for the client, between the target's frames
         self._flush = flush  # what is buffered for the target goes out before a hold
         self.connection = session.connection_name
-        self.cursor_masks: tuple[MaskSpec, ...] = ()
+        self.cursors = CursorMasks()  # masks that carry over to FETCH and EXECUTE (app.masking.cursors)
         self.verdicts: list[Verdict] = []  # of the last check, one per operation
         self.deferred = False  # the last check found a statement to hold at Bind
 
@@ -54,9 +56,7 @@ class StatementChecker(Checker):
         token = self.session.token
         if token is None or not token.fresh():
             return False
-        if shape.masks:
-            self.cursor_masks = union(self.cursor_masks, shape.masks)
-        elif not shape.has_targets and self.cursor_masks:
+        if not self.cursors.reusable(shape.masks, shape.has_targets):
             return False
         self.statements += 1
         return True
@@ -86,17 +86,10 @@ class StatementChecker(Checker):
                 if withdrawn is not None:
                     return masks, refusal(withdrawn), rules
             rules.append(verdict.rule)
-            own = verdict.masks
-            if own:
-                self.cursor_masks = union(self.cursor_masks, own)
-            elif not op.targets and self.cursor_masks:
-                # FETCH from a cursor, EXECUTE of a prepared statement: the rows come from
-                # a statement checked earlier, so the masks seen so far apply.
-                own = self.cursor_masks
-            if "copy_to_stdout" in op.attributes:
-                refused = _copy_out_refusal(own, verdict)
-                if refused is not None:
-                    return masks, refused, rules
+            own = self.cursors.applying(verdict.masks, bool(op.targets))
+            refused = copy_out_refusal(op.attributes, own, verdict.rule)
+            if refused is not None:
+                return masks, error_response("42501", f"airlock: {refused}"), rules
             masks = union(masks, own)
         return masks, None, rules
 
@@ -190,18 +183,6 @@ def binary_refusal(plan) -> bytes:
     names = ", ".join(plan.columns[i] for i in plan.nulls)
     return error_response("42501", f"airlock: masked column(s) {names} requested in binary format",
                           hint="ask for text format, or set AIRLOCK_RELAY_MASKED_BINARY=null")
-
-
-def _copy_out_refusal(masks: tuple[MaskSpec, ...], verdict: Verdict) -> bytes | None:
-    # COPY rows travel as CopyData, which the relay cannot mask; and COPY TO STDOUT
-    # exports whole tables, so it needs a rule that allows it by name.
-    if masks:
-        return error_response("42501", "airlock: COPY ... TO STDOUT is refused because a mask applies to its "
-                              f"rows (rule {masks[0].rule}); use SELECT instead")
-    if verdict.rule is None:
-        return error_response("42501", "airlock: COPY ... TO STDOUT needs a policy rule that allows it "
-                              "(match attributes: [copy_to_stdout])")
-    return None
 
 
 def settings_of(params: dict[str, str]) -> list[tuple[str, str]]:

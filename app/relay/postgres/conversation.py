@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 
+from app.policy.sql import function_call_refusal
 from app.types import Operation
 
 from ..pgshapes import AllowedShapes
@@ -194,8 +195,7 @@ class Conversation(ExtendedProtocol):
         self._flush()  # now, while the client is known to be there (an approved statement must not outlive it)
 
     def _function_call(self, body, raw) -> None:
-        # Calls a function by OID: no SQL text to check, so it never passes.
-        self._refuse(error_response("42501", "airlock: the function-call protocol is not allowed"), extended=False)
+        self._refuse(error_response("42501", f"airlock: {function_call_refusal()}"), extended=False)
 
     # -- refusals -------------------------------------------------------------------
 

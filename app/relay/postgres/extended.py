@@ -81,7 +81,8 @@ class ExtendedProtocol:
             if refusal is not None:
                 return self._refuse(refusal, extended=True)
         if prep.deferred or prep.stamp is None or prep.stamp != self.s.gate.stamp():
-            ops = self.checker.bound(prep.ops, b, prep.param_types, self.reading.codec or "latin-1") if prep.deferred else prep.ops
+            ops = (self.checker.bound(prep.ops, b, prep.param_types, self.reading.codec or "latin-1")
+                   if prep.deferred else prep.ops)
             masks, refusal, _ = await self.checker.check(ops)
             if refusal is not None:
                 return self._refuse(refusal, extended=True)
@@ -121,7 +122,7 @@ class ExtendedProtocol:
         item = (self.prepared if kind == b"S" else self.portals).get(name)
         if item is None and kind == b"P":
             # A cursor DECLAREd in SQL: describe it as its FETCHes will be masked.
-            item = self.checker.masker(self.checker.cursor_masks)
+            item = self.checker.masker(self.checker.cursors.seen)
         self._out.append(raw)
         self.stream.expect(DESCRIBE, item)
 
