@@ -33,7 +33,7 @@ class FrameTooLarge(Exception):
 
 
 class Transport(asyncio.Protocol):
-    """A protocol subclass frames what `_data_received` buffers; `max_frame` caps a frame."""
+    """A protocol subclass frames what `received` buffers; `max_frame` caps a frame."""
 
     def __init__(self, max_frame: int, initial: bytes = b""):
         self.max_frame = max_frame
@@ -66,9 +66,11 @@ class Transport(asyncio.Protocol):
             pass
 
     def data_received(self, data: bytes) -> None:
-        self._data_received(data)
+        self.received(data)
 
-    def _data_received(self, data: bytes) -> None:
+    def received(self, data: bytes) -> None:
+        """Bytes from the connection (after the PostgreSQL fast lane, which passes on what
+        is not its own: app/relay/postgres/wire.py)."""
         if self.on_data is not None:
             self.on_data(data)
             return

@@ -22,7 +22,7 @@ from app.identity import issue_token
 from app.inventory import apply_policy
 from app.models import RecordedSession, Review, SessionEvent
 from app.policy import load_policy
-from app.recording import recorder
+from app.recording import recorder, reset_recorder
 from app.relay.listen import bind
 
 # -- the echo protocol: everything a protocol writes on the core ---------------------------
@@ -128,6 +128,7 @@ rules:
 
 @pytest.fixture
 def echo(sqlite_store):
+    reset_recorder()  # the process's recorder writes to this test's store
     with session_scope() as s:
         apply_policy(s, load_policy(POLICY), actor="test", environ={})
         tokens = {name: issue_token(s, name, timedelta(hours=1)).token for name in ("bot", "nobody")}
@@ -151,6 +152,7 @@ def echo(sqlite_store):
     loop.call_soon_threadsafe(stop.set_result, None)
     thread.join(10)
     loop.close()
+    reset_recorder()
 
 
 class Client:

@@ -11,9 +11,18 @@
  * if any, has been handed back to it (`materialize`), so the Python path always sees
  * the conversation exactly as if it had handled every message itself.
  *
- * Errors before anything is sent fall back to the Python path, which redoes the work and
- * fails closed as it always does; an error after a write propagates to the event loop,
- * which closes the connection.
+ * The interface is narrow and explicit: the lane reads no attribute of the conversation,
+ * the stream or the wires. What it needs is passed to Lane() as callables (is the Python
+ * path at rest, the next batch number, write to either side, the stamp, the verdict's
+ * reuse, masking, recording, the answer's end) and the shape table; a shape's public
+ * fields (stamp, lead, tail, rule, mask_names, masker) are the only attributes it reads.
+ *
+ * Every callback may close the lane (Lane.close clears every field): the lane holds its
+ * own references to what it uses across a callback, and looks at `active` and `pending`
+ * again after each. No Python API is called while an exception is pending: each error
+ * is either cleared at once (nothing sent yet: the Python path redoes the work and fails
+ * closed as it always does) or returned at once (after a write: it propagates to the
+ * event loop, which closes the connection).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -22,17 +31,19 @@
 
 #define MAX_TEXT 8192 /* app.sql.cache.MAX_TEXT: longer texts are never remembered */
 
+#define N_FIELDS 15
+
 typedef struct {
     PyObject_HEAD
     int active;
-    /* the conversation, set once */
-    PyObject *client, *target, *conv, *stream, *shapes, *portals;
-    PyObject *stamp, *allowed_again, *record, *answer_json, *masked_answer, *hand_back, *target_idle;
-    PyObject *refuse_binary, *sample_rows, *status_i, *status_t, *status_e;
+    /* the conversation's interface, set once (see lane_kwlist) */
+    PyObject *at_rest, *next_batch, *write_target, *write_client, *shapes, *stamp, *allowed_again, *record,
+        *answer_json, *masked_answer, *hand_back, *stream_at_rest, *answered, *refuse_binary, *sample_rows;
     /* the statement in flight on the lane */
     int pending;
     PyObject *statement, *rule, *masks, *masker, *batch;
     double since;
+    Py_ssize_t carried; /* statements the lane relayed, question and whole answer */
 } Lane;
 
 typedef struct {
@@ -41,10 +52,7 @@ typedef struct {
     int side;       /* 0: the client's wire, 1: the target's */
 } WireBase;
 
-static PyObject *s_pos, *s_buf, *s_extra_len, *s_waiting, *s_skipping, *s_out, *s_queue, *s_write_paused,
-    *s_lost, *s_encoding, *s_stamp, *s_lead, *s_tail, *s_rule, *s_mask_names, *s_masker, *s_batch,
-    *s_transport, *s_write, *s_skip, *s_partial, *s_held, *s_result, *s_handlers, *s__handlers, *s_status,
-    *s_output, *s_data_received, *s_done_future, *one;
+static PyObject *s_stamp, *s_lead, *s_tail, *s_rule, *s_mask_names, *s_masker, *s_output, *s_received;
 
 static double monotonic(void) {
     struct timespec ts;
@@ -60,46 +68,34 @@ static inline int is_word(unsigned char c) {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
 }
 
-/* attribute truth, -1 on error */
-static int attr_true(PyObject *o, PyObject *name) {
-    PyObject *v = PyObject_GetAttr(o, name);
+/* Calls that hold their own reference to the callable and its argument: a callback
+ * that closes the lane drops the lane's references while the call runs. */
+static PyObject *call0(PyObject *fn) {
+    Py_INCREF(fn);
+    PyObject *r = PyObject_CallNoArgs(fn);
+    Py_DECREF(fn);
+    return r;
+}
+
+static PyObject *call1(PyObject *fn, PyObject *arg) {
+    Py_INCREF(fn);
+    Py_INCREF(arg);
+    PyObject *r = PyObject_CallOneArg(fn, arg);
+    Py_DECREF(arg);
+    Py_DECREF(fn);
+    return r;
+}
+
+static int call_true(PyObject *fn) { /* fn()'s truth: 1, 0, or -1 with the exception set */
+    PyObject *v = call0(fn);
     if (v == NULL) return -1;
     int r = PyObject_IsTrue(v);
     Py_DECREF(v);
     return r;
 }
 
-static int attr_is(PyObject *o, PyObject *name, PyObject *what) {
-    PyObject *v = PyObject_GetAttr(o, name);
-    if (v == NULL) return -1;
-    int r = v == what;
-    Py_DECREF(v);
-    return r;
-}
-
-static int attr_len(PyObject *o, PyObject *name) { /* length, -1 on error */
-    PyObject *v = PyObject_GetAttr(o, name);
-    if (v == NULL) return -1;
-    Py_ssize_t n = PyObject_Length(v);
-    Py_DECREF(v);
-    return n < 0 ? -1 : (int)(n > 1 ? 2 : n);
-}
-
-static Py_ssize_t attr_ssize(PyObject *o, PyObject *name) {
-    PyObject *v = PyObject_GetAttr(o, name);
-    if (v == NULL) return -1;
-    Py_ssize_t n = PyLong_Check(v) ? PyLong_AsSsize_t(v) : -1;
-    Py_DECREF(v);
-    return n;
-}
-
-static int wire_write(PyObject *wire, PyObject *data) { /* Wire.write: nothing once lost */
-    int lost = attr_true(wire, s_lost);
-    if (lost != 0) return lost < 0 ? -1 : 0;
-    PyObject *transport = PyObject_GetAttr(wire, s_transport);
-    if (transport == NULL) return -1;
-    PyObject *r = PyObject_CallMethodOneArg(transport, s_write, data);
-    Py_DECREF(transport);
+static int call_write(PyObject *write, PyObject *data) { /* Wire.write: nothing once lost */
+    PyObject *r = call1(write, data);
     if (r == NULL) return -1;
     Py_DECREF(r);
     return 0;
@@ -139,98 +135,66 @@ static PyObject *shape_key(const unsigned char *t, Py_ssize_t n) {
 
 /* -- the client's side: one Query of an allowed shape -------------------------------- */
 
-static int conversation_idle(Lane *l, PyObject *wire) {
-    /* The Python path has nothing buffered, waiting or in flight. 1, 0, or -1 (error). */
-    Py_ssize_t pos = attr_ssize(wire, s_pos), extra = attr_ssize(wire, s_extra_len);
-    if (pos < 0 || extra != 0) return extra < 0 ? -1 : 0;
-    PyObject *buf = PyObject_GetAttr(wire, s_buf);
-    if (buf == NULL) return -1;
-    Py_ssize_t n = PyObject_Length(buf);
-    Py_DECREF(buf);
-    if (n < 0 || pos < n) return n < 0 ? -1 : 0; /* unread bytes: the Python path takes them */
-    int r;
-    if ((r = attr_is(l->conv, s_waiting, Py_None)) != 1) return r;
-    if ((r = attr_true(l->conv, s_skipping)) != 0) return r < 0 ? -1 : 0;
-    if ((r = attr_len(l->conv, s_out)) != 0) return r < 0 ? -1 : 0;
-    if ((r = attr_len(l->stream, s_queue)) != 0) return r < 0 ? -1 : 0;
-    if ((r = attr_true(l->target, s_write_paused)) != 0) return r < 0 ? -1 : 0;
-    if ((r = attr_true(l->target, s_lost)) != 0) return r < 0 ? -1 : 0;
-    PyObject *done = PyObject_GetAttr(l->conv, s_done_future);
-    if (done == NULL) return -1;
-    PyObject *ended = PyObject_CallMethodNoArgs(done, s_done_future);
-    Py_DECREF(done);
-    if (ended == NULL) return -1;
-    r = ended == Py_False;
-    Py_DECREF(ended);
-    if (r != 1) return 0;
-    PyObject *enc = PyObject_GetAttr(l->conv, s_encoding);
-    if (enc == NULL) return -1;
-    r = PyUnicode_Check(enc) && PyUnicode_CompareWithASCIIString(enc, "utf-8") == 0;
-    Py_DECREF(enc);
-    return r;
-}
-
-/* 1: relayed; 0: not for the lane (nothing done); -1: an error after the write began. */
-static int client_query(Lane *l, PyObject *wire, PyObject *data) {
-    if (l->pending || !PyBytes_CheckExact(data)) return 0;
+/* 1: relayed; 0: not for the lane (nothing done, no exception); -1: an error after the
+ * statement became the lane's (the exception set). */
+static int client_query(Lane *l, PyObject *data) {
+    if (!l->active || l->pending || !PyBytes_CheckExact(data)) return 0;
     const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
     Py_ssize_t n = PyBytes_GET_SIZE(data), tlen = n - 6;
     if (n < 6 || p[0] != 'Q' || (Py_ssize_t)be32(p + 1) + 1 != n || p[n - 1] != 0 || tlen > MAX_TEXT) return 0;
     const unsigned char *text = p + 5;
     for (Py_ssize_t i = 0; i < tlen; i++)
         if (text[i] >= 0x80 || text[i] == 0) return 0;
-    int r = conversation_idle(l, wire);
-    if (r <= 0) goto not_ours;
 
-    PyObject *key = shape_key(text, tlen), *shape = NULL, *current = NULL, *stamp = NULL, *ok = NULL;
-    PyObject *lead = NULL, *tail = NULL, *batch = NULL, *statement = NULL, *full = NULL;
-    int result = 0;
-    if (key == NULL) goto done;
-    shape = PyDict_GetItemWithError(l->shapes, key);
-    if (shape == NULL) goto done;
+    PyObject *key = NULL, *shape = NULL, *current = NULL, *stamp = NULL, *ok = NULL, *lead = NULL, *tail = NULL;
+    PyObject *rule = NULL, *masks = NULL, *masker = NULL, *batch = NULL, *statement = NULL, *full = NULL;
+    PyObject *write = NULL;
+    int result = 0, r;
+    /* The Python path has nothing buffered, waiting or in flight, and reads UTF-8. */
+    if ((r = call_true(l->at_rest)) != 1 || !l->active) goto done;
+    if ((key = shape_key(text, tlen)) == NULL) goto done;
+    if ((shape = PyDict_GetItemWithError(l->shapes, key)) == NULL) goto done;
     Py_INCREF(shape);
-    if ((current = PyObject_CallNoArgs(l->stamp)) == NULL || current == Py_None) goto done;
+    if ((current = call0(l->stamp)) == NULL || current == Py_None || !l->active) goto done;
     if ((stamp = PyObject_GetAttr(shape, s_stamp)) == NULL) goto done;
-    if (PyObject_RichCompareBool(stamp, current, Py_EQ) != 1) goto done; /* Python clears stale shapes */
+    if ((r = PyObject_RichCompareBool(stamp, current, Py_EQ)) != 1) goto done; /* Python clears stale shapes */
     if ((lead = PyObject_GetAttr(shape, s_lead)) == NULL || (tail = PyObject_GetAttr(shape, s_tail)) == NULL)
         goto done;
-    Py_ssize_t a = PyLong_AsSsize_t(lead), b = tlen - PyLong_AsSsize_t(tail);
-    if (PyErr_Occurred() || a < 0 || b < a || b > tlen) goto done;
-    if ((ok = PyObject_CallOneArg(l->allowed_again, shape)) == NULL || PyObject_IsTrue(ok) != 1) goto done;
+    Py_ssize_t a = PyLong_AsSsize_t(lead);
+    if (a == -1 && PyErr_Occurred()) goto done;
+    Py_ssize_t t = PyLong_AsSsize_t(tail);
+    if (t == -1 && PyErr_Occurred()) goto done;
+    Py_ssize_t b = tlen - t;
+    if (a < 0 || b < a || b > tlen) goto done;
+    if ((rule = PyObject_GetAttr(shape, s_rule)) == NULL || (masks = PyObject_GetAttr(shape, s_mask_names)) == NULL ||
+        (masker = PyObject_GetAttr(shape, s_masker)) == NULL)
+        goto done;
+    if (!l->active) goto done;
+    if ((ok = call1(l->allowed_again, shape)) == NULL || (r = PyObject_IsTrue(ok)) != 1 || !l->active) goto done;
 
     /* Allowed: from here on the statement is the lane's. */
+    write = Py_NewRef(l->write_target);
     if ((full = PyUnicode_FromStringAndSize((const char *)text, tlen)) == NULL ||
-        (statement = PyUnicode_Substring(full, a, b)) == NULL)
+        (statement = PyUnicode_Substring(full, a, b)) == NULL || (batch = call0(l->next_batch)) == NULL)
         goto failed;
-    PyObject *old = PyObject_GetAttr(l->conv, s_batch);
-    if (old == NULL) goto failed;
-    batch = PyNumber_Add(old, one);
-    Py_DECREF(old);
-    if (batch == NULL || PyObject_SetAttr(l->conv, s_batch, batch) < 0) goto failed;
-    PyObject *rule = PyObject_GetAttr(shape, s_rule), *masks = PyObject_GetAttr(shape, s_mask_names),
-             *masker = PyObject_GetAttr(shape, s_masker);
-    if (rule == NULL || masks == NULL || masker == NULL) {
-        Py_XDECREF(rule);
-        Py_XDECREF(masks);
-        Py_XDECREF(masker);
+    if (!l->active) {
+        PyErr_SetString(PyExc_RuntimeError, "the fast lane was closed while it took a statement");
         goto failed;
     }
     l->statement = statement, l->rule = rule, l->masks = masks, l->masker = masker, l->batch = batch;
-    statement = batch = NULL;
+    statement = rule = masks = masker = batch = NULL; /* the lane's now */
     l->since = monotonic();
     l->pending = 1;
-    result = wire_write(l->target, data) < 0 ? -1 : 1;
+    result = call_write(write, data) < 0 ? -1 : 1;
     goto done;
 failed:
     result = -1;
 done:
-    Py_XDECREF(key); Py_XDECREF(shape); Py_XDECREF(current); Py_XDECREF(stamp); Py_XDECREF(ok);
-    Py_XDECREF(lead); Py_XDECREF(tail); Py_XDECREF(batch); Py_XDECREF(statement); Py_XDECREF(full);
     if (result == 0 && PyErr_Occurred()) PyErr_Clear(); /* the Python path redoes it, and raises */
+    Py_XDECREF(key); Py_XDECREF(shape); Py_XDECREF(current); Py_XDECREF(stamp); Py_XDECREF(ok);
+    Py_XDECREF(lead); Py_XDECREF(tail); Py_XDECREF(rule); Py_XDECREF(masks); Py_XDECREF(masker);
+    Py_XDECREF(batch); Py_XDECREF(statement); Py_XDECREF(full); Py_XDECREF(write);
     return result;
-not_ours:
-    if (r < 0) PyErr_Clear();
-    return 0;
 }
 
 /* -- the target's side: the whole plain answer to the statement in flight --------------- */
@@ -259,103 +223,103 @@ static Py_ssize_t plain_answer(const unsigned char *c, Py_ssize_t n, Py_ssize_t 
     return -1;
 }
 
-static int stream_ready(Lane *l) { /* TargetStream._whole_plain_answer's conditions */
-    int r;
-    if ((r = attr_len(l->stream, s_queue)) != 0) return r < 0 ? -1 : 0;
-    if ((r = attr_true(l->stream, s_skip)) != 0) return r < 0 ? -1 : 0;
-    if ((r = attr_is(l->stream, s_partial, Py_None)) != 1) return r;
-    if ((r = attr_len(l->stream, s_held)) != 0) return r < 0 ? -1 : 0;
-    if ((r = attr_is(l->stream, s_result, Py_None)) != 1) return r;
-    PyObject *mine = PyObject_GetAttr(l->stream, s__handlers);
-    if (mine == NULL) return -1;
-    r = attr_is(l->stream, s_handlers, mine);
-    Py_DECREF(mine);
-    return r;
-}
-
+/* 1: answered; 0: not for the lane (nothing done, no exception); -1: an error after the
+ * answer began to go out (the exception set). */
 static int target_answer(Lane *l, PyObject *chunk) {
-    if (!l->pending || !PyBytes_CheckExact(chunk)) return 0;
+    if (!l->active || !l->pending || !PyBytes_CheckExact(chunk)) return 0;
     const unsigned char *c = (const unsigned char *)PyBytes_AS_STRING(chunk);
     Py_ssize_t n = PyBytes_GET_SIZE(chunk), max_rows = PyLong_AsSsize_t(l->sample_rows);
     if (max_rows < 0) {
-        PyErr_Clear();
+        if (PyErr_Occurred()) PyErr_Clear();
         return 0;
     }
     Py_ssize_t z = plain_answer(c, n, max_rows);
     if (z < 0) return 0;
-    PyObject *status = c[n - 1] == 'I' ? l->status_i : c[n - 1] == 'T' ? l->status_t : c[n - 1] == 'E' ? l->status_e : NULL;
-    if (status == NULL) return 0;
-    int r = stream_ready(l);
-    if (r <= 0) {
+    unsigned char code = c[n - 1];
+    if (code != 'I' && code != 'T' && code != 'E') return 0;
+    int r = call_true(l->stream_at_rest);
+    if (r != 1 || !l->active || !l->pending) {
         if (r < 0) PyErr_Clear();
         return 0;
     }
-    PyObject *answer, *out;
-    if (l->masker == Py_None) {
-        if ((answer = PyBytes_FromStringAndSize((const char *)c, z)) == NULL) goto fallback;
+    /* Our own references: the callbacks below may close the lane or take its statement back. */
+    PyObject *statement = Py_NewRef(l->statement), *rule = Py_NewRef(l->rule), *masks = Py_NewRef(l->masks),
+             *masker = Py_NewRef(l->masker), *batch = Py_NewRef(l->batch), *write = Py_NewRef(l->write_client),
+             *record = Py_NewRef(l->record), *answer_json = Py_NewRef(l->answer_json),
+             *masked_answer = Py_NewRef(l->masked_answer), *answered = Py_NewRef(l->answered),
+             *refuse_binary = Py_NewRef(l->refuse_binary), *sample_rows = Py_NewRef(l->sample_rows);
+    PyObject *answer = NULL, *out = NULL, *elapsed = NULL, *status = NULL, *done = NULL;
+    int result = 0;
+    if (masker == Py_None) {
+        if ((answer = PyBytes_FromStringAndSize((const char *)c, z)) == NULL) goto finish;
         out = Py_NewRef(chunk);
     } else { /* masked in Python, before anything is sent: an error leaves it to the Python path */
         PyObject *size = PyLong_FromSsize_t(z);
-        if (size == NULL) goto fallback;
-        PyObject *argv[4] = {l->masker, chunk, size, l->refuse_binary};
-        answer = PyObject_Vectorcall(l->masked_answer, argv, 4, NULL);
+        if (size == NULL) goto finish;
+        PyObject *argv[4] = {masker, chunk, size, refuse_binary};
+        Py_INCREF(masked_answer);
+        answer = PyObject_Vectorcall(masked_answer, argv, 4, NULL);
+        Py_DECREF(masked_answer);
         Py_DECREF(size);
-        if (answer == NULL || !PyBytes_Check(answer)) {
-            Py_XDECREF(answer);
-            goto fallback;
+        if (answer == NULL) goto finish;
+        if (!PyBytes_Check(answer)) {
+            Py_CLEAR(answer);
+            goto finish;
         }
-        out = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(answer) + (n - z));
-        if (out == NULL) {
-            Py_DECREF(answer);
-            goto fallback;
-        }
+        if ((out = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(answer) + (n - z))) == NULL) goto finish;
         memcpy(PyBytes_AS_STRING(out), PyBytes_AS_STRING(answer), PyBytes_GET_SIZE(answer));
         memcpy(PyBytes_AS_STRING(out) + PyBytes_GET_SIZE(answer), c + z, n - z);
+        if (!l->active || !l->pending || l->statement != statement) goto finish; /* no longer ours to answer */
     }
-    r = wire_write(l->client, out);
-    Py_DECREF(out);
-    if (r < 0) {
-        Py_DECREF(answer);
-        return -1;
+    /* From here on the answer is the client's: errors propagate. */
+    result = -1;
+    if (call_write(write, out) < 0) goto finish;
+    if (l->active && (!l->pending || l->statement != statement)) {
+        /* A callback handed the statement back while its answer went out: the Python path
+         * would wait for an answer already sent. End the connection rather than guess. */
+        PyErr_SetString(PyExc_RuntimeError, "the fast lane's statement was handed back during its answer");
+        goto finish;
     }
-    PyObject *statement = l->statement, *rule = l->rule, *masks = l->masks, *masker = l->masker,
-             *batch = l->batch;
-    l->statement = l->rule = l->masks = l->masker = l->batch = NULL;
     l->pending = 0;
+    Py_CLEAR(l->statement); Py_CLEAR(l->rule); Py_CLEAR(l->masks); Py_CLEAR(l->masker); Py_CLEAR(l->batch);
+    l->carried++;
     double ms = (double)(long long)((monotonic() - l->since) * 1e6) / 1000; /* int(s * 1e6) / 1000 */
-    int failed = 0;
-    if (l->record != Py_None) { /* vectorcall: no argument tuple built for a call that collects *args */
-        PyObject *elapsed = PyFloat_FromDouble(ms), *done = NULL;
-        if (elapsed != NULL) {
-            PyObject *argv[8] = {s_output, l->answer_json, statement, rule, masks, elapsed, answer, l->sample_rows};
-            done = PyObject_Vectorcall(l->record, argv, 8, NULL);
-            Py_DECREF(elapsed);
-        }
-        failed |= done == NULL;
-        Py_XDECREF(done);
+    if (record != Py_None) { /* vectorcall: no argument tuple built for a call that collects *args */
+        if ((elapsed = PyFloat_FromDouble(ms)) == NULL) goto finish;
+        PyObject *argv[8] = {s_output, answer_json, statement, rule, masks, elapsed, answer, sample_rows};
+        Py_INCREF(record);
+        done = PyObject_Vectorcall(record, argv, 8, NULL);
+        Py_DECREF(record);
+        if (done == NULL) goto finish;
+        Py_CLEAR(done);
     }
-    failed |= PyObject_SetAttr(l->stream, s_status, status) < 0;
-    if (!failed && status == l->status_i && PyDict_GET_SIZE(l->portals)) {
-        PyObject *done = PyObject_CallOneArg(l->target_idle, batch);
-        failed |= done == NULL;
-        Py_XDECREF(done);
-    }
+    if ((status = PyLong_FromLong(code)) == NULL) goto finish;
+    PyObject *args[2] = {status, batch};
+    Py_INCREF(answered);
+    done = PyObject_Vectorcall(answered, args, 2, NULL); /* the stream's status; portals gone at 'I' */
+    Py_DECREF(answered);
+    if (done == NULL) goto finish;
+    result = 1;
+finish:
+    if (result == 0 && PyErr_Occurred()) PyErr_Clear(); /* nothing sent: the Python path takes the chunk */
+    Py_XDECREF(answer); Py_XDECREF(out); Py_XDECREF(elapsed); Py_XDECREF(status); Py_XDECREF(done);
     Py_DECREF(statement); Py_DECREF(rule); Py_DECREF(masks); Py_DECREF(masker); Py_DECREF(batch);
-    Py_DECREF(answer);
-    return failed ? -1 : 1;
-fallback:
-    PyErr_Clear();
-    return 0;
+    Py_DECREF(write); Py_DECREF(record); Py_DECREF(answer_json); Py_DECREF(masked_answer); Py_DECREF(answered);
+    Py_DECREF(refuse_binary); Py_DECREF(sample_rows);
+    return result;
 }
 
 /* -- handing the statement in flight back to the Python path --------------------------- */
 
 static int materialize(Lane *l) {
-    if (!l->pending) return 0;
+    if (!l->pending || !l->active) return 0;
     l->pending = 0;
-    PyObject *r = PyObject_CallFunction(l->hand_back, "OOOOdO", l->statement, l->rule, l->masks, l->masker,
-                                        l->since, l->batch);
-    Py_CLEAR(l->statement); Py_CLEAR(l->rule); Py_CLEAR(l->masks); Py_CLEAR(l->masker); Py_CLEAR(l->batch);
+    /* Taken out of the lane first: hand_back may close it. */
+    PyObject *fn = Py_NewRef(l->hand_back), *statement = l->statement, *rule = l->rule, *masks = l->masks,
+             *masker = l->masker, *batch = l->batch;
+    l->statement = l->rule = l->masks = l->masker = l->batch = NULL;
+    PyObject *r = PyObject_CallFunction(fn, "OOOOdO", statement, rule, masks, masker, l->since, batch);
+    Py_DECREF(fn); Py_DECREF(statement); Py_DECREF(rule); Py_DECREF(masks); Py_DECREF(masker); Py_DECREF(batch);
     if (r == NULL) return -1;
     Py_DECREF(r);
     return 0;
@@ -363,44 +327,30 @@ static int materialize(Lane *l) {
 
 /* -- Lane ------------------------------------------------------------------------------ */
 
-static char *lane_kwlist[] = {"client", "target", "conv", "stream", "shapes", "portals", "stamp", "allowed_again",
-                              "record", "answer_json", "masked_answer", "hand_back", "target_idle",
-                              "refuse_binary", "sample_rows", "statuses", NULL};
+static char *lane_kwlist[] = {"at_rest", "next_batch", "write_target", "write_client", "shapes", "stamp",
+                              "allowed_again", "record", "answer_json", "masked_answer", "hand_back",
+                              "stream_at_rest", "answered", "refuse_binary", "sample_rows", NULL};
+
+#define LANE_FIELDS(self)                                                                                          \
+    {&(self)->at_rest, &(self)->next_batch, &(self)->write_target, &(self)->write_client, &(self)->shapes,          \
+     &(self)->stamp, &(self)->allowed_again, &(self)->record, &(self)->answer_json, &(self)->masked_answer,        \
+     &(self)->hand_back, &(self)->stream_at_rest, &(self)->answered, &(self)->refuse_binary, &(self)->sample_rows}
 
 static int Lane_init(Lane *self, PyObject *args, PyObject *kwds) {
-    PyObject *o[15], *statuses;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO!O!OOOOOOOOO!O!:Lane", lane_kwlist, &o[0], &o[1], &o[2],
-                                     &o[3], &PyDict_Type, &o[4], &PyDict_Type, &o[5], &o[6], &o[7], &o[8], &o[9],
-                                     &o[10], &o[11], &o[12], &o[13], &PyLong_Type, &o[14], &PyDict_Type, &statuses))
+    PyObject *o[N_FIELDS];
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOO!OOOOOOOOOO!:Lane", lane_kwlist, &o[0], &o[1], &o[2], &o[3],
+                                     &PyDict_Type, &o[4], &o[5], &o[6], &o[7], &o[8], &o[9], &o[10], &o[11],
+                                     &o[12], &o[13], &PyLong_Type, &o[14]))
         return -1;
-    PyObject **slots[] = {&self->client, &self->target, &self->conv, &self->stream, &self->shapes, &self->portals,
-                          &self->stamp, &self->allowed_again, &self->record, &self->answer_json,
-                          &self->masked_answer, &self->hand_back, &self->target_idle, &self->refuse_binary,
-                          &self->sample_rows};
-    for (int i = 0; i < 15; i++) Py_XSETREF(*slots[i], Py_NewRef(o[i]));
-    PyObject **status[] = {&self->status_i, &self->status_t, &self->status_e};
-    const char codes[] = "ITE";
-    for (int i = 0; i < 3; i++) {
-        PyObject *code = PyLong_FromLong(codes[i]);
-        if (code == NULL) return -1;
-        PyObject *v = PyDict_GetItemWithError(statuses, code);
-        Py_DECREF(code);
-        if (v == NULL) {
-            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "statuses needs I, T and E");
-            return -1;
-        }
-        Py_XSETREF(*status[i], Py_NewRef(v));
-    }
+    PyObject **slots[N_FIELDS] = LANE_FIELDS(self);
+    for (int i = 0; i < N_FIELDS; i++) Py_XSETREF(*slots[i], Py_NewRef(o[i]));
     self->active = 1;
     return 0;
 }
 
 static int Lane_traverse(Lane *self, visitproc visit, void *arg) {
-    Py_VISIT(self->client); Py_VISIT(self->target); Py_VISIT(self->conv); Py_VISIT(self->stream);
-    Py_VISIT(self->shapes); Py_VISIT(self->portals); Py_VISIT(self->stamp); Py_VISIT(self->allowed_again);
-    Py_VISIT(self->record); Py_VISIT(self->answer_json); Py_VISIT(self->masked_answer); Py_VISIT(self->hand_back);
-    Py_VISIT(self->target_idle); Py_VISIT(self->refuse_binary); Py_VISIT(self->sample_rows);
-    Py_VISIT(self->status_i); Py_VISIT(self->status_t); Py_VISIT(self->status_e);
+    PyObject **slots[N_FIELDS] = LANE_FIELDS(self);
+    for (int i = 0; i < N_FIELDS; i++) Py_VISIT(*slots[i]);
     Py_VISIT(self->statement); Py_VISIT(self->rule); Py_VISIT(self->masks); Py_VISIT(self->masker);
     Py_VISIT(self->batch);
     return 0;
@@ -409,11 +359,8 @@ static int Lane_traverse(Lane *self, visitproc visit, void *arg) {
 static int Lane_clear(Lane *self) {
     self->active = 0;
     self->pending = 0;
-    Py_CLEAR(self->client); Py_CLEAR(self->target); Py_CLEAR(self->conv); Py_CLEAR(self->stream);
-    Py_CLEAR(self->shapes); Py_CLEAR(self->portals); Py_CLEAR(self->stamp); Py_CLEAR(self->allowed_again);
-    Py_CLEAR(self->record); Py_CLEAR(self->answer_json); Py_CLEAR(self->masked_answer); Py_CLEAR(self->hand_back);
-    Py_CLEAR(self->target_idle); Py_CLEAR(self->refuse_binary); Py_CLEAR(self->sample_rows);
-    Py_CLEAR(self->status_i); Py_CLEAR(self->status_t); Py_CLEAR(self->status_e);
+    PyObject **slots[N_FIELDS] = LANE_FIELDS(self);
+    for (int i = 0; i < N_FIELDS; i++) Py_CLEAR(*slots[i]);
     Py_CLEAR(self->statement); Py_CLEAR(self->rule); Py_CLEAR(self->masks); Py_CLEAR(self->masker);
     Py_CLEAR(self->batch);
     return 0;
@@ -426,7 +373,7 @@ static void Lane_dealloc(Lane *self) {
 }
 
 static PyObject *Lane_materialize(Lane *self, PyObject *unused) {
-    if (self->pending && self->hand_back != NULL && materialize(self) < 0) return NULL;
+    if (materialize(self) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -438,6 +385,7 @@ static PyObject *Lane_close(Lane *self, PyObject *unused) {
 
 static PyObject *Lane_get_pending(Lane *self, void *closure) { return PyBool_FromLong(self->pending); }
 static PyObject *Lane_get_active(Lane *self, void *closure) { return PyBool_FromLong(self->active); }
+static PyObject *Lane_get_carried(Lane *self, void *closure) { return PyLong_FromSsize_t(self->carried); }
 
 static PyMethodDef Lane_methods[] = {
     {"materialize", (PyCFunction)Lane_materialize, METH_NOARGS,
@@ -448,6 +396,7 @@ static PyMethodDef Lane_methods[] = {
 static PyGetSetDef Lane_getset[] = {
     {"pending", (getter)Lane_get_pending, NULL, "a statement is in flight on the lane", NULL},
     {"active", (getter)Lane_get_active, NULL, "the lane takes messages", NULL},
+    {"carried", (getter)Lane_get_carried, NULL, "statements the lane relayed, question and whole answer", NULL},
     {NULL}};
 
 static PyTypeObject LaneType = {
@@ -471,13 +420,13 @@ static PyObject *WireBase_data_received(WireBase *self, PyObject *data) {
     if (lane != NULL) {
         Py_INCREF(lane);
         int r = 0;
-        if (lane->active) r = self->side ? target_answer(lane, data) : client_query(lane, (PyObject *)self, data);
-        if (r == 0 && lane->pending) r = materialize(lane) < 0 ? -1 : 0;
+        r = self->side ? target_answer(lane, data) : client_query(lane, data);
+        if (r == 0) r = materialize(lane) < 0 ? -1 : 0; /* not the lane's: the Python path takes over */
         Py_DECREF(lane);
         if (r > 0) Py_RETURN_NONE;
         if (r < 0) return NULL;
     }
-    return PyObject_CallMethodOneArg((PyObject *)self, s_data_received, data);
+    return PyObject_CallMethodOneArg((PyObject *)self, s_received, data);
 }
 
 static int WireBase_traverse(WireBase *self, visitproc visit, void *arg) {
@@ -512,7 +461,7 @@ static int WireBase_set_lane(WireBase *self, PyObject *value, void *closure) {
 
 static PyMethodDef WireBase_methods[] = {
     {"data_received", (PyCFunction)WireBase_data_received, METH_O,
-     "The fast lane's messages here; everything else to _data_received."},
+     "The fast lane's messages here; everything else to received()."},
     {NULL}};
 
 static PyMemberDef WireBase_members[] = {
@@ -566,18 +515,11 @@ PyMODINIT_FUNC PyInit__fastlane(void) {
     struct {
         PyObject **slot;
         const char *name;
-    } names[] = {{&s_pos, "_pos"}, {&s_buf, "_buf"}, {&s_extra_len, "_extra_len"}, {&s_waiting, "_waiting"},
-                 {&s_skipping, "_skipping"}, {&s_out, "_out"}, {&s_queue, "queue"},
-                 {&s_write_paused, "write_paused"}, {&s_lost, "lost"}, {&s_encoding, "encoding"},
-                 {&s_stamp, "stamp"}, {&s_lead, "lead"}, {&s_tail, "tail"}, {&s_rule, "rule"},
-                 {&s_mask_names, "mask_names"}, {&s_masker, "masker"}, {&s_batch, "batch"},
-                 {&s_transport, "transport"}, {&s_write, "write"}, {&s_skip, "_skip"}, {&s_partial, "_partial"},
-                 {&s_held, "_held"}, {&s_result, "_result"}, {&s_handlers, "handlers"},
-                 {&s__handlers, "_handlers"}, {&s_status, "status"}, {&s_output, "output"},
-                 {&s_data_received, "_data_received"}, {&s_done_future, "done"}};
+    } names[] = {{&s_stamp, "stamp"}, {&s_lead, "lead"}, {&s_tail, "tail"}, {&s_rule, "rule"},
+                 {&s_mask_names, "mask_names"}, {&s_masker, "masker"}, {&s_output, "output"},
+                 {&s_received, "received"}};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if ((*names[i].slot = PyUnicode_InternFromString(names[i].name)) == NULL) return NULL;
-    if ((one = PyLong_FromLong(1)) == NULL) return NULL;
     if (PyType_Ready(&LaneType) < 0 || PyType_Ready(&WireBaseType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;

@@ -48,6 +48,7 @@ class Conversation(ExtendedProtocol):
         self.checker = StatementChecker(session, self.stream.send, self._flush)
         self.shapes = AllowedShapes(session.gate)
         self.refused = 0
+        self.lane_carried = 0  # statements the fast lane relayed (set when it detaches)
         self._out: list = []
         self._skipping = False  # after a refusal in the extended protocol, until Sync
         self._waiting: asyncio.Task | None = None
@@ -132,6 +133,13 @@ class Conversation(ExtendedProtocol):
 
     def _send(self, body, raw) -> None:
         self._out.append(raw)
+
+    def at_rest(self) -> bool:
+        """Nothing buffered, waiting or in flight on the Python path, and the target reads
+        UTF-8: the fast lane (fastlane.py) may take the next Query."""
+        return (self._waiting is None and not self._skipping and not self._out and not self.client.buffered
+                and not self.stream.queue and not self.target.write_paused and not self.target.lost
+                and not self.done.done() and self.encoding == "utf-8")
 
     # -- barriers: wait for the target to confirm how it reads what follows (parity.py) --
 
@@ -219,6 +227,12 @@ class Conversation(ExtendedProtocol):
     @property
     def statements(self) -> int:
         return self.checker.statements
+
+    @property
+    def lane_statements(self) -> int:
+        """How many statements the fast lane relayed (recorded with the session's summary)."""
+        lane = self.stream.lane
+        return lane.carried if lane is not None else self.lane_carried
 
     # -- text and parameters ------------------------------------------------------
 

@@ -36,7 +36,7 @@ except ImportError:  # not compiled: `pip install -e .` builds it
         lane_side = 0
 
         def data_received(self, data: bytes) -> None:
-            self._data_received(data)
+            self.received(data)
 
 
 def enabled() -> bool:
@@ -51,22 +51,32 @@ def attach(conv) -> None:
     stream, session = conv.stream, conv.s
     rec = session.rec
 
-    def hand_back(statement, rule, masks, masker, since, batch) -> None:
-        stream.expect(QUERY, Query(masker, [(statement, rule)], masks), batch=batch)
-        stream._since = since
+    def next_batch() -> int:
+        conv.batch += 1
+        return conv.batch
 
-    lane = Lane(client=conv.client, target=conv.target, conv=conv, stream=stream, shapes=conv.shapes.table,
-                portals=conv.portals, stamp=session.gate.stamp, allowed_again=conv.checker.allowed_again,
-                record=rec.event_later if rec is not None else None, answer_json=answer_json,
-                masked_answer=masked_answer, hand_back=hand_back, target_idle=conv.target_idle,
-                refuse_binary=bool(stream.refuse_binary), sample_rows=int(stream.sample_rows),
-                statuses=stream.statuses)
+    def hand_back(statement, rule, masks, masker, since, batch) -> None:
+        stream.expect(QUERY, Query(masker, [(statement, rule)], masks), batch=batch, since=since)
+
+    def answered(status: int, batch: int) -> None:
+        stream.answered_by_lane(status)
+        if status == 0x49 and conv.portals:  # I: outside a block the target dropped its portals
+            conv.target_idle(batch)
+
+    # Everything the lane touches, passed explicitly: it reads nothing else of ours.
+    lane = Lane(at_rest=conv.at_rest, next_batch=next_batch, write_target=conv.target.write,
+                write_client=conv.client.write, shapes=conv.shapes.table, stamp=session.gate.stamp,
+                allowed_again=conv.checker.allowed_again, record=rec.event_later if rec is not None else None,
+                answer_json=answer_json, masked_answer=masked_answer, hand_back=hand_back,
+                stream_at_rest=stream.at_rest, answered=answered, refuse_binary=bool(stream.refuse_binary),
+                sample_rows=int(stream.sample_rows))
     stream.lane = lane
     conv.client.lane, conv.client.lane_side = lane, 0
     conv.target.lane, conv.target.lane_side = lane, 1
 
     def detach(_) -> None:
         lane.materialize()
+        conv.lane_carried = lane.carried
         conv.client.lane = conv.target.lane = stream.lane = None
         lane.close()
 

@@ -244,4 +244,5 @@ class Session(RelaySession):
         self._close_wires()
         if self.rec is not None:
             conv = self.conv
-            self.rec.close(statements=conv.statements if conv else 0, refused=conv.refused if conv else 0)
+            self.rec.close(statements=conv.statements if conv else 0, refused=conv.refused if conv else 0,
+                           lane=conv.lane_statements if conv else 0)

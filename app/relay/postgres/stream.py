@@ -56,18 +56,21 @@ class TargetStream(FrameScanner):
         self._skipping = False  # the target saw an error and ignores everything until Sync
         self._handlers = self.handlers = {kind: f.__get__(self) for kind, f in _HANDLERS.items()}
         self._dropping = {0x5A: self._ready}  # after a refused binary result: all but Z dropped
-        self.statuses = _STATUS
         self.lane = None  # the conversation's fast lane (fastlane.py), while it has one
         self._drained: asyncio.Future | None = None  # see `drain`
 
     # -- called by the session ----------------------------------------------------
 
     def expect(self, kind: int, item=None, swallow: bool = False, refusal: bytes | None = None,
-               batch: int = 0) -> None:
+               batch: int = 0, since: float | None = None) -> None:
+        """What the target answers next; `since`: when the statement was sent, if not now
+        (one the fast lane hands back)."""
         lane = self.lane
         if lane is not None and lane.pending:
             lane.materialize()  # the statement in flight on the lane answers first
-        if kind in (EXECUTE, QUERY) and not self.queue:
+        if since is not None:
+            self._since = since
+        elif kind in (EXECUTE, QUERY) and not self.queue:
             self._since = time.monotonic()
         entry = Pending(kind, item, swallow, refusal, batch)
         if self._skipping:  # the target ignores everything up to the next Sync
@@ -94,6 +97,17 @@ class TargetStream(FrameScanner):
             return None
         self._drained = asyncio.get_running_loop().create_future()
         return self._drained
+
+    # -- the fast lane's interface (fastlane.py) ------------------------------------
+
+    def at_rest(self) -> bool:
+        """Nothing queued, skipped or part-way: the lane may answer its statement in flight."""
+        return (not self.queue and not self._skip and self._partial is None and not self._held
+                and self._result is None and self.handlers is self._handlers)
+
+    def answered_by_lane(self, status: int) -> None:
+        """The lane sent a whole answer, ending in ReadyForQuery with this status byte."""
+        self.status = _STATUS[status]
 
     def _whole_plain_answer(self, chunk: bytes) -> bool:
         """The fast path (app/relay/postgres/answers.py): one simple query's whole answer in one
