@@ -1,7 +1,7 @@
 """The relay's per-session memory of allowed statement shapes (app/relay/pgshapes.py)."""
 from __future__ import annotations
 
-from app.relay.postgres.statements import operations
+from app.relay.postgres.checks import operations
 from app.relay.pgshapes import MAX_SHAPES, AllowedShapes
 from app.types import MaskSpec, Principal, Verdict
 

@@ -20,6 +20,7 @@ from typing import Callable
 from app.binding import sql_binding
 from app.masking.cursors import CursorMasks, mask_names, union
 from app.policy.sql import copy_out_refusal
+from app.sql import classify_postgres_cached
 from app.types import MaskSpec, Operation, Verdict
 
 from ..checker import Checker
@@ -28,11 +29,18 @@ from . import protocol
 from .masking import NUMBERS, TEXTLIKE
 from .protocol import error_response
 from .reason import reason_set
-from .statements import operations
 
 SHOWN_PARAM_CHARS = 2000  # of each parameter, for approvers (the binding covers every byte)
 
-__all__ = ["StatementChecker", "binary_refusal", "mask_names", "refusal", "settings_of", "union"]
+__all__ = ["StatementChecker", "binary_refusal", "mask_names", "operations", "refusal", "settings_of", "union"]
+
+
+def operations(text: str, connection: str) -> list[Operation]:
+    """The gate's Operations for every statement of `text` on `connection` (classified by
+    app.sql, with its literal-free cache)."""
+    return [Operation(protocol="postgres", connection=connection, kind=st.kind, text=st.text,
+                      targets=st.tables + st.functions, attributes=st.attributes, fingerprint=st.fingerprint)
+            for st in classify_postgres_cached(text)]
 
 
 class StatementChecker(Checker):

@@ -20,8 +20,7 @@ from __future__ import annotations
 from app.sql.pg_session import codec, encoding_value_safe
 from app.types import Operation
 
-from .checks import settings_of
-from .statements import operations
+from .checks import operations, settings_of
 from .protocol import error_response
 
 DIVERGENCE = "parser_divergence"
