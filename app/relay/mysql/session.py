@@ -32,9 +32,10 @@ from app.sql.mysql import SAFE_CHARSETS
 from app.sql.mysql_lexer import Mode
 
 from .. import tls
-from ..config import RelayConfig, relay_config
+from ..config import RelayConfig
 from ..listen import listen
-from ..session import GrantWatcher, TokenCheck
+from ..listener import Listener
+from ..session import TokenCheck
 from ..workers import WorkerLink
 from . import target as target_side
 from . import wire
@@ -56,73 +57,34 @@ def prepare() -> list[socket.socket]:
 
 
 async def start(sockets: list[socket.socket], link: WorkerLink) -> MysqlRelay:
-    relay = MysqlRelay(link=link)
-    await relay.serve_on(sockets)
-    return relay
+    return MysqlRelay(link=link).serve_on(sockets)
 
 
-class MysqlRelay:
+class MysqlRelay(Listener):
+    """The listener in one worker (the accept loop, task set and grant watcher are the core's)."""
+
+    protocol = "mysql"
+
     def __init__(self, cfg: RelayConfig | None = None, link: WorkerLink | None = None):
-        self.cfg = cfg or relay_config()
-        self.link = link or WorkerLink()
+        super().__init__(cfg, link)
         self.tls = tls.server_context()
         self.control = LocalControl()
-        self.sessions: set[Session] = set()
-        self._tasks: set[asyncio.Task] = set()
-        self._sockets: list[socket.socket] = []
 
-    async def serve_on(self, sockets: list[socket.socket]) -> None:
-        self._sockets = list(sockets)
-        for sock in self._sockets:
-            self._spawn(self._accept(sock))
-        self._spawn(GrantWatcher("mysql", lambda: self.sessions).run())
-
-    def _spawn(self, coro) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    async def _accept(self, sock: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                conn, addr = await loop.sock_accept(sock)
-            except OSError as exc:  # EMFILE and the like: back off, keep serving
-                log.warning("accept failed: %s", exc)
-                await asyncio.sleep(0.1)
-                continue
-            conn.setblocking(False)
-            self._spawn(self._connected(conn, addr))
-
-    async def _connected(self, sock: socket.socket, addr) -> None:
-        self.link.session_opened(1)
+    async def connection(self, sock: socket.socket, addr) -> None:
         session = Session(self, sock, addr)
-        self.sessions.add(session)
+        self.sessions[id(session)] = session
         try:
             await session.run()
         except Exception:  # noqa: BLE001 - one broken connection must not reach the listener
             log.exception("mysql session from %s failed", session.client_addr)
         finally:
-            self.sessions.discard(session)
-            self.link.session_opened(-1)
+            self.sessions.pop(id(session), None)
             session.end()
 
     def shutdown_sessions(self) -> None:
-        for session in list(self.sessions):
+        for session in list(self.sessions.values()):
             session.refuse(1053, "airlock: the relay is shutting down", "08S01")
             session.end()
-
-    def close(self) -> None:
-        for sock in self._sockets:
-            sock.close()
-        self._sockets.clear()
-        for task in list(self._tasks):
-            task.cancel()
-
-    async def wait_closed(self) -> None:
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=5)
 
 
 class Session:
