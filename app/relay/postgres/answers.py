@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 
 from app.recording_store import compact_json
 
 from . import masking
 from .protocol import ProtocolError, column_names, command_tag, sample_row
+from .state import QUERY
 
 try:
     from ._answers import mask_rows as _mask_rows
@@ -185,3 +187,62 @@ def _tag_json(complete: bytes) -> tuple[str, bool]:
             _TAGS_JSON.clear()
         part = _TAGS_JSON[complete] = (text, rows is not None)
     return part
+
+
+STATUS = {s[0]: s for s in (b"I", b"T", b"E")}  # ReadyForQuery's transaction status
+
+
+class WholeAnswers:
+    """The whole-answer path of `TargetStream` (stream.py), whose queue and state it reads:
+    one simple query's whole answer in one chunk goes out at once, as it is or masked."""
+
+    # -- the fast lane's interface (fastlane.py) ------------------------------------
+
+    def at_rest(self) -> bool:
+        """Nothing queued, skipped or part-way: the lane may answer its statement in flight."""
+        return (not self.queue and not self._skip and self._partial is None and not self._held
+                and self._result is None and self.handlers is self._handlers)
+
+    def answered_by_lane(self, status: int) -> None:
+        """The lane sent a whole answer, ending in ReadyForQuery with this status byte."""
+        self.status = STATUS[status]
+
+    def _whole_plain_answer(self, chunk: bytes) -> bool:
+        """The fast path (app/relay/postgres/answers.py): one simple query's whole answer in one
+        chunk goes out at once, as it is or masked, and the writer decodes it for the
+        recording."""
+        q = self.queue
+        if len(q) != 1 or self._skip or self._partial is not None or self._held or self._result is not None:
+            return False
+        head = q[0]
+        item = head.item
+        if (head.kind != QUERY or item is None or len(item.statements) != 1
+                or self.handlers is not self._handlers):
+            return False
+        z = plain_answer(chunk, self.sample_rows)
+        status = STATUS.get(chunk[-1]) if z >= 0 else None
+        if status is None:
+            return False
+        if item.masker is None:
+            answer, out = chunk[:z], chunk
+        else:  # masked here, before anything is sent or changed: an error leaves it to the slow path
+            try:
+                answer = masked_answer(item.masker, chunk, z, self.refuse_binary)
+            except (ProtocolError, struct.error):
+                return False
+            if answer is None:
+                return False
+            out = answer + chunk[z:]
+        self.client.write(out)
+        q.popleft()
+        now = time.monotonic()
+        text, rule = item.statements.pop()
+        self.session.record_answer(text, rule, item.masks, int((now - self._since) * 1e6) / 1000,
+                                   answer, self.sample_rows)  # as sent: masked
+        self._since = now
+        self.status = status
+        if status == b"I":
+            self.session.target_idle(head.batch)
+        if self.session.barriers.watching:
+            self.session.target_ready(head.batch, status)
+        return True

@@ -9,8 +9,8 @@ queue always says what the next answer belongs to: which portal's rows are arriv
 does not expect means the relay lost track; it then closes the connection rather
 than guess how to mask (fail closed).
 
-Fast paths: a simple query's whole unmasked answer in one chunk goes out as received,
-and the recording writer decodes it (app/relay/postgres/answers.py). Otherwise, when nothing
+Fast paths: a simple query's whole answer in one chunk goes out at once, and the
+recording writer decodes it (answers.py: WholeAnswers, and the C fast lane's interface). Otherwise, when nothing
 applies to the rows of the current result (no mask, row sample full), DataRows are
 forwarded without being parsed, even across chunk boundaries, and whole chunks go out
 as received.
@@ -18,17 +18,17 @@ as received.
 from __future__ import annotations
 
 import asyncio
-import struct
 import time
 from collections import deque
 
 from app.masking import Masker
 
 from . import masking
-from .answers import cached_column_names, masked_answer, plain_answer
+from .answers import STATUS as _STATUS
+from .answers import WholeAnswers, cached_column_names
 from .scan import PASS, Desync, FrameScanner
 from .state import BIND, CLOSE, COPY_END, DESCRIBE, EXECUTE, PARSE, QUERY, REFUSE, SYNC, Pending, Portal, statement_of
-from .protocol import ProtocolError, command_tag, parse_fields, parse_row_description, sample_cells, sample_row
+from .protocol import command_tag, parse_fields, parse_row_description, sample_cells, sample_row
 
 
 class _Result:
@@ -42,7 +42,7 @@ class _Result:
         self.rows = 0
 
 
-class TargetStream(FrameScanner):
+class TargetStream(WholeAnswers, FrameScanner):
     def __init__(self, session, client, *, sample_rows: int, max_frame: int, refuse_binary: bool):
         super().__init__(client, max_frame)
         self.session = session
@@ -97,57 +97,6 @@ class TargetStream(FrameScanner):
             return None
         self._drained = asyncio.get_running_loop().create_future()
         return self._drained
-
-    # -- the fast lane's interface (fastlane.py) ------------------------------------
-
-    def at_rest(self) -> bool:
-        """Nothing queued, skipped or part-way: the lane may answer its statement in flight."""
-        return (not self.queue and not self._skip and self._partial is None and not self._held
-                and self._result is None and self.handlers is self._handlers)
-
-    def answered_by_lane(self, status: int) -> None:
-        """The lane sent a whole answer, ending in ReadyForQuery with this status byte."""
-        self.status = _STATUS[status]
-
-    def _whole_plain_answer(self, chunk: bytes) -> bool:
-        """The fast path (app/relay/postgres/answers.py): one simple query's whole answer in one
-        chunk goes out at once, as it is or masked, and the writer decodes it for the
-        recording."""
-        q = self.queue
-        if len(q) != 1 or self._skip or self._partial is not None or self._held or self._result is not None:
-            return False
-        head = q[0]
-        item = head.item
-        if (head.kind != QUERY or item is None or len(item.statements) != 1
-                or self.handlers is not self._handlers):
-            return False
-        z = plain_answer(chunk, self.sample_rows)
-        status = _STATUS.get(chunk[-1]) if z >= 0 else None
-        if status is None:
-            return False
-        if item.masker is None:
-            answer, out = chunk[:z], chunk
-        else:  # masked here, before anything is sent or changed: an error leaves it to the slow path
-            try:
-                answer = masked_answer(item.masker, chunk, z, self.refuse_binary)
-            except (ProtocolError, struct.error):
-                return False
-            if answer is None:
-                return False
-            out = answer + chunk[z:]
-        self.client.write(out)
-        q.popleft()
-        now = time.monotonic()
-        text, rule = item.statements.pop()
-        self.session.record_answer(text, rule, item.masks, int((now - self._since) * 1e6) / 1000,
-                                   answer, self.sample_rows)  # as sent: masked
-        self._since = now
-        self.status = status
-        if status == b"I":
-            self.session.target_idle(head.batch)
-        if self.session.barriers.watching:
-            self.session.target_ready(head.batch, status)
-        return True
 
     # -- one message ----------------------------------------------------------------
 
@@ -395,7 +344,6 @@ class TargetStream(FrameScanner):
         raise Desync("the target started a mode the relay does not relay (replication or function call)")
 
 
-_STATUS = {s[0]: s for s in (b"I", b"T", b"E")}  # ReadyForQuery's transaction status
 
 def _completes(kind: int):
     """A handler for an answer that completes one queued message (ParseComplete & co)."""
