@@ -72,9 +72,11 @@ class TokenCheck:
         except AuthError as exc:
             return exc.reason
         except Unavailable:
-            return None
-        self.version = self.gate.version
-        return None
+            pass
+        else:
+            self.version = self.gate.version
+        # An IdP that is down may take its time to say so: the token may have expired meanwhile.
+        return "token expired" if self.expired() else None
 
 
 class GrantHolder(Protocol):
