@@ -16,6 +16,12 @@ stream is at rest. Anything else goes to the Python path, after the statement in
 flight is handed back to it (`Lane.materialize`, also called by TargetStream.expect),
 so that the Python path always finds the queue it would have built itself.
 
+The interface is `attach` below and nothing else: the lane gets callables (is the
+Python path at rest, the next batch, the two writes, the answer's end) and the shape
+table, and reads no attribute of the conversation, the stream or the wires. Every one
+of those callbacks may close the lane; the C side holds its own references across them
+(tests/unit/test_fastlane_interface.py drives it through fakes that do).
+
 Without the compiled module, or with AIRLOCK_RELAY_FASTLANE=0, every message takes
 the Python path; the tests run the relay both ways.
 """
