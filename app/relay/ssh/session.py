@@ -128,6 +128,7 @@ async def _target_if_allowed(conn: Connection, process: asyncssh.SSHServerProces
         _stderr(process, refusal(verdict))
         process.exit(DENIED)
         return None
+    conn.grant_seen = True  # allowed, so granted: the grant watcher closes the connection once it goes
     try:
         return await conn.target()
     except TargetError as exc:
