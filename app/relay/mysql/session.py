@@ -278,6 +278,13 @@ class Session:
                           "was revoked or has expired; the session is closed", "42000", seq=0)
         self.end()
 
+    def token_fresh(self) -> bool:
+        """Whether check_token() would pass without reading the store: the token was
+        checked within the second under the gate's current version, no version read is
+        due and it has not expired (the core's TokenCheck). The fast lane (lane.py) runs
+        only then; otherwise the Python path checks."""
+        return not self.token.due() and not self.token.expired()
+
     # -- the end ----------------------------------------------------------------------
 
     def tag_run(self, run_id: str) -> None:

@@ -58,7 +58,7 @@ class StatementChecker(Checker):
         self.deferred = False  # the last check found a statement to hold at Bind
 
     def allowed_again(self, shape) -> bool:
-        """Whether a statement of an allowed shape (pgshapes) may reuse its verdict now:
+        """Whether a statement of an allowed shape (app/gate/shapes.py) may reuse its verdict now:
         not when the token is due for a re-check, nor when its masks would differ (a
         statement with no tables reads a cursor's rows, masked as the cursor is)."""
         token = self.session.token

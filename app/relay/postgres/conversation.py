@@ -15,7 +15,6 @@ import asyncio
 from app.policy.sql import function_call_refusal
 from app.types import Operation
 
-from ..pgshapes import AllowedShapes
 from . import fastlane, protocol
 from .checks import StatementChecker, binary_refusal, mask_names
 from .extended import FLUSH, ExtendedProtocol
@@ -46,7 +45,7 @@ class Conversation(ExtendedProtocol):
         self.encoding = "utf-8"
         self.barriers = Barriers(asyncio.get_running_loop())
         self.checker = StatementChecker(session, self.stream.send, self._flush)
-        self.shapes = AllowedShapes(session.gate)
+        self.shapes = session.gate.shapes.table(session.principal, session.connection_name)  # the gate's, by shape
         self.refused = 0
         self.lane_carried = 0  # statements the fast lane relayed (set when it detaches)
         self._out: list = []
