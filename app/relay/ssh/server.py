@@ -11,10 +11,10 @@ handshake ends that connection only: asyncssh runs each in its own task.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import time
-from typing import Any
 
 import asyncssh
 from asyncssh.stream import SSHReader, SSHWriter
@@ -29,6 +29,7 @@ from ..listen import listen
 from ..session import GrantWatcher, TokenCheck
 from ..workers import WorkerLink
 from .hostkey import ensure_host_key, load_host_key
+from .session import handle_process
 from .target import CIPHERS, TargetError, connect
 
 log = logging.getLogger(__name__)
@@ -179,9 +180,7 @@ class Connection(asyncssh.SSHServer):
                                              service_account=self.principal.service_account, client_addr=self.peer)
 
     def session_requested(self) -> RelayProcess:
-        from .session import handle_process
-
-        return RelayProcess(handle_process, None, 3, False)
+        return RelayProcess(functools.partial(handle_process, self), None, 3, False)
 
     # -- forwarding: refused unless a rule allows it ----------------------------------
 
@@ -266,11 +265,3 @@ class RelayProcess(asyncssh.SSHServerProcess):
         stdout = SSHWriter(self, self._chan)
         stderr = SSHWriter(self, self._chan, asyncssh.EXTENDED_DATA_STDERR)
         self._conn.create_task(self._start_process(stdin, stdout, stderr), stdin.logger)
-
-
-def connection_of(obj: Any) -> Connection:
-    """The Connection behind a process or SFTP channel."""
-    chan = obj.channel if hasattr(obj, "channel") else obj
-    owner = chan.get_connection().get_owner()
-    assert isinstance(owner, Connection)
-    return owner

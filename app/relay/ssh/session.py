@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 import asyncssh
 
@@ -19,9 +20,11 @@ from app.types import Operation, Verdict
 
 from .commands import Analysis, analyse
 from .lines import LineTracker, refusal
-from .server import Connection, connection_of
 from .sftp import run_sftp
 from .target import TargetError
+
+if TYPE_CHECKING:  # the server hands its connection in: no import back up to it
+    from .server import Connection
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +59,7 @@ def _text(data: bytes | str) -> str:
     return data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
 
 
-async def handle_process(process: asyncssh.SSHServerProcess) -> None:
-    conn = connection_of(process)
+async def handle_process(conn: Connection, process: asyncssh.SSHServerProcess) -> None:
     try:
         refused = await conn.credential_refusal()
         if refused is not None:
