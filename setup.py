@@ -2,7 +2,8 @@
 everything else is in pyproject.toml.
 
 The C parts are optional: without a C compiler the install still succeeds, and the
-Python they stand in for does their work (app/relay/fastlane.py, app/relay/pganswer.py).
+Python they stand in for does their work (app/relay/postgres/fastlane.py,
+app/relay/postgres/answers.py).
 
 templates/ and migrations/ stay at the top of the checkout (the layout users asked
 for, and where `alembic` looks); a built wheel carries them inside the package, where
@@ -31,7 +32,8 @@ class build_py_bundled(build_py):
 
 
 def _c(name: str) -> Extension:
-    return Extension(f"app.relay.{name}", [f"app/relay/{name}.c"], extra_compile_args=["-O2"], optional=True)
+    return Extension(f"app.relay.postgres.{name}", [f"app/relay/postgres/{name}.c"], extra_compile_args=["-O2"],
+                     optional=True)
 
 
-setup(ext_modules=[_c("_fastlane"), _c("_pganswer")], cmdclass={"build_py": build_py_bundled})
+setup(ext_modules=[_c("_fastlane"), _c("_answers")], cmdclass={"build_py": build_py_bundled})

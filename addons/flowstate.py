@@ -37,6 +37,7 @@ class FlowState:
     input_recorded: bool = False
     captured: bytearray | None = None  # the start of a streamed response, for the recording
     streamed_bytes: int = 0
+    masked: int = 0  # values masking or scrubbing actually replaced (what the recording says)
     notes: list[str] = field(default_factory=list)
 
     @property

@@ -53,14 +53,15 @@ def _refuse(flow: http.HTTPFlow, message: str, *, streamed: bool) -> None:
         flow.response.stream = streaming.Discard(flow.response.raw_content or b"")
 
 
-def _scrub_headers(resp: http.Response, secrets: tuple[bytes, ...]) -> None:
+def _scrub_headers(resp: http.Response, st: FlowState) -> None:
+    secrets = st.secrets
     if not secrets:
         return
-    fields = tuple((k, streaming.scrub(v, secrets)) for k, v in resp.headers.fields)
+    fields = tuple((k, streaming.scrub(v, secrets, st)) for k, v in resp.headers.fields)
     if fields != resp.headers.fields:
         resp.headers.fields = fields
     if resp.data.reason:  # an HTTP/1 reason phrase can echo too
-        resp.data.reason = streaming.scrub(resp.data.reason, secrets)
+        resp.data.reason = streaming.scrub(resp.data.reason, secrets, st)
 
 
 def _fail_closed(streamed: bool):
@@ -89,7 +90,7 @@ class ResponseMasker:
         if flow.error or not st.allowed or flow.response is None or _no_body(flow):
             return
         resp = flow.response
-        _scrub_headers(resp, st.secrets)
+        _scrub_headers(resp, st)
         size = content_length(resp)
         limits = sizes()
         if size is not None and size <= limits.body:
@@ -148,7 +149,7 @@ class ResponseMasker:
             return
         try:
             masked = streaming.mask_body(content, content_type, st.masker if plan.action == "mask" else None,
-                                         st.secrets)
+                                         st.secrets, st)
         except MaskingError as exc:
             _refuse(flow, f"the response could not be masked ({exc})", streamed=False)
             return
@@ -171,6 +172,7 @@ class ResponseMasker:
         message = flow.websocket.messages[-1]
         if message.from_client:
             return
+        st.masked = 0  # counted per message: the recording reads it for this one
         masks = st.verdict.masks if st.masker is not None and st.verdict is not None else ()
         plan = media.message_plan(masks, message.is_text)
         if plan.action == "refuse":
@@ -178,13 +180,14 @@ class ResponseMasker:
             message.drop()
             return
         if plan.action == "scrub":
-            message.content = streaming.scrub(message.content, st.secrets)
+            message.content = streaming.scrub(message.content, st.secrets, st)
             return
         kind = "application/json" if message.content.lstrip()[:1] in (b"{", b"[") else "text/plain"
         try:
-            message.content = streaming.mask_body(message.content, kind, st.masker, st.secrets)
+            message.content = streaming.mask_body(message.content, kind, st.masker, st.secrets, st)
         except MaskingError:
+            st.masked = 0  # masked again as text below: only that count stands
             try:
-                message.content = streaming.mask_body(message.content, "text/plain", st.masker, st.secrets)
+                message.content = streaming.mask_body(message.content, "text/plain", st.masker, st.secrets, st)
             except MaskingError:
                 message.drop()  # fail closed: an unmaskable message never reaches the runtime

@@ -193,6 +193,8 @@ class Exchanges:
                 body = recorded_body(resp.raw_content, None, resp.headers.get("content-encoding"))
         if body:
             data["body"] = body
+        if st.masked:  # values actually replaced; a mask rule that found nothing says nothing
+            data["masked"] = st.masked
         st.recording.event("output", data)
 
     def error(self, flow: http.HTTPFlow) -> None:
@@ -211,6 +213,8 @@ class Exchanges:
             data["text"] = scrubbed_text(message.content[:limit].decode("utf-8", "replace"))
         else:
             data["bytes"] = len(message.content)
+        if not message.from_client and st.masked:  # masking.py counts each message afresh
+            data["masked"] = st.masked
         st.recording.event("input" if message.from_client else "output", data)
 
     def websocket_end(self, flow: http.HTTPFlow) -> None:

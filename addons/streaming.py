@@ -40,18 +40,32 @@ def charset(content_type: str | None) -> str:
     return "utf-8"
 
 
-def scrub(data: bytes, secrets: tuple[bytes, ...]) -> bytes:
+def scrub(data: bytes, secrets: tuple[bytes, ...], st: FlowState | None = None) -> bytes:
+    """`data` with every injected secret replaced; each one replaced counts in `st.masked`."""
     for secret in secrets:
         if secret in data:
+            if st is not None:
+                st.masked += data.count(secret)
             data = data.replace(secret, SCRUBBED)
     return data
 
 
-def mask_body(data: bytes, content_type: str | None, masker: Masker | None, secrets: tuple[bytes, ...]) -> bytes:
-    """A whole decoded body, scrubbed and masked. Raises MaskingError when it cannot be."""
-    data = scrub(data, secrets)
+def mask_body(data: bytes, content_type: str | None, masker: Masker | None, secrets: tuple[bytes, ...],
+              st: FlowState | None = None) -> bytes:
+    """A whole decoded body, scrubbed and masked. Raises MaskingError when it cannot be.
+    With `st`, the values replaced are added to `st.masked` (what the recording says)."""
+    data = scrub(data, secrets, st)
     if masker is None or not data:
         return data
+    before = masker.masked  # shared with other flows, but this call is synchronous
+    try:
+        return _mask_body(data, content_type, masker)
+    finally:
+        if st is not None:
+            st.masked += masker.masked - before
+
+
+def _mask_body(data: bytes, content_type: str | None, masker: Masker) -> bytes:
     if is_json(content_type):
         try:
             return masker.mask_json_bytes(data)
@@ -146,13 +160,15 @@ class Discard:
 class _Scrubber:
     """`scrub` over a stream: holds back enough to see a secret split across chunks."""
 
-    def __init__(self, secrets: tuple[bytes, ...]) -> None:
-        self._secrets = secrets
-        self._keep = max(len(s) for s in secrets) - 1
+    def __init__(self, st: FlowState) -> None:
+        self._st = st
+        self._secrets = st.secrets
+        self._keep = max(len(s) for s in self._secrets) - 1
         self._buf = b""
 
     def feed(self, data: bytes, final: bool = False) -> bytes:
-        buf = scrub(self._buf + data, self._secrets)
+        # The tail held back is already scrubbed: no secret in it is counted twice.
+        buf = scrub(self._buf + data, self._secrets, self._st)
         if final:
             self._buf = b""
             return buf
@@ -177,7 +193,7 @@ class MaskingStream:
     def _start(self) -> None:
         detects = self._masker is not None and self._masker.detects
         self._sm = StreamMasker(self._masker, encoding=self._encoding) if detects else None
-        self._scrubber = _Scrubber(self._st.secrets) if self._st.secrets else None
+        self._scrubber = _Scrubber(self._st) if self._st.secrets else None
 
     def __call__(self, chunk: bytes) -> Chunks:
         if self._failed:
@@ -188,7 +204,11 @@ class MaskingStream:
             if self._scrubber is not None:
                 data = self._scrubber.feed(data, final)
             if self._sm is not None:
-                data = self._sm.feed(data) + (self._sm.close() if final else b"")
+                before = self._masker.masked  # this synchronous call's replacements, below
+                try:
+                    data = self._sm.feed(data) + (self._sm.close() if final else b"")
+                finally:
+                    self._st.masked += self._masker.masked - before
         except (DecodeError, MaskingError, LookupError):
             self._failed = True
             data = self.FAILED
@@ -224,7 +244,7 @@ class WholeDocument:
         out = b""
         if self._error is None and self._buf:
             try:
-                out = mask_body(bytes(self._buf), self._type, self._masker, self._st.secrets)
+                out = mask_body(bytes(self._buf), self._type, self._masker, self._st.secrets, self._st)
             except MaskingError as exc:
                 self._error = f"the response could not be masked ({exc})"
         if self._error is not None:

@@ -343,5 +343,7 @@ def decision_event(operation: Operation, verdict: Verdict) -> dict[str, Any]:
     if verdict.review_id is not None:
         event["review_id"] = verdict.review_id
     if verdict.masks:
-        event["masked"] = sorted({m.rule for m in verdict.masks})
+        # The mask rules that apply, as outputs name them: whether a value was masked is
+        # known only from the answer, and its output event says how many ("masked": N).
+        event["masks"] = sorted({m.rule for m in verdict.masks})
     return event

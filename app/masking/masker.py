@@ -8,6 +8,12 @@ Replacement scheme (one per strategy, the same everywhere):
 - hash: "hash:" + the first 16 hex digits of HMAC-SHA256(salt, UTF-8 value).
 A value matched by several specs gets the strongest strategy: redact > hash > partial,
 and a detector that finds something in a value masked by name can raise its strategy.
+
+`Masker.masked` counts the values actually replaced, ever: a caller reads it before and
+after one synchronous call, and the difference is what that call masked. A mask rule
+that applied but found nothing leaves it unchanged, which is what lets a recording say
+"3 values masked" rather than "a mask rule applied". A counter, not a diff: the hot path
+pays one addition per replacement and nothing per value left alone.
 """
 from __future__ import annotations
 
@@ -79,6 +85,7 @@ class Masker:
         self._top = max(self._strength.values(), default=-1)
         self._field_cache: BoundedCache[str, int] = BoundedCache(_CACHE_MAX)
         self._redacted = {name: f"[REDACTED:{name}]" for name in DETECTORS}
+        self.masked = 0  # values replaced so far (see the module's docstring)
 
     @property
     def active(self) -> bool:
@@ -102,6 +109,7 @@ class Masker:
     # -- strategies -------------------------------------------------------------------
 
     def _render(self, strength: int, text: str, detector: str | None) -> str:
+        self.masked += 1  # every replacement is rendered here, or counted where it is not
         if strength == 2:
             return f"[REDACTED:{detector}]" if detector else "[REDACTED]"
         if strength == 1:
@@ -173,6 +181,7 @@ class Masker:
         if type(x) is list:
             return [self._pend(y, strength, pending, mark) for y in x]
         if strength == 2:
+            self.masked += 1
             return "[REDACTED]"  # nothing can raise it, and no detector matches it
         text = x if type(x) is str else "true" if x is True else "false" if x is False else str(x)
         pending.append((text, strength))
@@ -230,6 +239,7 @@ class Masker:
     def _render_span(self, segment: str, name: str) -> str:
         strength = self._strength[name]
         if strength == 2:
+            self.masked += 1
             return self._redacted[name]
         if "\\" in segment:  # only a key block spans escapes
             out = self._render(strength, json.loads(f'"{segment}"'), name)

@@ -111,6 +111,7 @@ class StreamMasker:
             if start < at < end:
                 at = start  # redacting a little more beats emitting half a secret
         self._skip = skip
+        self._m.masked += 1  # the secret cut short, replaced here rather than rendered
         return self._m._apply(buf, spans, at) + f"[REDACTED:{name}]", buf[at:]
 
     def _step(self, buf: str) -> tuple[str, str]:

@@ -160,8 +160,12 @@ def session_detail(session_id: str):
                          .where(SessionEvent.session_id == row.id, SessionEvent.seq > after)
                          .order_by(SessionEvent.seq).limit(MAX_EVENTS + 1)).all()
         out = session_dict(row)
-    events = [{"seq": e.seq, "t": e.t, "kind": e.kind, "data": e.data} for e in ev.parse(rows[:MAX_EVENTS])]
+    parsed = ev.parse(rows[:MAX_EVENTS])
+    events = [{"seq": e.seq, "t": e.t, "kind": e.kind, "data": e.data} for e in parsed]
     out["events"] = events
+    # Values actually masked in this page's answers (each output's "masked"); a mask rule
+    # that applied and found nothing adds nothing.
+    out["masked_values"] = sum(ev.masked_count(e.as_dict) for e in parsed if e.kind == "output")
     out["next"] = str(events[-1]["seq"]) if len(rows) > MAX_EVENTS else None
     return jsonify(out)
 

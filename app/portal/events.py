@@ -65,17 +65,46 @@ def header_pairs(headers: Any) -> list[tuple[str, str]]:
     return []
 
 
-def verdict_of(decision: dict[str, Any] | None) -> str:
-    """allow / deny / held / masked / error, for a badge."""
+def masked_count(output: dict[str, Any] | None) -> int:
+    """How many values masking actually replaced in an answer: its output's "masked"
+    (each result's, for a MySQL answer of several). A mask rule that applied and found
+    nothing counts 0: a decision names the rules that apply, never what they did."""
+    if not output:
+        return 0
+    results = output.get("results")
+    if isinstance(results, list) and results:
+        return sum(_count(r.get("masked")) for r in results if isinstance(r, dict))
+    return _count(output.get("masked"))
+
+
+def _count(value: Any) -> int:
+    return value if type(value) is int and value > 0 else 0
+
+
+def mask_rules(decision: dict[str, Any] | None, output: dict[str, Any] | None = None) -> list[str]:
+    """The mask rules that applied ("masked" is how older decisions named them)."""
+    for data, key in ((output, "masks"), (decision, "masks"), (decision, "masked")):
+        rules = (data or {}).get(key)
+        if isinstance(rules, list) and rules:
+            return [str(r) for r in rules]
+    return []
+
+
+def verdict_of(decision: dict[str, Any] | None, masked: int = 0) -> str:
+    """allow / deny / held / masked / error, for a badge. "masked" only with `masked`
+    values actually replaced (masked_count of the answer), never for a rule alone."""
     if not decision:
-        return ""
+        return "masked" if masked else ""
     if decision.get("status") == "error":
         return "error"
     if decision.get("review_id") is not None:
         return "held-" + ("allow" if decision.get("action") == "allow" else "deny" if decision.get("action") == "deny" else "pending")
-    if decision.get("masked"):
-        return "masked"
-    return str(decision.get("action") or "")
+    action = str(decision.get("action") or "")
+    return "masked" if masked and action == "allow" else action
+
+
+def masked_label(n: int) -> str:
+    return f"{n} value{'s' if n != 1 else ''} masked"
 
 
 @dataclass
@@ -89,15 +118,24 @@ class Step:
     other: list[Event] = field(default_factory=list)
 
     @property
+    def masked(self) -> int:
+        """Values actually masked in the answer (0 when a mask rule found nothing)."""
+        return masked_count(self.response)
+
+    @property
     def verdict(self) -> str:
-        return verdict_of(self.decision)
+        return verdict_of(self.decision, self.masked)
+
+    @property
+    def mask_rules(self) -> list[str]:
+        return mask_rules(self.decision, self.response)
 
 
 def _request_text(request: dict[str, Any]) -> str:
     return statement_of(request) or str(request.get("url") or "")
 
 
-def _same_operation(decision: dict[str, Any], text: str) -> bool:
+def same_operation(decision: dict[str, Any], text: str) -> bool:
     op, text = str(decision.get("operation") or "").strip(), text.strip()
     return bool(op and text) and (op == text or op in text or text in op)
 
@@ -114,7 +152,7 @@ def _attach_output(out: list[Step], ev: Event) -> None:
             return
     if flow is None and text:
         for step in open_steps:
-            if step.decision is not None and _same_operation(step.decision, text):
+            if step.decision is not None and same_operation(step.decision, text):
                 step.response = data
                 return
     if open_steps and flow is None:
@@ -138,7 +176,7 @@ def steps(events: list[Event]) -> tuple[list[Step], list[Event]]:
         last = out[-1] if out else None
         if ev.kind == "input" and data:
             if last is not None and last.request is None and last.response is None and last.decision \
-                    and _same_operation(last.decision, _request_text(data)):
+                    and same_operation(last.decision, _request_text(data)):
                 last.request = data
             else:
                 out.append(Step(t=ev.t, request=data))
@@ -235,7 +273,7 @@ def summary(protocol: str, ev: Event) -> str:
         if ev.kind == "input":
             return f"{d.get('method', '')} {d.get('url', '')}".strip() or clip(ev.data, 200)
         if ev.kind == "output":
-            return f"→ {d.get('status', '')}"
+            return f"→ {d.get('status', '')}" + _masked_suffix(d)
     if protocol in ("postgres", "mysql"):
         if ev.kind == "input":
             return statement_of(d) or clip(ev.data, 200)
@@ -246,12 +284,18 @@ def summary(protocol: str, ev: Event) -> str:
             if isinstance(d.get("error"), dict):
                 return f"{lead}→ error {d['error'].get('code') or ''} {d['error'].get('message') or ''}".strip()
             if d.get("tag"):
-                return f"{lead}→ {d['tag']}" + (f" ({d.get('ms')} ms)" if d.get("ms") is not None else "")
+                return (f"{lead}→ {d['tag']}" + (f" ({d.get('ms')} ms)" if d.get("ms") is not None else "")
+                        + _masked_suffix(d))
             preview = rows_preview(d)
-            return f"→ {preview['total']} rows" if preview else clip(ev.data, 200)
+            return f"→ {preview['total']} rows" + _masked_suffix(d) if preview else clip(ev.data, 200)
     if isinstance(ev.data, dict) and isinstance(ev.data.get("text"), str):
         return plain(ev.data["text"])[:200]
     return clip(ev.data, 200)
+
+
+def _masked_suffix(output: dict[str, Any]) -> str:
+    n = masked_count(output)
+    return f" · {masked_label(n)}" if n else ""
 
 
 def absolute(started: datetime, t: float) -> datetime:

@@ -125,7 +125,8 @@ SESSION_FILTERS = [
     _q("service_account", "Exact service account name"), _q("connection", "Exact connection name"),
     _q("protocol", "Protocol", {"type": "string", "enum": ["http", "postgres", "mysql", "ssh"]}),
     _q("run_id", "Agent run id"),
-    _q("verdict", "Sessions with at least one such decision",
+    _q("verdict", "Sessions with at least one such decision; `masked`: at least one answer in which "
+       "values were actually masked (a mask rule that found nothing does not count)",
        {"type": "string", "enum": ["denied", "held", "masked", "error"]}),
     _q("since", "Started at or after (ISO date or time)"), _q("until", "Started before (a date includes the day)"),
     LIMIT, _q("cursor", "The `next` value of the previous page"),
@@ -168,7 +169,9 @@ def spec() -> dict[str, Any]:
         "/sessions/{session_id}": {"get": _op(
             "A session with its events (1000 per page)", "admin, approver, auditor",
             {"200": _ok({"allOf": [_ref("Session"), {"type": "object", "properties": {
-                "events": {"type": "array", "items": _ref("Event")}, "next": NTEXT}}]}),
+                "events": {"type": "array", "items": _ref("Event")}, "next": NTEXT,
+                "masked_values": {"type": "integer", "description":
+                                  "Values actually masked in this page's answers (each output event's `masked`)"}}}]}),
              **bad, "404": _error("No such session")},
             parameters=[_path("session_id", {"type": "string", "maxLength": 36}),
                         _q("after", "Events after this seq", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1})])},

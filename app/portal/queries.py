@@ -24,9 +24,14 @@ VERDICTS = {
     # session's events only (the session_id index), never across the whole table.
     "denied": ('%"action": "deny"%', '%"action":"deny"%'),
     "held": ('%"review_id"%',),
-    "masked": ('%"masked"%',),
+    # An answer (output event) in which values were actually masked: adapters write
+    # "masked": N only then. A decision's mask rules ("masks") may have found nothing.
+    "masked": ('%"masked":%',),
     "error": ('%"status": "error"%', '%"status":"error"%'),
 }
+
+
+VERDICT_KINDS = {"masked": "output"}  # the event kind each verdict is read from (else decision)
 
 
 class BadFilter(ValueError):
@@ -127,7 +132,7 @@ def list_sessions(s, f: dict[str, Any], *, limit: int = PAGE, cursor: str | None
     if f.get("verdict"):
         patterns = VERDICTS[f["verdict"]]
         E = SessionEvent
-        stmt = stmt.where(exists().where(E.session_id == S.id, E.kind == "decision",
+        stmt = stmt.where(exists().where(E.session_id == S.id, E.kind == VERDICT_KINDS.get(f["verdict"], "decision"),
                                          or_(*[E.data.like(p) for p in patterns])))
     after = _session_cursor(cursor)
     if after:

@@ -36,19 +36,52 @@ def _decisions(s: Session, sessions: list[RecordedSession], before: datetime | N
         .order_by(SessionEvent.id.desc()).limit(limit * 4)
     ).all()
     out = []
+    seen: dict[tuple[str, int], tuple[dict, dict | None]] = {}  # every decision read: (recorded, shown)
     for sid, seq, t, kind, data in rows:
         sess = by_id[sid]
         (e,) = ev.parse([(seq, t, kind, data)])
         d = e.as_dict
         at = ev.absolute(_aware(sess.started_at), t)
-        if before is not None and at > before:
+        seen[(sid, seq)] = (d, None)
+        if before is not None and at > before or len(out) >= limit:
             continue
-        out.append({"at": iso(at), "session_id": sid, "protocol": sess.protocol,
-                    "operation": str(d.get("operation") or "")[:300], "verdict": ev.verdict_of(d),
-                    "rule": d.get("rule") or "", "message": str(d.get("message") or "")[:200]})
-        if len(out) >= limit:
-            break
+        item = {"at": iso(at), "session_id": sid, "protocol": sess.protocol,
+                "operation": str(d.get("operation") or "")[:300], "verdict": ev.verdict_of(d),
+                "rule": d.get("rule") or "", "message": str(d.get("message") or "")[:200], "masked": 0}
+        seen[(sid, seq)] = (d, item)
+        out.append(item)
+    _add_masked(s, seen)
     return out
+
+
+def _add_masked(s: Session, seen: dict[tuple[str, int], tuple[dict, dict | None]]) -> None:
+    """An operation is shown as masked only when its answer says values were masked
+    ("masked": N on the output); its decision alone only names the rules that applied.
+    Each such answer belongs to the latest decision before it in its session (of the
+    same statement, when the answer names one: SQL). HTTP answers name no operation;
+    one client connection's exchanges are recorded in turn."""
+    shown = [(key, item) for key, (_, item) in seen.items() if item is not None and item["verdict"] in ("allow", "held-allow")]
+    if not shown:
+        return
+    rows = s.execute(
+        select(SessionEvent.session_id, SessionEvent.seq, SessionEvent.data)
+        .where(SessionEvent.session_id.in_({sid for (sid, _), _ in shown}), SessionEvent.kind == "output",
+               SessionEvent.seq > min(seq for (_, seq), _ in shown), SessionEvent.data.like('%"masked":%'))
+        .order_by(SessionEvent.id.desc()).limit(4 * len(seen))
+    ).all()
+    for sid, seq, data in rows:
+        (e,) = ev.parse([(seq, 0.0, "output", data)])
+        n = ev.masked_count(e.as_dict)
+        sql = ev.statement_of(e.as_dict)
+        before = [k for k in seen if k[0] == sid and k[1] < seq
+                  and (not sql or ev.same_operation(seen[k][0], sql))]
+        if not n or not before:
+            continue
+        _, item = seen[max(before, key=lambda k: k[1])]
+        if item is not None and item["verdict"] in ("allow", "held-allow") and not item["masked"]:
+            item["masked"] = n
+            if item["verdict"] == "allow":
+                item["verdict"] = "masked"
 
 
 def history(s: Session, review: Review) -> dict[str, Any]:

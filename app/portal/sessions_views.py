@@ -136,9 +136,13 @@ def run(run_id: str):
             for e in ev.parse(rows):
                 if e.kind == "resize":
                     continue
+                # An answer in which values were actually masked says so; a decision never
+                # does (its mask rules may find nothing).
+                masked = ev.masked_count(e.as_dict) if e.kind == "output" else 0
                 timeline.append({"at": ev.absolute(sess.started_at, e.t), "session": sess, "kind": e.kind,
-                                 "summary": ev.summary(sess.protocol, e),
-                                 "verdict": ev.verdict_of(e.as_dict) if e.kind == "decision" else ""})
+                                 "summary": ev.summary(sess.protocol, e), "masked": masked,
+                                 "verdict": ev.verdict_of(e.as_dict) if e.kind == "decision"
+                                 else "masked" if masked else ""})
     if not sessions and not reviews:
         abort(404)
     timeline.sort(key=lambda item: item["at"])

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.approvals import review_url
+from app.approvals import review_url, vote_refusal
 from app.config import settings
 from app.db import session_scope
 from app.models import Connection, Review, SlackMessage, User, utcnow
@@ -44,9 +44,27 @@ def _people(session: Session, review: Review) -> dict[str, str]:
     return out
 
 
+def dm_reader(session: Session, review: Review) -> tuple[User | None, str] | None:
+    """The one person a review's message goes to when its target is a person (a rule's
+    `channel: "email:ADDRESS"` or a Slack user id): (their airlock user, email). None for a
+    channel, whose buttons everyone sees (a click is checked when it comes), and for a
+    Slack user not linked yet (their first click links them by verified email)."""
+    target = resolve_channel(session, review) or ""
+    if target.startswith("email:"):
+        email = target[6:].strip().lower()
+        return session.scalars(select(User).where(func.lower(User.email) == email)).first(), email
+    if target[:1] in ("U", "W"):
+        user = session.scalars(select(User).where(User.slack_user_id == target)).first()
+        return (user, user.email.lower()) if user is not None else None
+    return None
+
+
 def render_review(session: Session, review: Review, now: datetime | None = None) -> tuple[str, list[dict[str, Any]]]:
     now = now or utcnow()
-    card = messages.card_for(review, _people(session, review), review_url(review.id), now)
+    # A DM's reader gets buttons only if they may vote (the one rule: vote_refusal).
+    reader = dm_reader(session, review)
+    refusal = vote_refusal(review, *reader, via="slack", now=now) if reader is not None else None
+    card = messages.card_for(review, _people(session, review), review_url(review.id), now, voter_refusal=refusal)
     return messages.review_text(card), messages.review_blocks(card, now)
 
 

@@ -114,10 +114,15 @@ class ReviewCard:
     params: tuple[str | None, ...] = ()
     body: str = ""  # an HTTP body: size, type, digest
     requester_gone: bool = False
+    # A message sent to one person (a DM): why that person may not vote, or "" when they
+    # may (or when the message goes to a channel, whose buttons anyone sees).
+    voter_refusal: str = ""
 
 
-def card_for(review: Review, people: dict[str, str], url: str, now: datetime | None = None) -> ReviewCard:
-    """`people` maps a lower-cased email to how to show that person (mention or name)."""
+def card_for(review: Review, people: dict[str, str], url: str, now: datetime | None = None,
+             voter_refusal: str | None = None) -> ReviewCard:
+    """`people` maps a lower-cased email to how to show that person (mention or name);
+    `voter_refusal`: approvals.vote_refusal for the one reader of a DM."""
     now = now or utcnow()
 
     def who(email: str | None) -> str | None:
@@ -141,6 +146,7 @@ def card_for(review: Review, people: dict[str, str], url: str, now: datetime | N
                     for v in review.votes),
         url=url, shape=review.shape or "", params=tuple(details.get("params") or ()),
         body=details.get("body") or "", requester_gone=review.requester_gone_at is not None,
+        voter_refusal=voter_refusal or "",
     )
 
 
@@ -188,7 +194,12 @@ def review_blocks(card: ReviewCard, now: datetime | None = None) -> list[dict[st
     if card.votes:
         lines = [_vote_line(v) for v in card.votes[:10]]
         blocks.append({"type": "context", "elements": [mrkdwn("\n".join(lines)[:2900])]})
-    if pending and card.slack:
+    if pending and card.slack and card.voter_refusal:
+        # A DM's reader who may not vote gets the reason instead of buttons that would only
+        # be refused (the same reason a click would get: approvals.vote_refusal).
+        blocks.append({"type": "section", "block_id": f"no-vote-{card.id}", "text": mrkdwn(
+            f"🚫 *You cannot vote on this review:* {escape(card.voter_refusal)[:2800]}.")})
+    elif pending and card.slack:
         if card.can_window:
             blocks.append({"type": "context", "elements": [mrkdwn(
                 f"*A window would cover* (approve once covers only the operation above):\n"

@@ -786,3 +786,37 @@ def test_property_streamed_json_stays_json(doc: object, sizes: list[int], ensure
     out = stream(REDACT_ALL, chunks)
     assert out == REDACT_ALL.mask_text(text).encode("utf-8", "surrogatepass")
     json.loads(out.decode("utf-8", "surrogatepass"))
+
+
+# -- Masker.masked: the values actually replaced (what recordings count) -------------------
+
+def _counted(m: Masker, fn):
+    before = m.masked
+    out = fn()
+    return out, m.masked - before
+
+
+@pytest.mark.parametrize("strategy", ["redact", "hash", "partial"])
+def test_masked_counts_each_value_replaced_in_json_whatever_the_strategy(strategy):
+    m = masker(MaskSpec(fields=("ssn", "card"), detectors=("email",), strategy=strategy, rule="r"))
+    doc = {"ssn": "123-45-6789", "n": None, "x": "a@b.com and c@d.org", "nested": [{"card": 4111}],
+           "ok": "fine"}
+    _, n = _counted(m, lambda: m.mask_json_bytes(json.dumps(doc).encode()))
+    assert n == 4  # ssn, two addresses, card; a null masked by name is not a value
+    _, n = _counted(m, lambda: m.mask_json({"ok": "fine", "ssn": None}))
+    assert n == 0
+
+
+def test_masked_counts_rows_text_and_streams_and_nothing_when_nothing_matched():
+    m = masker(MaskSpec(fields=("email",), detectors=("credit_card",), rule="r"))
+    plan = m.columns_plan(["id", "email", "note"])
+    _, n = _counted(m, lambda: m.mask_row(plan, [1, "ada@example.com", "card 4111 1111 1111 1111 on file"]))
+    assert n == 2
+    _, n = _counted(m, lambda: m.mask_row(plan, [2, None, "nothing to see"]))
+    assert n == 0
+    _, n = _counted(m, lambda: m.mask_text("no secrets here"))
+    assert n == 0
+    sm = StreamMasker(m)
+    out, n = _counted(m, lambda: sm.feed(b"pay 4111 1111 1111 1111 ") + sm.feed(b"then 5500 0000 0000 0004\n")
+                      + sm.close())
+    assert n == 2 and out.count(b"[REDACTED:credit_card]") == 2

@@ -73,6 +73,7 @@ async def _result_set(first: bytes, target, client: wire.Framer, binary: bool, m
     sample: list[list] = []
     total = 0
     pending = 0
+    masked = 0  # values the masker actually replaced: "masked" only when there were some
     while True:
         payload = await wire.read_payload(target, limit)
         if wire.is_eof(payload):
@@ -87,7 +88,11 @@ async def _result_set(first: bytes, target, client: wire.Framer, binary: bool, m
         total += 1
         values = None
         if plan.needs_work:
+            # The masker is shared by every session on this loop; the difference around
+            # this one synchronous call is this row's.
+            before = masker.masked
             payload, values = (rows.mask_binary_row if binary else rows.mask_text_row)(masker, plan, payload)
+            masked += masker.masked - before
         if len(sample) < sample_rows:
             if values is None:
                 values = rows.binary_values(plan, payload) if binary else rows.text_values(payload, len(columns))
@@ -102,6 +107,8 @@ async def _result_set(first: bytes, target, client: wire.Framer, binary: bool, m
         result["truncated"] = True
     if masker is not None and plan.needs_work:
         result["masked_columns"] = [columns[i].name for i, _ in plan.masked]
+    if masked:
+        result["masked"] = masked
     answer.results.append(result)
     return bool(answer.status & wire.MORE_RESULTS)
 

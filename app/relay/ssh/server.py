@@ -26,6 +26,7 @@ from app.recording import SessionRecording, recorder
 from app.types import Operation, Principal
 
 from ..listen import listen
+from ..session import GrantWatcher, TokenCheck
 from ..workers import WorkerLink
 from .hostkey import ensure_host_key, load_host_key
 from .session import handle_process
@@ -56,6 +57,7 @@ class SSHRelay:
     def __init__(self) -> None:
         self.acceptors: list[asyncssh.SSHAcceptor] = []
         self.connections: set[Connection] = set()
+        self._grants: asyncio.Task | None = None
 
     async def serve_on(self, sockets: list[socket.socket]) -> None:
         key = load_host_key()
@@ -68,6 +70,7 @@ class SSHRelay:
                 login_timeout=LOGIN_TIMEOUT, kbdint_auth=False, gss_auth=False, host_based_auth=False,
                 config=None, keepalive_interval=30,
             ))
+        self._grants = asyncio.get_running_loop().create_task(GrantWatcher("ssh", lambda: self.connections).run())
 
     def shutdown_sessions(self) -> None:
         for conn in list(self.connections):
@@ -76,6 +79,8 @@ class SSHRelay:
     def close(self) -> None:
         for acceptor in self.acceptors:
             acceptor.close()
+        if self._grants is not None:
+            self._grants.cancel()
 
     async def wait_closed(self) -> None:
         for acceptor in self.acceptors:
@@ -92,6 +97,8 @@ class Connection(asyncssh.SSHServer):
         self.conn: asyncssh.SSHServerConnection | None = None
         self.connection_name = ""
         self.principal: Principal | None = None
+        self.token: TokenCheck | None = None  # None after a key login: the key is checked by asyncssh
+        self.grant_seen = False  # the grant watcher closes the connection once a grant seen live is gone
         self.recording: SessionRecording | None = None
         self.peer = ""
         self._target: asyncssh.SSHClientConnection | None = None
@@ -131,7 +138,7 @@ class Connection(asyncssh.SSHServer):
         except (AuthError, Unavailable) as exc:
             log.info("ssh login refused for %s from %s: %s", username, self.peer, exc)
             return False
-        return self._logged_in(principal)
+        return self._logged_in(principal, TokenCheck(self.gate, password, None, principal))
 
     def public_key_auth_supported(self) -> bool:
         return True
@@ -145,16 +152,26 @@ class Connection(asyncssh.SSHServer):
             return False
         return self._logged_in(principal)
 
-    def expired(self) -> bool:
-        """Whether the credential it logged in with no longer counts (a JWT past exp)."""
-        expires = self.principal.expires_at if self.principal is not None else None
-        return expires is not None and time.time() >= expires
+    async def credential_refusal(self) -> str | None:
+        """Why the credential it logged in with no longer counts, or None while it does:
+        a token is authenticated again when due (the core's TokenCheck), every credential
+        ends at its expiry."""
+        if self.principal is None:
+            return "not logged in"
+        if self.token is not None:
+            return await self.token.refusal() if self.token.due() or self.token.expired() else None
+        expires = self.principal.expires_at
+        return "expired" if expires is not None and time.time() >= expires else None
 
-    def _logged_in(self, principal: Principal) -> bool:
+    def grant_gone(self) -> None:
+        self.close(f"the grant of {self.principal.service_account} on {self.connection_name} was revoked "
+                   "or has expired")
+
+    def _logged_in(self, principal: Principal, token: TokenCheck | None = None) -> bool:
         # A key is validated when the client only asks whether it would do, and again
         # right before its signature is checked: the last one validated is the one that
         # logs in. The session is recorded once authentication has completed.
-        self.principal = principal
+        self.principal, self.token = principal, token
         return True
 
     def auth_completed(self) -> None:

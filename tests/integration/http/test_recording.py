@@ -49,11 +49,12 @@ def test_a_client_connection_is_one_sealed_session_of_exchanges(proxy, agent, ap
     assert pii_in["headers"]["cookie"] == audit.REDACTED
     assert pii_in["headers"]["authorization"] == audit.REDACTED
     assert "x-airlock-run" not in pii_in["headers"]
-    assert pii_decision["action"] == "allow" and pii_decision["masked"] == ["mask-pii"]
-    assert pii_out["status"] == 200
+    assert pii_decision["action"] == "allow" and pii_decision["masks"] == ["mask-pii"]
+    assert pii_out["status"] == 200 and pii_out["masked"] == 4  # email, ssn, the address in note, password
     recorded = json.loads(pii_out["body"]["text"])
     assert recorded["email"] == "[REDACTED:email]" and recorded["ssn"] == "[REDACTED]"
     assert cookie_out["headers"]["set-cookie"] == audit.REDACTED
+    assert "masked" not in cookie_out  # mask-pii applied to "{}" and found nothing to mask
     assert admin_in["url"].endswith("/admin/x")
     assert admin_decision["action"] == "deny" and admin_decision["rule"] == "no-admin"
     assert admin_out["status"] == 403 and json.loads(admin_out["body"]["text"])["error"] == "denied"
@@ -92,6 +93,8 @@ def test_websocket_messages_are_recorded_and_masked(proxy, world, agent):
         ("input", "hello"), ("output", {"echo": "hello", "owner": "[REDACTED:email]"}),
         ("input", "from erin@example.com"), ("output", {"echo": "from [REDACTED:email]", "owner": "[REDACTED:email]"}),
     ]
+    # Each message from the server counts its own masked values.
+    assert [d.get("masked") for _, d in messages] == [None, 1, None, 2]
     assert "dave@example.com" not in json.dumps(events)
 
 
@@ -113,3 +116,29 @@ def test_secret_looking_request_fields_are_redacted_in_the_recording(proxy, agen
     assert request["url"].endswith("/pii?api_key=[redacted]&page=2")
     assert json.loads(request["body"]["text"]) == {"api_token": audit.REDACTED, "query": "select 1"}
     assert "qs-secret-123" not in json.dumps(events) and "body-secret-456" not in json.dumps(events)
+
+
+def test_the_output_says_how_many_values_were_masked_whole_streamed_or_held(proxy, agent, api):
+    """Whole bodies, streamed text (counted across every chunk, though the recording
+    keeps only the start), JSON of unknown length held whole, injected credentials
+    echoed back: "masked" is the number of values replaced, and is absent when the
+    mask rule (mask-pii covers the whole connection) found nothing."""
+    run = f"run-{uuid.uuid4().hex[:8]}"
+    with proxy.httpx(agent) as c:
+        h = {"X-Airlock-Run": run}
+        assert c.get(f"{api}/text-pii", headers=h).text == "write to [REDACTED:email] or call"
+        assert c.get(f"{api}/big-text?lines=3000&chunk=997&encoding=gzip", headers=h).status_code == 200
+        assert c.get(f"{api}/big-json?rows=50", headers=h).status_code == 200
+        assert c.get(f"{api}/cookie", headers=h).status_code == 200  # "{}": nothing to mask
+        assert c.get(f"{api}/reflect?form=raw&type=text/plain", headers=h).status_code == 200
+    _, events = closed_session(run)
+    outputs = [d for kind, d in events if kind == "output"]
+    assert len(outputs) == 5
+    text, streamed, held, plain, reflected = outputs
+    assert text["masked"] == 1
+    assert streamed["body"]["streamed"] is True and streamed["masked"] == 3000
+    assert held["masked"] == 50 * 4
+    assert "masked" not in plain and plain["body"]["text"] == "{}"
+    assert reflected["masked"] >= 1 and "[REDACTED:credential]" in reflected["body"]["text"]
+    decisions = [d for kind, d in events if kind == "decision"]
+    assert all(d["masks"] == ["mask-pii"] for d in decisions)  # the rule applied to all five

@@ -106,3 +106,31 @@ def test_pymysql_and_connector_agree(relay, world):
     binary_rows = [tuple(v.decode() if isinstance(v, (bytes, bytearray)) else v for v in r) for r in cur.fetchall()]
     conn.close()
     assert list(text_rows) == binary_rows
+
+
+def test_binary_rows_record_how_many_values_were_masked(relay, world):
+    """The recording of prepared statements (binary rows) counts the values actually
+    masked: email, the card in note and age (masked by name) for Ada; nothing for a
+    statement the mask rules apply to but find nothing in."""
+    import secrets
+
+    from .conftest import events, wait_for
+
+    run = "bin-" + secrets.token_hex(4)
+    conn = connector(relay, world, conn_attrs={"airlock_run": run})
+    cur = conn.cursor(prepared=True)
+    cur.execute("SELECT id, name, email, note, age FROM people WHERE id = %s", (1,))
+    cur.fetchall()
+    cur.execute("SELECT id, name FROM people WHERE id = %s", (2,))
+    rows = [[v.decode() if isinstance(v, (bytes, bytearray)) else v for v in r] for r in cur.fetchall()]
+    assert rows == [[2, "Bob"]]
+    cur.close()
+    conn.close()
+
+    def outputs():
+        got = [d for _, kind, d in events(lambda r: r.run_id == run) if kind == "output" and "people" in d.get("sql", "")]
+        return got if len(got) == 2 else None
+
+    ada, bob = wait_for(outputs, timeout=15)
+    assert ada["sql"].startswith("SELECT id, name, email") and ada["masked"] == 3
+    assert bob["sql"].startswith("SELECT id, name FROM") and "masked" not in bob and "mask-pii" in bob["masks"]

@@ -43,6 +43,7 @@ def test_recording_has_statements_verdicts_rows_and_masked_samples(relay, world)
     with connect(relay, world.tokens["agent"]) as conn, conn.cursor() as cur:
         cur.execute(f"SET @airlock_run = '{run}'")
         cur.execute("SELECT id, email FROM people ORDER BY id")
+        cur.execute("SELECT id, name FROM people ORDER BY id")  # the mask rules apply and find nothing
         with pytest.raises(pymysql.err.OperationalError):
             cur.execute("DROP TABLE people")
         cur.execute("UPDATE t SET v = v WHERE id = 2")
@@ -58,6 +59,10 @@ def test_recording_has_statements_verdicts_rows_and_masked_samples(relay, world)
     assert select_out["rows"] == 2 and select_out["columns"] == ["id", "email"]
     assert "ada@example.com" not in str(select_out) and select_out["sample"][0][0] == "1"
     assert "mask-pii" in select_out["masks"]
+    assert select_out["masked"] == 2  # both emails: values actually replaced
+    names = next(d for d in outputs if d["sql"].startswith("SELECT id, name"))
+    assert names["sample"] == [["1", "Ada"], ["2", "Bob"]] and "mask-pii" in names["masks"]
+    assert "masked" not in names  # a rule that applied is not a value masked
     decisions = [d for _, k, d in evs if k == "decision"]
     assert any(d["rule"] == "no-schema-changes" and d["action"] == "deny" for d in decisions)
     update = next(d for d in outputs if d["sql"].startswith("UPDATE"))
@@ -112,4 +117,4 @@ def test_portal_replays_a_mysql_session(relay, world):
     assert "mysql agent → app" in text and f"run {run}" in text
     assert "SELECT name, email FROM people WHERE id = 1" in text  # the statement, as a timeline step
     assert "Ada [REDACTED]" in text and "ada@example.com" not in html  # its masked result
-    assert "masked by mask-cards, mask-pii" in text
+    assert "masked by mask-cards, mask-pii" in text and "1 value masked" in text

@@ -136,8 +136,8 @@ def seed_sessions() -> Scenario:
         # The shapes the PostgreSQL relay records: the gate's decision, then one output
         # per statement with the SQL, its tag and a (masked) sample of the rows.
         ("decision", {"action": "allow", "status": None, "rule": "mask-pii", "kind": "read",
-                      "operation": select, "masked": ["mask-pii"]}),
-        ("output", {"sql": select, "masks": ["mask-pii"], "ms": 1.8, "tag": "SELECT 2", "rows": 2,
+                      "operation": select, "masks": ["mask-pii"]}),
+        ("output", {"sql": select, "masks": ["mask-pii"], "ms": 1.8, "masked": 2, "tag": "SELECT 2", "rows": 2,
                     "columns": ["id", "email", "note"], "sample": [[7, "a***@example.com", XSS], [8, "b***@example.com", "ok"]]}),
         ("decision", {"action": "deny", "status": "denied", "rule": "no-ddl", "kind": "ddl",
                       "operation": "DROP TABLE invoices", "message": "DDL is not allowed through the gateway"}),

@@ -24,12 +24,13 @@ def test_event_pairing_and_previews():
     events = [
         Event(1, 0.0, "decision", {"action": "deny", "rule": "no-ddl", "operation": "DROP TABLE t"}),
         Event(2, 0.1, "input", {"statement": "SELECT 1"}),
-        Event(3, 0.2, "decision", {"action": "allow", "masked": ["m"]}),
-        Event(4, 0.3, "output", {"columns": [{"name": "a"}], "rows": [[1], [None]], "row_count": 2}),
+        Event(3, 0.2, "decision", {"action": "allow", "masks": ["m"]}),
+        Event(4, 0.3, "output", {"columns": [{"name": "a"}], "rows": [[1], [None]], "row_count": 2, "masked": 3}),
         Event(5, 0.4, "notice", {"text": "hi"}),
     ]
     out, loose = steps(events)
     assert [s.verdict for s in out] == ["deny", "masked"] and out[0].request is None
+    assert out[1].masked == 3 and out[1].mask_rules == ["m"]
     assert out[1].request == {"statement": "SELECT 1"} and rows_preview(out[1].response)["rows"] == [["1"], ["NULL"]]
     assert [e.seq for e in loose] == [5]
     # Decision recorded first, then its request: they pair up.

@@ -23,6 +23,9 @@ def recorded(relay, world):
         conn.execute("SELECT g FROM generate_series(1, 50) g").fetchall()
         # The simple protocol: a whole masked answer, which the writer decodes (pganswer).
         psycopg.ClientCursor(conn).execute("SELECT p.id, p.email, p.note FROM people p WHERE p.id = 1").fetchall()
+        # Mask rules apply (the table is people) and find nothing: nothing is recorded as masked.
+        psycopg.ClientCursor(conn).execute("SELECT p.id, p.name FROM people p WHERE p.id = 2").fetchall()
+        conn.execute("SELECT name, age FROM people WHERE id = 2").fetchall()
         with pytest.raises(errors.InsufficientPrivilege):
             conn.execute("DROP TABLE t")
     with session_scope() as s:
@@ -41,6 +44,17 @@ def test_simple_query_with_a_whole_masked_answer(recorded):
     assert event["rows"] == 1 and event["tag"] == "SELECT 1" and event["columns"] == ["id", "email", "note"]
     assert event["sample"] == [["1", "[REDACTED]", "card [REDACTED:credit_card] on file"]]
     assert event["masks"] == ["mask-cards", "mask-pii"]
+    assert event["masked"] == 2  # the email and the card number: values actually replaced
+
+
+def test_mask_rules_that_find_nothing_record_nothing_masked(recorded):
+    """Whole answers (simple protocol, the writer's decoding) and frame by frame
+    (extended protocol): the rules applied, no value was replaced, so no count."""
+    for needle in ("SELECT p.id, p.name FROM people p WHERE p.id = 2", "SELECT name, age FROM people WHERE id = 2"):
+        [event] = outputs(recorded, needle)
+        assert event["masks"] == ["mask-cards", "mask-pii"] and event["rows"] == 1
+        assert event["sample"] == [["Bob", "41"]] or event["sample"] == [["2", "Bob"]]
+        assert "masked" not in event
 
 
 def test_session_row(recorded):
@@ -56,6 +70,7 @@ def test_statement_with_masked_result_sample(recorded):
     assert event["columns"] == ["id", "email", "note"]
     assert event["sample"][0] == ["1", "[REDACTED]", "card [REDACTED:credit_card] on file"]
     assert event["masks"] == ["mask-cards", "mask-pii"]
+    assert event["masked"] == 3  # two emails and one card number, over both rows
     assert "ada@example.com" not in str(recorded) and CARD not in str(recorded)
 
 
@@ -63,6 +78,7 @@ def test_parameters_are_recorded_masked(recorded):
     [event] = outputs(recorded, "WHERE note = $1")
     assert event["params"] == ["[REDACTED:credit_card]", "2"]
     assert event["rows"] == 1 and event["sample"] == [["2"]]
+    assert "masked" not in event  # the parameters are masked for the recording; no answer value was
 
 
 def test_row_cap(recorded):

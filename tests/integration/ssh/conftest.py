@@ -38,6 +38,7 @@ service_accounts:
   - {{name: agent, groups: [agents], public_keys: ["{agent_key}"]}}
   - {{name: ci, groups: [ci]}}
   - {{name: stranger}}
+  - {{name: leaver}}
 users:
   - {{email: ops@example.com, groups: [ops], roles: [approver]}}
 connections:
@@ -49,6 +50,7 @@ grants:
   - {{service_account: agent, connection: box}}
   - {{service_account: agent, connection: impostor}}
   - {{service_account: ci, connection: box}}
+  - {{service_account: leaver, connection: box}}
 rules:
   - name: no-rm-rf
     match: {{protocol: ssh, command: ["regex:^rm -[a-zA-Z]*r"]}}
@@ -188,7 +190,7 @@ def world(tmp_path_factory, sqlite_template, sshd) -> World:
         with session_scope() as s:
             apply_policy(s, load_policy(policy), actor="test",
                          environ={"SSH_TARGET_KEY": sshd.client_key.read_text()})
-            tokens = {name: issue_token(s, name, timedelta(hours=2)).token for name in ("agent", "ci", "stranger")}
+            tokens = {name: issue_token(s, name, timedelta(hours=2)).token for name in ("agent", "ci", "stranger", "leaver")}
         yield World(env, sshd, tokens, d / "agent_key", d)
 
 

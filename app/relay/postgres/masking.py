@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from app.masking import ColumnPlan, Masker
 
-from .pgwire import Field, data_row, frame, parse_data_row, parse_row_description
+from .protocol import Field, data_row, frame, parse_data_row, parse_row_description
 
 TEXT_OID = 25
 TEXTLIKE = frozenset({25, 1043, 1042, 19, 18, 114, 142, 705})  # text varchar bpchar name char json xml unknown
@@ -98,8 +98,9 @@ def mask_row(masker: Masker, plan: RowPlan, body: memoryview) -> tuple[bytes, li
     values = masker.mask_row(plan.text, parse_data_row(body))
     n = len(values)
     for i in plan.nulls:
-        if i < n:
+        if i < n and values[i] is not None:
             values[i] = None
+            masker.masked += 1  # withheld rather than rendered: masked all the same
     for i, number in plan.checks:
         v = values[i] if i < n else None
         if v is None:
