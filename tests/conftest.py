@@ -1,4 +1,5 @@
-"""Shared fixtures: a migrated store on SQLite and on the real PostgreSQL server."""
+"""Shared fixtures: a migrated store on SQLite and on the real PostgreSQL server; and the
+markers that sort the tests into tiers (see README, "Running the tests")."""
 from __future__ import annotations
 
 import os
@@ -123,7 +124,48 @@ def pg_store(tmp_path, monkeypatch, pg_database) -> str:
     db.reset_engines()
 
 
-@pytest.fixture(params=["sqlite", "pg"])
+@pytest.fixture(params=["sqlite", pytest.param("pg", marks=pytest.mark.postgres)])
 def store(request) -> str:
     """A migrated, empty store: the test runs once on SQLite and once on PostgreSQL."""
     return request.getfixturevalue(f"{request.param}_store")
+
+
+# -- tiers ---------------------------------------------------------------------------
+# What a test needs is read from where it lives and which fixtures it uses, so a new test
+# is marked without anyone remembering to: `pytest -m "not slow"` (make test-quick) runs
+# what needs no server and no subprocess suite. A server a marker names is never started
+# by a test without that marker.
+
+_SUITES = {  # tests/<dir>: what every test below it needs
+    "integration/postgres": ("postgres", "slow"),
+    "corpus/postgres": ("postgres", "slow"),
+    "integration/multinode": ("postgres", "slow"),
+    "integration/mysql": ("mariadb", "slow"),
+    "corpus/mysql": ("mariadb", "slow"),
+    "integration/ssh": ("sshd", "slow"),
+    "corpus/ssh": ("sshd", "slow"),
+    "browser": ("chromium", "slow"),
+    "integration/http": ("slow",),  # a proxy subprocess and local upstreams per session
+    "integration/scheduler": ("slow",),  # scheduler processes racing for a lease
+}
+_FIXTURES = {  # a fixture: what a test that uses it (directly or through another) needs
+    "pg_database": "postgres",
+    "pg_store": "postgres",
+}
+_TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        where = Path(str(item.path)).resolve()
+        try:
+            rel = where.relative_to(_TESTS).as_posix()
+        except ValueError:
+            continue
+        for suite, marks in _SUITES.items():
+            if rel.startswith(suite + "/"):
+                for mark in marks:
+                    item.add_marker(mark)
+        for name in getattr(item, "fixturenames", ()):
+            if name in _FIXTURES:
+                item.add_marker(_FIXTURES[name])
