@@ -132,21 +132,30 @@ def store(request) -> str:
 
 # -- tiers ---------------------------------------------------------------------------
 # What a test needs is read from where it lives and which fixtures it uses, so a new test
-# is marked without anyone remembering to: `pytest -m "not slow"` (make test-quick) runs
-# what needs no server and no subprocess suite. A server a marker names is never started
-# by a test without that marker.
+# is marked without anyone remembering to. The quick tier (make test-quick) leaves out
+# every marked test: what stays is the example tests of the pure modules and the gate,
+# on SQLite, in one process. A server a marker names is started only by marked tests.
 
-_SUITES = {  # tests/<dir>: what every test below it needs
-    "integration/postgres": ("postgres", "slow"),
-    "corpus/postgres": ("postgres", "slow"),
-    "integration/multinode": ("postgres", "slow"),
-    "integration/mysql": ("mariadb", "slow"),
-    "corpus/mysql": ("mariadb", "slow"),
-    "integration/ssh": ("sshd", "slow"),
-    "corpus/ssh": ("sshd", "slow"),
-    "browser": ("chromium", "slow"),
-    "integration/http": ("slow",),  # a proxy subprocess and local upstreams per session
-    "integration/scheduler": ("slow",),  # scheduler processes racing for a lease
+_SUITES = {  # tests/<path>: what every test in it needs
+    "integration/postgres/": ("postgres", "slow"),
+    "corpus/postgres/": ("postgres", "slow"),
+    "integration/multinode/": ("postgres", "slow"),
+    "integration/mysql/": ("mariadb", "slow"),
+    "corpus/mysql/": ("mariadb", "slow"),
+    "integration/ssh/": ("sshd", "slow"),
+    "corpus/ssh/": ("sshd", "slow"),
+    "browser/": ("chromium", "slow"),
+    # Subprocess suites (proxy, scheduler, portal, CLI, Slack worker) and their waits:
+    "integration/http/": ("slow",),
+    "integration/scheduler/": ("slow",),
+    "integration/slack/": ("slow",),
+    "integration/portal/": ("slow",),
+    "integration/campaigns/": ("slow",),
+    "integration/test_cli.py": ("slow",),
+    "integration/test_first_hour.py": ("slow",),
+    "integration/test_bus_wake.py": ("slow",),
+    "integration/test_identity_oidc.py": ("slow",),
+    "integration/test_identity_resilience.py": ("slow",),
 }
 _FIXTURES = {  # a fixture: what a test that uses it (directly or through another) needs
     "pg_database": "postgres",
@@ -157,15 +166,18 @@ _TESTS = Path(__file__).resolve().parent
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        where = Path(str(item.path)).resolve()
         try:
-            rel = where.relative_to(_TESTS).as_posix()
+            rel = Path(str(item.path)).resolve().relative_to(_TESTS).as_posix()
         except ValueError:
             continue
-        for suite, marks in _SUITES.items():
-            if rel.startswith(suite + "/"):
+        for path, marks in _SUITES.items():
+            if rel.startswith(path):
                 for mark in marks:
                     item.add_marker(mark)
         for name in getattr(item, "fixturenames", ()):
             if name in _FIXTURES:
                 item.add_marker(_FIXTURES[name])
+        # A property test (hypothesis) runs hundreds of examples; the example tests of the
+        # same module stay in the quick tier.
+        if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+            item.add_marker("slow")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import delete, select, update
 
 from app import audit
@@ -24,6 +25,7 @@ def _row(sid: str) -> RecordedSession:
         return s.get(RecordedSession, sid)
 
 
+@pytest.mark.slow  # a writer child process
 def test_the_writer_child_seals_its_open_sessions_when_its_parent_dies(store):
     from app.recording_writer import WriterProcess
 
@@ -50,6 +52,7 @@ def test_the_writer_child_seals_its_open_sessions_when_its_parent_dies(store):
     rec.shutdown()
 
 
+@pytest.mark.slow  # a writer child process
 def test_a_clean_stop_says_goodbye_and_seals_nothing(store):
     from app.recording_writer import WriterProcess
 
