@@ -84,7 +84,11 @@ def test_a_failed_flush_keeps_the_events_for_the_next_try(sqlite_store, monkeypa
     monkeypatch.setattr(recording, "_apply", flaky)
     session = rec.open(protocol="http", connection="api")
     session.event("input", {"x": 1})
-    time.sleep(1.0)
+    # The writer thread's own retry (the second call), not the flush at shutdown.
+    deadline = time.monotonic() + 10
+    while calls["n"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert calls["n"] >= 2, "the writer never tried again after the failed flush"
     rec.shutdown()
     with session_scope() as s:
         assert s.get(RecordedSession, session.id) is not None

@@ -98,11 +98,16 @@ def test_a_recorder_heartbeats_its_lease(sqlite_store, monkeypatch):
     rec = Recorder(flush_seconds=0.05)
     rec._beat_every, rec._next_beat = 0.1, 0.0
     rec.flush()
-    with session_scope() as s:
-        first = s.get(RecordingOwner, rec.owner.owner).heartbeat_at
-    time.sleep(0.5)
-    with session_scope() as s:
-        assert s.get(RecordingOwner, rec.owner.owner).heartbeat_at > first
+
+    def beat():
+        with session_scope() as s:
+            return s.get(RecordingOwner, rec.owner.owner).heartbeat_at
+
+    first = beat()
+    deadline = time.monotonic() + 10  # every 0.1 s; polled, as the machine may be slow
+    while beat() <= first and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert beat() > first
     rec.shutdown()
 
 
