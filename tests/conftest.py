@@ -2,7 +2,9 @@
 markers that sort the tests into tiers (see README, "Running the tests")."""
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import shutil
 import uuid
 from contextlib import contextmanager
@@ -11,6 +13,7 @@ from typing import Iterator
 
 import psycopg
 import pytest
+from _pytest.mark.expression import Expression  # what `-m` itself evaluates
 from cryptography.fernet import Fernet
 from sqlalchemy import text
 
@@ -162,6 +165,31 @@ _FIXTURES = {  # a fixture: what a test that uses it (directly or through anothe
     "pg_store": "postgres",
 }
 _TESTS = Path(__file__).resolve().parent
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under `-m`, a suite none of whose tests can be selected is not even imported (the
+    quick tier would otherwise spend most of its time collecting what it leaves out)."""
+    expr = config.option.markexpr
+    if not expr:
+        return None
+    try:
+        rel = collection_path.resolve().relative_to(_TESTS).as_posix() + ("/" if collection_path.is_dir() else "")
+    except ValueError:
+        return None
+    marks = next((set(m) for path, m in _SUITES.items() if rel.startswith(path)), None)
+    if marks is None:
+        return None
+    compiled = Expression.compile(expr)
+    # A test may carry marks beyond its suite's: leave the suite out only if no such
+    # extra marks (of the names the expression uses) could select any of its tests.
+    names = set(re.findall(r"[A-Za-z_][\w.-]*", expr)) - {"and", "or", "not"} - marks
+    for n in range(len(names) + 1):
+        for extra in itertools.combinations(sorted(names), n):
+            have = marks | set(extra)
+            if compiled.evaluate(lambda name, **_kw: name in have):
+                return None
+    return True
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
