@@ -11,12 +11,11 @@ from typing import Any
 
 from mitmproxy import http
 
+from app.http.operation import is_form, is_json
 from app.masking import Masker
 from app.recording import SessionRecording
 from app.snapshot import Target
 from app.types import Principal, Verdict
-
-from .operation import is_form, is_json
 
 KEY = "airlock"
 JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}

@@ -32,14 +32,15 @@ from mitmproxy.net.http import url
 
 from app.binding import body_digest, http_binding
 from app.gate import get_gate
+from app.http import operation
+from app.http.operation import BadRequest
 from app.snapshot import Target
 from app.types import Operation, Verdict
 
-from . import operation, shown, streaming
+from . import shown, streaming
 from .flowstate import bad_request, content_length, needs_body, refuse, state, unavailable
 from .bodycap import body_cap
 from .limits import sizes
-from .operation import BadRequest
 
 log = logging.getLogger(__name__)
 CLIENT_POLL = 0.2  # seconds between looks at a held request's client connection

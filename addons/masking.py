@@ -14,18 +14,17 @@ WebSocket messages from the server are masked one by one.
 """
 from __future__ import annotations
 
-import fnmatch
 import functools
 import logging
 
 from mitmproxy import http
 
-from app.masking import MaskingError
+from app.http.operation import is_json
+from app.masking import MaskingError, media
 
 from . import streaming
 from .flowstate import FlowState, content_length, json_response, state
 from .limits import sizes
-from .operation import is_json
 
 log = logging.getLogger(__name__)
 
@@ -34,21 +33,10 @@ def _has_work(st: FlowState) -> bool:
     return st.masker is not None or bool(st.secrets)
 
 
-def _uninspectable(st: FlowState, content_type: str | None) -> str | None:
-    """Why a masked body of this type must be refused, or None when it may go on."""
-    if st.masker is None or not streaming.is_binary(content_type):
-        return None
-    media = (content_type or "").split(";", 1)[0].strip().lower()
-    masks = st.verdict.masks if st.verdict is not None else ()
-    if masks and all(any(fnmatch.fnmatchcase(media, t) for t in m.unmasked_types) for m in masks):
-        return None
-    return (f"the response is {media}, which cannot be masked; a mask rule may let it through "
-            f"with unmasked_types: [{media}]")
-
-
-def _masker_for(st: FlowState, content_type: str | None):
-    """The masker for this body: none for allowed binary media, which are only scrubbed."""
-    return None if streaming.is_binary(content_type) else st.masker
+def _plan(st: FlowState, content_type: str | None) -> media.BodyPlan:
+    """What app.masking.media decides for this body under the flow's active masks."""
+    masks = st.verdict.masks if st.masker is not None and st.verdict is not None else ()
+    return media.body_plan(masks, content_type)
 
 
 def _no_body(flow: http.HTTPFlow) -> bool:
@@ -107,9 +95,9 @@ class ResponseMasker:
         if size is not None and size <= limits.body:
             return  # held whole: `response` masks it
         content_type = resp.headers.get("content-type")
-        problem = _uninspectable(st, content_type)
-        if problem is not None:
-            _refuse(flow, problem, streamed=True)
+        plan = _plan(st, content_type)
+        if plan.action == "refuse":
+            _refuse(flow, plan.reason, streamed=True)
             return
         if not _has_work(st):
             resp.stream = streaming.Passthrough(st, limits.record)
@@ -119,7 +107,7 @@ class ResponseMasker:
             _refuse(flow, f"content-encoding {resp.headers.get('content-encoding')!r} cannot be decoded for masking",
                     streamed=True)
             return
-        masker = _masker_for(st, content_type)
+        masker = st.masker if plan.action == "mask" else None
         if masker is not None and masker.has_fields and is_json(content_type):
             if size is not None and size <= limits.json:
                 return  # held whole after all: field rules need the document
@@ -146,9 +134,9 @@ class ResponseMasker:
         if flow.error or not st.allowed or resp is None or resp.stream or _no_body(flow):
             return
         content_type = resp.headers.get("content-type")
-        problem = _uninspectable(st, content_type)
-        if problem is not None:
-            _refuse(flow, problem, streamed=False)
+        plan = _plan(st, content_type)
+        if plan.action == "refuse":
+            _refuse(flow, plan.reason, streamed=False)
             return
         if not _has_work(st) or not resp.raw_content:
             return
@@ -159,7 +147,8 @@ class ResponseMasker:
                     streamed=False)
             return
         try:
-            masked = streaming.mask_body(content, content_type, _masker_for(st, content_type), st.secrets)
+            masked = streaming.mask_body(content, content_type, st.masker if plan.action == "mask" else None,
+                                         st.secrets)
         except MaskingError as exc:
             _refuse(flow, f"the response could not be masked ({exc})", streamed=False)
             return
@@ -182,7 +171,13 @@ class ResponseMasker:
         message = flow.websocket.messages[-1]
         if message.from_client:
             return
-        if not message.is_text:
+        masks = st.verdict.masks if st.masker is not None and st.verdict is not None else ()
+        plan = media.message_plan(masks, message.is_text)
+        if plan.action == "refuse":
+            log.info("dropped a WebSocket message from %s: %s", flow.request.host, plan.reason)
+            message.drop()
+            return
+        if plan.action == "scrub":
             message.content = streaming.scrub(message.content, st.secrets)
             return
         kind = "application/json" if message.content.lstrip()[:1] in (b"{", b"[") else "text/plain"

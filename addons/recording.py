@@ -16,22 +16,22 @@ from typing import Any
 
 from mitmproxy import connection, http
 
-from app import audit
+from app import redaction
+from app.http.operation import is_json, shown_url
+from app.masking.media import is_binary
 from app.recording import SessionRecording, recorder
 
 from .flowstate import FlowState, needs_body, state
 from .limits import sizes
-from .operation import is_json, shown_url
-from .streaming import is_binary
 
 RUN_HEADER = "x-airlock-run"
-REDACTED = audit.REDACTED
+REDACTED = redaction.REDACTED
 
 
-# Anything audit.scrub could redact contains one of these words; text without any is
+# Anything redaction.scrub could redact contains one of these words; text without any is
 # kept as it is and skips the full scrub, which is most of the cost of recording an
 # exchange. Plain substring tests: a case-insensitive regex alternation is 10x slower.
-# tests/unit/test_http_recording.py keeps this in step with app.audit.
+# tests/unit/test_http_recording.py keeps this in step with app.redaction.
 SUSPECT_WORDS = ("pass", "token", "secret", "private", "auth", "cookie", "credential", "bearer", "basic",
                  "alk_", "identified")
 
@@ -44,7 +44,7 @@ def suspect(text: str) -> bool:
 
 @functools.lru_cache(maxsize=1024)
 def _secret_name(name: str) -> bool:
-    return audit.scrub({name: "x"})[name] == REDACTED
+    return redaction.scrub({name: "x"})[name] == REDACTED
 
 
 def printable(text: str) -> str:
@@ -56,7 +56,7 @@ def printable(text: str) -> str:
 
 
 def scrubbed_text(text: str) -> str:
-    return audit.scrub(text) if suspect(text) else text
+    return redaction.scrub(text) if suspect(text) else text
 
 
 def recorded_headers(headers: http.Headers, injected: tuple[str, ...]) -> dict[str, str]:
@@ -68,7 +68,7 @@ def recorded_headers(headers: http.Headers, injected: tuple[str, ...]) -> dict[s
         if name in injected or _secret_name(name):
             out[name] = REDACTED
         elif suspect(value):
-            out[name] = audit.scrub(value)
+            out[name] = redaction.scrub(value)
     return out
 
 
@@ -85,9 +85,9 @@ def recorded_body(content: bytes | None, content_type: str | None, encoding: str
     text = shown.decode("utf-8", "replace")
     if suspect(text) and is_json(content_type) and not truncated:
         try:  # secret-looking keys are redacted by name, which needs the structure
-            text = json.dumps(audit.scrub(json.loads(text)), ensure_ascii=False)
+            text = json.dumps(redaction.scrub(json.loads(text)), ensure_ascii=False)
         except ValueError:
-            text = audit.scrub(text)
+            text = redaction.scrub(text)
     else:
         text = scrubbed_text(text)
     return {"text": text, "bytes": size, "truncated": truncated}

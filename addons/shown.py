@@ -8,9 +8,8 @@ from __future__ import annotations
 import json
 from urllib.parse import parse_qsl
 
-from app import audit
-
-from .operation import is_json, media_type
+from app import redaction
+from app.http.operation import is_json, media_type
 
 BODY_LIMIT = 8000
 HEADER_LIMIT = 30
@@ -27,7 +26,7 @@ def headers(items: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
         low = name.lower()
         if low in _NOISE:
             continue
-        shown = audit.REDACTED if low in _SECRET else audit.scrub({name: value})[name]
+        shown = redaction.REDACTED if low in _SECRET else redaction.scrub({name: value})[name]
         out.append((name, str(shown)[:300]))
     return tuple(out[:HEADER_LIMIT])
 
@@ -37,16 +36,16 @@ def body(content_type: str | None, raw: bytes | None, parsed: object | None) -> 
         return ""
     media = media_type(content_type)
     if is_json(content_type) and parsed is not None:
-        text = json.dumps(audit.scrub(parsed), indent=2, ensure_ascii=False)
+        text = json.dumps(redaction.scrub(parsed), indent=2, ensure_ascii=False)
     elif media == "application/x-www-form-urlencoded":
         try:
             fields = parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
         except UnicodeDecodeError:
             return f"binary, {len(raw)} bytes ({media})"
-        text = "\n".join(f"{k} = {audit.scrub({k: v})[k]}" for k, v in fields)
+        text = "\n".join(f"{k} = {redaction.scrub({k: v})[k]}" for k, v in fields)
     elif media.startswith("text/") or media in ("application/xml", "application/graphql"):
         try:
-            text = audit.scrub(raw.decode("utf-8"))
+            text = redaction.scrub(raw.decode("utf-8"))
         except UnicodeDecodeError:
             return f"binary, {len(raw)} bytes ({media})"
     else:

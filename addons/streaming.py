@@ -20,25 +20,16 @@ Chunks = list[bytes]
 
 import brotli
 
+from app.http.operation import is_json
 from app.masking import Masker, MaskingError, StreamMasker
 
 from .flowstate import FlowState
-from .operation import is_json
 
 SCRUBBED = b"[REDACTED:credential]"
-_BINARY_PREFIXES = ("image/", "audio/", "video/", "font/")
-_BINARY_TYPES = frozenset({"application/zip", "application/gzip", "application/x-gzip", "application/x-tar",
-                           "application/x-7z-compressed", "application/pdf", "application/wasm"})
 
 
 class DecodeError(ValueError):
     pass
-
-
-def is_binary(content_type: str | None) -> bool:
-    """Media whose bytes detectors cannot read: masking them would only corrupt them."""
-    media = (content_type or "").split(";", 1)[0].strip().lower()
-    return media.startswith(_BINARY_PREFIXES) or media in _BINARY_TYPES
 
 
 def charset(content_type: str | None) -> str:

@@ -17,8 +17,7 @@ from mitmproxy.net import tls as net_tls
 from OpenSSL import SSL
 
 from app.gate import get_gate
-
-from . import operation
+from app.http import operation
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from flask import Blueprint, g, jsonify, request
 from sqlalchemy import select
 
 from app import approvals
+from app.errors import NotFound
 from app.db import session_scope
 from app.models import Grant, RecordedSession, Review, SessionEvent
 from app.portal import events as ev
@@ -128,8 +129,9 @@ def vote(review_id: int):
             out = review_view(row, full=True)
     except approvals.VoteError as exc:
         approvals.record_refused_vote(g.api_user.email, review_id, decision, exc.message, "api")
-        status = 404 if "does not exist" in exc.message else 409
-        raise ApiError(status, "vote_refused" if status == 409 else "not_found", exc.message) from None
+        if isinstance(exc, NotFound):
+            raise ApiError(404, "not_found", exc.message) from None
+        raise ApiError(409, "vote_refused", exc.message) from None
     return jsonify(out)
 
 
@@ -222,8 +224,9 @@ def _grant_change(fn, *args):
             s.flush()
             return grant_dict(grant)
     except ChangeError as exc:
-        status = 404 if any("does not exist" in p for p in exc.problems) else 409
-        raise ApiError(status, "not_found" if status == 404 else "refused", "; ".join(exc.problems)) from None
+        if isinstance(exc, NotFound):
+            raise ApiError(404, "not_found", "; ".join(exc.problems)) from None
+        raise ApiError(409, "refused", "; ".join(exc.problems)) from None
 
 
 @bp.post("/grants")

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from werkzeug.security import generate_password_hash
 
 from app import audit
+from app.errors import NotFound
 from app.identity import issue_token, revoke_token
 from app.inventory import ApplyReport, apply_policy, export_policy, placeholder_environ
 from app.models import Connection, Grant, Group, ServiceAccount, Token, User, utcnow
@@ -34,6 +35,10 @@ class ChangeError(ValueError):
     def __init__(self, problems: list[str] | str) -> None:
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         super().__init__("; ".join(self.problems))
+
+
+class ChangeNotFound(ChangeError, NotFound):
+    """The change names something that does not exist (the API answers 404)."""
 
 
 def policy_problems(exc: PolicyError) -> list[str]:
@@ -76,7 +81,7 @@ def replace_item(data: dict[str, Any], key: str, ident: str, value: str | None, 
     items = list(data.get(key) or [])
     index = next((i for i, x in enumerate(items) if value is not None and x.get(ident) == value), None)
     if value is not None and index is None:
-        raise ChangeError(f"{key[:-1].replace('_', ' ')} {value!r} does not exist (any more)")
+        raise ChangeNotFound(f"{key[:-1].replace('_', ' ')} {value!r} does not exist (any more)")
     if item is None:
         items.pop(index)  # type: ignore[arg-type]
     elif index is None:
@@ -122,7 +127,7 @@ def add_grant(s, actor: str, service_account: str, connection: str, expires_at: 
 def _grant(s, grant_id: int) -> Grant:
     grant = s.get(Grant, grant_id)
     if grant is None:
-        raise ChangeError(f"grant {grant_id} does not exist")
+        raise ChangeNotFound(f"grant {grant_id} does not exist")
     return grant
 
 
@@ -163,7 +168,7 @@ def issue_sa_token(s, actor: str, service_account: str, ttl: timedelta, descript
 def revoke_sa_token(s, actor: str, token_id: int) -> None:
     row = s.get(Token, token_id)
     if row is None:
-        raise ChangeError(f"token {token_id} does not exist")
+        raise ChangeNotFound(f"token {token_id} does not exist")
     revoke_token(s, token_id, by=actor)
     audit.append(s, actor, "token.revoke", row.service_account.name, {"token_id": token_id, "via": "portal"})
 

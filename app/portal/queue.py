@@ -21,16 +21,13 @@ PENDING_LIMIT = 200
 
 
 def viewer(s: Session, email: str) -> User | None:
-    return s.scalars(select(User).where(func.lower(User.email) == (email or "").lower())).first()
+    return approvals.voter(s, email)
 
 
-def refusal(review: Review, user: User | None, email: str) -> str | None:
-    """Why this viewer cannot vote on the review now, or None when their vote is wanted."""
-    email = (email or "").lower()
-    prior = next((v for v in review.votes if v.approver.lower() == email), None)
-    if prior is not None:
-        return f"you already voted {prior.decision}"
-    return approvals.vote_refusal(review, user, email)
+def refusal(review: Review, user: User | None, email: str, now: datetime | None = None) -> str | None:
+    """Why this viewer cannot vote on the review in the portal now, or None when their
+    vote is wanted: exactly what `approvals.vote` would answer."""
+    return approvals.vote_refusal(review, user, email, via="portal", now=now)
 
 
 def _pending(s: Session, now: datetime) -> list[Review]:
@@ -52,7 +49,7 @@ def pending(s: Session, email: str, now: datetime | None = None) -> list[dict[st
     out = []
     for row in _pending(s, now):
         view = review_view(row, now)
-        view["refusal"] = refusal(row, user, email)
+        view["refusal"] = refusal(row, user, email, now)
         view["needs_me"] = view["refusal"] is None
         out.append(view)
     out.sort(key=_order)

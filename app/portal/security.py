@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import time
 from dataclasses import dataclass, field
 from functools import wraps
 from typing import Callable, Iterable
@@ -21,11 +20,11 @@ from flask import abort, current_app, g, jsonify, request
 from flask_login import AnonymousUserMixin, LoginManager, UserMixin, current_user
 from sqlalchemy import func, select
 
+from app import approvals
+from app.approvals.approvers import ROLES
 from app.db import session_scope
-from app.models import Rule, User
-from app.versions import current_version
+from app.models import User
 
-ROLES = ("admin", "approver", "auditor")
 API_TOKEN_PREFIX = "alu_"
 PUBLIC_ENDPOINTS = {"static", "vendor", "auth.login", "auth.oidc_start", "auth.oidc_callback", "auth.logout",
                     "api.openapi", "healthz", "site.swagger_asset", "site.favicon",
@@ -77,32 +76,15 @@ def user_stamp(user: User) -> str:
     return hashlib.sha256(basis.encode()).hexdigest()[:16]
 
 
-_approver_cache: dict[str, tuple[int, float, frozenset[str]]] = {}
-
-
 def approver_groups(session) -> frozenset[str]:
-    """Groups named as approvers by any review rule (cached per policy version)."""
-    key = str(session.get_bind().url)
-    version = current_version(session)
-    cached = _approver_cache.get(key)
-    if cached and cached[0] == version and time.monotonic() - cached[1] < 30:
-        return cached[2]
-    names: set[str] = set()
-    for body in session.scalars(select(Rule.body)):
-        if isinstance(body, dict) and body.get("action") == "review":
-            approvers = body.get("approvers") or {}
-            names.update(str(n) for n in approvers.get("groups") or ())
-    groups = frozenset(names)
-    _approver_cache[key] = (version, time.monotonic(), groups)
-    return groups
+    """Groups named as approvers by any review rule (app.approvals decides; cached per version)."""
+    return approvals.approver_groups(session)
 
 
 def portal_user(session, user: User) -> PortalUser:
-    roles = {r for r in (user.roles or []) if r in ROLES}
     groups = frozenset(user.group_names)
-    if groups & approver_groups(session):
-        roles.add("approver")
-    return PortalUser(uid=user.id, email=user.email, name=user.name or "", roles=frozenset(roles),
+    roles = approvals.roles_of(user.roles or [], groups, approvals.approver_groups(session))
+    return PortalUser(uid=user.id, email=user.email, name=user.name or "", roles=roles,
                       groups=groups, stamp=user_stamp(user), source=user.source)
 
 

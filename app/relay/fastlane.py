@@ -1,7 +1,7 @@
 """The relay's fast lane: the steady state of a PostgreSQL conversation, in C.
 
 A runtime mostly repeats a few statements, and each, after its first, takes the path
-of an allowed shape (pgshapes): one Query, one whole plain answer. Under pgbench the
+of an allowed shape (app/gate/shapes.py): one Query, one whole plain answer. Under pgbench the
 Python of that path (framing, the shape look-up, the answer scan) made the relay's
 event loop, which every transaction waits on, cost a third of a bare pipe's
 throughput. `_fastlane.c` runs exactly that path without bytecode, and decides

@@ -49,7 +49,7 @@ class Checker:
         self.deferred = False  # the last check found a statement to hold at Bind
 
     def allowed_again(self, shape) -> bool:
-        """Whether a statement of an allowed shape (pgshapes) may reuse its verdict now:
+        """Whether a statement of an allowed shape (app/gate/shapes.py) may reuse its verdict now:
         not when the token is due for a re-check, nor when its masks would differ (a
         statement with no tables reads a cursor's rows, masked as the cursor is)."""
         if time.monotonic() - self.s.token_checked >= TOKEN_RECHECK:

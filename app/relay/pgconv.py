@@ -23,7 +23,6 @@ from . import fastlane, pgwire
 from .pgchecks import Checker, binary_refusal, mask_names
 from .pgparity import Barriers, Reading, reparses
 from .pgflow import TargetStream
-from .pgshapes import AllowedShapes
 from .pgstate import (BIND, CLOSE, COPY_END, DESCRIBE, EXECUTE, PARSE, QUERY, REFUSE, SYNC, Change, Portal, Prepared,
                       Query)
 from .pgmask import NUMBERS, TEXTLIKE, plan_rows
@@ -54,7 +53,7 @@ class Conversation:
         self.encoding = "utf-8"
         self.barriers = Barriers(asyncio.get_running_loop())
         self.checker = Checker(session, self.stream.send, self._flush)
-        self.shapes = AllowedShapes(session.gate)
+        self.shapes = session.gate.shapes.table(session.principal, session.dbname)  # the gate's, by shape
         self.refused = 0
         self._out: list = []
         self._skipping = False  # after a refusal in the extended protocol, until Sync

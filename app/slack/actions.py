@@ -120,7 +120,7 @@ def _block_actions(payload: Mapping[str, Any], actor: SlackActor) -> Ack:
     if action_id == messages.APPROVE_WINDOW:
         return Ack(work=[partial(cast_vote, actor, target, "approve", "", messages.SLACK_WINDOW_MINUTES, to)])
     if action_id == messages.REJECT:
-        return Ack(work=[partial(open_reject, target, payload.get("trigger_id"), to)])
+        return Ack(work=[partial(open_reject, actor, target, payload.get("trigger_id"), to)])
     where = (channel, container.get("message_ts") or (payload.get("message") or {}).get("ts"))
     if action_id == dm.REVOKE:
         return Ack(work=[partial(decide_item, actor, target, "revoke", "", where, to)])
@@ -209,19 +209,28 @@ def _refused(actor: SlackActor, email: str | None, review_id: int, message: str,
     reply(to, message)
 
 
-def open_reject(review_id: int, trigger_id: str | None, to: ReplyTo) -> None:
+def open_reject(actor: SlackActor, review_id: int, trigger_id: str | None, to: ReplyTo) -> None:
+    """Open the reason form, only for someone whose rejection would count (the same
+    eligibility `approvals.vote` enforces: nobody types a reason to be refused after)."""
+    try:
+        email = linking.resolve(actor)
+    except NotLinked as exc:
+        _refused(actor, None, review_id, exc.message, to)
+        return
     with session_scope() as s:
         review = s.get(Review, review_id)
         if review is None:
             reply(to, f"Review #{review_id} does not exist.")
             return
-        status = messages.effective_status(review, utcnow())
+        refusal = approvals.vote_refusal(review, approvals.voter(s, email), email, via="slack")
+        decided = messages.effective_status(review, utcnow()) != "pending"
         summary = (f"*{messages.escape(review.service_account)}* wants to run this on "
                    f"*{messages.escape(review.connection)}*:\n{messages.code_block(review.operation, 1500)}")
     url = approvals.review_url(review_id)
-    if status != "pending":
-        reply(to, f"Review #{review_id} is already {status}.")
-        _refresh(review_id)
+    if refusal:
+        _refused(actor, email, review_id, f"You cannot reject review #{review_id}: {refusal}", to)
+        if decided:
+            _refresh(review_id)  # decided elsewhere meanwhile: make sure the message says so
         return
     meta = {"review_id": review_id, "channel": to.channel, "response_url": to.response_url}
     try:

@@ -17,7 +17,7 @@ import yaml
 from mitmproxy import http
 
 from addons.gatekeeper import operation_of
-from addons.operation import is_json, parse_json_body
+from app.http.operation import is_json, parse_json_body
 from app.approvals import vote
 from app.db import session_scope
 from app.gate import get_gate

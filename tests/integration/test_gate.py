@@ -180,33 +180,6 @@ def test_gate_fails_closed_when_the_store_is_gone(token, monkeypatch):
     asyncio.run(main())
 
 
-def test_verdicts_are_shared_between_literals_only_when_text_cannot_matter():
-    from app.policy import Rule, GrantSpec, compile_policy
-    from app.types import Principal
-
-    def r(name, action="deny", **match):
-        return Rule.from_dict({"name": name, "match": match, "action": action})
-
-    who = Principal("etl-agent")
-    policy = compile_policy([r("no-secrets", tables=["secrets"]), r("reads", "allow", kind="read"),
-                             r("no-drop", protocol="ssh", command="rm *")],
-                            [GrantSpec("etl-agent", "db"), GrantSpec("etl-agent", "box")], version=7)
-    gate = Gate()
-    one = Operation("postgres", "db", "read", text="select 1 from t", targets=("t",), fingerprint="f")
-    two = Operation("postgres", "db", "read", text="select 2 from t", targets=("t",), fingerprint="f")
-    assert gate._evaluate(policy, 7, who, one).rule == "reads"
-    assert gate._evaluate(policy, 7, who, two).rule == "reads"
-    assert len(gate._verdicts) == 1  # one text-free entry for both
-    secret = Operation("postgres", "db", "read", text="select 1 from secrets", targets=("secrets",), fingerprint="f")
-    assert gate._evaluate(policy, 7, who, secret).action == "deny"
-    # A command rule decides by text: each text is decided on its own.
-    ok = Operation("ssh", "box", "exec", text="ls", command="ls", fingerprint="c")
-    rm = Operation("ssh", "box", "exec", text="rm -rf /", command="rm -rf /", fingerprint="c")
-    assert gate._evaluate(policy, 7, who, ok).action == "allow"
-    assert gate._evaluate(policy, 7, who, rm).action == "deny"
-    assert gate._evaluate(policy, 7, who, ok).action == "allow"
-
-
 def test_stamp_holds_while_the_policy_version_stands_and_changes_with_it(token):
     async def main():
         gate = Gate(version_ttl=0.2)

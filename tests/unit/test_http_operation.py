@@ -1,4 +1,4 @@
-"""addons.operation: the HTTP request -> Operation translation (pure code)."""
+"""app.http.operation: the HTTP request -> Operation translation (pure code)."""
 from __future__ import annotations
 
 from urllib.parse import quote
@@ -6,7 +6,7 @@ from urllib.parse import quote
 import pytest
 from hypothesis import given, strategies as st
 
-from addons.operation import (BadRequest, Request, build, effective_method, fingerprint, normalise_path,
+from app.http.operation import (BadRequest, Request, build, effective_method, fingerprint, normalise_path,
                               parse_json_body, route_keys, shown_url)
 
 
@@ -125,7 +125,7 @@ def test_shown_urls_redact_secret_looking_query_values():
 # --- issue 16: overrides, fragments, %u escapes, NFKC ------------------------------------
 
 from addons.inject import scrub_forms  # noqa: E402
-from addons.operation import body_overrides, override_header, query_overrides  # noqa: E402
+from app.http.operation import body_overrides, override_header, query_overrides  # noqa: E402
 from addons.streaming import scrub  # noqa: E402
 
 

@@ -91,7 +91,7 @@ async def _result_set(first: bytes, target, client: wire.Framer, binary: bool, m
         if len(sample) < sample_rows:
             if values is None:
                 values = rows.binary_values(plan, payload) if binary else rows.text_values(payload, len(columns))
-            sample.append([_shown(v, c) for v, c in zip(values, columns)])
+            sample.append([shown(v, c) for v, c in zip(values, columns)])
         client.add(payload)
         pending += len(payload)
         if pending >= FLUSH_BYTES:
@@ -106,7 +106,7 @@ async def _result_set(first: bytes, target, client: wire.Framer, binary: bool, m
     return bool(answer.status & wire.MORE_RESULTS)
 
 
-def _shown(value: bytes | None, col: rows.Column) -> str | None:
+def shown(value: bytes | None, col: rows.Column) -> str | None:
     if value is None:
         return None
     if col.charset == 63 and col.type in rows.STRING_TYPES:  # binary strings

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 from dataclasses import replace
 
 from app.binding import sql_binding
@@ -19,9 +20,11 @@ from app.sql.mysql_lexer import LexError, lex, literal, name as lex_name
 from app.types import Operation, Verdict
 
 from . import answer as answers
-from . import rows, wire
+from . import lane as fast_lane
+from . import plain, rows, wire
 from .front import LoginRefused
 from .params import Prepared, parse_execute
+from .shapes import AllowedShapes
 
 log = logging.getLogger(__name__)
 _UTF8 = ("utf8", "utf8mb3", "utf8mb4")
@@ -39,6 +42,10 @@ class Commands:
         self.limit = session.cfg.max_message
         self.stmts: dict[int, Prepared] = {}
         self.statements = self.refused = 0
+        self.shapes = AllowedShapes(session.gate)
+        self._decided: tuple | None = None  # (operation, verdict) of the last single statement decided
+        self.waiting = False  # at the top of the loop, before any byte of the next command (lane.py)
+        self.stale = False  # the lane saw the server's backslash mode change: read the state first
 
     async def run(self) -> None:
         handlers = {wire.COM_QUERY: self._query, wire.COM_STMT_PREPARE: self._prepare,
@@ -46,9 +53,15 @@ class Commands:
                     wire.COM_STMT_CLOSE: self._close, wire.COM_STMT_RESET: self._passthrough,
                     wire.COM_PING: self._passthrough, wire.COM_INIT_DB: self._init_db,
                     wire.COM_SET_OPTION: self._set_option, wire.COM_RESET_CONNECTION: self._reset}
+        lane = fast_lane.Lane(self) if fast_lane.enabled() else None
         try:
             while True:
+                self.waiting = True
                 payload = await wire.read_payload(self.s.reader, self.limit)
+                self.waiting = False
+                if self.stale:
+                    self.stale = False
+                    await self._state()
                 if not payload:
                     raise wire.ProtocolError("an empty command")
                 if payload[0] == wire.COM_QUIT:
@@ -65,7 +78,11 @@ class Commands:
             log.info("mysql session %s: %s; closing it", self.s.client_addr, exc)
             self.s.refuse(1835, f"airlock: malformed packet ({exc}); the connection is closed", "08S01")
         finally:
-            self.s.summary = {"statements": self.statements, "refused": self.refused}
+            self.waiting = False
+            if lane is not None:
+                lane.close()
+            self.s.summary = {"statements": self.statements, "refused": self.refused,
+                              "fast_lane": lane.taken if lane is not None else 0}
 
     # -- text queries -----------------------------------------------------------------
 
@@ -75,19 +92,28 @@ class Commands:
         text = self._decode(payload[1:])
         if text is None:
             return
+        shape = self.shapes.lookup(text)
+        if shape is not None:  # a plain read or write of a shape allowed before: nothing else to decide
+            status = await self._send(payload, text, binary=False, masks=shape.masks,
+                                      rules=[shape.rule] if shape.rule else [])
+            if bool(status & wire.NO_BACKSLASH_ESCAPES) != self.s.mode.no_backslash_escapes:
+                await self._state()
+            return
         statements = classify_mysql(text, self.s.mode)
+        stamp = self.s.gate.stamp()
         decided = await self._decide(statements)
         if decided is None:
             return
         masks, rules = decided
+        if len(statements) == 1 and stamp == self.s.gate.stamp():
+            self.shapes.remember(text, *self._decided, stamp, self.s.principal)
         payload = self._use_target_db(statements, payload)
         if payload is None:
             return
         for st in statements:
             self._run_id(st.text)
-        answer = await self._send(payload, binary=False, masks=masks)
-        self._record(text, answer, rules, masks)
-        await self._after(statements, answer)
+        status = await self._send(payload, text, binary=False, masks=masks, rules=rules)
+        await self._after(statements, status)
 
     # -- prepared statements ----------------------------------------------------------
 
@@ -140,9 +166,8 @@ class Commands:
         if decided is None:
             return
         masks, rules = decided
-        answer = await self._send(payload, binary=True, masks=masks)
-        self._record(stmt.sql, answer, rules, masks, params=shown)
-        await self._after(stmt.statements, answer)
+        status = await self._send(payload, stmt.sql, binary=True, masks=masks, rules=rules, params=shown)
+        await self._after(stmt.statements, status)
 
     async def _long_data(self, payload: bytes) -> None:
         if len(payload) < 7:
@@ -219,6 +244,7 @@ class Commands:
             op = replace(op, binding=sql_binding(op, list(raw), types=list(types)))
             verdict = await self.s.gate.decide(self.s.principal, op, recording=self.s.rec, run_id=self.s.run_id,
                                                gone=self.s.gone, record_allows=False, defer_review=defer)
+            self._decided = (op, verdict)
             if verdict.action == "allow" or verdict.status == "deferred":
                 masks.extend(verdict.masks)
                 if verdict.rule:
@@ -259,20 +285,35 @@ class Commands:
                 and toks[3].kind == "str":
             self.s.tag_run(literal(toks[3], self.s.mode))
 
-    async def _send(self, payload: bytes, *, binary: bool, masks) -> answers.Answer:
+    async def _send(self, payload: bytes, sql: str, *, binary: bool, masks, rules, params=None) -> int:
+        """Run the command on the target, answer the client and record it; the answer's
+        last status flags. Unmasked answers pass through unchanged (plain.py)."""
         self.link.writer.write(wire.frame(payload, 0)[0])
-        masker = self.s.gate.masker(tuple(masks)) if masks else None
-        return await answers.relay(self.link.reader, wire.Framer(self.s.writer, 1), binary=binary, masker=masker,
-                                   sample_rows=self.s.cfg.record_rows, limit=self.limit)
+        sample_rows = self.s.cfg.record_rows
+        if masks:
+            answer = await answers.relay(self.link.reader, wire.Framer(self.s.writer, 1), binary=binary,
+                                         masker=self.s.gate.masker(tuple(masks)), sample_rows=sample_rows,
+                                         limit=self.limit)
+            self._record(sql, answer, rules, masks, params)
+            return answer.status
+        t0 = time.perf_counter()
+        walk = plain.PlainAnswer(sample_rows, self.limit)
+        await plain.relay(self.link.reader, self.s.writer, walk)
+        if self.s.rec is not None:  # the writer process builds the event from the packets kept
+            self.s.rec.event_later("output", plain.render_output, sql, round((time.perf_counter() - t0) * 1000, 3),
+                                   rules[0] if rules else None, [], None if params is None else list(params),
+                                   walk.kept, binary, sample_rows)
+        return walk.status
 
-    async def _after(self, statements, answer: answers.Answer) -> None:
+    async def _after(self, statements, status: int) -> None:
         """Follow the server's sql_mode and character set when a statement may have changed them."""
-        reported = bool(answer.status & wire.NO_BACKSLASH_ESCAPES)
+        reported = bool(status & wire.NO_BACKSLASH_ESCAPES)
         if reported != self.s.mode.no_backslash_escapes or any(
                 st.kind in _STATEFUL or st.text[:4].upper() in ("CALL", "EXEC") for st in statements):
             await self._state()
 
     async def _state(self) -> None:
+        self.shapes.clear()
         try:
             await self.s.read_server_state()
         except LoginRefused as exc:

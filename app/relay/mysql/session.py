@@ -337,6 +337,14 @@ class Session:
         self.token_version = self.gate.version
         return True
 
+    def token_fresh(self) -> bool:
+        """Whether check_token() would pass without reading the store: the token was
+        checked under the gate's current version, no version read is due and it has not
+        expired. The fast lane (lane.py) runs only then; otherwise the Python path checks."""
+        expires = self.principal.expires_at
+        return (self.token_version == self.gate.version and self.gate.stamp() is not None
+                and (expires is None or time.time() < expires))
+
     # -- the end ----------------------------------------------------------------------
 
     def tag_run(self, run_id: str) -> None:

@@ -33,7 +33,7 @@ def test_simple_protocol_with_psycopg_client_cursor(relay, agent):
 
 def test_repeated_simple_queries_that_reuse_an_allowed_shape_stay_masked(relay, agent):
     # The second and later texts differ only in numbers: they reuse the first one's
-    # verdict (app/relay/pgshapes.py), masks included, without being parsed again.
+    # verdict (app/gate/shapes.py), masks included, without being parsed again.
     with psycopg.connect(dsn(relay, agent), autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
         for _ in range(3):
             for person, age in ((1, 36), (2, 41)):

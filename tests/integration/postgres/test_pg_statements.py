@@ -152,7 +152,7 @@ def exports_frozen(world):
 
 
 def test_policy_change_reaches_repeated_simple_queries(relay, agent, world):
-    # Texts that differ only in numbers reuse a verdict (app/relay/pgshapes.py) only
+    # Texts that differ only in numbers reuse a verdict (app/gate/shapes.py) only
     # while the policy version stands.
     with psycopg.connect(dsn(relay, agent), autocommit=True, cursor_factory=psycopg.ClientCursor) as conn:
         for i in (1, 2, 1):

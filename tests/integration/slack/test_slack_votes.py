@@ -207,6 +207,19 @@ def test_a_non_member_is_refused_with_an_ephemeral_message(client, slack_env, se
     assert _audit("slack.vote_refused")[-1].actor == "bob@example.com"
 
 
+def test_reject_opens_no_form_for_someone_whose_rejection_would_not_count(client, slack_env, settle):
+    fake = slack_env
+    rid = sc.open_review()
+    channel, ts, message = _posted(fake, settle, rid)
+    sc.post_payload(client, sc.click(message, "airlock.reject", user="U_BOB", channel=channel, ts=ts,
+                                     response_url=fake.hook_url(), trigger_id="trig-bob"))
+    text = fake.wait_for(lambda: _hook_texts(fake), what="the ephemeral reply")[0]
+    assert f"cannot reject review #{rid}" in text and "not in an approver group" in text
+    assert not fake.calls_of("views.open")  # asked before the form opens: the vote would refuse it
+    assert _votes(rid) == []
+    assert _audit("slack.vote_refused")[-1].actor == "bob@example.com"
+
+
 def test_self_approval_from_slack_is_refused(client, slack_env, settle):
     fake = slack_env
     # The runtime acted with dave's identity: dave may not approve its operation.

@@ -1,12 +1,19 @@
-"""The relay's per-session memory of allowed statement shapes (app/relay/pgshapes.py)."""
+"""The gate's verdicts by statement shape, the relay's fast path (app/gate/shapes.py)."""
 from __future__ import annotations
 
-from app.relay.pgclassify import operations
-from app.relay.pgshapes import MAX_SHAPES, AllowedShapes
-from app.types import MaskSpec, Principal, Verdict
+from app.gate.shapes import MAX_SHAPES, MAX_TABLES, ShapeMemory, ShapeTable
+from app.sql import classify_postgres_cached
+from app.types import MaskSpec, Operation, Principal, Verdict
 
 WHO = Principal("agent")
 ALLOW = Verdict("allow", rule="reads-ok")
+
+
+def operations(text: str, connection: str) -> list[Operation]:
+    # As the PostgreSQL relay builds them (its classification, cached).
+    return [Operation(protocol="postgres", connection=connection, kind=st.kind, text=st.text,
+                      targets=st.tables + st.functions, attributes=st.attributes, fingerprint=st.fingerprint)
+            for st in classify_postgres_cached(text)]
 
 
 class FakeGate:
@@ -21,9 +28,9 @@ class FakeGate:
         return not self.textual
 
 
-def remembered(text: str, verdict: Verdict = ALLOW, gate: FakeGate | None = None) -> AllowedShapes:
+def remembered(text: str, verdict: Verdict = ALLOW, gate: FakeGate | None = None) -> ShapeTable:
     gate = gate or FakeGate()
-    shapes = AllowedShapes(gate)
+    shapes = ShapeTable(gate)
     (op,) = operations(text, "db")
     shapes.remember(text, op, verdict, None, gate.stamp(), WHO)
     return shapes
@@ -67,7 +74,7 @@ def test_only_plain_allows_of_text_blind_rules_are_remembered():
     gate = FakeGate()
     gate.textual = True
     assert remembered(text, gate=gate).lookup(other) is None
-    stale = AllowedShapes(FakeGate())
+    stale = ShapeTable(FakeGate())
     (op,) = operations(text, "db")
     stale.remember(text, op, ALLOW, None, None, WHO)  # no stamp: the gate was not fresh
     assert stale.lookup(other) is None
@@ -90,9 +97,40 @@ def test_masks_travel_with_the_shape():
 
 def test_memory_is_bounded():
     gate = FakeGate()
-    shapes = AllowedShapes(gate)
+    shapes = ShapeTable(gate)
     for i in range(MAX_SHAPES + 5):
         text = f"SELECT a FROM t{'x' * (i % 50)}_{chr(97 + i // 50)} WHERE id = 1"
         (op,) = operations(text, "db")
         shapes.remember(text, op, ALLOW, None, gate.stamp(), WHO)
-    assert len(shapes._shapes) <= MAX_SHAPES
+    assert len(shapes.table) <= MAX_SHAPES
+
+
+def test_each_principal_and_connection_has_its_own_table_and_clear_forgets_them_all():
+    gate = FakeGate()
+    memory = ShapeMemory(gate)
+    mine = memory.table(WHO, "db")
+    assert memory.table(WHO, "db") is mine
+    other_db, other_who = memory.table(WHO, "db2"), memory.table(Principal("someone-else"), "db")
+    assert other_db is not mine and other_who is not mine
+    text = "SELECT a FROM t WHERE id = 1"
+    (op,) = operations(text, "db")
+    mine.remember(text, op, ALLOW, None, gate.stamp(), WHO)
+    assert mine.lookup("SELECT a FROM t WHERE id = 9") is not None
+    assert other_db.lookup("SELECT a FROM t WHERE id = 9") is None
+    assert other_who.lookup("SELECT a FROM t WHERE id = 9") is None
+    memory.clear()
+    assert mine.lookup("SELECT a FROM t WHERE id = 9") is None
+    assert memory.table(WHO, "db") is mine  # cleared in place: the fast lane keeps reading the same dict
+
+
+def test_the_number_of_tables_is_bounded():
+    memory = ShapeMemory(FakeGate())
+    first = memory.table(Principal("p0"), "db")
+    text = "SELECT a FROM t WHERE id = 1"
+    (op,) = operations(text, "db")
+    first.remember(text, op, ALLOW, None, (1, 100), Principal("p0"))
+    for i in range(1, MAX_TABLES + 1):
+        memory.table(Principal(f"p{i}"), "db")
+    assert len(memory._tables) == MAX_TABLES
+    assert not first.table  # the evicted table was emptied
+    assert memory.table(Principal("p0"), "db") is not first

@@ -1,4 +1,4 @@
-"""HTTP request -> Operation: the one translation the gate sees. Pure code, no mitmproxy.
+"""HTTP request -> Operation: the one translation the gate sees. Pure code: no mitmproxy, no store.
 
 The policy must see what the upstream will act on, so every way of spelling the same
 request the same way matters more here than elegance:
@@ -23,7 +23,7 @@ import unicodedata
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote_to_bytes, urlencode
 
-from app import audit
+from app.redaction import scrub
 from app.types import Operation
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -258,9 +258,9 @@ def parse_json_body(data: bytes) -> object:
 def _shown_query(query: str) -> str:
     """The query for people to read: values of secret-looking parameters redacted."""
     params = parse_qsl(query, keep_blank_values=True)
-    scrubbed = [(k, audit.scrub({k: v})[k]) for k, v in params]
+    scrubbed = [(k, scrub({k: v})[k]) for k, v in params]
     if scrubbed == params:
-        return audit.scrub(query)
+        return scrub(query)
     return urlencode(scrubbed, safe="[]")
 
 
