@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import re
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -270,6 +272,31 @@ def _proxy_alive(request):
     proxy.check(since, "before this test")  # a worker that died earlier was reported then
     yield
     proxy.check(since, "during this test")
+
+
+def _store_problem(env: dict[str, str]) -> str | None:
+    """What SQLite's quick_check finds wrong with the suite's store, or None."""
+    path = env["AIRLOCK_DATABASE_URL"].removeprefix("sqlite:///")
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as conn:
+            rows = [r[0] for r in conn.execute("PRAGMA quick_check")]
+    except sqlite3.DatabaseError as exc:  # too broken to check ("database disk image is malformed")
+        return str(exc)
+    return None if rows == ["ok"] else "\n".join(rows[:10])
+
+
+@pytest.fixture(autouse=True)
+def _store_intact(world):
+    """The suite's store is shared by every proxy it starts: a test after which it is
+    corrupt fails, naming the cause, instead of the shared proxy answering 503 (as it
+    must) to every later test."""
+    problem = _store_problem(world.env)
+    if problem:
+        pytest.fail(f"the suite's store was corrupt before this test:\n{problem}", pytrace=False)
+    yield
+    problem = _store_problem(world.env)
+    if problem:
+        pytest.fail(f"the suite's store is corrupt after this test:\n{problem}", pytrace=False)
 
 
 @pytest.fixture
