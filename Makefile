@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: up test test-quick test-integration install bench clean
 
 # Python 3.12+ is required (mitmproxy 12). .python-version makes pyenv's python3 pick it.
-$(STAMP): pyproject.toml setup.py app/relay/_fastlane.c app/relay/_pganswer.c
+$(STAMP): pyproject.toml setup.py app/relay/postgres/_fastlane.c app/relay/postgres/_answers.c
 	@set -e; \
 	for c in python3.12 python3 python; do \
 	  if command -v $$c >/dev/null && $$c -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then PYBIN=$$c; break; fi; \

@@ -152,7 +152,7 @@ def _sessions_problem(session: Session, opened: dict[str, int], closed: set[str]
     (whose digest the walk checked); and none is left unsealed after its process died,
     since an unsealed recording could be edited without a trace."""
     from app.models import RecordedSession
-    from app.recording_seal import orphans
+    from app.recording_orphans import orphans
 
     rows = session.execute(select(RecordedSession.id, RecordedSession.digest)
                            .execution_options(yield_per=1000))

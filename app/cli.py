@@ -5,22 +5,12 @@ import os
 import secrets
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import click
 
+from app.cli_common import fail, message_of, parse_ttl
 from app.config import settings
-
-
-def _fail(message: str, code: int = 1) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def _message(exc: Exception) -> str:
-    # str() of a KeyError (LookupError) is the repr of its message, quotes and all.
-    return str(exc.args[0]) if exc.args else str(exc)
 
 
 # Commands that run before (or without) an initialised AIRLOCK_HOME.
@@ -50,10 +40,10 @@ def main(ctx: click.Context) -> None:
         # Every other command reads the store: refuse before SQLAlchemy would create one.
         require_initialised(settings())
     except (ConfigError, ValueError) as exc:  # ValueError: a malformed AIRLOCK_* setting
-        _fail(str(exc), CONFIG_ERROR)
+        fail(str(exc), CONFIG_ERROR)
     except StoreUnreachable as exc:
         if ctx.invoked_subcommand not in SERVERS:
-            _fail(str(exc))
+            fail(str(exc))
         click.echo(f"warning: {exc}; starting anyway, refusing what needs the store until it answers", err=True)
 
 
@@ -65,6 +55,7 @@ def init(admin_email: str) -> None:
     from sqlalchemy import select
 
     from app import audit, vault
+    from app.ca import ensure_ca
     from app.db import session_scope
     from app.migrate import upgrade
     from app.models import User
@@ -72,12 +63,7 @@ def init(admin_email: str) -> None:
     cfg = settings()
     cfg.home.mkdir(parents=True, exist_ok=True)
     vault.load_key(cfg.home)
-    try:
-        from app.ca import ensure_ca  # arrives with the HTTP proxy
-    except ImportError:
-        ensure_ca = None
-    if ensure_ca is not None:
-        ensure_ca(cfg.ca_dir)
+    ensure_ca(cfg.ca_dir)
     upgrade(cfg.database_url)
     from app.relay.ssh.hostkey import ensure_host_key, fingerprint
 
@@ -122,30 +108,21 @@ def apply(path: Path, actor: str) -> None:
     try:
         doc = load_policy(text, source=str(path))
     except PolicyError as exc:
-        _fail(f"{path} is invalid; nothing was changed.\n{exc}", 2)
+        fail(f"{path} is invalid; nothing was changed.\n{exc}", 2)
     try:
         with session_scope() as s:
             report = apply_policy(s, doc, actor=actor)
     except UnresolvedSecret as exc:
         field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in exc.path).lstrip(".")
-        _fail(f"{path}:{line_of(text, exc.path) or 0}: {field}: {exc.reason}; nothing was changed.", 2)
+        fail(f"{path}:{line_of(text, exc.path) or 0}: {field}: {exc.reason}; nothing was changed.", 2)
     except VaultError as exc:
-        _fail(f"{exc}; nothing was changed.", 2)
+        fail(f"{exc}; nothing was changed.", 2)
     click.echo(f"applied {path}: {report.summary()}")
 
 
 @main.group()
 def token() -> None:
     """airlock-minted tokens for service accounts that cannot do OIDC."""
-
-
-def _parse_ttl(value: str) -> timedelta:
-    from app.policy import parse_duration
-
-    try:
-        return timedelta(seconds=parse_duration(value))
-    except (ValueError, TypeError) as exc:
-        raise click.BadParameter(f"{value!r} is not a duration like 30m, 1h or 7d") from exc
 
 
 @token.command("issue")
@@ -160,11 +137,11 @@ def token_issue(service_account: str, ttl: str, description: str) -> None:
 
     try:
         with session_scope() as s:
-            issued = issue_token(s, service_account, _parse_ttl(ttl), created_by="cli", description=description)
+            issued = issue_token(s, service_account, parse_ttl(ttl), created_by="cli", description=description)
             audit.append(s, actor="cli", action="token.issue", target=service_account,
                          data={"token_id": issued.id, "expires_at": issued.expires_at.isoformat()})
     except (LookupError, ValueError) as exc:
-        _fail(_message(exc))
+        fail(message_of(exc))
     click.echo(issued.token)
     click.echo(f"token {issued.id} for {service_account}, expires {issued.expires_at:%Y-%m-%d %H:%M:%S} UTC", err=True)
 
@@ -182,7 +159,7 @@ def token_revoke(token_id: int) -> None:
             revoke_token(s, token_id, by="cli")
             audit.append(s, actor="cli", action="token.revoke", target=str(token_id))
     except (LookupError, ValueError) as exc:
-        _fail(_message(exc))
+        fail(message_of(exc))
     click.echo(f"token {token_id} revoked")
 
 
@@ -200,7 +177,7 @@ def token_list(service_account: str) -> None:
                      f"{'revoked' if t.revoked_at else f'expires {t.expires_at:%Y-%m-%d %H:%M}'}\t{t.description}"
                      for t in tokens]
     except LookupError as exc:
-        _fail(_message(exc))
+        fail(message_of(exc))
     for line in lines:
         click.echo(line)
 
@@ -224,7 +201,7 @@ def audit_verify() -> None:
     if result.ok:
         click.echo(f"audit chain OK: {result.checked} entries verified")
         return
-    _fail(f"audit chain BROKEN at entry {result.first_bad_seq}: {result.reason} ({result.checked} entries checked)")
+    fail(f"audit chain BROKEN at entry {result.first_bad_seq}: {result.reason} ({result.checked} entries checked)")
 
 
 @audit_group.command("export")
@@ -258,7 +235,7 @@ def _require_port(process: str) -> None:
         try:
             require_free_port(settings(), listener)
         except ConfigError as exc:
-            _fail(str(exc), CONFIG_ERROR)
+            fail(str(exc), CONFIG_ERROR)
 
 
 def _serve(process: str, run) -> None:
@@ -271,11 +248,11 @@ def _serve(process: str, run) -> None:
     try:
         run()
     except ConfigError as exc:  # e.g. the relay's second listener (MySQL) names its own setting
-        _fail(str(exc), CONFIG_ERROR)
+        fail(str(exc), CONFIG_ERROR)
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
-        _fail(port_in_use_message(settings(), listeners(settings())[process]), CONFIG_ERROR)
+        fail(port_in_use_message(settings(), listeners(settings())[process]), CONFIG_ERROR)
 
 
 @main.command()
@@ -328,7 +305,7 @@ from app.cli_campaigns import register as _register_campaigns  # noqa: E402  (ca
 
 _register_campaigns(main)
 
-from app.cli_env import env_command  # noqa: E402 - it uses the helpers above
+from app.cli_env import env_command  # noqa: E402
 
 main.add_command(env_command)
 

@@ -1,24 +1,9 @@
 """`airlock campaign ...` and `airlock access ...`: access reviews and JIT requests from a shell."""
 from __future__ import annotations
 
-import sys
-from datetime import timedelta
-
 import click
 
-
-def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
-
-
-def _duration(value: str) -> timedelta:
-    from app.policy import parse_duration
-
-    try:
-        return timedelta(seconds=parse_duration(value))
-    except (ValueError, TypeError) as exc:
-        raise click.BadParameter(f"{value!r} is not a duration like 30m, 2h or 1d") from exc
+from app.cli_common import fail, parse_ttl
 
 
 @click.group()
@@ -62,7 +47,7 @@ def campaign_start(name: str, actor: str) -> None:
             run = start_by_name(s, name, actor=actor)
             run_id, deadline, n = run.id, run.deadline, len(run.items)
     except CampaignError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     click.echo(f"campaign {name}: run {run_id} started with {n} item(s), due {deadline:%Y-%m-%d %H:%M} UTC")
 
 
@@ -87,7 +72,7 @@ def campaign_status(name: str) -> None:
                            f"suggest {i.suggestion}: {i.suggestion_reason}"
                            + (f"\t{i.deadline_outcome}" if i.deadline_outcome else ""))
     except CampaignError as exc:
-        _fail(exc.message)
+        fail(exc.message)
 
 
 @campaign.command("report")
@@ -105,7 +90,7 @@ def campaign_report(name: str, fmt: str, run_id: int | None, output: str | None)
         with session_scope() as s:
             text = render(run_for(s, name, run_id), fmt)
     except CampaignError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     if output:
         with open(output, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
@@ -135,11 +120,11 @@ def access_request(service_account: str, connection: str, for_: str, reason: str
 
     try:
         with session_scope() as s:
-            req = create(s, service_account=service_account, connection=connection, duration=_duration(for_),
-                         reason=reason, requested_by=requested_by, pending_for=_duration(pending_for))
+            req = create(s, service_account=service_account, connection=connection, duration=parse_ttl(for_),
+                         reason=reason, requested_by=requested_by, pending_for=parse_ttl(pending_for))
             rid, review_id, until = req.id, req.review_id, req.expires_at
     except CampaignError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     click.echo(f"access request {rid} is pending approval until {until:%Y-%m-%d %H:%M} UTC: {review_url(review_id)}")
 
 

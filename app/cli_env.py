@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import click
 
+from app.cli_common import fail, message_of, parse_ttl
 from app.config import settings
 
 
@@ -28,18 +29,17 @@ def env_command(service_account: str, token_ttl: str, shell: str, host: str | No
 
     from app import audit
     from app.ca import ca_cert_path
-    from app.cli import _fail, _message, _parse_ttl
     from app.db import session_scope
     from app.identity import issue_token
     from app.models import Grant, ServiceAccount
     from app.runtime_env import Granted, build, render
 
     cfg = settings()
-    ttl = _parse_ttl(token_ttl)
+    ttl = parse_ttl(token_ttl)
     now = datetime.now(timezone.utc)
     ca = ca_cert_path(cfg.ca_dir)
     if not ca.exists():  # not made here: runtimes must trust the CA the proxy signs with
-        _fail(f"no CA at {ca}: run `airlock init`, or copy the proxy's $AIRLOCK_HOME/ca here")
+        fail(f"no CA at {ca}: run `airlock init`, or copy the proxy's $AIRLOCK_HOME/ca here")
     try:
         with session_scope() as s:
             account = s.scalars(select(ServiceAccount).where(ServiceAccount.name == service_account)).first()
@@ -52,7 +52,7 @@ def env_command(service_account: str, token_ttl: str, shell: str, host: str | No
             audit.append(s, actor="cli", action="token.issue", target=service_account,
                          data={"token_id": issued.id, "expires_at": issued.expires_at.isoformat(), "via": "env"})
     except (LookupError, ValueError) as exc:
-        _fail(_message(exc))
+        fail(message_of(exc))
     reach = host or (cfg.bind if cfg.bind not in ("0.0.0.0", "::", "") else "localhost")
     env = build(service_account=service_account, token=issued.token, host=reach, proxy_port=cfg.proxy_port,
                 postgres_port=cfg.postgres_port, public_url=cfg.public_url,

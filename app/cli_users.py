@@ -25,17 +25,16 @@ def user_group() -> None:
 @click.argument("email")
 def reset_password(email: str) -> None:
     """Give the local account EMAIL a new random password, printed once."""
-    from sqlalchemy import func, select
     from werkzeug.security import generate_password_hash
 
     from app import audit
     from app.db import session_scope
-    from app.models import User
+    from app.models import user_by_email
 
     email = email.strip().lower()
     password = secrets.token_urlsafe(18)
     with session_scope() as s:
-        user = s.scalars(select(User).where(func.lower(User.email) == email)).first()
+        user = user_by_email(s, email)
         if user is None:
             click.echo(f"error: there is no portal account {email}", err=True)
             sys.exit(1)

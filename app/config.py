@@ -46,7 +46,6 @@ class Settings:
     secret_key: str | None
     oidc_audience: str
     public_url: str
-    default_hold_seconds: float
     bus_poll_seconds: float
     record_flush_seconds: float
     record_lease_seconds: float
@@ -93,7 +92,6 @@ def settings() -> Settings:
         oidc_audience=_env("AIRLOCK_OIDC_AUDIENCE", "airlock"),
         # Review links and the start-up banner point here: follow a moved portal port.
         public_url=_env("AIRLOCK_PUBLIC_URL", f"http://localhost:{_port('AIRLOCK_PORTAL_PORT', 8000)}").rstrip("/"),
-        default_hold_seconds=_float("AIRLOCK_HOLD_SECONDS", 60.0),
         bus_poll_seconds=_float("AIRLOCK_BUS_POLL_SECONDS", 0.05),
         record_flush_seconds=_float("AIRLOCK_RECORD_FLUSH_SECONDS", 0.5),
         # A recorder heartbeats every lease/6 s; silent for a whole lease, its open

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -27,6 +27,10 @@ from app.policy import (
 )
 from app.inventory_secrets import UnresolvedSecret, connection_secrets, secret_refs  # noqa: F401 - UnresolvedSecret is raised from here
 from app.versions import bump_version
+
+K = TypeVar("K")
+R = TypeVar("R")
+S = TypeVar("S")
 
 
 @dataclass
@@ -106,10 +110,34 @@ def _set(row: Any, values: dict[str, Any]) -> bool:
     return changed
 
 
-def _apply_accounts(s: Session, specs: tuple[ServiceAccountSpec, ...], groups: _Groups, report: ApplyReport) -> None:
-    existing = {a.name: a for a in s.scalars(select(ServiceAccount))}
+def _reconcile(report: ApplyReport, kind: str, existing: dict[K, R], specs: Iterable[S], *,
+               key: Callable[[S], K], name: Callable[[S], str], row_name: Callable[[R], str],
+               create: Callable[[S], object], update: Callable[[R, S], bool], retire: Callable[[R], bool]) -> None:
+    """The one upsert-report-retire loop. Each spec creates its row or updates the stored
+    one (`update` says whether anything changed); each stored row no spec names any more
+    is retired (deleted, disabled or revoked; `retire` says whether that changed it)."""
     for spec in specs:
-        values = {
+        row = existing.pop(key(spec), None)
+        if row is None:
+            create(spec)
+            report.created.append(f"{kind}:{name(spec)}")
+        elif update(row, spec):
+            report.updated.append(f"{kind}:{name(spec)}")
+    for row in existing.values():
+        if retire(row):
+            report.removed.append(f"{kind}:{row_name(row)}")
+
+
+def _delete(s: Session) -> Callable[[Any], bool]:
+    def retire(row: Any) -> bool:
+        s.delete(row)
+        return True
+    return retire
+
+
+def _apply_accounts(s: Session, specs: tuple[ServiceAccountSpec, ...], groups: _Groups, report: ApplyReport) -> None:
+    def values(spec: ServiceAccountSpec) -> dict[str, Any]:
+        return {
             "description": spec.description,
             "oidc_issuer": spec.oidc.issuer if spec.oidc else None,
             "oidc_subject": spec.oidc.subject if spec.oidc else None,
@@ -117,43 +145,43 @@ def _apply_accounts(s: Session, specs: tuple[ServiceAccountSpec, ...], groups: _
             "public_keys": list(spec.public_keys),
             "disabled": False,
         }
-        row = existing.pop(spec.name, None)
-        if row is None:
-            s.add(ServiceAccount(name=spec.name, groups=groups.get(spec.groups), **values))
-            report.created.append(f"service_account:{spec.name}")
-            continue
-        changed = _set(row, values)
-        if groups.sync(row, spec.groups):
-            changed = True
-        if changed:
-            report.updated.append(f"service_account:{spec.name}")
-    for row in existing.values():
+
+    def update(row: ServiceAccount, spec: ServiceAccountSpec) -> bool:
+        changed = _set(row, values(spec))
+        return groups.sync(row, spec.groups) or changed
+
+    def retire(row: ServiceAccount) -> bool:
         # Disabled, not deleted: its sessions and audit entries still name it.
-        if not row.disabled:
-            row.disabled = True
-            report.removed.append(f"service_account:{row.name}")
+        if row.disabled:
+            return False
+        row.disabled = True
+        return True
+
+    _reconcile(report, "service_account", {a.name: a for a in s.scalars(select(ServiceAccount))}, specs,
+               key=lambda spec: spec.name, name=lambda spec: spec.name, row_name=lambda row: row.name,
+               create=lambda spec: s.add(ServiceAccount(name=spec.name, groups=groups.get(spec.groups), **values(spec))),
+               update=update, retire=retire)
 
 
 def _apply_users(s: Session, specs: tuple[UserSpec, ...], groups: _Groups, report: ApplyReport) -> None:
-    existing = {u.email.lower(): u for u in s.scalars(select(User))}
-    for spec in specs:
-        row = existing.pop(spec.email.lower(), None)
-        values = {"roles": sorted(spec.roles), "active": True}
-        if spec.name:
-            values["name"] = spec.name
-        if row is None:
-            s.add(User(email=spec.email, groups=groups.get(spec.groups), source="policy", **values))
-            report.created.append(f"user:{spec.email}")
-            continue
-        changed = _set(row, values)
-        if groups.sync(row, spec.groups):
-            changed = True
-        if changed:
-            report.updated.append(f"user:{spec.email}")
-    for row in existing.values():
-        if row.source == "policy" and row.active:
-            row.active = False
-            report.removed.append(f"user:{row.email}")
+    def values(spec: UserSpec) -> dict[str, Any]:
+        return {"roles": sorted(spec.roles), "active": True, **({"name": spec.name} if spec.name else {})}
+
+    def update(row: User, spec: UserSpec) -> bool:
+        changed = _set(row, values(spec))
+        return groups.sync(row, spec.groups) or changed
+
+    def retire(row: User) -> bool:
+        if row.source != "policy" or not row.active:  # people who logged in through OIDC stay
+            return False
+        row.active = False
+        return True
+
+    _reconcile(report, "user", {u.email.lower(): u for u in s.scalars(select(User))}, specs,
+               key=lambda spec: spec.email.lower(), name=lambda spec: spec.email, row_name=lambda row: row.email,
+               create=lambda spec: s.add(User(email=spec.email, groups=groups.get(spec.groups), source="policy",
+                                              **values(spec))),
+               update=update, retire=retire)
 
 
 def connection_config(spec: ConnectionSpec, default: str = "allow") -> dict[str, Any]:
@@ -174,16 +202,14 @@ def connection_config(spec: ConnectionSpec, default: str = "allow") -> dict[str,
 
 def _apply_connections(s: Session, doc: PolicyDocument, secrets: dict[str, dict[str, str]],
                        report: ApplyReport) -> None:
-    existing = {c.name: c for c in s.scalars(select(Connection))}
-    for spec in doc.connections:
+    def create(spec: ConnectionSpec) -> None:
+        config = connection_config(spec, doc.default_for(spec))
+        s.add(Connection(name=spec.name, type=spec.type, config={**config, "secret_refs": secret_refs(spec)},
+                         owner=spec.owner, secrets=vault.encrypt(secrets[spec.name])))
+
+    def update(row: Connection, spec: ConnectionSpec) -> bool:
         config = connection_config(spec, doc.default_for(spec))
         refs = secret_refs(spec)
-        row = existing.pop(spec.name, None)
-        if row is None:
-            s.add(Connection(name=spec.name, type=spec.type, config={**config, "secret_refs": refs},
-                             owner=spec.owner, secrets=vault.encrypt(secrets[spec.name])))
-            report.created.append(f"connection:{spec.name}")
-            continue
         old = dict(row.config or {})
         old_refs = old.pop("secret_refs", None)
         changed = _set(row, {"type": spec.type, "owner": spec.owner})
@@ -196,55 +222,48 @@ def _apply_connections(s: Session, doc: PolicyDocument, secrets: dict[str, dict[
         if {k: v.reveal() for k, v in vault.decrypt(row.secrets).items()} != secrets[spec.name]:
             row.secrets = vault.encrypt(secrets[spec.name])
             changed = True
-        if changed:
-            report.updated.append(f"connection:{spec.name}")
-    for row in existing.values():
-        s.delete(row)
-        report.removed.append(f"connection:{row.name}")
+        return changed
+
+    _reconcile(report, "connection", {c.name: c for c in s.scalars(select(Connection))}, doc.connections,
+               key=lambda spec: spec.name, name=lambda spec: spec.name, row_name=lambda row: row.name,
+               create=create, update=update, retire=_delete(s))
 
 
 def _apply_grants(s: Session, specs: tuple[GrantSpec, ...], report: ApplyReport, actor: str) -> None:
     accounts = {a.name: a for a in s.scalars(select(ServiceAccount))}
     connections = {c.name: c for c in s.scalars(select(Connection))}
-    existing = {(g.service_account.name, g.connection.name): g for g in s.scalars(select(Grant))}
-    for spec in specs:
-        key = (spec.service_account, spec.connection)
-        label = f"grant:{spec.service_account}->{spec.connection}"
-        row = existing.pop(key, None)
-        if row is None:
-            s.add(Grant(service_account=accounts[spec.service_account], connection=connections[spec.connection],
-                        expires_at=spec.expires, source="policy", created_by=actor))
-            report.created.append(label)
-        elif _set(row, {"expires_at": spec.expires, "revoked_at": None, "revoked_by": None, "source": "policy"}):
-            report.updated.append(label)
     now = utcnow()
-    for (sa, conn), row in existing.items():
-        if row.source == "policy" and row.revoked_at is None:
-            row.revoked_at, row.revoked_by = now, actor
-            report.removed.append(f"grant:{sa}->{conn}")
+
+    def retire(row: Grant) -> bool:
+        if row.source != "policy" or row.revoked_at is not None:  # granted in the portal: left alone
+            return False
+        row.revoked_at, row.revoked_by = now, actor
+        return True
+
+    _reconcile(report, "grant", {(g.service_account.name, g.connection.name): g for g in s.scalars(select(Grant))},
+               specs, key=lambda spec: (spec.service_account, spec.connection),
+               name=lambda spec: f"{spec.service_account}->{spec.connection}",
+               row_name=lambda row: f"{row.service_account.name}->{row.connection.name}",
+               create=lambda spec: s.add(Grant(service_account=accounts[spec.service_account],
+                                               connection=connections[spec.connection], expires_at=spec.expires,
+                                               source="policy", created_by=actor)),
+               update=lambda row, spec: _set(row, {"expires_at": spec.expires, "revoked_at": None,
+                                                   "revoked_by": None, "source": "policy"}),
+               retire=retire)
 
 
 def _apply_rules(s: Session, specs: tuple[RuleSpec, ...], report: ApplyReport) -> None:
-    existing = {r.name: r for r in s.scalars(select(Rule))}
-    for position, spec in enumerate(specs):
-        body = spec.to_dict()
-        row = existing.pop(spec.name, None)
-        if row is None:
-            s.add(Rule(name=spec.name, position=position, body=body))
-            report.created.append(f"rule:{spec.name}")
-        elif _set(row, {"position": position, "body": body}):
-            report.updated.append(f"rule:{spec.name}")
-    for row in existing.values():
-        s.delete(row)
-        report.removed.append(f"rule:{row.name}")
+    _reconcile(report, "rule", {r.name: r for r in s.scalars(select(Rule))}, enumerate(specs),
+               key=lambda ps: ps[1].name, name=lambda ps: ps[1].name, row_name=lambda row: row.name,
+               create=lambda ps: s.add(Rule(name=ps[1].name, position=ps[0], body=ps[1].to_dict())),
+               update=lambda row, ps: _set(row, {"position": ps[0], "body": ps[1].to_dict()}),
+               retire=_delete(s))
 
 
 def _apply_campaigns(s: Session, specs: tuple[CampaignSpec, ...], report: ApplyReport) -> None:
-    existing = {c.name: c for c in s.scalars(select(Campaign))}
-    for spec in specs:
-        d = spec.to_dict()
-        values = {
-            "scope": d.get("scope", {}),
+    def values(spec: CampaignSpec) -> dict[str, Any]:
+        return {
+            "scope": spec.to_dict().get("scope", {}),
             "reviewers": spec.reviewers,
             "schedule": spec.schedule,
             "duration_seconds": spec.duration,
@@ -254,15 +273,11 @@ def _apply_campaigns(s: Session, specs: tuple[CampaignSpec, ...], report: ApplyR
             "unused_after_seconds": spec.unused_after,
             "enabled": spec.enabled,
         }
-        row = existing.pop(spec.name, None)
-        if row is None:
-            s.add(Campaign(name=spec.name, **values))
-            report.created.append(f"campaign:{spec.name}")
-        elif _set(row, values):
-            report.updated.append(f"campaign:{spec.name}")
-    for row in existing.values():
-        s.delete(row)
-        report.removed.append(f"campaign:{row.name}")
+
+    _reconcile(report, "campaign", {c.name: c for c in s.scalars(select(Campaign))}, specs,
+               key=lambda spec: spec.name, name=lambda spec: spec.name, row_name=lambda row: row.name,
+               create=lambda spec: s.add(Campaign(name=spec.name, **values(spec))),
+               update=lambda row, spec: _set(row, values(spec)), retire=_delete(s))
 
 
 # -- export: the store as a policy document ---------------------------------------------

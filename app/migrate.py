@@ -1,12 +1,10 @@
 """Apply Alembic migrations from code (`airlock init`, tests)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import command
 from alembic.config import Config
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+from app.paths import MIGRATIONS
 
 
 def alembic_config(url: str) -> Config:

@@ -26,6 +26,8 @@ from dataclasses import replace
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import uvloop
+
 from app.ca import ca_cert_path, ensure_ca
 from app.config import Settings, settings
 
@@ -128,12 +130,7 @@ async def serve(cfg: Settings | None = None, **overrides: Any) -> None:
 
 
 def _run_one(cfg: Settings) -> None:
-    try:
-        import uvloop
-    except ImportError:  # optional: the standard loop works, a little slower
-        asyncio.run(serve(cfg))
-    else:
-        uvloop.run(serve(cfg))
+    uvloop.run(serve(cfg))
 
 
 def _hold_port(cfg: Settings) -> tuple[socket.socket, Settings]:

@@ -64,7 +64,7 @@ class SessionRecording:
         function returning the data (or its JSON, as a str), and arguments that pickle
         and that nobody changes afterwards. For hot
         paths: the relay hands over a statement's raw answer, and the writer, in a process
-        of its own, decodes it (app/relay/pganswer.py). The item is a plain tuple, six
+        of its own, decodes it (app/relay/postgres/answers.py). The item is a plain tuple, six
         long, (session_id, seq, t, kind, render, args): the cheapest thing to pickle."""
         if kind not in EVENT_KINDS:
             raise ValueError(f"unknown event kind {kind!r}")

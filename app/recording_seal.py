@@ -24,12 +24,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, select
 
 from app import audit
 from app.config import settings
 from app.db import session_scope
 from app.models import RecordedSession, RecordingOwner, SessionEvent, utcnow
+from app.recording_orphans import orphans
 
 log = logging.getLogger(__name__)
 
@@ -65,17 +66,6 @@ def apply_heartbeat(s, beat: Heartbeat) -> None:
         s.add(RecordingOwner(id=beat.owner, host=beat.host, pid=beat.pid, started_at=now, heartbeat_at=now))
     else:
         row.heartbeat_at = now
-
-
-def orphans(s, now: datetime | None = None, lease: float | None = None) -> list[str]:
-    """Ids of open sessions whose owner has been silent for a whole lease (or is unknown)."""
-    stale = (now or utcnow()) - timedelta(seconds=lease or settings().record_lease_seconds)
-    q = (select(RecordedSession.id)
-         .outerjoin(RecordingOwner, RecordingOwner.id == RecordedSession.owner)
-         .where(RecordedSession.ended_at.is_(None), RecordedSession.started_at < stale,
-                or_(RecordingOwner.id.is_(None), RecordingOwner.heartbeat_at < stale))
-         .order_by(RecordedSession.started_at))
-    return list(s.scalars(q))
 
 
 def seal(s, session_id: str, reason: str = OWNER_GONE) -> bool:

@@ -17,14 +17,6 @@ KINDS: tuple[str, ...] = ("read", "tcl", "write", "ddl", "dcl", "admin")
 MOST_DANGEROUS_KIND = KINDS[-1]
 
 
-def kind_rank(kind: str) -> int:
-    """Danger rank of a kind; unknown kinds rank as the most dangerous."""
-    try:
-        return KINDS.index(kind)
-    except ValueError:
-        return len(KINDS) - 1
-
-
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who is calling: a service account, resolved from a token."""

@@ -23,10 +23,11 @@ import sys
 import time
 
 from app.recording import recorder, use_writer_process
-from app.relay import pgwire
-from app.relay.postgres import PostgresRelay, Session
+from app.relay.postgres import protocol as pgwire
+from app.relay.postgres.listener import PostgresRelay
+from app.relay.postgres.session import Session
 from app.relay.server import tune_gc
-from app.relay.wire import Wire
+from app.relay.postgres.wire import Wire
 
 
 class _Transport:

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from app import audit, bus
 from app.db import session_scope
-from app.models import FingerprintApproval, Review, User, Vote, utcnow
+from app.models import FingerprintApproval, Review, User, Vote, user_by_email, utcnow
 from app.types import ReviewSpec
 
 from .eligibility import vote_refusal, window_refusal
@@ -32,7 +32,7 @@ def _lock_review(session: Session, review_id: int) -> Review | None:
 
 def voter(session: Session, email: str) -> User | None:
     """The airlock user who votes as `email` (case-insensitive), or None."""
-    return session.scalars(select(User).where(func.lower(User.email) == (email or "").strip().lower())).first()
+    return user_by_email(session, email)
 
 
 def record_refused_vote(voter_email: str, review_id: int, decision: str, message: str, via: str) -> None:

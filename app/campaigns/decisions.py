@@ -11,9 +11,10 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from app import audit, bus
-from app.campaigns.reviewers import may_decide, user_by_email
+from app.campaigns.reviewers import may_decide
 from app.campaigns.runs import CampaignError
-from app.models import CampaignItem, Grant, utcnow
+from app.changes import ChangeError, edit
+from app.models import CampaignItem, Grant, user_by_email, utcnow
 from app.versions import bump_version
 
 DECISIONS = ("certify", "revoke")
@@ -97,8 +98,6 @@ def accept_suggestions(s: Session, item_ids: list[int], actor: str, *, now: date
 def add_rules(s: Session, policy_change: str, actor: str) -> None:
     """Add the rules of a suggested policy change (skipping one that is already there)."""
     import yaml
-
-    from app.portal.changes import ChangeError, edit
 
     rules = (yaml.safe_load(policy_change) or {}).get("rules") or []
 

@@ -15,9 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import approvals, audit
-from app.campaigns.reviewers import user_by_email
 from app.campaigns.runs import CampaignError
-from app.models import AccessRequest, Connection, Grant, Review, ServiceAccount, utcnow
+from app.models import AccessRequest, Connection, Grant, Review, ServiceAccount, user_by_email, utcnow
 from app.types import Operation, Principal, ReviewSpec, Verdict
 from app.versions import bump_version
 

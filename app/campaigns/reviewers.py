@@ -20,10 +20,6 @@ def reviewer_for(rule: str, owner: str) -> str:
     return owner.strip().lower() if owner and not owner.startswith("group:") else (owner or ADMINS)
 
 
-def user_by_email(s: Session, email: str) -> User | None:
-    return s.scalars(select(User).where(func.lower(User.email) == (email or "").strip().lower())).first()
-
-
 def principals_of(user: User) -> set[str]:
     """Every reviewer value that names this user."""
     out = {user.email.lower()} | {f"group:{g}" for g in user.group_names}

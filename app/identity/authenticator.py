@@ -9,7 +9,6 @@ import asyncio
 import logging
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
@@ -18,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import joinedload
 
+from app.bounded import BoundedCache
 from app.db import StoreUnavailable, session_scope
 from app.identity.errors import AuthError, IdentityUnavailable, IdPError
 from app.identity.oidc import OIDCVerifier
@@ -67,7 +67,7 @@ class Authenticator:
         self.cache_ttl = cache_ttl
         self.cache_size = cache_size
         self.touch_interval = touch_interval
-        self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        self._cache: BoundedCache[str, _Cached] = BoundedCache(cache_size)
         self._touched: dict[int, float] = {}
         self._lock = threading.Lock()
 
@@ -94,10 +94,6 @@ class Authenticator:
     async def authenticate_async(self, credential: str, claimed: str | None = None) -> Principal:
         """The same, off the event loop: store and IdP calls block."""
         return await asyncio.to_thread(self.authenticate, credential, claimed)
-
-    def clear_cache(self) -> None:
-        with self._lock:
-            self._cache.clear()
 
     # -- dispatch ---------------------------------------------------------------
 
@@ -164,15 +160,12 @@ class Authenticator:
             if hit.version != version or hit.valid_until <= now:
                 del self._cache[digest]
                 return None
-            self._cache.move_to_end(digest)
+            self._cache.touch(digest)
             return hit
 
     def _cache_put(self, digest: str, entry: _Cached) -> None:
         with self._lock:
-            self._cache[digest] = entry
-            self._cache.move_to_end(digest)
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+            self._cache.put(digest, entry)
 
     # -- last_used_at -------------------------------------------------------------
 

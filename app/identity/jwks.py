@@ -158,13 +158,6 @@ class JWKSCache:
                 return entry.keys  # type: ignore[return-value]
             raise UnknownKeyId(kid)
 
-    def forget(self, issuer: str | None = None) -> None:
-        with self._lock:
-            if issuer is None:
-                self._issuers.clear()
-            else:
-                self._issuers.pop(issuer, None)
-
     def _refresh(self, entry: _Issuer, issuer: str, now: float) -> bool:
         """Fresh keys from the store or the IdP; True if fetched from the IdP just now.
         Keeps the keys in hand, within `max_age`, when the IdP fails."""

@@ -273,14 +273,24 @@ def blank_escapes(s: str) -> str:
     return _ESCAPE.sub("\x01\x01", _U_ESCAPE.sub("\x01" * 6, s))
 
 
+def _escapes(s: str, i: int) -> bool:
+    """Whether the backslash at s[i] starts an escape: an odd run of backslashes ends
+    there. In "\\\\fe80::1" the "f" is a plain letter, in both readings of the text
+    (as it is, and as escaped JSON), so it stays in the span as the JSON path keeps it."""
+    k = i
+    while k >= 0 and s[k] == "\\":
+        k -= 1
+    return (i - k) % 2 == 1
+
+
 def _outside_escapes(s: str, span: tuple[int, int, str]) -> tuple[int, int, str] | None:
     """The span without the escape it starts in ("\nbob@..." -> "bob@...") or ends in
     (a key block cut at an escaped quote, "...\\" + '"')."""
     start, end, name = span
     u = s.rfind("\\u", max(0, start - 5), start + 1)
-    if u >= 0 and _U_ESCAPE.match(s, u):
+    if u >= 0 and _U_ESCAPE.match(s, u) and _escapes(s, u):
         start = max(start, u + 6)
-    elif start > 0 and s[start - 1] == "\\" and s[start] in "bfnrt":
+    elif start > 0 and s[start] in "bfnrt" and _escapes(s, start - 1):
         start += 1
     if end < len(s):  # at the very end of the text no escape can be cut in half
         k = end

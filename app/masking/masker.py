@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from app.bounded import BoundedCache
 from app.types import MaskSpec
 
 from .detectors import DETECTORS, Compiled, blank_escapes, compile_detectors, scan
@@ -76,7 +77,7 @@ class Masker:
         self._fields = bool(exact or globs)
         self._compiled: Compiled | None = compile_detectors(frozenset(self._strength))
         self._top = max(self._strength.values(), default=-1)
-        self._field_cache: dict[str, int] = {}
+        self._field_cache: BoundedCache[str, int] = BoundedCache(_CACHE_MAX)
         self._redacted = {name: f"[REDACTED:{name}]" for name in DETECTORS}
 
     @property
@@ -125,10 +126,7 @@ class Masker:
             if rx.match(low):
                 strength = s
                 break
-        if len(self._field_cache) >= _CACHE_MAX:
-            self._field_cache.clear()
-        self._field_cache[name] = strength
-        return strength
+        return self._field_cache.put(name, strength)
 
     def _spans(self, text: str) -> list[tuple[int, int, str]]:
         return scan(self._compiled, text) if self._compiled is not None else []

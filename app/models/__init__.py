@@ -5,7 +5,7 @@ Times are stored as timezone-aware UTC. Secrets live only in `Connection.secrets
 `User.password_hash`, `User.api_token_hash`).
 """
 from app.models.base import Base, UTCDateTime, utcnow
-from app.models.identity import user_groups, service_account_groups, Group, User, ServiceAccount, Token
+from app.models.identity import user_groups, service_account_groups, Group, User, ServiceAccount, Token, user_by_email
 from app.models.inventory import Connection, Grant, Rule, StoreVersion
 from app.models.reviews import BusEvent, Review, Vote, FingerprintApproval
 from app.models.records import RecordedSession, RecordingOwner, SessionEvent, AuditEntry
@@ -21,6 +21,7 @@ __all__ = [
     "service_account_groups",
     "Group",
     "User",
+    "user_by_email",
     "ServiceAccount",
     "Token",
     "Connection",

@@ -4,8 +4,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Column, ForeignKey, String, Table, Text
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy import Boolean, Column, ForeignKey, String, Table, Text, func, select
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from app.models.base import Base, utcnow
 
@@ -53,6 +53,13 @@ class User(Base):
     @property
     def group_names(self) -> set[str]:
         return {g.name for g in self.groups}
+
+def user_by_email(session: Session, email: str | None) -> User | None:
+    """The portal user with this email. Emails are unique without regard to case
+    (`airlock apply` and the portal compare them lowered), so the lookup is too."""
+    wanted = (email or "").strip().lower()
+    return session.scalars(select(User).where(func.lower(User.email) == wanted)).first() if wanted else None
+
 
 class ServiceAccount(Base):
     """A machine identity: an agent, a CI job, a scheduled runtime."""

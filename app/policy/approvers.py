@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from .model import Rule
+from .rules import Rule
 
 
 def approver_groups(rules: Iterable[Rule]) -> frozenset[str]:

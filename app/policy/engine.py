@@ -15,10 +15,12 @@ from datetime import datetime, timezone
 from typing import Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
+from app.bounded import BoundedCache
 from app.types import MaskSpec, Operation, Principal, ReviewSpec, Verdict
 
 from .matchers import BodyPath, PatternSet, TablePatterns, TimeMatcher
-from .model import GrantSpec, Rule, ServiceAccountSpec
+from .model import GrantSpec, ServiceAccountSpec
+from .rules import Rule
 from .values import REGEX_PREFIX, format_timestamp, is_pattern
 
 NO_GRANT = "no-grant"
@@ -231,7 +233,7 @@ class CompiledPolicy:
                 self.grants[key] = None if expires is None else max(old, expires)  # type: ignore[type-var]
         self.sa_groups = {s.name: frozenset(s.groups) for s in service_accounts}
         self._compiled = tuple(_CompiledRule(r) for r in rules if r.enabled)
-        self._plans: dict[tuple[object, ...], _Plan] = {}
+        self._plans: BoundedCache[tuple[object, ...], _Plan] = BoundedCache(MAX_PLANS)
         # Rules naming exact connections and protocols are indexed by them, so building a plan
         # (on every cache miss, e.g. after a policy change) skips most rules without matching.
         self._by_connection: dict[str, list[int]] = {}
@@ -287,10 +289,7 @@ class CompiledPolicy:
                      fold=protocol == "http" and connection not in self.case_sensitive_paths,
                      connection=connection if isinstance(connection, str) else "",
                      default=self._default(protocol, connection, kind))
-        if len(self._plans) >= MAX_PLANS:
-            self._plans.clear()  # bounded memory; plans are cheap to rebuild
-        self._plans[key] = plan
-        return plan
+        return self._plans.put(key, plan)
 
     def _default(self, protocol: object, connection: object, kind: object) -> ConnectionDefault:
         # Transaction control and ordinary session settings (BEGIN, COMMIT, SET

@@ -5,12 +5,11 @@ raising, so validation goes on and reports every problem at once.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable
 
 from .errors import Issues, Path
 from .values import did_you_mean, parse_duration
 
-T = TypeVar("T")
 MISSING: Any = object()
 
 

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .values import format_between, format_duration, format_timestamp
+
+if TYPE_CHECKING:  # Rule lives with its validation (rules.py), which builds on this module
+    from .rules import Rule
 
 ACTIONS = ("allow", "deny", "review", "mask")
 STRATEGIES = ("redact", "partial", "hash")
@@ -47,11 +50,11 @@ class ServiceAccountSpec:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name}
-        _put(d, "description", self.description)
-        _put(d, "groups", list(self.groups))
+        put_set(d, "description", self.description)
+        put_set(d, "groups", list(self.groups))
         if self.oidc:
             d["oidc"] = self.oidc.to_dict()
-        _put(d, "public_keys", list(self.public_keys))
+        put_set(d, "public_keys", list(self.public_keys))
         return d
 
 
@@ -64,9 +67,9 @@ class UserSpec:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"email": self.email}
-        _put(d, "name", self.name)
-        _put(d, "groups", list(self.groups))
-        _put(d, "roles", list(self.roles))
+        put_set(d, "name", self.name)
+        put_set(d, "groups", list(self.groups))
+        put_set(d, "roles", list(self.roles))
         return d
 
 
@@ -94,19 +97,19 @@ class ConnectionSpec:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "type": self.type}
-        _put(d, "description", self.description)
-        _put(d, "default", self.default)
-        _put(d, "slack_channel", self.slack_channel)
-        _put(d, "hosts", list(self.hosts))
+        put_set(d, "description", self.description)
+        put_set(d, "default", self.default)
+        put_set(d, "slack_channel", self.slack_channel)
+        put_set(d, "hosts", list(self.hosts))
         inject: dict[str, Any] = {}
-        _put(inject, "headers", dict(self.inject_headers))
-        _put(inject, "query", dict(self.inject_query))
-        _put(d, "inject", inject)
-        _put(d, "ca_bundle", self.ca_bundle)
+        put_set(inject, "headers", dict(self.inject_headers))
+        put_set(inject, "query", dict(self.inject_query))
+        put_set(d, "inject", inject)
+        put_set(d, "ca_bundle", self.ca_bundle)
         if self.path_case_sensitive:
             d["path_case_sensitive"] = True
         for key in ("address", "database", "username", "password", "private_key", "host_key", "owner"):
-            _put(d, key, getattr(self, key))
+            put_set(d, key, getattr(self, key))
         return d
 
 
@@ -134,7 +137,7 @@ class TimeWindow:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {}
-        _put(d, "days", list(self.days))
+        put_set(d, "days", list(self.days))
         if self.between is not None:
             d["between"] = format_between(*self.between)
         d["tz"] = self.tz
@@ -165,7 +168,7 @@ class Match:
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {}
         for key in LIST_MATCH_KEYS:
-            _put(d, key, list(getattr(self, key)))
+            put_set(d, key, list(getattr(self, key)))
         if self.time is not None:
             d["time"] = self.time.to_dict()
         if self.body:
@@ -181,57 +184,6 @@ LIST_MATCH_KEYS = ("protocol", "connection", "service_account", "groups", "kind"
 class Approvers:
     groups: tuple[str, ...]
     count: int = 1
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    name: str
-    match: Match = Match()
-    action: str = "deny"
-    message: str = ""
-    approvers: Approvers | None = None  # review only
-    hold: int = DEFAULT_HOLD  # seconds an operation is held waiting for a decision
-    expires_after: int = DEFAULT_EXPIRES_AFTER  # seconds a review stays open / an approval valid
-    slack: bool = True
-    channel: str | None = None
-    fields: tuple[str, ...] = ()  # mask only
-    detectors: tuple[str, ...] = ()  # mask only
-    strategy: str = "redact"  # mask only
-    # mask only: media types (globs) let through unmasked when a body cannot be inspected
-    unmasked_types: tuple[str, ...] = ()
-    description: str = ""
-    enabled: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": self.name}
-        _put(d, "description", self.description)
-        if not self.enabled:
-            d["enabled"] = False
-        d["match"] = self.match.to_dict()
-        d["action"] = self.action
-        _put(d, "message", self.message)
-        if self.action == "review" and self.approvers is not None:
-            d["approvers"] = {"groups": list(self.approvers.groups), "count": self.approvers.count}
-            if self.hold != DEFAULT_HOLD:
-                d["hold"] = format_duration(self.hold)
-            if self.expires_after != DEFAULT_EXPIRES_AFTER:
-                d["expires_after"] = format_duration(self.expires_after)
-            if not self.slack:
-                d["slack"] = False
-            _put(d, "channel", self.channel)
-        if self.action == "mask":
-            _put(d, "fields", list(self.fields))
-            _put(d, "detectors", list(self.detectors))
-            d["strategy"] = self.strategy
-            _put(d, "unmasked_types", list(self.unmasked_types))
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Rule:
-        """Validate a rule dict (e.g. from the store's JSON); raises PolicyError with line 0."""
-        from .rules import rule_from_dict
-
-        return rule_from_dict(data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,20 +203,20 @@ class CampaignSpec:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name}
-        _put(d, "description", self.description)
+        put_set(d, "description", self.description)
         if not self.enabled:
             d["enabled"] = False
         scope: dict[str, Any] = {}
-        _put(scope, "connections", list(self.connections))
-        _put(scope, "service_accounts", list(self.service_accounts))
-        _put(d, "scope", scope)
+        put_set(scope, "connections", list(self.connections))
+        put_set(scope, "service_accounts", list(self.service_accounts))
+        put_set(d, "scope", scope)
         d["reviewers"] = self.reviewers
         d["schedule"] = self.schedule
         d["duration"] = format_duration(self.duration)
         if self.remind_every is not None:
             d["remind_every"] = format_duration(self.remind_every)
         d["on_deadline"] = self.on_deadline
-        _put(d, "escalate_to", self.escalate_to)
+        put_set(d, "escalate_to", self.escalate_to)
         if self.unused_after != DEFAULT_UNUSED_AFTER:
             d["unused_after"] = format_duration(self.unused_after)
         return d
@@ -286,7 +238,7 @@ class PolicyDocument:
         if self.default != "allow":
             d["default"] = self.default
         for key in ("service_accounts", "users", "connections", "grants", "rules", "campaigns"):
-            _put(d, key, [item.to_dict() for item in getattr(self, key)])
+            put_set(d, key, [item.to_dict() for item in getattr(self, key)])
         return d
 
     def default_for(self, connection: ConnectionSpec) -> str:
@@ -299,6 +251,7 @@ class PolicyDocument:
         return next((s for s in self.service_accounts if s.name == name), None)
 
 
-def _put(d: dict[str, Any], key: str, value: object) -> None:
+def put_set(d: dict[str, Any], key: str, value: object) -> None:
+    """d[key] = value, for a value that is set (a dict form writes no empty keys)."""
     if value:
         d[key] = value

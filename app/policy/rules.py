@@ -1,17 +1,23 @@
-"""Validation of rules and their match conditions, from plain (parsed) values."""
+"""Rules, and the validation of rules and their match conditions from plain (parsed)
+values. The rule lives here, not in model.py, so that `Rule.from_dict` and the
+validation it calls sit in one module above the model they build on."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from app.masking import DETECTORS
+
 from . import fields as f
 from .errors import Issues, Path
-from .model import ACTIONS, DEFAULT_EXPIRES_AFTER, DEFAULT_HOLD, STRATEGIES, Approvers, Match, Rule, TimeWindow
-from .values import NAME_HINT, NAME_RE, check_pattern, did_you_mean, is_pattern, json_text, parse_between, parse_days
+from .model import (ACTIONS, DEFAULT_EXPIRES_AFTER, DEFAULT_HOLD, STRATEGIES, Approvers, Match, TimeWindow,
+                    put_set)
+from .values import (NAME_HINT, NAME_RE, check_pattern, did_you_mean, format_duration, is_pattern, json_text,
+                     parse_between, parse_days)
 
-FALLBACK_DETECTORS = frozenset({"email", "credit_card", "ssn", "phone", "ipv4", "ipv6", "iban",
-                                "aws_access_key", "jwt", "private_key"})
+KNOWN_DETECTORS = frozenset(DETECTORS)
 PROTOCOLS = ("http", "postgres", "mysql", "ssh")
 KNOWN_KINDS = ("read", "tcl", "write", "ddl", "dcl", "admin", "exec", "shell")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
@@ -29,13 +35,53 @@ MATCH_KEYS = ("protocol", "connection", "service_account", "identity", "groups",
 _BODY_PATH = re.compile(r"^\$(?:\.[^.\[\]\s]+|\[\d+\]|\[\*\])+$")
 
 
-def known_detectors() -> frozenset[str]:
-    try:
-        from app.masking import DETECTORS  # imported late: masking is written in parallel
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    match: Match = Match()
+    action: str = "deny"
+    message: str = ""
+    approvers: Approvers | None = None  # review only
+    hold: int = DEFAULT_HOLD  # seconds an operation is held waiting for a decision
+    expires_after: int = DEFAULT_EXPIRES_AFTER  # seconds a review stays open / an approval valid
+    slack: bool = True
+    channel: str | None = None
+    fields: tuple[str, ...] = ()  # mask only
+    detectors: tuple[str, ...] = ()  # mask only
+    strategy: str = "redact"  # mask only
+    # mask only: media types (globs) let through unmasked when a body cannot be inspected
+    unmasked_types: tuple[str, ...] = ()
+    description: str = ""
+    enabled: bool = True
 
-        return frozenset(DETECTORS)
-    except Exception:  # a missing or half-written module must not break policy loading
-        return FALLBACK_DETECTORS
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name}
+        put_set(d, "description", self.description)
+        if not self.enabled:
+            d["enabled"] = False
+        d["match"] = self.match.to_dict()
+        d["action"] = self.action
+        put_set(d, "message", self.message)
+        if self.action == "review" and self.approvers is not None:
+            d["approvers"] = {"groups": list(self.approvers.groups), "count": self.approvers.count}
+            if self.hold != DEFAULT_HOLD:
+                d["hold"] = format_duration(self.hold)
+            if self.expires_after != DEFAULT_EXPIRES_AFTER:
+                d["expires_after"] = format_duration(self.expires_after)
+            if not self.slack:
+                d["slack"] = False
+            put_set(d, "channel", self.channel)
+        if self.action == "mask":
+            put_set(d, "fields", list(self.fields))
+            put_set(d, "detectors", list(self.detectors))
+            d["strategy"] = self.strategy
+            put_set(d, "unmasked_types", list(self.unmasked_types))
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Rule:
+        """Validate a rule dict (e.g. from the store's JSON); raises PolicyError with line 0."""
+        return rule_from_dict(data)
 
 
 def rule_from_dict(data: dict[str, Any]) -> Rule:
@@ -68,8 +114,7 @@ def validate_rule(iss: Issues, value: object, path: Path) -> Rule | None:
             approvers = _approvers(iss, d["approvers"], path + ("approvers",))
     detectors: tuple[str, ...] = ()
     if action == "mask":
-        known = known_detectors()
-        detectors = f.strings(iss, d, "detectors", path, check=lambda n: _check_detector(n, known))
+        detectors = f.strings(iss, d, "detectors", path, check=lambda n: _check_detector(n, KNOWN_DETECTORS))
         if "fields" not in d and "detectors" not in d:
             iss.error(path, "a mask rule needs fields or detectors")
     return Rule(

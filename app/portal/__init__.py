@@ -19,14 +19,13 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.routing import IntegerConverter
 from werkzeug.exceptions import NotFound
 
+from app.paths import NODE_MODULES, TEMPLATES
 from app.portal.config import PortalSettings, portal_settings
 from app.portal.security import enforce_roles, init_login, principal
 
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATES = ROOT / "templates"
 STATIC = Path(__file__).resolve().parent / "static"
 # asciinema-player comes from npm (`make install` runs `npm ci`); never committed.
-VENDOR = ROOT / "node_modules" / "asciinema-player" / "dist" / "bundle"
+VENDOR = NODE_MODULES / "asciinema-player" / "dist" / "bundle"
 
 csrf = CSRFProtect()
 
@@ -81,13 +80,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         PERMANENT_SESSION_LIFETIME=timedelta(hours=cfg.session_hours),
         WTF_CSRF_TIME_LIMIT=None,  # tied to the session instead, which expires on its own
         MAX_CONTENT_LENGTH=4 * 1024 * 1024,
-        JSON_SORT_KEYS=False,
         PORTAL=cfg,
     )
     if config:
         app.config.update(config)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _session_secret()
+    # Flask 3 dropped JSON_SORT_KEYS: the provider's attribute is the setting now. The API
+    # answers keep the order the view built (ids and names first), as they always meant to.
+    app.json.sort_keys = False
     app.jinja_env.autoescape = True  # also for any non-.html template we might add
     app.jinja_env.trim_blocks = True
     app.jinja_env.lstrip_blocks = True

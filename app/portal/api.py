@@ -16,7 +16,7 @@ from app.db import session_scope
 from app.models import Grant, RecordedSession, Review, SessionEvent
 from app.portal import events as ev
 from app.portal.audit_views import last_status, run_verify
-from app.portal.changes import ChangeError, add_grant, expire_grant, revoke_grant
+from app.changes import ChangeError, add_grant, expire_grant, revoke_grant
 from app.portal.grants_views import grant_dict, last_used
 from app.portal.openapi import spec
 from app.portal.present import review_view

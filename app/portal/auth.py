@@ -15,8 +15,8 @@ from wtforms.validators import DataRequired, Length
 
 from app import audit
 from app.db import session_scope
-from app.models import Group, User, utcnow
-from app.portal.security import VIEW, find_user_by_email, new_api_token, portal_user, requires
+from app.models import Group, User, user_by_email, utcnow
+from app.portal.security import VIEW, new_api_token, portal_user, requires
 
 bp = Blueprint("auth", __name__)
 oauth = OAuth()
@@ -97,7 +97,7 @@ def login():
 
 def _check_password(email: str, password: str):
     with session_scope() as s:
-        row = find_user_by_email(s, email)
+        row = user_by_email(s, email)
         ok = check_password_hash(row.password_hash if row and row.password_hash else _DUMMY_HASH, password)
         if row is None or not row.password_hash or not ok or not row.active:
             audit.append(s, email[:320], "user.login_failed", email[:320], {"method": "local"})
@@ -195,7 +195,7 @@ def _oidc_user(claims: dict):
     mapped = {role for role, names in (("admin", cfg.admin_groups), ("auditor", cfg.auditor_groups),
                                          ("approver", cfg.approver_groups)) if set(names) & set(groups)}
     with session_scope() as s:
-        row = find_user_by_email(s, email)
+        row = user_by_email(s, email)
         if row is not None and row.oidc_subject and row.oidc_subject != sub:
             audit.append(s, email, "user.login_failed", email, {"method": "oidc", "reason": "subject mismatch"})
             return None, "This account is linked to a different identity at the provider."

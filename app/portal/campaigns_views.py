@@ -6,10 +6,10 @@ from sqlalchemy import func, select
 
 from app.campaigns import decisions
 from app.campaigns.report import render as render_report
-from app.campaigns.reviewers import mine_filter, user_by_email
+from app.campaigns.reviewers import mine_filter
 from app.campaigns.runs import CampaignError, latest_run, next_due, progress, start_by_name
 from app.db import session_scope
-from app.models import Campaign, CampaignItem, CampaignRun, utcnow
+from app.models import Campaign, CampaignItem, CampaignRun, user_by_email, utcnow
 from app.portal.security import ADMIN, VIEW, VOTE, principal, requires
 
 bp = Blueprint("campaigns", __name__)

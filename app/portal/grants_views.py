@@ -8,7 +8,7 @@ from sqlalchemy import select
 from app.campaigns.usage import last_used as grant_last_used
 from app.db import session_scope
 from app.models import Connection, Grant, ServiceAccount, utcnow
-from app.portal.changes import ChangeError, add_grant, expire_grant, revoke_grant
+from app.changes import ChangeError, add_grant, expire_grant, revoke_grant
 from app.portal.queries import BadFilter, parse_time
 from app.portal.security import ADMIN, INVENTORY_READ, requires
 

@@ -13,7 +13,7 @@ from app.identity import list_tokens
 from app.inventory import secret_placeholders
 from app.models import Connection, Grant, ServiceAccount
 from app.policy import parse_duration
-from app.portal.changes import ChangeError, edit, issue_sa_token, replace_item, revoke_sa_token
+from app.changes import ChangeError, edit, issue_sa_token, replace_item, revoke_sa_token
 from app.portal.security import ADMIN, INVENTORY_READ, requires
 
 bp = Blueprint("inventory", __name__)

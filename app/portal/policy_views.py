@@ -11,7 +11,7 @@ from app.db import session_scope
 from app.inventory import export_policy
 from app.models import Rule, utcnow
 from app.policy import PolicyError, Rule as RuleSpec, dump_policy, load_policy
-from app.portal.changes import ChangeError, apply_document, edit, policy_problems, replace_item
+from app.changes import ChangeError, apply_document, edit, policy_problems, replace_item
 from app.portal.security import ADMIN, INVENTORY_READ, requires
 from app.versions import current_version
 

@@ -10,7 +10,8 @@ from typing import Any
 from app.approvals import review_url
 from app.binding import window_note
 from app.models import Review, utcnow
-from app.portal.filters import iso, risk, risk_why
+from app.portal.filters import iso
+from app.risk import risk, risk_why
 
 log = logging.getLogger(__name__)
 SQL_PROTOCOLS = ("postgres", "mysql")

@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 
 from flask import abort, current_app, g, jsonify, request
 from flask_login import AnonymousUserMixin, LoginManager, UserMixin, current_user
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from app import approvals
 from app.approvals.approvers import ROLES
@@ -196,7 +196,3 @@ def endpoint_roles(app) -> dict[str, frozenset[str] | None]:
         view = app.view_functions.get(rule.endpoint)
         out[rule.endpoint] = None if rule.endpoint in PUBLIC_ENDPOINTS else getattr(view, "required_roles", None)
     return out
-
-
-def find_user_by_email(session, email: str) -> User | None:
-    return session.scalars(select(User).where(func.lower(User.email) == email.strip().lower())).first()

@@ -5,12 +5,12 @@ from pathlib import Path
 
 from flask import Blueprint, abort, render_template, send_from_directory
 
+from app.paths import NODE_MODULES
 from app.portal.security import VIEW, requires
 
 bp = Blueprint("site", __name__)
-ROOT = Path(__file__).resolve().parents[2]
 # swagger-ui-dist comes from npm like asciinema-player (`make install` runs `npm ci`).
-SWAGGER = ROOT / "node_modules" / "swagger-ui-dist"
+SWAGGER = NODE_MODULES / "swagger-ui-dist"
 SWAGGER_FILES = {"swagger-ui-bundle.js", "swagger-ui.css"}
 STATIC = Path(__file__).resolve().parent / "static"
 

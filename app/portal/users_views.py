@@ -6,8 +6,8 @@ from flask_login import current_user
 from sqlalchemy import func, select
 
 from app.db import session_scope
-from app.models import Group, User, service_account_groups, user_groups
-from app.portal.changes import ChangeError, create_local_user, reset_password, update_user
+from app.models import Group, User, service_account_groups, user_by_email, user_groups
+from app.changes import ChangeError, create_local_user, reset_password, update_user
 from app.portal.inventory_views import split_list
 from app.portal.security import ADMIN, INVENTORY_READ, ROLES, approver_groups, requires
 
@@ -93,7 +93,7 @@ def create():
     try:
         with session_scope() as s:
             new = create_local_user(s, current_user.email, email, name, roles, groups)
-            row = s.scalars(select(User).where(User.email == email)).one()
+            row = user_by_email(s, email)
             v = {"id": row.id, "email": row.email, "name": row.name, "roles": list(row.roles or []),
                  "groups": ", ".join(sorted(row.group_names)), "active": True, "source": row.source,
                  "local": True, "last_login_at": None}

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # name -> ("module:prepare", "module:start")
 LISTENERS: dict[str, tuple[str, str]] = {
-    "postgres": ("app.relay.postgres:prepare", "app.relay.postgres:start"),
+    "postgres": ("app.relay.postgres.listener:prepare", "app.relay.postgres.listener:start"),
     "ssh": ("app.relay.ssh.server:prepare", "app.relay.ssh.server:start"),
     "mysql": ("app.relay.mysql.session:prepare", "app.relay.mysql.session:start"),
 }

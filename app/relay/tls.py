@@ -21,14 +21,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from app.ca import CA_CERT, MITM_KEY_AND_CERT  # the CA's key and certificate, under mitmproxy's file name
 from app.config import settings
 
 VALID_DAYS = 365
 RENEW_BEFORE = dt.timedelta(days=30)
-try:  # app.ca keeps the CA's key and certificate together under mitmproxy's file name
-    from app.ca import CA_CERT, MITM_KEY_AND_CERT
-except ImportError:  # pragma: no cover - a deployment without the HTTP proxy
-    CA_CERT, MITM_KEY_AND_CERT = "airlock-ca.pem", "mitmproxy-ca.pem"
 
 
 def cert_paths(home: Path | None = None) -> tuple[Path, Path]:

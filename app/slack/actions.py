@@ -250,6 +250,8 @@ def open_certify(item_id: int, summary: str, trigger_id: str | None, where: tupl
 
 def decide_item(actor: SlackActor, item_id: int, decision: str, justification: str,
                 where: tuple[str | None, str | None], to: ReplyTo) -> None:
+    import app.campaigns  # noqa: F401 - registers its decider with dm (campaigns sits above dm)
+
     decide = dm.decider()
     if decide is None:
         reply(to, "Access reviews cannot be decided from Slack here yet. Use the portal.")

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import SlackMessage, User, utcnow
+from app.models import SlackMessage, user_by_email, utcnow
 from app.slack import client as slack
 from app.slack import outbox
 from app.slack.messages import escape, mrkdwn, plain, slack_date
@@ -70,11 +70,7 @@ def set_decider(fn: Decider | None) -> None:
 
 
 def decider() -> Decider | None:
-    if _decider is None:
-        try:  # the campaigns service registers itself when imported
-            import app.campaigns  # noqa: F401
-        except ImportError:
-            return None
+    """The campaigns service's decider, once it registered (importing app.campaigns does)."""
     return _decider
 
 
@@ -89,7 +85,7 @@ def send_review_items(
     """
     if not slack.configured() or not items:
         return []
-    user = session.scalars(select(User).where(func.lower(User.email) == reviewer_email.strip().lower())).first()
+    user = user_by_email(session, reviewer_email)
     target = user.slack_user_id if user is not None and user.slack_user_id else f"email:{reviewer_email.strip()}"
     chunks = [list(items[i:i + ITEMS_PER_MESSAGE]) for i in range(0, len(items), ITEMS_PER_MESSAGE)]
     keys = []

@@ -20,13 +20,13 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app import audit
 from app.config import settings
 from app.db import session_scope
-from app.models import SlackLinkCode, User, utcnow
+from app.models import SlackLinkCode, User, user_by_email, utcnow
 from app.slack import client as slack
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def resolve(actor: SlackActor) -> str:
         # A Slack Connect guest from another organisation: its email is that org's word.
         raise NotLinked(f"Only members of this workspace are linked by email. {how_to_link()}")
     with session_scope() as s:
-        user = s.scalars(select(User).where(func.lower(User.email) == email)).first()
+        user = user_by_email(s, email)
         if user is None or not user.active:
             raise NotLinked(f"Your Slack account is not linked to an airlock user. {how_to_link()}")
         if user.slack_user_id and user.slack_user_id != actor.user_id:

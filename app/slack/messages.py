@@ -12,7 +12,7 @@ from typing import Any
 
 from app.binding import window_note
 from app.models import Review, utcnow
-from app.portal.filters import risk as risk_of
+from app.risk import risk as risk_of
 
 APPROVE = "airlock.approve"
 APPROVE_WINDOW = "airlock.approve_window"

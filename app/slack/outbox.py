@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from app.db import session_scope
 from app.models import SlackOutbox, utcnow
 from app.slack import client as slack
+from app.slack.delivery import deliver_message
 
 log = logging.getLogger(__name__)
 
@@ -219,8 +220,6 @@ class Drainer:
 
 def _deliver(job: Job) -> dict[str, Any]:
     if job.kind == "message":
-        from app.slack.sync import deliver_message
-
         return deliver_message(int(job.payload["message_id"]))
     if job.kind == "response":
         return slack.post_response(job.payload["url"], job.payload["body"])

@@ -1,36 +1,20 @@
-"""Keep Slack messages true: queue a review's message when its state changes, and deliver it.
+"""Keep Slack messages true: queue a review's message when its state changes.
 
 `track` runs wherever a review may have changed (the notifier's reconcile, right after
 a Slack vote). It compares the review's state with the state last queued and, if they
-differ, re-arms the message's outbox row. `deliver_message` runs in the drainer: it
-renders the review as it is *now*, so a late delivery never shows an old state, then
-posts it (first time) or updates it in place (chat.update).
+differ, re-arms the message's outbox row. The drainer delivers it (app.slack.delivery),
+rendered from the review as it is *then*, so a late delivery never shows an old state.
 """
 from __future__ import annotations
 
-import logging
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.approvals import review_url
-from app.config import settings
-from app.db import session_scope
-from app.models import Connection, Review, SlackMessage, User, utcnow
+from app.models import Review, SlackMessage, utcnow
 from app.slack import client as slack
 from app.slack import messages, outbox
-
-log = logging.getLogger(__name__)
-
-
-def resolve_channel(session: Session, review: Review) -> str | None:
-    """The rule's channel, then the connection's `slack_channel`, then the default."""
-    if review.channel:
-        return review.channel
-    config = session.scalar(select(Connection.config).where(Connection.name == review.connection)) or {}
-    return config.get("slack_channel") or settings().slack_default_channel or None
 
 
 def _ensure_row(session: Session, key: str, review_id: int | None) -> SlackMessage:
@@ -65,77 +49,3 @@ def track(session: Session, review: Review, *, now: datetime | None = None,
     session.flush()
     outbox.queue_message(session, row.id, now=now)
     return True
-
-
-def _people(session: Session, review: Review) -> dict[str, str]:
-    """How to show each voter: a Slack mention if linked, else the name."""
-    emails = {v.approver.lower() for v in review.votes}
-    if review.decided_by:
-        emails.add(review.decided_by.lower())
-    if not emails:
-        return {}
-    users = session.scalars(select(User).where(func.lower(User.email).in_(emails))).all()
-    out = {}
-    for u in users:
-        out[u.email.lower()] = f"<@{u.slack_user_id}>" if u.slack_user_id else messages.escape(u.name or u.email)
-    return out
-
-
-def render_review(session: Session, review: Review, now: datetime | None = None) -> tuple[str, list[dict[str, Any]]]:
-    now = now or utcnow()
-    card = messages.card_for(review, _people(session, review), review_url(review.id), now)
-    return messages.review_text(card), messages.review_blocks(card, now)
-
-
-def deliver_message(message_id: int) -> dict[str, Any]:
-    """Post or update one message, rendered from the store as it is now."""
-    now = utcnow()
-    with session_scope() as s:
-        row = s.get(SlackMessage, message_id)
-        if row is None:
-            return {"skipped": "message row is gone"}
-        if row.review_id is not None:
-            review = s.get(Review, row.review_id)
-            if review is None:
-                return {"skipped": "review is gone"}
-            text, blocks = render_review(s, review, now)
-            tag = messages.state_tag(review, now)
-            target = row.channel or resolve_channel(s, review)
-        else:
-            text, blocks, tag, target = row.text, list(row.blocks or []), row.wanted, row.channel or row.target
-        channel, ts = row.channel, row.ts
-    client = slack.web_client()
-    if ts is None:
-        if not target:
-            _note(message_id, "no Slack channel: set the rule's channel, the connection's slack_channel "
-                              "or AIRLOCK_SLACK_DEFAULT_CHANNEL")
-            return {"skipped": "no channel"}
-        target = _dm_channel(client, target)
-        resp = client.chat_postMessage(channel=target, text=text, blocks=blocks, unfurl_links=False,
-                                       unfurl_media=False)
-        channel, ts = resp["channel"], resp["ts"]
-    else:
-        client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
-    with session_scope() as s:
-        row = s.get(SlackMessage, message_id)
-        if row is not None:
-            row.channel, row.ts, row.shown, row.note = channel, ts, tag, ""
-    return {"channel": channel, "ts": ts}
-
-
-def _dm_channel(client, target: str) -> str:
-    """A DM target ("email:..." or a user id) as the id of the bot's DM with that person."""
-    if target.startswith("email:"):
-        user = client.users_lookupByEmail(email=target[6:])["user"]
-        target = user["id"]
-    if target[:1] in ("U", "W"):
-        return client.conversations_open(users=target)["channel"]["id"]
-    return target
-
-
-def _note(message_id: int, note: str) -> None:
-    with session_scope() as s:
-        row = s.get(SlackMessage, message_id)
-        if row is not None and row.note != note:
-            row.note = note
-            log.warning("slack message %s not posted: %s", row.key, note)

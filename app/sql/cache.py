@@ -12,7 +12,8 @@ could sit inside a string, a quoted identifier or a comment, and those go to
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
+
+from app.bounded import BoundedCache
 
 from .postgres import classify_postgres
 from .statement import Statement
@@ -24,7 +25,7 @@ _UNSAFE = re.compile(r"['\"$\\]|--|/\*")
 # to start with a digit, not with the look-behind, so that the regex engine skips ahead
 # to the next digit instead of trying every position (twice as fast on a statement).
 NUMBER = re.compile(r"[0-9](?<![A-Za-z0-9_][0-9])[0-9]*(?![A-Za-z0-9_])")
-_cache: OrderedDict[str, tuple[tuple[Statement, int], ...]] = OrderedDict()
+_cache: BoundedCache[str, tuple[tuple[Statement, int], ...]] = BoundedCache(CACHE_SIZE)
 
 
 def classify_postgres_cached(text: str) -> list[Statement]:
@@ -37,11 +38,9 @@ def classify_postgres_cached(text: str) -> list[Statement]:
     entry = _cache.get(shape)
     if entry is None:
         try:
-            entry = _cache[shape] = _located(shape)
+            entry = _cache.put(shape, _located(shape))
         except ValueError:
             return classify_postgres(text)
-        if len(_cache) > CACHE_SIZE:
-            _cache.popitem(last=False)
     return [Statement(text[at:at + len(st.text)], st.kind, st.tables, st.functions, st.attributes, st.fingerprint)
             for st, at in entry]
 

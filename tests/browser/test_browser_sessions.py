@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from app.db import session_scope
 from app.models import utcnow
-from app.portal.changes import add_grant
+from app.changes import add_grant
 from app.recording import recorder
 
 from tests.browser.conftest import login, shot

@@ -23,8 +23,8 @@ from app.db import session_scope
 from app.gate import get_gate
 from app.inventory import apply_policy
 from app.policy import load_policy
-from app.relay.pgchecks import Checker
-from app.relay.pgclassify import operations
+from app.relay.postgres.checks import StatementChecker as Checker
+from app.relay.postgres.checks import operations
 from app.types import Operation, Principal
 
 CASES = yaml.safe_load((Path(__file__).parent / "approvals" / "cases.yaml").read_text())

@@ -1,9 +1,9 @@
 """The relay's C parts against the Python they stand in for: the fast lane's shape key
-(app/relay/_fastlane.c) against app.sql.cache.NUMBER, its answer check against
-pganswer.plain_answer, and the writer's answer scan (app/relay/_pganswer.c) against
+(app/relay/postgres/_fastlane.c) against app.sql.cache.NUMBER, its answer check against
+pganswer.plain_answer, and the writer's answer scan (app/relay/postgres/_answers.c) against
 pganswer.scan_answer. The lane as a whole runs under every relay test
 (tests/integration/postgres, with and without it). The row loop of masked answers
-(app/relay/_pganswer.c) runs there too, and against pganswer's Python here."""
+(app/relay/postgres/_answers.c) runs there too, and against pganswer's Python here."""
 from __future__ import annotations
 
 import struct
@@ -12,12 +12,12 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from app.masking import Masker
-from app.relay import fastlane, pganswer
-from app.relay._fastlane import plain_answer as c_plain_answer
-from app.relay._fastlane import shape_key
-from app.relay._pganswer import scan_answer as c_scan_answer
-from app.relay.pganswer import plain_answer, scan_answer
-from app.relay.pgwire import ProtocolError
+from app.relay.postgres import answers as pganswer, fastlane
+from app.relay.postgres._fastlane import plain_answer as c_plain_answer
+from app.relay.postgres._fastlane import shape_key
+from app.relay.postgres._answers import scan_answer as c_scan_answer
+from app.relay.postgres.answers import plain_answer, scan_answer
+from app.relay.postgres.protocol import ProtocolError
 from app.sql.cache import NUMBER
 from app.types import MaskSpec
 
@@ -25,12 +25,12 @@ SQL_CHARS = st.sampled_from(list("0123456789 aZ_=;.,()-+*/'\"$é\t\n") + ["1e5",
 
 
 def test_the_compiled_lane_is_built_and_on():
-    assert fastlane.Lane is not None, "app/relay/_fastlane.c is not compiled: `pip install -e .` builds it"
+    assert fastlane.Lane is not None, "app/relay/postgres/_fastlane.c is not compiled: `pip install -e .` builds it"
     assert fastlane.enabled()
 
 
 def test_the_compiled_answer_parts_are_used():
-    assert pganswer._scan is c_scan_answer, "app/relay/_pganswer.c is not compiled: `pip install -e .` builds it"
+    assert pganswer._scan is c_scan_answer, "app/relay/postgres/_answers.c is not compiled: `pip install -e .` builds it"
     assert pganswer._mask_rows is not None
 
 
@@ -122,7 +122,7 @@ DATA_ROWS = st.one_of(
 @example(0, [_frame(b"D", b"\xff\xff")], 25)  # a negative cell count: a row of no cells
 @example(0, [_frame(b"D", b"\0\1\0\0\0\1xtrailing")], 25)  # bytes after the last cell are dropped
 def test_masked_rows_agree_with_python(masker_index, rows, oid):
-    """The C row loop of masked_answer (app/relay/_pganswer.c) against the Python one."""
+    """The C row loop of masked_answer (app/relay/postgres/_answers.c) against the Python one."""
     masker = MASKERS[masker_index]
     chunk = (_description(("email", oid), ("note", 25), ("id", 23)) + b"".join(rows)
              + _frame(b"C", b"SELECT 1\0") + _frame(b"Z", b"I"))

@@ -7,9 +7,9 @@ import struct
 
 import pytest
 
-from app.relay.pgwire import ProtocolError, data_row, parse_data_row, sample_cells, sample_row
-from app.relay.pgwire import command_tag as _command_tag
-from app.relay.postgres import _json
+from app.relay.postgres.protocol import ProtocolError, data_row, parse_data_row, sample_cells, sample_row
+from app.relay.postgres.protocol import command_tag as _command_tag
+from app.relay.session import _json
 
 
 def _body(values: list) -> memoryview:

@@ -1,4 +1,4 @@
-"""Whole plain answers (app/relay/pganswer.py): forwarded as received, decoded by the
+"""Whole plain answers (app/relay/postgres/answers.py): forwarded as received, decoded by the
 recording writer into the same event the frame-by-frame path records."""
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 
 from app.masking import Masker
 from app.recording_store import compact_json
-from app.relay.pganswer import answer_json, plain_answer
-from app.relay.pgchecks import binary_refusal
-from app.relay.pgflow import TargetStream
-from app.relay.pgparity import Barriers
-from app.relay.pgstate import QUERY, Query
+from app.relay.postgres.answers import answer_json, plain_answer
+from app.relay.postgres.checks import binary_refusal
+from app.relay.postgres.stream import TargetStream
+from app.relay.postgres.parity import Barriers
+from app.relay.postgres.state import QUERY, Query
 from app.types import MaskSpec
 
 MASKER = Masker((MaskSpec(fields=("email",), rule="mask-pii"), MaskSpec(detectors=("credit_card",), rule="mask-pii")),

@@ -1,4 +1,4 @@
-from app.relay.pgreason import reason_set, split_app_name
+from app.relay.postgres.reason import reason_set, split_app_name
 
 
 def test_set_airlock_reason_forms():

@@ -1,6 +1,6 @@
 """What reviewers read: the formatter never changes a token, the request as people read it."""
 from addons import shown
-from app.portal.filters import risk_why
+from app.risk import risk_why
 from app.portal.present import pretty_sql
 
 

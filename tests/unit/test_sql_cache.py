@@ -37,8 +37,8 @@ def test_statement_texts_cut_the_original_text():
 
 
 def test_the_relay_uses_it():
-    from app.relay import pgclassify
-    ops = pgclassify.operations("SELECT 1; DROP TABLE t", "db")
+    from app.relay.postgres import checks
+    ops = checks.operations("SELECT 1; DROP TABLE t", "db")
     assert [(o.kind, o.connection, o.text) for o in ops] == [("read", "db", "SELECT 1"), ("ddl", "db", "DROP TABLE t")]
 
 

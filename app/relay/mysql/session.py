@@ -15,7 +15,6 @@ import itertools
 import logging
 import socket
 import ssl
-import time
 
 from mysql_mimic import packets
 from mysql_mimic.charset import CharacterSet
@@ -33,8 +32,10 @@ from app.sql.mysql import SAFE_CHARSETS
 from app.sql.mysql_lexer import Mode
 
 from .. import tls
-from ..config import RelayConfig, relay_config
+from ..config import RelayConfig
 from ..listen import listen
+from ..listener import Listener
+from ..session import TokenCheck
 from ..workers import WorkerLink
 from . import target as target_side
 from . import wire
@@ -44,7 +45,6 @@ from .front import CAPABILITIES, Identities, LoginRefused, TokenAuth, check_resp
 log = logging.getLogger(__name__)
 RUN_ATTRIBUTE = "airlock_run"  # a connection attribute naming the agent's run
 SERVER_VERSION = "8.0.36-airlock"
-GRANT_WATCH = 0.5  # seconds between looks: a revoked grant ends its sessions within a second
 _ids = itertools.count(1)
 
 
@@ -57,94 +57,34 @@ def prepare() -> list[socket.socket]:
 
 
 async def start(sockets: list[socket.socket], link: WorkerLink) -> MysqlRelay:
-    relay = MysqlRelay(link=link)
-    await relay.serve_on(sockets)
-    return relay
+    return MysqlRelay(link=link).serve_on(sockets)
 
 
-class MysqlRelay:
+class MysqlRelay(Listener):
+    """The listener in one worker (the accept loop, task set and grant watcher are the core's)."""
+
+    protocol = "mysql"
+
     def __init__(self, cfg: RelayConfig | None = None, link: WorkerLink | None = None):
-        self.cfg = cfg or relay_config()
-        self.link = link or WorkerLink()
+        super().__init__(cfg, link)
         self.tls = tls.server_context()
         self.control = LocalControl()
-        self.sessions: set[Session] = set()
-        self._tasks: set[asyncio.Task] = set()
-        self._sockets: list[socket.socket] = []
 
-    async def serve_on(self, sockets: list[socket.socket]) -> None:
-        self._sockets = list(sockets)
-        for sock in self._sockets:
-            self._spawn(self._accept(sock))
-        self._spawn(self._watch_grants())
-
-    async def _watch_grants(self) -> None:
-        """End sessions whose grant is gone (revoked, expired, account disabled): their next
-        statement would be refused anyway, and an idle session must not linger either."""
-        while True:
-            await asyncio.sleep(GRANT_WATCH)
-            live: dict[str, set[str]] = {}
-            for session in list(self.sessions):
-                principal = session.principal
-                if principal is None or session.link is None:
-                    continue
-                if principal.service_account not in live:
-                    try:
-                        targets = await session.gate.connections_for(principal, "mysql")
-                    except Exception:  # noqa: BLE001 - store down: the gate refuses every statement meanwhile
-                        continue
-                    live[principal.service_account] = {t.name for t in targets}
-                if session.dbname not in live[principal.service_account]:
-                    session.refuse(1142, f"airlock: the grant of '{principal.service_account}' on '{session.dbname}' "
-                                         "was revoked or has expired; the session is closed", "42000", seq=0)
-                    session.end()
-
-    def _spawn(self, coro) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    async def _accept(self, sock: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                conn, addr = await loop.sock_accept(sock)
-            except OSError as exc:  # EMFILE and the like: back off, keep serving
-                log.warning("accept failed: %s", exc)
-                await asyncio.sleep(0.1)
-                continue
-            conn.setblocking(False)
-            self._spawn(self._connected(conn, addr))
-
-    async def _connected(self, sock: socket.socket, addr) -> None:
-        self.link.session_opened(1)
+    async def connection(self, sock: socket.socket, addr) -> None:
         session = Session(self, sock, addr)
-        self.sessions.add(session)
+        self.sessions[id(session)] = session
         try:
             await session.run()
         except Exception:  # noqa: BLE001 - one broken connection must not reach the listener
             log.exception("mysql session from %s failed", session.client_addr)
         finally:
-            self.sessions.discard(session)
-            self.link.session_opened(-1)
+            self.sessions.pop(id(session), None)
             session.end()
 
     def shutdown_sessions(self) -> None:
-        for session in list(self.sessions):
+        for session in list(self.sessions.values()):
             session.refuse(1053, "airlock: the relay is shutting down", "08S01")
             session.end()
-
-    def close(self) -> None:
-        for sock in self._sockets:
-            sock.close()
-        self._sockets.clear()
-        for task in list(self._tasks):
-            task.cancel()
-
-    async def wait_closed(self) -> None:
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=5)
 
 
 class Session:
@@ -156,8 +96,9 @@ class Session:
         self.client_addr = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
         self.gate = get_gate()
         self.principal = None
-        self.token = self.user = self.dbname = ""
-        self.token_version: int | None = None
+        self.user = self.dbname = ""
+        self.token: TokenCheck | None = None
+        self.grant_seen = False  # the grant watcher ends the session once a grant seen live is gone
         self.link: target_side.TargetLink | None = None
         self.target_db = ""
         self.rec = None
@@ -273,7 +214,7 @@ class Session:
             raise LoginRefused(1045, f"Access denied for user '{username}' (airlock: {exc.reason})") from None
         except Unavailable as exc:
             raise LoginRefused(1045, f"airlock: {exc}") from None
-        self.token, self.token_version = token, self.gate.version
+        self.token = TokenCheck(self.gate, token, username, self.principal)
         charset = conn.client_charset.name
         if charset not in SAFE_CHARSETS:
             raise LoginRefused(1115, f"airlock: the character set {charset} is refused: a byte below 0x80 can be "
@@ -287,6 +228,7 @@ class Session:
         if not any(t.name == self.dbname for t in granted):
             raise LoginRefused(1044, f"airlock: '{self.principal.service_account}' has no grant on "
                                      f"'{self.dbname}'", "42000")
+        self.grant_seen = True
         attrs = conn.client_connect_attrs or {}
         self.run_id = (attrs.get(RUN_ATTRIBUTE) or None)
         cfg = target.config
@@ -317,33 +259,31 @@ class Session:
             raise LoginRefused(1115, f"airlock: the session's character set {name} is refused", "42000")
 
     async def check_token(self) -> bool:
-        """Authenticate the token again when the store's version moved (a revoked token or
-        account stops working from then on). False: the session must end."""
+        """Authenticate the token again when due (the core's TokenCheck: the store's version
+        moved, or a second passed). False: the session must end."""
         try:
             await self.gate.current_stamp()  # reads the store's version when it is due
         except Exception:  # noqa: BLE001 - store down: the gate refuses the statement itself
             return True
-        if self.token_version == self.gate.version:
-            return True
-        expires = self.principal.expires_at
-        if expires is not None and time.time() >= expires:
-            return False
-        try:
-            await self.gate.authenticate(self.token, claimed=self.user)
-        except AuthError:
-            return False
-        except Unavailable:
-            return True  # the gate refuses every statement while the store is down
-        self.token_version = self.gate.version
-        return True
+        return not self.token.due() or await self.token.refusal() is None
+
+    @property
+    def connection_name(self) -> str:
+        return self.dbname
+
+    def grant_gone(self) -> None:
+        if self.link is None:
+            return  # still logging in: the watcher looks again once it has
+        self.refuse(1142, f"airlock: the grant of '{self.principal.service_account}' on '{self.dbname}' "
+                          "was revoked or has expired; the session is closed", "42000", seq=0)
+        self.end()
 
     def token_fresh(self) -> bool:
         """Whether check_token() would pass without reading the store: the token was
-        checked under the gate's current version, no version read is due and it has not
-        expired. The fast lane (lane.py) runs only then; otherwise the Python path checks."""
-        expires = self.principal.expires_at
-        return (self.token_version == self.gate.version and self.gate.stamp() is not None
-                and (expires is None or time.time() < expires))
+        checked within the second under the gate's current version, no version read is
+        due and it has not expired (the core's TokenCheck). The fast lane (lane.py) runs
+        only then; otherwise the Python path checks."""
+        return not self.token.due() and not self.token.expired()
 
     # -- the end ----------------------------------------------------------------------
 

@@ -11,10 +11,10 @@ handshake ends that connection only: asyncssh runs each in its own task.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import time
-from typing import Any
 
 import asyncssh
 from asyncssh.stream import SSHReader, SSHWriter
@@ -26,8 +26,10 @@ from app.recording import SessionRecording, recorder
 from app.types import Operation, Principal
 
 from ..listen import listen
+from ..session import GrantWatcher, TokenCheck
 from ..workers import WorkerLink
 from .hostkey import ensure_host_key, load_host_key
+from .session import handle_process
 from .target import CIPHERS, TargetError, connect
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ class SSHRelay:
     def __init__(self) -> None:
         self.acceptors: list[asyncssh.SSHAcceptor] = []
         self.connections: set[Connection] = set()
+        self._grants: asyncio.Task | None = None
 
     async def serve_on(self, sockets: list[socket.socket]) -> None:
         key = load_host_key()
@@ -67,6 +70,7 @@ class SSHRelay:
                 login_timeout=LOGIN_TIMEOUT, kbdint_auth=False, gss_auth=False, host_based_auth=False,
                 config=None, keepalive_interval=30,
             ))
+        self._grants = asyncio.get_running_loop().create_task(GrantWatcher("ssh", lambda: self.connections).run())
 
     def shutdown_sessions(self) -> None:
         for conn in list(self.connections):
@@ -75,6 +79,8 @@ class SSHRelay:
     def close(self) -> None:
         for acceptor in self.acceptors:
             acceptor.close()
+        if self._grants is not None:
+            self._grants.cancel()
 
     async def wait_closed(self) -> None:
         for acceptor in self.acceptors:
@@ -91,6 +97,8 @@ class Connection(asyncssh.SSHServer):
         self.conn: asyncssh.SSHServerConnection | None = None
         self.connection_name = ""
         self.principal: Principal | None = None
+        self.token: TokenCheck | None = None  # None after a key login: the key is checked by asyncssh
+        self.grant_seen = False  # the grant watcher closes the connection once a grant seen live is gone
         self.recording: SessionRecording | None = None
         self.peer = ""
         self._target: asyncssh.SSHClientConnection | None = None
@@ -130,7 +138,7 @@ class Connection(asyncssh.SSHServer):
         except (AuthError, Unavailable) as exc:
             log.info("ssh login refused for %s from %s: %s", username, self.peer, exc)
             return False
-        return self._logged_in(principal)
+        return self._logged_in(principal, TokenCheck(self.gate, password, None, principal))
 
     def public_key_auth_supported(self) -> bool:
         return True
@@ -144,16 +152,26 @@ class Connection(asyncssh.SSHServer):
             return False
         return self._logged_in(principal)
 
-    def expired(self) -> bool:
-        """Whether the credential it logged in with no longer counts (a JWT past exp)."""
-        expires = self.principal.expires_at if self.principal is not None else None
-        return expires is not None and time.time() >= expires
+    async def credential_refusal(self) -> str | None:
+        """Why the credential it logged in with no longer counts, or None while it does:
+        a token is authenticated again when due (the core's TokenCheck), every credential
+        ends at its expiry."""
+        if self.principal is None:
+            return "not logged in"
+        if self.token is not None:
+            return await self.token.refusal() if self.token.due() or self.token.expired() else None
+        expires = self.principal.expires_at
+        return "expired" if expires is not None and time.time() >= expires else None
 
-    def _logged_in(self, principal: Principal) -> bool:
+    def grant_gone(self) -> None:
+        self.close(f"the grant of {self.principal.service_account} on {self.connection_name} was revoked "
+                   "or has expired")
+
+    def _logged_in(self, principal: Principal, token: TokenCheck | None = None) -> bool:
         # A key is validated when the client only asks whether it would do, and again
         # right before its signature is checked: the last one validated is the one that
         # logs in. The session is recorded once authentication has completed.
-        self.principal = principal
+        self.principal, self.token = principal, token
         return True
 
     def auth_completed(self) -> None:
@@ -162,9 +180,7 @@ class Connection(asyncssh.SSHServer):
                                              service_account=self.principal.service_account, client_addr=self.peer)
 
     def session_requested(self) -> RelayProcess:
-        from .session import handle_process
-
-        return RelayProcess(handle_process, None, 3, False)
+        return RelayProcess(functools.partial(handle_process, self), None, 3, False)
 
     # -- forwarding: refused unless a rule allows it ----------------------------------
 
@@ -249,11 +265,3 @@ class RelayProcess(asyncssh.SSHServerProcess):
         stdout = SSHWriter(self, self._chan)
         stderr = SSHWriter(self, self._chan, asyncssh.EXTENDED_DATA_STDERR)
         self._conn.create_task(self._start_process(stdin, stdout, stderr), stdin.logger)
-
-
-def connection_of(obj: Any) -> Connection:
-    """The Connection behind a process or SFTP channel."""
-    chan = obj.channel if hasattr(obj, "channel") else obj
-    owner = chan.get_connection().get_owner()
-    assert isinstance(owner, Connection)
-    return owner

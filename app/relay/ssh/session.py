@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 import asyncssh
 
@@ -19,9 +20,11 @@ from app.types import Operation, Verdict
 
 from .commands import Analysis, analyse
 from .lines import LineTracker, refusal
-from .server import Connection, connection_of
 from .sftp import run_sftp
 from .target import TargetError
+
+if TYPE_CHECKING:  # the server hands its connection in: no import back up to it
+    from .server import Connection
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +59,11 @@ def _text(data: bytes | str) -> str:
     return data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
 
 
-async def handle_process(process: asyncssh.SSHServerProcess) -> None:
-    conn = connection_of(process)
+async def handle_process(conn: Connection, process: asyncssh.SSHServerProcess) -> None:
     try:
-        if conn.principal is None or conn.expired():
-            _stderr(process, "airlock: the credential of this session has expired; log in again\n")
+        refused = await conn.credential_refusal()
+        if refused is not None:
+            _stderr(process, f"airlock: the credential of this session no longer counts ({refused}); log in again\n")
             process.exit(DENIED)
             return
         run_id = _env(process, "AIRLOCK_RUN")
@@ -119,19 +122,29 @@ async def decide_line(conn: Connection, process: asyncssh.SSHServerProcess, line
             gone.cancel()
 
 
-async def run_exec(conn: Connection, process: asyncssh.SSHServerProcess, command: str, run_id: str | None) -> None:
-    verdict = await decide_line(conn, process, command, run_id, lambda text: _stderr(process, text))
+async def _target_if_allowed(conn: Connection, process: asyncssh.SSHServerProcess,
+                             verdict: Verdict) -> asyncssh.SSHClientConnection | None:
+    """The target connection for an allowed channel; None once the client has been told
+    why not (refused: 126, the target unreachable: 255) and the channel has exited."""
     if not verdict.allowed:
         _stderr(process, refusal(verdict))
         process.exit(DENIED)
-        return
-    if verdict.status == "approved":
-        _stderr(process, f"airlock: approved in review {verdict.review_id}\n")
+        return None
+    conn.grant_seen = True  # allowed, so granted: the grant watcher closes the connection once it goes
     try:
-        target = await conn.target()
+        return await conn.target()
     except TargetError as exc:
         _stderr(process, f"airlock: {exc}\n")
         process.exit(UNREACHABLE)
+        return None
+
+
+async def run_exec(conn: Connection, process: asyncssh.SSHServerProcess, command: str, run_id: str | None) -> None:
+    verdict = await decide_line(conn, process, command, run_id, lambda text: _stderr(process, text))
+    if verdict.allowed and verdict.status == "approved":
+        _stderr(process, f"airlock: approved in review {verdict.review_id}\n")
+    target = await _target_if_allowed(conn, process, verdict)
+    if target is None:
         return
     pty = process.get_terminal_type() is not None
     remote = await target.create_process(
@@ -146,15 +159,8 @@ async def start_sftp(conn: Connection, process: asyncssh.SSHServerProcess, run_i
     op = Operation("ssh", conn.connection_name, "read", text="sftp", command="sftp", attributes=frozenset({"sftp"}))
     verdict = await conn.gate.decide(conn.principal, op, recording=conn.recording, run_id=run_id,
                                      gone=_gone_future(conn, process))
-    if not verdict.allowed:
-        _stderr(process, refusal(verdict))
-        process.exit(DENIED)
-        return
-    try:
-        target = await conn.target()
-    except TargetError as exc:
-        _stderr(process, f"airlock: {exc}\n")
-        process.exit(UNREACHABLE)
+    target = await _target_if_allowed(conn, process, verdict)
+    if target is None:
         return
     process.exit(await run_sftp(conn, process, target, run_id))
 
@@ -264,15 +270,8 @@ class Shell:
                                          on_hold=lambda rid, url: self.say(
                                              f"airlock: review {rid} needed for a shell: {url}\n"),
                                          gone=_gone_future(conn, process))
-        if not verdict.allowed:
-            _stderr(process, refusal(verdict))
-            process.exit(DENIED)
-            return
-        try:
-            target = await conn.target()
-        except TargetError as exc:
-            _stderr(process, f"airlock: {exc}\n")
-            process.exit(UNREACHABLE)
+        target = await _target_if_allowed(conn, process, verdict)
+        if target is None:
             return
         size = process.get_terminal_size()
         if self.pty and conn.recording is not None:
@@ -291,7 +290,8 @@ class Shell:
             self.conn.recording.event("input", {"text": _text(data)})
 
     async def decide(self, line: str) -> Verdict:
-        if self.conn.expired():  # a JWT past exp, a token past its expiry: nothing more runs
-            return Verdict("deny", rule="airlock-error", message="the credential of this session has expired",
-                           status="error")
+        refused = await self.conn.credential_refusal()
+        if refused is not None:  # a JWT past exp, a revoked token: nothing more runs
+            return Verdict("deny", rule="airlock-error",
+                           message=f"the credential of this session no longer counts ({refused})", status="error")
         return await decide_line(self.conn, self.process, line, self.run_id, self.say)

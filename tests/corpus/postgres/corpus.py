@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from app.relay.pgclassify import operations
+from app.relay.postgres.checks import operations
 from app.types import KINDS
 
 HERE = Path(__file__).resolve().parent

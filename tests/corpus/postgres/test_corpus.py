@@ -11,7 +11,7 @@ import struct
 
 import pytest
 
-from app.relay import pgwire
+from app.relay.postgres import protocol as pgwire
 from app.types import KINDS
 from tests.integration.postgres.conftest import target_rows
 from tests.integration.postgres.rawclient import RawClient, error_fields

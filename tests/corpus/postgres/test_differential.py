@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pglast import parser
 
-from app.relay.pgclassify import operations
+from app.relay.postgres.checks import operations
 from app.types import KINDS
 from tests.integration.postgres.conftest import ADMIN_DSN, SCHEMA
 

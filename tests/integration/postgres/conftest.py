@@ -157,7 +157,7 @@ def _hba_lines(lines: list[str], marker: str):
 @pytest.fixture(scope="session", params=["lane", "python"])
 def target(request) -> Target:
     """A database of its own for each way the relay runs: with its C fast lane
-    (app/relay/fastlane.py) and without it. Every relay test runs both ways, on fresh
+    (app/relay/postgres/fastlane.py) and without it. Every relay test runs both ways, on fresh
     data, and the two must answer alike."""
     tag = secrets.token_hex(4)
     db_name = f"airlock_relay_{tag}"

@@ -6,7 +6,7 @@ import socket
 import ssl
 import struct
 
-from app.relay import pgwire
+from app.relay.postgres import protocol as pgwire
 
 
 def tls_context() -> ssl.SSLContext:

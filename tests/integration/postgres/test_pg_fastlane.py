@@ -1,12 +1,18 @@
-"""The fast lane's hand-overs (app/relay/fastlane.py), run against the relay with and
+"""The fast lane's hand-overs (app/relay/postgres/fastlane.py), run against the relay with and
 without it: whatever the lane takes or gives back, the client sees what PostgreSQL
 would have answered, in order. A statement's second run of a shape is the lane's."""
 from __future__ import annotations
 
+import secrets
 import struct
 
-from app.relay import pgwire
+import psycopg
 
+from app.db import session_scope
+from app.models import RecordedSession
+from app.relay.postgres import protocol as pgwire
+
+from .conftest import dsn, wait_for
 from .rawclient import RawClient, error_fields
 
 
@@ -124,3 +130,23 @@ def test_a_transaction_block_on_the_lane(relay, agent):
         assert _rows(c.query("SELECT id FROM t WHERE id = 2")) == [["2"]]
     finally:
         c.close()
+
+
+def test_the_lane_carries_repeated_statements_when_it_is_on(relay, agent, world):
+    run = f"lane-{secrets.token_hex(4)}"
+    with psycopg.connect(dsn(relay, agent, application_name=run), autocommit=True) as conn:
+        cur = psycopg.ClientCursor(conn)  # the simple protocol: one Query a statement
+        for i in range(20):
+            assert cur.execute(f"SELECT id FROM t WHERE id = {1 + i % 2}").fetchall() == [(1 + i % 2,)]
+    with session_scope() as s:
+        row = wait_for(lambda: s.query(RecordedSession).filter_by(run_id=run)
+                       .filter(RecordedSession.ended_at.isnot(None)).one_or_none(), timeout=10)
+        assert row is not None
+        meta = row.meta
+    assert meta["statements"] >= 20
+    if world.target.lane:
+        # The first of the shape takes the Python path; the lane takes the rest unless the
+        # gate's stamp is due for its store look, which sends one to the Python path.
+        assert meta["lane"] > 0, meta
+    else:
+        assert meta["lane"] == 0, meta

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from app.relay import pgwire
+from app.relay.postgres import protocol as pgwire
 
 from .conftest import dsn
 from .rawclient import RawClient

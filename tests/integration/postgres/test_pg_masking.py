@@ -126,7 +126,7 @@ def _rows_of(messages) -> list[bytes]:
 
 def test_statement_names_cannot_be_swapped_behind_the_relay(relay, agent):
     """A name the relay knows must keep meaning what the target really holds under it."""
-    from app.relay import pgwire
+    from app.relay.postgres import protocol as pgwire
 
     from .rawclient import RawClient
     from .test_pg_fuzz import bind, execute
@@ -157,7 +157,7 @@ def test_masked_parse_after_an_error_does_not_hang(relay, agent):
     """After an error the target ignores everything up to Sync, a simple query in between
     and the Describe the relay sends for a masked statement included: the relay must not
     wait for answers that never come (found by the fuzz test)."""
-    from app.relay import pgwire
+    from app.relay.postgres import protocol as pgwire
 
     from .rawclient import RawClient, error_fields
     from .test_pg_fuzz import bind, execute

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 
-from app.relay import pgwire
+from app.relay.postgres import protocol as pgwire
 
 from .conftest import dsn, psql, target_rows
 from .rawclient import RawClient, error_fields, tls_context

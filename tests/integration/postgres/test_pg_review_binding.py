@@ -191,7 +191,7 @@ def test_a_cancel_request_withdraws_the_held_statement(relay, agent, world):
 
 
 def test_a_statement_sent_before_the_client_left_is_recorded_with_its_outcome(relay, agent, world):
-    from app.relay import pgwire
+    from app.relay.postgres import protocol as pgwire
 
     from .conftest import events
     from .rawclient import RawClient

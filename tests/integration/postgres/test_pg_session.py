@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from app.relay import pgwire
+from app.relay.postgres import protocol as pgwire
 
 from .conftest import dsn, psql, start_relay, target_rows
 from .rawclient import RawClient, error_fields

@@ -95,7 +95,7 @@ def test_server_side_prepared_statements_are_checked(relay, agent):
 
 def test_bind_to_a_statement_prepared_outside_the_relay_is_refused(relay, agent):
     from .rawclient import RawClient, error_fields
-    from app.relay import pgwire
+    from app.relay.postgres import protocol as pgwire
 
     c = RawClient(relay.host, relay.port)
     c.login("agent", "app", agent)

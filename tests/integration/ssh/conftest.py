@@ -30,6 +30,7 @@ service_accounts:
   - {{name: agent, groups: [agents], public_keys: ["{agent_key}"]}}
   - {{name: ci, groups: [ci]}}
   - {{name: stranger}}
+  - {{name: leaver}}
 users:
   - {{email: ops@example.com, groups: [ops], roles: [approver]}}
 connections:
@@ -41,6 +42,7 @@ grants:
   - {{service_account: agent, connection: box}}
   - {{service_account: agent, connection: impostor}}
   - {{service_account: ci, connection: box}}
+  - {{service_account: leaver, connection: box}}
 rules:
   - name: no-rm-rf
     match: {{protocol: ssh, command: ["regex:^rm -[a-zA-Z]*r"]}}
@@ -171,7 +173,8 @@ def world(tmp_path_factory, sqlite_template, sshd) -> World:
     wrong = keygen(d / "wrong_host_key")
     with suite_store(d, sqlite_template) as env:
         policy = POLICY.format(user=TARGET_USER, port=sshd.port, host_key=sshd.host_key, wrong_host_key=wrong, agent_key=agent_pub)
-        tokens, _ = support.seed(policy, {"SSH_TARGET_KEY": sshd.client_key.read_text()}, ("agent", "ci", "stranger"))
+        tokens, _ = support.seed(policy, {"SSH_TARGET_KEY": sshd.client_key.read_text()},
+                                 ("agent", "ci", "stranger", "leaver"))
         yield World(env, sshd, tokens, d / "agent_key", d)
 
 

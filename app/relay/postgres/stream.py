@@ -9,8 +9,8 @@ queue always says what the next answer belongs to: which portal's rows are arriv
 does not expect means the relay lost track; it then closes the connection rather
 than guess how to mask (fail closed).
 
-Fast paths: a simple query's whole unmasked answer in one chunk goes out as received,
-and the recording writer decodes it (app/relay/pganswer.py). Otherwise, when nothing
+Fast paths: a simple query's whole answer in one chunk goes out at once, and the
+recording writer decodes it (answers.py: WholeAnswers, and the C fast lane's interface). Otherwise, when nothing
 applies to the rows of the current result (no mask, row sample full), DataRows are
 forwarded without being parsed, even across chunk boundaries, and whole chunks go out
 as received.
@@ -18,17 +18,17 @@ as received.
 from __future__ import annotations
 
 import asyncio
-import struct
 import time
 from collections import deque
 
 from app.masking import Masker
 
-from . import pgmask
-from .pganswer import cached_column_names, masked_answer, plain_answer
-from .pgscan import PASS, Desync, FrameScanner
-from .pgstate import BIND, CLOSE, COPY_END, DESCRIBE, EXECUTE, PARSE, QUERY, REFUSE, SYNC, Pending, Portal, statement_of
-from .pgwire import ProtocolError, command_tag, parse_fields, parse_row_description, sample_cells, sample_row
+from . import masking
+from .answers import STATUS as _STATUS
+from .answers import WholeAnswers, cached_column_names
+from .scan import PASS, Desync, FrameScanner
+from .state import BIND, CLOSE, COPY_END, DESCRIBE, EXECUTE, PARSE, QUERY, REFUSE, SYNC, Pending, Portal, statement_of
+from .protocol import command_tag, parse_fields, parse_row_description, sample_cells, sample_row
 
 
 class _Result:
@@ -42,7 +42,7 @@ class _Result:
         self.rows = 0
 
 
-class TargetStream(FrameScanner):
+class TargetStream(WholeAnswers, FrameScanner):
     def __init__(self, session, client, *, sample_rows: int, max_frame: int, refuse_binary: bool):
         super().__init__(client, max_frame)
         self.session = session
@@ -56,18 +56,21 @@ class TargetStream(FrameScanner):
         self._skipping = False  # the target saw an error and ignores everything until Sync
         self._handlers = self.handlers = {kind: f.__get__(self) for kind, f in _HANDLERS.items()}
         self._dropping = {0x5A: self._ready}  # after a refused binary result: all but Z dropped
-        self.statuses = _STATUS
         self.lane = None  # the conversation's fast lane (fastlane.py), while it has one
         self._drained: asyncio.Future | None = None  # see `drain`
 
     # -- called by the session ----------------------------------------------------
 
     def expect(self, kind: int, item=None, swallow: bool = False, refusal: bytes | None = None,
-               batch: int = 0) -> None:
+               batch: int = 0, since: float | None = None) -> None:
+        """What the target answers next; `since`: when the statement was sent, if not now
+        (one the fast lane hands back)."""
         lane = self.lane
         if lane is not None and lane.pending:
             lane.materialize()  # the statement in flight on the lane answers first
-        if kind in (EXECUTE, QUERY) and not self.queue:
+        if since is not None:
+            self._since = since
+        elif kind in (EXECUTE, QUERY) and not self.queue:
             self._since = time.monotonic()
         entry = Pending(kind, item, swallow, refusal, batch)
         if self._skipping:  # the target ignores everything up to the next Sync
@@ -94,46 +97,6 @@ class TargetStream(FrameScanner):
             return None
         self._drained = asyncio.get_running_loop().create_future()
         return self._drained
-
-    def _whole_plain_answer(self, chunk: bytes) -> bool:
-        """The fast path (app/relay/pganswer.py): one simple query's whole answer in one
-        chunk goes out at once, as it is or masked, and the writer decodes it for the
-        recording."""
-        q = self.queue
-        if len(q) != 1 or self._skip or self._partial is not None or self._held or self._result is not None:
-            return False
-        head = q[0]
-        item = head.item
-        if (head.kind != QUERY or item is None or len(item.statements) != 1
-                or self.handlers is not self._handlers):
-            return False
-        z = plain_answer(chunk, self.sample_rows)
-        status = _STATUS.get(chunk[-1]) if z >= 0 else None
-        if status is None:
-            return False
-        if item.masker is None:
-            answer, out = chunk[:z], chunk
-        else:  # masked here, before anything is sent or changed: an error leaves it to the slow path
-            try:
-                answer = masked_answer(item.masker, chunk, z, self.refuse_binary)
-            except (ProtocolError, struct.error):
-                return False
-            if answer is None:
-                return False
-            out = answer + chunk[z:]
-        self.client.write(out)
-        q.popleft()
-        now = time.monotonic()
-        text, rule = item.statements.pop()
-        self.session.record_answer(text, rule, item.masks, int((now - self._since) * 1e6) / 1000,
-                                   answer, self.sample_rows)  # as sent: masked
-        self._since = now
-        self.status = status
-        if status == b"I":
-            self.session.target_idle(head.batch)
-        if self.session.barriers.watching:
-            self.session.target_ready(head.batch, status)
-        return True
 
     # -- one message ----------------------------------------------------------------
 
@@ -232,7 +195,7 @@ class TargetStream(FrameScanner):
                 self._result = _Result(None, None, bytes(body))  # as _start, one call less
                 self.stream_rows = self.sample_rows <= 0
                 return PASS
-            plan, names, rewritten = pgmask.query_plan(masker, body)
+            plan, names, rewritten = masking.query_plan(masker, body)
             self._start(masker, plan, names)
             if plan is not None and plan.nulls and self.refuse_binary:
                 self.handlers = self._dropping  # a binary cursor FETCH; refused below
@@ -250,20 +213,20 @@ class TargetStream(FrameScanner):
         if item is None:
             return PASS
         if isinstance(item, Masker):
-            plan = pgmask.plan_rows(item, fields) if fields else None
+            plan = masking.plan_rows(item, fields) if fields else None
         elif isinstance(item, Portal):
             masker = item.prepared.masker
-            plan = pgmask.plan_rows(masker, fields) if masker is not None and fields else None
+            plan = masking.plan_rows(masker, fields) if masker is not None and fields else None
         else:
             item.fields = fields
             if item.described is not None and not item.described.done():
                 item.described.set_result(True)
             masker = item.masker
-            plan = pgmask.plan_rows(masker, fields) if masker is not None and fields else None
+            plan = masking.plan_rows(masker, fields) if masker is not None and fields else None
         if head.swallow:
             return b""
         if plan is not None and plan.retype:
-            return pgmask.rewrite_description(fields, plan)
+            return masking.rewrite_description(fields, plan)
         return PASS
 
     def _start(self, masker, plan, columns) -> None:
@@ -284,7 +247,7 @@ class TargetStream(FrameScanner):
             r = self._result
         r.rows += 1
         if r.plan is not None:
-            frame, values = pgmask.mask_row(r.masker, r.plan, body)
+            frame, values = masking.mask_row(r.masker, r.plan, body)
             if len(r.sample) < self.sample_rows:
                 r.sample.append(sample_cells(values))
             return frame
@@ -381,7 +344,6 @@ class TargetStream(FrameScanner):
         raise Desync("the target started a mode the relay does not relay (replication or function call)")
 
 
-_STATUS = {s[0]: s for s in (b"I", b"T", b"E")}  # ReadyForQuery's transaction status
 
 def _completes(kind: int):
     """A handler for an answer that completes one queued message (ParseComplete & co)."""

@@ -13,16 +13,15 @@ the statement is refused, whatever the policy says:
 
 A statement that may change either setting ("reparse") is a barrier: the target reads
 the next message in the new state, so the relay reads nothing more until the target's
-ReadyForQuery (with its ParameterStatus) is in (pgconv.py).
+ReadyForQuery (with its ParameterStatus) is in (conversation.py).
 """
 from __future__ import annotations
 
 from app.sql.pg_session import codec, encoding_value_safe
 from app.types import Operation
 
-from .pgchecks import settings_of
-from .pgclassify import operations
-from .pgwire import error_response
+from .checks import operations, settings_of
+from .protocol import error_response
 
 DIVERGENCE = "parser_divergence"
 REPARSE = "reparse"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from app.masking import ColumnPlan, Masker
 
-from .pgwire import Field, data_row, frame, parse_data_row, parse_row_description
+from .protocol import Field, data_row, frame, parse_data_row, parse_row_description
 
 TEXT_OID = 25
 TEXTLIKE = frozenset({25, 1043, 1042, 19, 18, 114, 142, 705})  # text varchar bpchar name char json xml unknown

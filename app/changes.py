@@ -1,4 +1,4 @@
-"""Portal edits, through the same path as `airlock apply`.
+"""Edits from the portal (and the campaigns service), through the same path as `airlock apply`.
 
 Policy entities (service accounts, policy users, connections, rules) are edited by
 exporting the store as a document, changing it, validating the whole document again
@@ -22,7 +22,7 @@ from app import audit
 from app.errors import NotFound
 from app.identity import issue_token, revoke_token
 from app.inventory import ApplyReport, apply_policy, export_policy, placeholder_environ
-from app.models import Connection, Grant, Group, ServiceAccount, Token, User, utcnow
+from app.models import Connection, Grant, Group, ServiceAccount, Token, User, user_by_email, utcnow
 from app.policy import PolicyDocument, PolicyError, document_from_dict, secret_refs
 from app.versions import bump_version
 
@@ -206,7 +206,7 @@ def new_password() -> str:
 
 def create_local_user(s, actor: str, email: str, name: str, roles: list[str], groups: list[str]) -> str:
     check_user_fields(email, name, roles, groups)
-    if s.scalars(select(User).where(User.email.ilike(email))).first() is not None:
+    if user_by_email(s, email) is not None:
         raise ChangeError(f"a user {email} already exists")
     password = new_password()
     s.add(User(email=email, name=name, roles=sorted(set(roles)), groups=_group_rows(s, groups), source="portal",

@@ -14,8 +14,8 @@ import ssl
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from . import pgwire
-from .pgwire import unpack_i32
+from . import protocol
+from .protocol import unpack_i32
 from .wire import ConnectionClosed, Wire
 
 CONNECT_TIMEOUT = 10.0
@@ -61,7 +61,7 @@ async def connect(address: str, *, database: str, username: str, password: str |
             try:
                 await _negotiate_tls(loop, link, tls_mode)
                 startup = {"user": username, "database": database or username, **params}
-                wire.write(pgwire.startup_message(startup))
+                wire.write(protocol.startup_message(startup))
                 await _authenticate(wire, username, password)
                 await _until_ready(link)
             except BaseException:
@@ -80,7 +80,7 @@ async def _negotiate_tls(loop, link: TargetLink, mode: str) -> None:
     if mode == "disable":
         return
     wire = link.wire
-    wire.write(pgwire._I32.pack(8) + pgwire._I32.pack(pgwire.SSL_REQUEST))
+    wire.write(protocol._I32.pack(8) + protocol._I32.pack(protocol.SSL_REQUEST))
     answer = await wire.read_byte()
     if answer == b"S":
         if wire.buffered:  # bytes before the handshake could be injected by a man in the middle
@@ -107,7 +107,7 @@ async def _authenticate(wire: Wire, username: str, password: str | None) -> None
     while True:
         kind, body, _ = await wire.read_frame()
         if kind == 0x45:  # E
-            f = pgwire.parse_fields(body)
+            f = protocol.parse_fields(body)
             raise TargetError(f"the target refused the login: {f.get('M', 'unknown error')}", f.get("C", "08006"))
         if kind == 0x76:  # v: NegotiateProtocolVersion, nothing to do for 3.0
             continue
@@ -119,21 +119,21 @@ async def _authenticate(wire: Wire, username: str, password: str | None) -> None
         if code in (3, 5, 10) and password is None:
             raise TargetError("the target asks for a password, but the connection has none in the vault", "28P01")
         if code == 3:
-            wire.write(pgwire.frame(b"p", password.encode() + b"\0"))
+            wire.write(protocol.frame(b"p", password.encode() + b"\0"))
         elif code == 5:
             salt = bytes(body[4:8])
             inner = hashlib.md5(password.encode() + username.encode()).hexdigest().encode()
-            wire.write(pgwire.frame(b"p", b"md5" + hashlib.md5(inner + salt).hexdigest().encode() + b"\0"))
+            wire.write(protocol.frame(b"p", b"md5" + hashlib.md5(inner + salt).hexdigest().encode() + b"\0"))
         elif code == 10:
             mechanisms = bytes(body[4:]).split(b"\0")
             if b"SCRAM-SHA-256" not in mechanisms:
                 raise TargetError("the target offers no SASL mechanism the relay supports", "28000")
             scram = _Scram(password)
             first = scram.client_first()
-            wire.write(pgwire.frame(b"p", b"SCRAM-SHA-256\0" + pgwire._I32.pack(len(first)) + first))
+            wire.write(protocol.frame(b"p", b"SCRAM-SHA-256\0" + protocol._I32.pack(len(first)) + first))
         elif code == 11 and scram is not None:
             final = await scram.client_final(bytes(body[4:]))
-            wire.write(pgwire.frame(b"p", final))
+            wire.write(protocol.frame(b"p", final))
         elif code == 12 and scram is not None:
             scram.verify_server(bytes(body[4:]))
         else:
@@ -152,7 +152,7 @@ async def _until_ready(link: TargetLink) -> None:
         elif kind == 0x4B:  # K
             link.pid, link.secret = unpack_i32(body, 0)[0], unpack_i32(body, 4)[0]
         elif kind == 0x45:
-            f = pgwire.parse_fields(body)
+            f = protocol.parse_fields(body)
             raise TargetError(f"the target refused the session: {f.get('M', 'unknown error')}", f.get("C", "08006"))
         elif kind != 0x4E:  # N: notices during login are dropped
             raise TargetError("the target sent an unexpected message after login")
@@ -163,8 +163,8 @@ async def send_cancel(host: str, port: int, pid: int, secret: int) -> None:
     try:
         async with asyncio.timeout(5):
             _, writer = await asyncio.open_connection(host, port)
-            writer.write(pgwire._I32.pack(16) + pgwire._I32.pack(pgwire.CANCEL_REQUEST)
-                         + pgwire._I32.pack(pid) + pgwire._I32.pack(secret))
+            writer.write(protocol._I32.pack(16) + protocol._I32.pack(protocol.CANCEL_REQUEST)
+                         + protocol._I32.pack(pid) + protocol._I32.pack(secret))
             await writer.drain()
             writer.close()
     except (OSError, TimeoutError):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 
-from .pgwire import ProtocolError, unpack_i32
+from .protocol import ProtocolError, unpack_i32
 
 log = logging.getLogger(__name__)
 

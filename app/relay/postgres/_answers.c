@@ -1,14 +1,14 @@
-/* Whole plain answers in C: the Python in app/relay/pganswer.py, faster, for the two
+/* Whole plain answers in C: the Python in app/relay/postgres/answers.py, faster, for the two
  * steps every statement pays for.
  *
- * `scan_answer`, in the recording writer, stands in for pganswer.scan_answer. The writer
+ * `scan_answer`, in the recording writer, stands in for answers.scan_answer. The writer
  * turns every statement's answer into its recording event, and under pgbench that scan
  * and the sample's JSON were a third of the writer's CPU. This does the same in one pass
  * over the bytes: rows counted, the sample written as the JSON compact_json would write
  * for it. A cell of plain printable ASCII is copied as it is; any other cell is decoded
  * and escaped by the same Python functions the Python path uses.
  *
- * `mask_rows`, in the relay, stands in for the row loop of pganswer.masked_answer: it
+ * `mask_rows`, in the relay, stands in for the row loop of answers.masked_answer: it
  * re-frames the DataRows and leaves every decision to the masker, which it calls for
  * each cell the plan names, as Masker.mask_row does.
  *
@@ -18,8 +18,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-#define SAMPLE_CHARS 500             /* pgwire.SAMPLE_CHARS */
-#define SAMPLE_BYTES (4 * SAMPLE_CHARS) /* pgwire._SAMPLE_BYTES */
+#define SAMPLE_CHARS 500             /* protocol.SAMPLE_CHARS */
+#define SAMPLE_BYTES (4 * SAMPLE_CHARS) /* protocol._SAMPLE_BYTES */
 
 static PyObject *encode_basestring; /* json.encoder.encode_basestring, as compact_json escapes */
 
@@ -79,7 +79,7 @@ static int put_cell(Buffer *b, const unsigned char *p, Py_ssize_t size) {
     return r;
 }
 
-/* One DataRow's cells as a JSON array; 0 if malformed (pgwire.sample_row would raise). */
+/* One DataRow's cells as a JSON array; 0 if malformed (protocol.sample_row would raise). */
 static int put_row(Buffer *b, const unsigned char *p, Py_ssize_t end) {
     if (end < 2) return 0;
     int count = be16(p);
@@ -152,7 +152,7 @@ done:
 }
 
 /* The frames of chunk[start:z] with each DataRow's cells named in `cells` ((index,
- * strength) pairs) replaced by cell(value, strength), as pgmask.mask_row builds them:
+ * strength) pairs) replaced by cell(value, strength), as masking.mask_row builds them:
  * the cell count is the one read, floored at 0, and nothing after the last cell is kept. */
 static PyObject *mask_rows(PyObject *module, PyObject *args) {
     const unsigned char *c;
@@ -261,9 +261,9 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_pganswer", NULL, -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_answers", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__pganswer(void) {
+PyMODINIT_FUNC PyInit__answers(void) {
     PyObject *json = PyImport_ImportModule("json.encoder");
     if (json == NULL) return NULL;
     encode_basestring = PyObject_GetAttrString(json, "encode_basestring");

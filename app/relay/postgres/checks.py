@@ -1,9 +1,9 @@
 """What the relay asks the gate, and how it tells the client the answer.
 
-`Checker` decides statements (one `Operation` each) for one session: it re-checks the
-token when the store version moves and at least once a second, sends the review NOTICE
-at once when the gate holds a statement, carries masks over to cursors, and turns
-refusals into ErrorResponses. Startup parameters are checked here too, as the SET
+`StatementChecker` decides statements (one `Operation` each) for one session, on the
+core's checker (app/relay/checker.py: token re-check, hold with the client watched,
+cancel): it sends the review NOTICE at once when the gate holds a statement, carries
+masks over to cursors, and turns refusals into ErrorResponses. Startup parameters are checked here too, as the SET
 statements they amount to.
 
 A held statement is bound to exactly what will run. In the extended protocol its
@@ -14,37 +14,46 @@ the statement: nothing reaches the target and the approval stays unused.
 """
 from __future__ import annotations
 
-import asyncio
-import time
 from dataclasses import replace
 from typing import Callable
 
 from app.binding import sql_binding
+from app.masking.cursors import CursorMasks, mask_names, union
+from app.policy.sql import copy_out_refusal
+from app.sql import classify_postgres_cached
 from app.types import MaskSpec, Operation, Verdict
 
-from . import pgwire
-from .pgclassify import operations
-from .pgreason import reason_set
-from .pgmask import NUMBERS, TEXTLIKE
-from .pgwire import error_response
+from ..checker import Checker
+from ..session import RelaySession
+from . import protocol
+from .masking import NUMBERS, TEXTLIKE
+from .protocol import error_response
+from .reason import reason_set
 
-# A token is checked again when the store version moves (a revoke bumps it, and the gate
-# hears of it at once), and at least this often otherwise (expiry needs no bump).
-TOKEN_RECHECK = 1.0
 SHOWN_PARAM_CHARS = 2000  # of each parameter, for approvers (the binding covers every byte)
-_DISCONNECTED = "the client disconnected"
-_CANCELLED = "the client cancelled the statement"
+
+__all__ = ["StatementChecker", "binary_refusal", "mask_names", "operations", "refusal", "settings_of", "union"]
 
 
-class Checker:
-    def __init__(self, session, send: Callable[[bytes], None], flush: Callable[[], None]):
-        self.s = session
+def operations(text: str, connection: str) -> list[Operation]:
+    """The gate's Operations for every statement of `text` on `connection` (classified by
+    app.sql, with its literal-free cache)."""
+    return [Operation(protocol="postgres", connection=connection, kind=st.kind, text=st.text,
+                      targets=st.tables + st.functions, attributes=st.attributes, fingerprint=st.fingerprint)
+            for st in classify_postgres_cached(text)]
+
+
+class StatementChecker(Checker):
+    """The core's checker (app/relay/checker.py), for SQL statements: a hold shows as a
+    NOTICE between the target's frames, masks carry over to cursors, and refusals
+    become ErrorResponses."""
+
+    def __init__(self, session: RelaySession, send: Callable[[bytes], None], flush: Callable[[], None]):
+        super().__init__(session, on_hold=self._show_hold)
         self._send = send  # a frame for the client, between the target's frames
         self._flush = flush  # what is buffered for the target goes out before a hold
-        self.statements = 0
-        self.cursor_masks: tuple[MaskSpec, ...] = ()
-        self._holding = False
-        self._gone: asyncio.Future | None = None  # completes when the client leaves a hold
+        self.connection = session.connection_name
+        self.cursors = CursorMasks()  # masks that carry over to FETCH and EXECUTE (app.masking.cursors)
         self.verdicts: list[Verdict] = []  # of the last check, one per operation
         self.deferred = False  # the last check found a statement to hold at Bind
 
@@ -52,17 +61,16 @@ class Checker:
         """Whether a statement of an allowed shape (app/gate/shapes.py) may reuse its verdict now:
         not when the token is due for a re-check, nor when its masks would differ (a
         statement with no tables reads a cursor's rows, masked as the cursor is)."""
-        if time.monotonic() - self.s.token_checked >= TOKEN_RECHECK:
+        token = self.session.token
+        if token is None or not token.fresh():
             return False
-        if shape.masks:
-            self.cursor_masks = union(self.cursor_masks, shape.masks)
-        elif not shape.has_targets and self.cursor_masks:
+        if not self.cursors.reusable(shape.masks, shape.has_targets):
             return False
         self.statements += 1
         return True
 
     def operations(self, text: str) -> list[Operation]:
-        return operations(text, self.s.dbname)
+        return operations(text, self.connection)
 
     async def check(self, ops: list[Operation], *, defer_review: bool = False,
                     ) -> tuple[tuple[MaskSpec, ...], bytes | None, list[str | None]]:
@@ -81,77 +89,31 @@ class Checker:
                 self.deferred = True
             elif verdict.action != "allow":
                 return masks, refusal(verdict), rules
-            elif verdict.status == "approved" and self.s.client.lost:
-                # Approved, but the client left before the statement could be sent.
-                await self.s.gate.give_back(verdict, _DISCONNECTED)
-                return masks, refusal(replace(verdict, action="deny", status="withdrawn")), rules
+            else:
+                withdrawn = await self.give_back_if_gone(verdict)
+                if withdrawn is not None:
+                    return masks, refusal(withdrawn), rules
             rules.append(verdict.rule)
-            own = verdict.masks
-            if own:
-                self.cursor_masks = union(self.cursor_masks, own)
-            elif not op.targets and self.cursor_masks:
-                # FETCH from a cursor, EXECUTE of a prepared statement: the rows come from
-                # a statement checked earlier, so the masks seen so far apply.
-                own = self.cursor_masks
-            if "copy_to_stdout" in op.attributes:
-                refused = _copy_out_refusal(own, verdict)
-                if refused is not None:
-                    return masks, refused, rules
+            own = self.cursors.applying(verdict.masks, bool(op.targets))
+            refused = copy_out_refusal(op.attributes, own, verdict.rule)
+            if refused is not None:
+                return masks, error_response("42501", f"airlock: {refused}"), rules
             masks = union(masks, own)
         return masks, None, rules
 
-    def token_due(self) -> bool:
-        s = self.s
-        if time.monotonic() - s.token_checked >= TOKEN_RECHECK:
-            return True
-        stamp = s.gate.stamp()
-        return stamp is None or stamp[0] != s.token_version
-
     async def decide(self, op: Operation, *, hold: float | None = None, defer_review: bool = False) -> Verdict:
-        s = self.s
-        if self.token_due():
-            await s.check_token()
-        self.statements += 1
-        self._gone = gone = asyncio.get_running_loop().create_future()
-        s.client.on_lost = self._client_lost
-        if s.reason and not op.reason:
-            op = replace(op, reason=s.reason)
-        try:
-            verdict = await s.gate.decide(s.principal, op, recording=s.rec, run_id=s.run_id, hold=hold,
-                                          on_hold=self._on_hold, record_allows=False, gone=gone,
-                                          defer_review=defer_review)
-            if verdict.action == "allow":
-                s.grant_seen = True  # allowed, so granted: a later revoke or expiry ends the session
-                reason = reason_set(op.text)
-                if reason is not None:
-                    s.reason = reason
-            return verdict
-        finally:
-            self._holding = False
-            self._gone = None
+        verdict = await super().decide(op, hold=hold, defer_review=defer_review)
+        if verdict.action == "allow":
+            reason = reason_set(op.text)
+            if reason is not None:
+                self.session.reason = reason
+        return verdict
 
-    def _on_hold(self, review_id: int, url: str) -> None:
+    def _show_hold(self, review_id: int, url: str) -> None:
         self._flush()
-        self._holding = True
-        if self.s.client.lost:
-            self._client_lost(None)
-        self._send(pgwire.notice_response(
+        self._send(protocol.notice_response(
             f"airlock: this statement needs approval and is held until a reviewer decides: {url}",
             detail=f"review {review_id}"))
-        self.s.record("notice", {"review_id": review_id, "review_url": url})
-
-    def _client_lost(self, exc) -> None:
-        gone = self._gone
-        if gone is not None and not gone.done():
-            gone.set_result(_DISCONNECTED)
-
-    def cancel(self) -> bool:
-        """A CancelRequest: True if it ended a hold (otherwise the target gets it)."""
-        gone = self._gone
-        if self._holding and gone is not None and not gone.done():
-            gone.set_result(_CANCELLED)
-            return True
-        return False
 
     @staticmethod
     def bound(ops: list[Operation], bind, types: tuple[int, ...], encoding: str) -> list[Operation]:
@@ -163,16 +125,6 @@ class Checker:
                       for i, v in enumerate(params))
         return [replace(op, params=shown, binding=sql_binding(op, params, formats, types)) for op in ops]
 
-    def masker(self, masks: tuple[MaskSpec, ...]):
-        if not masks:
-            return None
-        masker = self.s.gate.masker(masks)
-        return masker if masker.active else None
-
-    async def _granted(self) -> bool:
-        s = self.s
-        return any(t.name == s.dbname for t in await s.gate.connections_for(s.principal, "postgres"))
-
     async def check_settings(self, params: dict[str, str]) -> str | None:
         """Startup parameters are settings (`options=-c role=admin` too): each passes the
         gate as a SET. The reason for refusing, or None."""
@@ -180,11 +132,12 @@ class Checker:
             sets = settings_of(params)
         except ValueError as exc:
             return str(exc)
-        if sets and not await self._granted():
+        s = self.session
+        if sets and not await s.granted():
             # Without a grant the refusal is of the login itself: record it as such, not
             # as a SET the client never sent as a statement.
-            login = Operation(protocol="postgres", connection=self.s.dbname, kind="login",
-                              text=f"login to {self.s.dbname} as {self.s.user}")
+            login = Operation(protocol="postgres", connection=self.connection, kind="login",
+                              text=f"login to {self.connection} as {s.user}")
             verdict = await self.decide(login, hold=0)
             if verdict.action != "allow":
                 return f"login refused: {verdict.message}"
@@ -238,30 +191,6 @@ def binary_refusal(plan) -> bytes:
     names = ", ".join(plan.columns[i] for i in plan.nulls)
     return error_response("42501", f"airlock: masked column(s) {names} requested in binary format",
                           hint="ask for text format, or set AIRLOCK_RELAY_MASKED_BINARY=null")
-
-
-def _copy_out_refusal(masks: tuple[MaskSpec, ...], verdict: Verdict) -> bytes | None:
-    # COPY rows travel as CopyData, which the relay cannot mask; and COPY TO STDOUT
-    # exports whole tables, so it needs a rule that allows it by name.
-    if masks:
-        return error_response("42501", "airlock: COPY ... TO STDOUT is refused because a mask applies to its "
-                              f"rows (rule {masks[0].rule}); use SELECT instead")
-    if verdict.rule is None:
-        return error_response("42501", "airlock: COPY ... TO STDOUT needs a policy rule that allows it "
-                              "(match attributes: [copy_to_stdout])")
-    return None
-
-
-def mask_names(masks: tuple[MaskSpec, ...]) -> list[str]:
-    return sorted({m.rule for m in masks})
-
-
-def union(a: tuple[MaskSpec, ...], b: tuple[MaskSpec, ...]) -> tuple[MaskSpec, ...]:
-    if not a:
-        return b
-    if not b or b == a:
-        return a
-    return a + tuple(m for m in b if m not in a)
 
 
 def settings_of(params: dict[str, str]) -> list[tuple[str, str]]:

@@ -63,10 +63,6 @@ def auth_request(code: int, data: bytes = b"") -> bytes:
     return frame(b"R", _I32.pack(code) + data)
 
 
-def parameter_status(name: str, value: str) -> bytes:
-    return frame(b"S", name.encode() + b"\0" + value.encode() + b"\0")
-
-
 def backend_key_data(pid: int, secret: int) -> bytes:
     return frame(b"K", struct.pack("!ii", pid, secret))
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 
 MAX_REASON = 1000
+# application_name as these clients set it names the tool, not the agent's run.
+TOOL_NAMES = frozenset({"psql", "pgbench", "pg_dump", "pg_dumpall", "pg_restore", "pg_basebackup", "vacuumdb"})
 _SET_REASON = re.compile(
     r"^\s*SET\s+(?:SESSION\s+|LOCAL\s+)?airlock\.reason\s*(?:=|\bTO\b)\s*'((?:[^']|'')*)'\s*;?\s*$",
     re.IGNORECASE | re.DOTALL)

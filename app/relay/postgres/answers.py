@@ -12,7 +12,7 @@ per statement under pgbench.
 notice, a parameter change, more rows than the sample keeps, a chunk boundary in the
 middle) takes the frame-by-frame path.
 
-`_pganswer.c` does the two steps every statement pays for, the writer's scan
+`_answers.c` does the two steps every statement pays for, the writer's scan
 (`scan_answer`) and the row loop of `masked_answer`, in C. The Python here is what
 the C must equal (tests/unit/test_fastlane.py), what says how a malformed answer is
 malformed, and what runs when the extension is not compiled.
@@ -21,15 +21,17 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 
 from app.recording_store import compact_json
 
-from . import pgmask
-from .pgwire import ProtocolError, column_names, command_tag, sample_row
+from . import masking
+from .protocol import ProtocolError, column_names, command_tag, sample_row
+from .state import QUERY
 
 try:
-    from ._pganswer import mask_rows as _mask_rows
-    from ._pganswer import scan_answer as _scan
+    from ._answers import mask_rows as _mask_rows
+    from ._answers import scan_answer as _scan
 except ImportError:  # not compiled (`pip install -e .` builds it): the Python does it all
     _mask_rows = None
 
@@ -78,7 +80,7 @@ def masked_answer(masker, chunk: bytes, z: int, refuse_binary: bool) -> bytes | 
         return chunk[:z]  # no rows to mask
     view = memoryview(chunk)
     end = 1 + _I32(chunk, 1)[0]
-    plan, _, rewritten = pgmask.query_plan(masker, view[5:end])
+    plan, _, rewritten = masking.query_plan(masker, view[5:end])
     if plan.nulls and refuse_binary:
         return None
     if not plan.needs_work:
@@ -91,7 +93,7 @@ def masked_answer(masker, chunk: bytes, z: int, refuse_binary: bool) -> bytes | 
     pos = end
     while pos < z:
         kind, end = chunk[pos], pos + 1 + _I32(chunk, pos + 1)[0]
-        parts.append(pgmask.mask_row(masker, plan, view[pos + 5:end])[0] if kind == _DATA_ROW else chunk[pos:end])
+        parts.append(masking.mask_row(masker, plan, view[pos + 5:end])[0] if kind == _DATA_ROW else chunk[pos:end])
         pos = end
     return b"".join(parts)
 
@@ -138,7 +140,7 @@ def answer_json(sql: str, rule: str | None, masks: list[str], ms: float, answer:
 
 def scan_answer(answer: bytes, sample_rows: int) -> tuple[int, int, bytes | None, bytes | None, str]:
     """(rows, rows sampled, the RowDescription's body, the CommandComplete's body, the
-    sample as JSON) of an answer's frames; raises on a malformed one. _pganswer.c does
+    sample as JSON) of an answer's frames; raises on a malformed one. _answers.c does
     the same faster, and leaves malformed answers to this."""
     view = memoryview(answer)
     description: bytes | None = None
@@ -185,3 +187,62 @@ def _tag_json(complete: bytes) -> tuple[str, bool]:
             _TAGS_JSON.clear()
         part = _TAGS_JSON[complete] = (text, rows is not None)
     return part
+
+
+STATUS = {s[0]: s for s in (b"I", b"T", b"E")}  # ReadyForQuery's transaction status
+
+
+class WholeAnswers:
+    """The whole-answer path of `TargetStream` (stream.py), whose queue and state it reads:
+    one simple query's whole answer in one chunk goes out at once, as it is or masked."""
+
+    # -- the fast lane's interface (fastlane.py) ------------------------------------
+
+    def at_rest(self) -> bool:
+        """Nothing queued, skipped or part-way: the lane may answer its statement in flight."""
+        return (not self.queue and not self._skip and self._partial is None and not self._held
+                and self._result is None and self.handlers is self._handlers)
+
+    def answered_by_lane(self, status: int) -> None:
+        """The lane sent a whole answer, ending in ReadyForQuery with this status byte."""
+        self.status = STATUS[status]
+
+    def _whole_plain_answer(self, chunk: bytes) -> bool:
+        """The fast path (app/relay/postgres/answers.py): one simple query's whole answer in one
+        chunk goes out at once, as it is or masked, and the writer decodes it for the
+        recording."""
+        q = self.queue
+        if len(q) != 1 or self._skip or self._partial is not None or self._held or self._result is not None:
+            return False
+        head = q[0]
+        item = head.item
+        if (head.kind != QUERY or item is None or len(item.statements) != 1
+                or self.handlers is not self._handlers):
+            return False
+        z = plain_answer(chunk, self.sample_rows)
+        status = STATUS.get(chunk[-1]) if z >= 0 else None
+        if status is None:
+            return False
+        if item.masker is None:
+            answer, out = chunk[:z], chunk
+        else:  # masked here, before anything is sent or changed: an error leaves it to the slow path
+            try:
+                answer = masked_answer(item.masker, chunk, z, self.refuse_binary)
+            except (ProtocolError, struct.error):
+                return False
+            if answer is None:
+                return False
+            out = answer + chunk[z:]
+        self.client.write(out)
+        q.popleft()
+        now = time.monotonic()
+        text, rule = item.statements.pop()
+        self.session.record_answer(text, rule, item.masks, int((now - self._since) * 1e6) / 1000,
+                                   answer, self.sample_rows)  # as sent: masked
+        self._since = now
+        self.status = status
+        if status == b"I":
+            self.session.target_idle(head.batch)
+        if self.session.barriers.watching:
+            self.session.target_ready(head.batch, status)
+        return True

@@ -1,19 +1,21 @@
-"""`Wire`: one TCP or TLS connection of the relay, either side, without copies.
+"""`Transport`: one TCP or TLS connection of the relay, either side, without copies.
+
+Protocol-neutral: it buffers what arrives (no copy in the common case), pushes back on
+TCP when its owner is busy, caps TLS records, and pauses the peer's reading while its
+own writes back up. Framing belongs to each protocol (app/relay/postgres/wire.py);
+`read_line` is the one framing every line-based protocol shares.
 
 Three ways to consume what arrives:
-- reading: a coroutine pulls whole frames with `read_frame` / `read_startup` (login);
+- reading: a coroutine pulls whole frames, waiting with `_more` (login);
 - pumping: `on_ready` is called whenever bytes arrive or the connection ends, and the
-  owner takes whole frames with `next_frame` (the client side after login: no task
-  wake-up per message);
-- streaming: `on_data` gets every chunk as received (the target side after login).
+  owner takes whole frames without waiting (no task wake-up per message);
+- streaming: `on_data` gets every chunk as received.
 """
 from __future__ import annotations
 
 import asyncio
 import socket
 
-from .fastlane import WireBase
-from .pgwire import MAX_STARTUP, ProtocolError, unpack_i32
 
 PAUSE_ABOVE = 1 << 20  # unread client bytes before TCP pushes back (a held statement)
 # libpq's non-blocking API can wait on the socket while the rest of an answer sits in
@@ -26,9 +28,12 @@ class ConnectionClosed(Exception):
     pass
 
 
-class Wire(WireBase, asyncio.Protocol):
-    """`data_received` comes from WireBase: in C, it relays the fast lane's messages
-    (app/relay/fastlane.py) and passes everything else to `_data_received`."""
+class FrameTooLarge(Exception):
+    """A frame longer than the transport's limit: the connection ends."""
+
+
+class Transport(asyncio.Protocol):
+    """A protocol subclass frames what `received` buffers; `max_frame` caps a frame."""
 
     def __init__(self, max_frame: int, initial: bytes = b""):
         self.max_frame = max_frame
@@ -37,7 +42,7 @@ class Wire(WireBase, asyncio.Protocol):
         self.on_ready = None  # pumping: callable()
         self.on_writable = None  # callable() when writes may go on after a pause
         self.on_lost = None  # callable(exc) once the connection is gone
-        self.peer: Wire | None = None  # whose reading we pause while our writes back up
+        self.peer: Transport | None = None  # whose reading we pause while our writes back up
         self.lost: BaseException | bool = False
         self.write_paused = False
         self._buf = initial
@@ -60,7 +65,12 @@ class Wire(WireBase, asyncio.Protocol):
         except OSError:
             pass
 
-    def _data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes) -> None:
+        self.received(data)
+
+    def received(self, data: bytes) -> None:
+        """Bytes from the connection (after the PostgreSQL fast lane, which passes on what
+        is not its own: app/relay/postgres/wire.py)."""
         if self.on_data is not None:
             self.on_data(data)
             return
@@ -124,63 +134,6 @@ class Wire(WireBase, asyncio.Protocol):
         self._extra.clear()
         self._extra_len = 0
 
-    def next_frame(self) -> tuple[int, memoryview, memoryview] | None:
-        """A whole buffered frame (type, payload, raw bytes), or None without waiting."""
-        if len(self._buf) - self._pos < 5:
-            if self.buffered < 5:
-                if not self._reading and not self.lost:
-                    self._reading = True
-                    self.transport.resume_reading()
-                return None
-            self._gather()
-        buf, pos = self._buf, self._pos
-        length = unpack_i32(buf, pos + 1)[0]
-        if length < 4 or length > self.max_frame:
-            raise ProtocolError(f"invalid message length {length}" if length < 4 else
-                                f"message of {length} bytes exceeds the relay's limit of {self.max_frame}",
-                                "08P01" if length < 4 else "54000")
-        end = pos + 1 + length
-        if len(buf) < end:
-            if self.buffered < 1 + length:
-                if not self._reading and not self.lost:
-                    self._reading = True  # the frame is bigger than the pause mark
-                    self.transport.resume_reading()
-                return None
-            self._gather()
-            buf, pos, end = self._buf, 0, 1 + length
-        self._pos = end
-        view = memoryview(buf)
-        return buf[pos], view[pos + 5:end], view[pos:end]
-
-    async def read_frame(self) -> tuple[int, memoryview, memoryview]:
-        while True:
-            f = self.next_frame()
-            if f is not None:
-                return f
-            await self._more()
-
-    async def read_startup(self) -> memoryview:
-        """An untyped startup-phase packet (length first); its payload."""
-        while True:
-            if self.buffered >= 4:
-                self._gather()
-                buf = self._buf
-                length = unpack_i32(buf, 0)[0]
-                if length < 8 or length > MAX_STARTUP:
-                    raise ProtocolError("invalid startup packet length")
-                if len(buf) >= length:
-                    self._pos = length
-                    return memoryview(buf)[4:length]
-            await self._more()
-
-    async def read_byte(self) -> bytes:
-        """One byte (the answer to an SSLRequest)."""
-        while not self.buffered:
-            await self._more()
-        self._gather()
-        self._pos = 1
-        return self._buf[:1]
-
     async def _more(self) -> None:
         if self.lost:
             raise ConnectionClosed()
@@ -194,6 +147,19 @@ class Wire(WireBase, asyncio.Protocol):
             self._waiter = None
         if self.lost and not self.buffered:
             raise ConnectionClosed()
+
+    async def read_line(self, sep: bytes = b"\n") -> bytes:
+        """One line without its separator (a line-based protocol's frame)."""
+        while True:
+            if self.buffered:
+                self._gather()
+                end = self._buf.find(sep, self._pos)
+                if end >= 0:
+                    line, self._pos = self._buf[self._pos:end], end + len(sep)
+                    return line
+            if self.buffered > self.max_frame:
+                raise FrameTooLarge(f"a line over the relay's limit of {self.max_frame} bytes")
+            await self._more()
 
     def take_buffer(self) -> bytes:
         """Whatever was received but not read yet (handing over to streaming mode)."""

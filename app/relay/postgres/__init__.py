@@ -1,0 +1,1 @@
+"""The PostgreSQL wire relay (its listener is app.relay.postgres.listener)."""
