@@ -159,6 +159,7 @@ _SUITES = {  # tests/<path>: what every test in it needs
     "integration/test_bus_wake.py": ("slow",),
     "integration/test_identity_oidc.py": ("slow",),
     "integration/test_identity_resilience.py": ("slow",),
+    "integration/test_wheel.py": ("slow",),  # builds a wheel, installs it in a new virtualenv
 }
 _FIXTURES = {  # a fixture: what a test that uses it (directly or through another) needs
     "pg_database": "postgres",
