@@ -4,7 +4,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: up test install bench clean
+.PHONY: up test test-quick test-integration install bench clean
 
 # Python 3.12+ is required (mitmproxy 12). .python-version makes pyenv's python3 pick it.
 $(STAMP): pyproject.toml setup.py app/relay/postgres/_fastlane.c app/relay/postgres/_answers.c
@@ -32,8 +32,18 @@ up: install
 	$(VENV)/bin/airlock init
 	$(VENV)/bin/airlock up
 
+# The tiers (README, "Running the tests"): tests/conftest.py marks what needs a server
+# (postgres, mariadb, sshd, chromium) or is slow (subprocess suites, property tests).
+QUICK := not slow and not postgres and not mariadb and not sshd and not chromium
+
 test: install
 	$(PY) -m pytest -q
+
+test-quick: $(STAMP)
+	$(PY) -m pytest -q -m "$(QUICK)"
+
+test-integration: install
+	$(PY) -m pytest -q -m "not ($(QUICK))"
 
 bench: install
 	$(PY) bench/run_all.py

@@ -1,7 +1,10 @@
-"""Shared fixtures: a migrated store on SQLite and on the real PostgreSQL server."""
+"""Shared fixtures: a migrated store on SQLite and on the real PostgreSQL server; and the
+markers that sort the tests into tiers (see README, "Running the tests")."""
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import shutil
 import uuid
 from contextlib import contextmanager
@@ -10,6 +13,7 @@ from typing import Iterator
 
 import psycopg
 import pytest
+from _pytest.mark.expression import Expression  # what `-m` itself evaluates
 from cryptography.fernet import Fernet
 from sqlalchemy import text
 
@@ -123,7 +127,86 @@ def pg_store(tmp_path, monkeypatch, pg_database) -> str:
     db.reset_engines()
 
 
-@pytest.fixture(params=["sqlite", "pg"])
+@pytest.fixture(params=["sqlite", pytest.param("pg", marks=pytest.mark.postgres)])
 def store(request) -> str:
     """A migrated, empty store: the test runs once on SQLite and once on PostgreSQL."""
     return request.getfixturevalue(f"{request.param}_store")
+
+
+# -- tiers ---------------------------------------------------------------------------
+# What a test needs is read from where it lives and which fixtures it uses, so a new test
+# is marked without anyone remembering to. The quick tier (make test-quick) leaves out
+# every marked test: what stays is the example tests of the pure modules and the gate,
+# on SQLite, in one process. A server a marker names is started only by marked tests.
+
+_SUITES = {  # tests/<path>: what every test in it needs
+    "integration/postgres/": ("postgres", "slow"),
+    "corpus/postgres/": ("postgres", "slow"),
+    "integration/multinode/": ("postgres", "slow"),
+    "integration/mysql/": ("mariadb", "slow"),
+    "corpus/mysql/": ("mariadb", "slow"),
+    "integration/ssh/": ("sshd", "slow"),
+    "corpus/ssh/": ("sshd", "slow"),
+    "browser/": ("chromium", "slow"),
+    # Subprocess suites (proxy, scheduler, portal, CLI, Slack worker) and their waits:
+    "integration/http/": ("slow",),
+    "integration/scheduler/": ("slow",),
+    "integration/slack/": ("slow",),
+    "integration/portal/": ("slow",),
+    "integration/campaigns/": ("slow",),
+    "integration/test_cli.py": ("slow",),
+    "integration/test_first_hour.py": ("slow",),
+    "integration/test_bus_wake.py": ("slow",),
+    "integration/test_identity_oidc.py": ("slow",),
+    "integration/test_identity_resilience.py": ("slow",),
+    "integration/test_wheel.py": ("slow",),  # builds a wheel, installs it in a new virtualenv
+}
+_FIXTURES = {  # a fixture: what a test that uses it (directly or through another) needs
+    "pg_database": "postgres",
+    "pg_store": "postgres",
+}
+_TESTS = Path(__file__).resolve().parent
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under `-m`, a suite none of whose tests can be selected is not even imported (the
+    quick tier would otherwise spend most of its time collecting what it leaves out)."""
+    expr = config.option.markexpr
+    if not expr:
+        return None
+    try:
+        rel = collection_path.resolve().relative_to(_TESTS).as_posix() + ("/" if collection_path.is_dir() else "")
+    except ValueError:
+        return None
+    marks = next((set(m) for path, m in _SUITES.items() if rel.startswith(path)), None)
+    if marks is None:
+        return None
+    compiled = Expression.compile(expr)
+    # A test may carry marks beyond its suite's: leave the suite out only if no such
+    # extra marks (of the names the expression uses) could select any of its tests.
+    names = set(re.findall(r"[A-Za-z_][\w.-]*", expr)) - {"and", "or", "not"} - marks
+    for n in range(len(names) + 1):
+        for extra in itertools.combinations(sorted(names), n):
+            have = marks | set(extra)
+            if compiled.evaluate(lambda name, **_kw: name in have):
+                return None
+    return True
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            rel = Path(str(item.path)).resolve().relative_to(_TESTS).as_posix()
+        except ValueError:
+            continue
+        for path, marks in _SUITES.items():
+            if rel.startswith(path):
+                for mark in marks:
+                    item.add_marker(mark)
+        for name in getattr(item, "fixturenames", ()):
+            if name in _FIXTURES:
+                item.add_marker(_FIXTURES[name])
+        # A property test (hypothesis) runs hundreds of examples; the example tests of the
+        # same module stay in the quick tier.
+        if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+            item.add_marker("slow")

@@ -9,6 +9,7 @@ import threading
 import uuid
 from datetime import datetime, timezone
 
+import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 from sqlalchemy import delete, select, update
 
@@ -214,6 +215,7 @@ def _process_worker(k: int, n: int, start) -> None:
             audit.append(s, f"process-{k}", "test.append", str(i), {"k": k, "i": i})
 
 
+@pytest.mark.slow  # two spawned processes
 def test_concurrent_appends_from_processes_keep_one_chain(store):
     ctx = multiprocessing.get_context("spawn")
     start = ctx.Barrier(2)

@@ -1,6 +1,7 @@
 import json
 import time
 
+import pytest
 from sqlalchemy import select, update
 
 from app import audit
@@ -83,7 +84,11 @@ def test_a_failed_flush_keeps_the_events_for_the_next_try(sqlite_store, monkeypa
     monkeypatch.setattr(recording, "_apply", flaky)
     session = rec.open(protocol="http", connection="api")
     session.event("input", {"x": 1})
-    time.sleep(1.0)
+    # The writer thread's own retry (the second call), not the flush at shutdown.
+    deadline = time.monotonic() + 10
+    while calls["n"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert calls["n"] >= 2, "the writer never tried again after the failed flush"
     rec.shutdown()
     with session_scope() as s:
         assert s.get(RecordedSession, session.id) is not None
@@ -167,6 +172,7 @@ def test_a_recording_the_writer_did_not_see_whole_is_digested_from_the_store(sql
     _sealed_digest_matches_the_store(session.id)
 
 
+@pytest.mark.slow  # a writer child process
 def test_the_writer_process_writes_flushes_and_survives_being_killed(store):
     from app.recording_writer import WriterProcess
 
@@ -196,6 +202,7 @@ def test_the_writer_process_writes_flushes_and_survives_being_killed(store):
     _sealed_digest_matches_the_store(session.id)
 
 
+@pytest.mark.slow  # a writer child process
 def test_the_writer_process_hands_back_what_the_store_refused(sqlite_store, tmp_path, monkeypatch):
     from app.recording_writer import WriterProcess
 
@@ -216,6 +223,7 @@ def _render_nothing_good(sql: str) -> dict:
     raise ValueError(sql)
 
 
+@pytest.mark.slow  # a writer child process
 def test_events_built_later_by_the_writer_are_stored_as_json_and_sealed(store):
     from app.recording_writer import WriterProcess
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import delete, select, update
 
 from app import audit
@@ -24,6 +25,7 @@ def _row(sid: str) -> RecordedSession:
         return s.get(RecordedSession, sid)
 
 
+@pytest.mark.slow  # a writer child process
 def test_the_writer_child_seals_its_open_sessions_when_its_parent_dies(store):
     from app.recording_writer import WriterProcess
 
@@ -50,6 +52,7 @@ def test_the_writer_child_seals_its_open_sessions_when_its_parent_dies(store):
     rec.shutdown()
 
 
+@pytest.mark.slow  # a writer child process
 def test_a_clean_stop_says_goodbye_and_seals_nothing(store):
     from app.recording_writer import WriterProcess
 
@@ -95,11 +98,16 @@ def test_a_recorder_heartbeats_its_lease(sqlite_store, monkeypatch):
     rec = Recorder(flush_seconds=0.05)
     rec._beat_every, rec._next_beat = 0.1, 0.0
     rec.flush()
-    with session_scope() as s:
-        first = s.get(RecordingOwner, rec.owner.owner).heartbeat_at
-    time.sleep(0.5)
-    with session_scope() as s:
-        assert s.get(RecordingOwner, rec.owner.owner).heartbeat_at > first
+
+    def beat():
+        with session_scope() as s:
+            return s.get(RecordingOwner, rec.owner.owner).heartbeat_at
+
+    first = beat()
+    deadline = time.monotonic() + 10  # every 0.1 s; polled, as the machine may be slow
+    while beat() <= first and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert beat() > first
     rec.shutdown()
 
 

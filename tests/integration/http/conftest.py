@@ -7,11 +7,14 @@ store start their own proxy with `start_proxy`.
 """
 from __future__ import annotations
 
+import re
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -151,6 +154,28 @@ class Proxy:
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
 
+    def log_size(self) -> int:
+        return self.log.stat().st_size if self.log.exists() else 0
+
+    def check(self, since: int, when: str) -> None:
+        """Fail with the proxy's own words if it exited, or one of its workers died (the
+        parent restarts it, but the flows that worker held are gone), since byte `since`
+        of its log: every later test would otherwise fail with connection errors that
+        do not say why."""
+        code = self.proc.poll()
+        with open(self.log, "rb") as f:
+            f.seek(since)
+            new = f.read().decode(errors="replace")
+        if code is not None:
+            pytest.fail(f"the shared proxy exited with status {code} {when}; its log ends:\n{self.tail()}",
+                        pytrace=False)
+        if WORKER_DIED.search(new):
+            pytest.fail(f"a worker of the shared proxy died {when}; its log from then:\n{new[-4000:]}",
+                        pytrace=False)
+
+
+WORKER_DIED = re.compile(r"proxy worker \d+ (ended|failed)")  # app/relay/workers.py
+
 
 def start_proxy(env: dict[str, str], log: Path, attempts: int = 3) -> Proxy:
     """`airlock proxy` in a subprocess on a free port (retried if another suite takes it)."""
@@ -233,6 +258,45 @@ def proxy(world, tmp_path_factory) -> Proxy:
     p = start_proxy(world.env, tmp_path_factory.mktemp("proxy-log") / "proxy.log")
     yield p
     stop_proxy(p)
+
+
+@pytest.fixture(autouse=True)
+def _proxy_alive(request):
+    """Every test of the shared proxy starts with it alive and leaves it so: a test that
+    kills it fails, naming the cause; the tests after it fail at once with the same."""
+    if "proxy" not in request.fixturenames:
+        yield
+        return
+    proxy = request.getfixturevalue("proxy")
+    since = proxy.log_size()
+    proxy.check(since, "before this test")  # a worker that died earlier was reported then
+    yield
+    proxy.check(since, "during this test")
+
+
+def _store_problem(env: dict[str, str]) -> str | None:
+    """What SQLite's quick_check finds wrong with the suite's store, or None."""
+    path = env["AIRLOCK_DATABASE_URL"].removeprefix("sqlite:///")
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as conn:
+            rows = [r[0] for r in conn.execute("PRAGMA quick_check")]
+    except sqlite3.DatabaseError as exc:  # too broken to check ("database disk image is malformed")
+        return str(exc)
+    return None if rows == ["ok"] else "\n".join(rows[:10])
+
+
+@pytest.fixture(autouse=True)
+def _store_intact(world):
+    """The suite's store is shared by every proxy it starts: a test after which it is
+    corrupt fails, naming the cause, instead of the shared proxy answering 503 (as it
+    must) to every later test."""
+    problem = _store_problem(world.env)
+    if problem:
+        pytest.fail(f"the suite's store was corrupt before this test:\n{problem}", pytrace=False)
+    yield
+    problem = _store_problem(world.env)
+    if problem:
+        pytest.fail(f"the suite's store is corrupt after this test:\n{problem}", pytrace=False)
 
 
 @pytest.fixture

@@ -99,6 +99,19 @@ def test_the_rejection_reason_reaches_the_agent(proxy, world, agent, api):
     assert "tested" in body["message"]
 
 
+def _a_later_approval_goes_through(proxy, world, agent, api) -> None:
+    """The positive signal to wait for before asserting that an approval released nothing:
+    a request held after that approval, and approved after it, has reached the upstream.
+    A flow still waiting on the first approval would have woken to it before the second
+    request was even held (every worker follows the store's decisions as they come)."""
+    path = f"/deploy/later-{_unique()}"
+    thread, result = in_thread(lambda: proxy.httpx(agent).post(f"{api}{path}", json={"version": "later"}))
+    _approve(wait_for_review(path).id)
+    thread.join(60)
+    assert result.get("response") is not None and result["response"].status_code == 200, result
+    assert len(world.upstream.requests_to(path)) == 1
+
+
 def _wait_gone(review_id: int, timeout: float = 15) -> Review:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -126,7 +139,7 @@ def test_a_held_request_whose_client_left_is_withdrawn_and_its_approval_unused(p
         if curl.poll() is None:
             curl.kill()
     _approve(review.id)
-    time.sleep(0.5)  # a withdrawn flow that ran anyway would reach the upstream by now
+    _a_later_approval_goes_through(proxy, world, agent, api)
     assert world.upstream.requests_to(path) == []
     assert _review(review.id).consumed_at is None
     with session_scope() as s:

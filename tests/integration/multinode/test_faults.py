@@ -82,7 +82,13 @@ def test_a_relay_worker_killed_with_a_held_statement_lets_nothing_through(cluste
     # The approval arrives after its client has gone: the statement is never run.
     status, body = cluster.api(portal_b, "POST", f"/reviews/{review_id}/vote", body={"decision": "approve"})
     assert status == 200, body
-    time.sleep(1.0)
+    # The positive signal first: a statement held after that approval, and approved after
+    # it, has run; had anything still waited on the first approval, it would have woken sooner.
+    later, later_result, later_id = held_statement(bystander, "DELETE FROM orders WHERE id = 22")
+    status, body = cluster.api(portal_b, "POST", f"/reviews/{later_id}/vote", body={"decision": "approve"})
+    assert status == 200, body
+    later.join(20)
+    assert later_result.get("rowcount") == 1, later_result
     assert _orders(cluster, 21) == 1
     sealed = _wait(lambda: _ended("mn-killed"))
     assert sealed, "the killed worker's session was not sealed"

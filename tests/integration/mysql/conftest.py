@@ -7,29 +7,21 @@ Session fixtures:
 """
 from __future__ import annotations
 
-import json
-import os
-import re
 import secrets
+import socket
 import ssl
 import subprocess
-import sys
-import threading
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
-from pathlib import Path
+from functools import partial
 
 import pymysql
 import pytest
 
-from app.db import session_scope
-from app.identity import issue_token
-from app.inventory import apply_policy
-from app.policy import load_policy
-from tests.conftest import suite_store, use_store
+from tests.conftest import suite_store
+from tests.support import relay as support
+from tests.support.relay import ROOT, Relay, _store, stop_relay, wait_for  # noqa: F401 - fixtures and the suite's API
 
-ROOT = Path(__file__).resolve().parents[3]
 ADMIN = dict(host="127.0.0.1", port=3306, user="root", password="")
 
 POLICY = """
@@ -109,18 +101,6 @@ class Target:
 
 
 @dataclass
-class Relay:
-    host: str
-    port: int
-    proc: subprocess.Popen
-    env: dict[str, str]
-    log: list[str] = field(default_factory=list)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-
-@dataclass
 class World:
     env: dict[str, str]
     target: Target
@@ -150,50 +130,19 @@ def target() -> Target:
 @pytest.fixture(scope="session")
 def world(tmp_path_factory, sqlite_template, target) -> World:
     with suite_store(tmp_path_factory.mktemp("myrelay"), sqlite_template) as env:
-        policy = POLICY.format(db=target.db, user=target.user)
-        tokens, ids = {}, {}
-        with session_scope() as s:
-            apply_policy(s, load_policy(policy), actor="test", environ={"MY_PASSWORD": target.password})
-            for name in ("agent", "stranger", "revokee", "leaver"):
-                issued = issue_token(s, name, timedelta(hours=2))
-                tokens[name], ids[name] = issued.token, issued.id
+        tokens, ids = support.seed(POLICY.format(db=target.db, user=target.user), {"MY_PASSWORD": target.password},
+                                   ("agent", "stranger", "revokee", "leaver"))
         yield World(env, target, tokens, ids)
 
 
-@pytest.fixture(autouse=True)
-def _store(request):
-    if "world" in request.fixturenames or "relay" in request.fixturenames:
-        use_store(request.getfixturevalue("world").env)
-    yield
-
-
 def start_relay(world: World, **extra: str) -> Relay:
-    full = {**os.environ, **world.env, "AIRLOCK_POSTGRES_PORT": "0", "AIRLOCK_MYSQL_PORT": "0", "AIRLOCK_SSH_PORT": "0",
-            "AIRLOCK_RELAY_WORKERS": "1", **extra}
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "relay"], cwd=ROOT, env=full,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    relay = Relay("127.0.0.1", 0, proc, full)
-    ready = threading.Event()
-
-    def drain() -> None:
-        for line in proc.stderr:
-            relay.log.append(line.rstrip())
-            m = re.search(r"mysql relay listening on \S+:(\d+)", line)
-            if m:
-                relay.port = int(m.group(1))
-                ready.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    if not ready.wait(30):
-        proc.kill()
-        pytest.fail("the relay did not start:\n" + "\n".join(relay.log[-30:]))
+    relay = support.start_relay("mysql", world.env, **{"AIRLOCK_RELAY_WORKERS": "1", **extra})
     _wait_accepting(relay)
     return relay
 
 
 def _wait_accepting(relay: Relay) -> None:
-    import socket
-
+    """The listener is bound before the relay says so; wait for its server greeting."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -202,23 +151,12 @@ def _wait_accepting(relay: Relay) -> None:
                     return
         except OSError:
             time.sleep(0.05)
-    pytest.fail("the mysql relay does not answer:\n" + "\n".join(relay.log[-30:]))
-
-
-def stop_relay(relay: Relay) -> None:
-    if relay.alive():
-        relay.proc.terminate()
-        try:
-            relay.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            relay.proc.kill()
+    pytest.fail("the mysql relay does not answer:\n" + relay.tail())
 
 
 @pytest.fixture(scope="session")
 def relay(world) -> Relay:
-    r = start_relay(world)
-    yield r
-    stop_relay(r)
+    yield from support.running(start_relay(world))
 
 
 def client_tls() -> ssl.SSLContext:
@@ -248,24 +186,4 @@ def _mariadb_client() -> bool:
     return "MariaDB" in out
 
 
-def events(session_filter=None):
-    """All recorded events of mysql sessions, oldest first, as (session, kind, data)."""
-    from sqlalchemy import select
-
-    from app.models import RecordedSession, SessionEvent
-
-    with session_scope() as s:
-        rows = s.execute(select(RecordedSession, SessionEvent)
-                         .join(SessionEvent, SessionEvent.session_id == RecordedSession.id)
-                         .where(RecordedSession.protocol == "mysql")
-                         .order_by(RecordedSession.started_at, SessionEvent.seq)).all()
-        return [(r, e.kind, json.loads(e.data)) for r, e in rows if session_filter is None or session_filter(r)]
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
+events = partial(support.events, "mysql")

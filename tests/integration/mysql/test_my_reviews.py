@@ -119,5 +119,9 @@ def test_client_that_leaves_while_held_withdraws(relay, world):
         gone = wait_for(lambda: s.get(Review, review.id, populate_existing=True).requester_gone_at, timeout=15)
     assert gone is not None
     vote_elsewhere(relay.env, review.id, "approve")  # approved after the fact: nothing may run
-    time.sleep(1)
+    # The positive signal first: a statement held after that approval, and approved after
+    # it, has run; one still waiting on the first approval would have woken to it sooner.
+    later, cur, _ = held(relay, world, "INSERT INTO orders VALUES (103, 'approved later')", "approve")
+    later.close()
+    assert not isinstance(cur, Exception) and cur.rowcount == 1, cur
     assert count(world, "SELECT COUNT(*) FROM orders WHERE id = 3") == 1

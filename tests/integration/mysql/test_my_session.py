@@ -7,7 +7,7 @@ import decimal
 import pymysql
 import pytest
 
-from .conftest import connect, mysql_cli
+from .conftest import connect, mysql_cli, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -188,9 +188,19 @@ def test_revoked_token_stops_working_in_an_open_session(relay, world):
     conn.close()
 
 
-def test_revoked_grant_ends_an_open_session(relay, world):
-    import time
+def _ended_session(service_account: str):
+    from sqlalchemy import select
 
+    from app.db import session_scope
+    from app.models import RecordedSession
+
+    with session_scope() as s:
+        return s.scalars(select(RecordedSession.id).where(RecordedSession.protocol == "mysql",
+                                                          RecordedSession.service_account == service_account,
+                                                          RecordedSession.ended_at.is_not(None))).first()
+
+
+def test_revoked_grant_ends_an_open_session(relay, world):
     from sqlalchemy import select
 
     from app.campaigns import decisions
@@ -203,7 +213,9 @@ def test_revoked_grant_ends_an_open_session(relay, world):
     with session_scope() as s:
         grant = s.scalars(select(Grant.id).where(Grant.service_account.has(name="leaver"))).one()
         decisions.take_grant(s, grant, actor="test", reason="left the team", now=utcnow())
-    time.sleep(1.5)  # idle: the relay closes the session itself within a second
+    # Idle: the relay closes the session itself (within a second); its recording ends then.
+    ended = wait_for(lambda: _ended_session("leaver"), timeout=15)
+    assert ended, "the relay did not end the idle session of the revoked grant"
     with pytest.raises(pymysql.err.MySQLError) as err:
         cur.execute("SELECT 1")
     # the relay's parting error, or the closed connection; not the gate's answer to a statement

@@ -13,28 +13,22 @@ from __future__ import annotations
 
 import fcntl
 import os
-import re
 import secrets
 import subprocess
-import sys
-import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from app.db import session_scope
-from app.identity import issue_token
-from app.inventory import apply_policy
-from app.policy import load_policy
-from tests.conftest import suite_store, use_store
+from tests.conftest import suite_store
+from tests.support import relay as support
+from tests.support.relay import ROOT, Relay, _store, stop_relay, wait_for  # noqa: F401 - fixtures and the suite's API
 
 ADMIN_DSN = os.environ.get("AIRLOCK_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
-ROOT = Path(__file__).resolve().parents[3]
 HBA_LOCK = "/tmp/airlock-relay-tests-pg_hba.lock"
 
 POLICY = """
@@ -116,18 +110,6 @@ class Target:
 
     def admin(self, dbname: str | None = None) -> psycopg.Connection:
         return psycopg.connect(f"{ADMIN_DSN} dbname={dbname or self.db}", autocommit=True)
-
-
-@dataclass
-class Relay:
-    host: str
-    port: int
-    proc: subprocess.Popen
-    env: dict[str, str]
-    log: list[str] = field(default_factory=list)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
 
 
 @dataclass
@@ -222,69 +204,25 @@ def _wait_for_password_auth(role: str) -> None:
 # -- the store and the relay ------------------------------------------------------
 
 
-_use = use_store
-
-
 @pytest.fixture(scope="session")
 def world(tmp_path_factory, sqlite_template, target) -> World:
     with suite_store(tmp_path_factory.mktemp("pgrelay"), sqlite_template) as env:
-        policy = POLICY.format(db=target.db, **target.roles)
         secrets_env = {f"PG_{k.upper()}_PASSWORD": v for k, v in target.passwords.items()}
-        tokens, ids = {}, {}
-        with session_scope() as s:
-            apply_policy(s, load_policy(policy), actor="test", environ=secrets_env)
-            for name in ("agent", "stranger", "revokee"):
-                issued = issue_token(s, name, timedelta(hours=2))
-                tokens[name], ids[name] = issued.token, issued.id
+        tokens, ids = support.seed(POLICY.format(db=target.db, **target.roles), secrets_env,
+                                   ("agent", "stranger", "revokee"))
         yield World(env, target, tokens, ids)
 
 
-@pytest.fixture(autouse=True)
-def _store(request):
-    if "world" in request.fixturenames or "relay" in request.fixturenames:
-        _use(request.getfixturevalue("world").env)
-    yield
-
-
 def start_relay(world: World, **extra: str) -> Relay:
-    """`airlock relay` for `world`'s target, in a subprocess on a free port, with its fast
-    lane or without as the target's tests run; its log is kept for failures."""
-    full = {**os.environ, **world.env, "AIRLOCK_POSTGRES_PORT": "0", "AIRLOCK_SSH_PORT": "0", "AIRLOCK_MYSQL_PORT": "0",
-            "AIRLOCK_RELAY_FASTLANE": "1" if world.target.lane else "0", **extra}
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "relay"], cwd=ROOT, env=full,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    relay = Relay("127.0.0.1", 0, proc, full)
-    ready = threading.Event()
-
-    def drain() -> None:
-        for line in proc.stderr:
-            relay.log.append(line.rstrip())
-            m = re.search(r"postgres relay listening on \S+:(\d+)", line)
-            if m:
-                relay.port = int(m.group(1))
-                ready.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    if not ready.wait(30):
-        proc.kill()
-        pytest.fail("the relay did not start:\n" + "\n".join(relay.log[-30:]))
-    return relay
-
-
-def stop_relay(relay: Relay) -> None:
-    if relay.alive():
-        relay.proc.terminate()
-        try:
-            relay.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            relay.proc.kill()
+    """`airlock relay` for `world`'s target, with its fast lane or without as the
+    target's tests run."""
+    lane = {"AIRLOCK_RELAY_FASTLANE": "1" if world.target.lane else "0"}
+    return support.start_relay("postgres", world.env, **{**lane, **extra})
 
 
 @pytest.fixture(scope="session")
 def relay(world) -> Relay:
-    r = start_relay(world)
-    yield r
-    stop_relay(r)
+    yield from support.running(start_relay(world))
 
 
 @pytest.fixture
@@ -306,29 +244,7 @@ def psql(relay: Relay, token: str, *args: str, connection: str = "app", sslmode:
     return subprocess.run(cmd, env=env, capture_output=True, text=True, input=input, timeout=timeout)
 
 
-def events(session_filter=None):
-    """All recorded events of postgres sessions, oldest first, as (session, kind, data)."""
-    import json
-
-    from sqlalchemy import select
-
-    from app.models import RecordedSession, SessionEvent
-
-    with session_scope() as s:
-        rows = s.execute(select(RecordedSession, SessionEvent)
-                         .join(SessionEvent, SessionEvent.session_id == RecordedSession.id)
-                         .where(RecordedSession.protocol == "postgres")
-                         .order_by(RecordedSession.started_at, SessionEvent.seq)).all()
-        return [(r, e.kind, json.loads(e.data)) for r, e in rows if session_filter is None or session_filter(r)]
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
+events = partial(support.events, "postgres")
 
 
 def target_rows(target: Target, sql: str) -> list[tuple]:

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import threading
-import time
 
 import psycopg
 import pytest
@@ -112,6 +111,26 @@ def test_the_rejection_reason_is_in_the_error_detail(relay, agent, world):
     held.conn.close()
 
 
+def _a_later_approval_goes_through(relay, agent: str, row: int) -> None:
+    """The positive signal to wait for before asserting that an approval released nothing:
+    a statement held after that approval, and approved after it, has run. A statement
+    still waiting on the first approval would have woken to it before the second was
+    even held (the relay follows the store's decisions as they come)."""
+    done: dict = {}
+
+    def run() -> None:
+        with psycopg.connect(dsn(relay, agent), autocommit=True) as conn:
+            done["rows"] = conn.execute(f"INSERT INTO orders VALUES ({row}, 'approved later')").rowcount
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    review = wait_for(lambda: _latest_review(f"VALUES ({row},"), timeout=20)
+    assert review is not None, "the later statement was not held"
+    _approve(review.id)
+    thread.join(60)
+    assert done.get("rows") == 1, "the later, approved statement did not run"
+
+
 def _wait_gone(review_id: int) -> Review:
     review = wait_for(lambda: (r := _review(review_id)).requester_gone_at is not None and r, timeout=15)
     assert review, f"review {review_id} was not marked requester-gone"
@@ -134,7 +153,7 @@ def test_a_killed_psql_statement_never_runs_after_approval(relay, agent, world):
         if proc.poll() is None:
             proc.kill()
     _approve(review.id)
-    time.sleep(1.5)  # a statement released by the approval would have run by now
+    _a_later_approval_goes_through(relay, agent, row + 100)
     assert target_rows(world.target, f"SELECT count(*) FROM orders WHERE id = {row}") == [(0,)]
     assert _review(review.id).consumed_at is None
     with session_scope() as s:
@@ -162,7 +181,7 @@ def test_a_cancel_request_withdraws_the_held_statement(relay, agent, world):
     assert isinstance(result.get("error"), errors.QueryCanceled), result
     assert _wait_gone(review_id).status == "pending"
     _approve(review_id)
-    time.sleep(1.0)
+    _a_later_approval_goes_through(relay, agent, row + 100)
     assert target_rows(world.target, f"SELECT count(*) FROM orders WHERE id = {row}") == [(0,)]
     assert _review(review_id).consumed_at is None
     # The session carries on; the approval is still there for an identical retry.

@@ -25,7 +25,10 @@ def _leading(schedulers):
 
 def test_second_scheduler_stands_by_and_takes_over_after_sigkill(schedulers):
     a, b = _leading(schedulers)
-    time.sleep(4 * HEARTBEAT)
+    # The standby's chances to run (one lock try a heartbeat) are counted in the leader's
+    # runs, not in a sleep a loaded machine may not give either process any time in.
+    before = schedulers.runs_by(a)
+    wait_for("the leader to run six more jobs", lambda: schedulers.runs_by(a) >= before + 6)
     assert schedulers.runs_by(b) == 0, "the standby ran jobs while the leader held the lock"
     os.killpg(a.pid, signal.SIGKILL)
     killed = time.time()
@@ -45,7 +48,7 @@ def test_hung_leader_loses_the_lock_and_stops_running_jobs_when_it_wakes(pg_sche
     os.killpg(a.pid, signal.SIGCONT)
     woke = time.time()
     wait_for("the woken leader to step down", lambda: "lost the scheduler lock" in a.output())
-    time.sleep(6 * HEARTBEAT)
+    wait_for("the new leader to run on past the old one's wake", lambda: s.runs_by(b, after=woke + 4 * HEARTBEAT) >= 2)
     assert a.popen.poll() is None, a.output()
     assert s.runs_by(a, after=woke) == 0, "the woken leader ran a job after losing the lock"
     assert leaders_in_order(s.runs()) == [a.pid, b.pid]
@@ -61,7 +64,8 @@ def test_leader_whose_lock_session_is_killed_stops_at_once(pg_schedulers):
     assert holder is not None
     blip.run(0, only=holder)
     wait_for("the leader to notice", lambda: "lost the scheduler lock" in a.output())
-    time.sleep(10 * HEARTBEAT)
+    noticed = time.time()
+    wait_for("ten job runs after", lambda: len([1 for at, _ in s.runs() if at > noticed]) >= 10)
     order = leaders_in_order(s.runs())
     # Either the standby took over, or the old leader won the lock back; never both at once.
     assert order in ([a.pid], [a.pid, b.pid]), (order, a.pid, b.pid)
@@ -77,7 +81,7 @@ def test_store_blip_leaves_exactly_one_scheduler_and_the_standby_alive(pg_schedu
     blip.run(BLIP_SECONDS)
     ended = time.time()
     wait_for("a scheduler to run jobs again", lambda: len([1 for at, _ in s.runs() if at > ended]) >= 3)
-    time.sleep(8 * HEARTBEAT)
+    wait_for("eight more job runs", lambda: len([1 for at, _ in s.runs() if at > ended]) >= 11)
     assert a.popen.poll() is None, a.output()
     assert b.popen.poll() is None, b.output()
     for p in (a, b):  # jobs may fail in the blip; the scheduler's own threads must not

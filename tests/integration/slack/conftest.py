@@ -1,6 +1,7 @@
 """Slack tests: a fake Slack Web API on a free port, the real Flask endpoint, a real store."""
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Callable
 
@@ -48,9 +49,24 @@ def _quiesce() -> None:
             if not outbox._kick_state["running"]:
                 break
         time.sleep(0.02)
-    pool = outbox._executor
-    if pool is not None:
-        pool.submit(lambda: None).result(timeout=10)
+    background_idle()
+
+
+def background_idle(timeout: float = 10.0) -> None:
+    """Return once all Slack background work submitted before the call has finished: the
+    positive signal a test waits for before asserting that a request did *not* vote.
+
+    One barrier task per executor thread: the queue is first in, first out, so they can
+    all be running together only when every earlier task has ended."""
+    pool = outbox.executor()
+    threads = pool._max_workers  # ThreadPoolExecutor keeps no public count
+    barrier = threading.Barrier(threads + 1)
+    for _ in range(threads):
+        pool.submit(barrier.wait, timeout)
+    try:
+        barrier.wait(timeout)
+    except threading.BrokenBarrierError:
+        raise AssertionError(f"Slack background work still running after {timeout} s") from None
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from app.models import AuditEntry, FingerprintApproval, Review, User, Vote
 from app.types import Operation
 from tests.integration.portal.held import HeldClient, decide, sql_op
 from tests.integration.slack import scenario as sc
+from tests.integration.slack.conftest import background_idle
 
 UPDATE = "UPDATE invoices SET paid = true WHERE id = 7"
 
@@ -138,7 +139,7 @@ def test_double_clicks_count_once(client, slack_env, settle):
     for _ in range(3):
         assert sc.post_payload(client, payload).status_code == 200
     settle(lambda: "1 of 2" in _shown(fake, channel, ts), what="one approval shown")
-    time.sleep(0.3)  # let every background click finish
+    background_idle()  # every click's background work has ended
     assert _votes(rid) == [("dave@example.com", "approve", None, "slack")]
     assert _hook_texts(fake) == []  # a repeated identical vote is not an error
     with session_scope() as s:

@@ -10,27 +10,19 @@ Session fixtures:
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
-import threading
 import time
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from app.db import session_scope
-from app.identity import issue_token
-from app.inventory import apply_policy
-from app.policy import load_policy
-from tests.conftest import suite_store, use_store
-
-ROOT = Path(__file__).resolve().parents[3]
+from tests.conftest import suite_store
+from tests.support import relay as support
+from tests.support.relay import ROOT, Relay, _store, free_port, stop_relay, wait_for  # noqa: F401 - the suite's API
 
 POLICY = """
 version: 1
@@ -91,12 +83,6 @@ rules:
     action: deny
     message: secrets stay on the box
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def keygen(path: Path, kind: str = "ed25519") -> str:
@@ -187,52 +173,13 @@ def world(tmp_path_factory, sqlite_template, sshd) -> World:
     wrong = keygen(d / "wrong_host_key")
     with suite_store(d, sqlite_template) as env:
         policy = POLICY.format(user=TARGET_USER, port=sshd.port, host_key=sshd.host_key, wrong_host_key=wrong, agent_key=agent_pub)
-        with session_scope() as s:
-            apply_policy(s, load_policy(policy), actor="test",
-                         environ={"SSH_TARGET_KEY": sshd.client_key.read_text()})
-            tokens = {name: issue_token(s, name, timedelta(hours=2)).token for name in ("agent", "ci", "stranger", "leaver")}
+        tokens, _ = support.seed(policy, {"SSH_TARGET_KEY": sshd.client_key.read_text()},
+                                 ("agent", "ci", "stranger", "leaver"))
         yield World(env, sshd, tokens, d / "agent_key", d)
 
 
-@pytest.fixture(autouse=True)
-def _store(request):
-    if "world" in request.fixturenames or "relay" in request.fixturenames:
-        use_store(request.getfixturevalue("world").env)
-    yield
-
-
-@dataclass
-class Relay:
-    port: int
-    proc: subprocess.Popen
-    env: dict[str, str]
-    known_hosts: Path
-    log: list[str] = field(default_factory=list)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-
 def start_relay(world: World, **extra: str) -> Relay:
-    full = {**os.environ, **world.env, "AIRLOCK_POSTGRES_PORT": "0", "AIRLOCK_SSH_PORT": "0", "AIRLOCK_MYSQL_PORT": "0",
-            "AIRLOCK_RELAY_WORKERS": "1", **extra}
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "relay"], cwd=ROOT, env=full,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    relay = Relay(0, proc, full, world.dir / "known_hosts")
-    ready = threading.Event()
-
-    def drain() -> None:
-        for line in proc.stderr:
-            relay.log.append(line.rstrip())
-            m = re.search(r"ssh relay listening on \S+:(\d+)", line)
-            if m:
-                relay.port = int(m.group(1))
-                ready.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    if not ready.wait(30):
-        proc.kill()
-        pytest.fail("the relay did not start:\n" + "\n".join(relay.log[-30:]))
+    relay = support.start_relay("ssh", world.env, **{"AIRLOCK_RELAY_WORKERS": "1", **extra})
     # Pin the relay's host key as a runtime would (the fingerprint `airlock init` prints).
     pub = (Path(world.env["AIRLOCK_HOME"]) / "ssh" / "ssh_host_ed25519_key.pub").read_text().split()
     relay.known_hosts = world.dir / f"known_hosts-{relay.port}"  # one per relay: tests start extra ones
@@ -240,20 +187,9 @@ def start_relay(world: World, **extra: str) -> Relay:
     return relay
 
 
-def stop_relay(relay: Relay) -> None:
-    if relay.alive():
-        relay.proc.terminate()
-        try:
-            relay.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            relay.proc.kill()
-
-
 @pytest.fixture(scope="session")
 def relay(world) -> Relay:
-    r = start_relay(world)
-    yield r
-    stop_relay(r)
+    yield from support.running(start_relay(world))
 
 
 def ssh_args(relay: Relay, connection: str = "box", *, key: Path | None = None, tty: bool = False,
@@ -284,27 +220,7 @@ def ssh(relay: Relay, command: str | None, token: str | None = None, *, connecti
 
 
 def events(protocol: str = "ssh"):
-    import json
-
-    from sqlalchemy import select
-
-    from app.models import RecordedSession, SessionEvent
-
-    with session_scope() as s:
-        rows = s.execute(select(RecordedSession, SessionEvent)
-                         .join(SessionEvent, SessionEvent.session_id == RecordedSession.id)
-                         .where(RecordedSession.protocol == protocol)
-                         .order_by(RecordedSession.started_at, SessionEvent.seq)).all()
-        return [(r, e.kind, json.loads(e.data)) for r, e in rows]
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
+    return support.events(protocol)
 
 
 if shutil.which("sshpass") is None:  # .ci/run installs it; without it the token tests cannot run
