@@ -136,6 +136,14 @@ class PostgresLease:
 
     def release(self) -> None:
         with self._lock:
+            # Unlock first: closing alone leaves the hand-over to the server's backend exit,
+            # which a standby asking at once can beat (and then wait a whole retry).
+            if self._held and self._conn is not None and not self._conn.closed:
+                try:
+                    with deadline(self._conn, self.lease):
+                        self._conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+                except Exception:  # the close below ends the session, and the lock with it
+                    pass
             self._drop()
 
     def _drop(self) -> None:
