@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+from playwright.sync_api import expect
+
 from app.db import session_scope
 from app.models import utcnow
 from app.changes import add_grant
@@ -30,9 +32,9 @@ def test_ssh_session_replays_in_the_terminal_player(page, scenario):
     page.goto(f"/sessions/{scenario.ssh_session}?autoplay=1&speed=8")
     terminal = page.locator("#player .ap-term")
     terminal.wait_for()
-    page.wait_for_function(
-        "document.querySelector('#player .ap-term') && "
-        "document.querySelector('#player .ap-term').innerText.includes('deploy-finished-ok')", timeout=15_000)
+    # A locator wait, not wait_for_function: the portal's CSP forbids eval, which
+    # wait_for_function's polling needs whenever its first look comes back false.
+    expect(terminal).to_contain_text("deploy-finished-ok", timeout=15_000)
     text = terminal.inner_text()
     assert "systemctl status api" in text and "denied by rule no-rm-rf" in text
     assert "deny" in page.inner_text("main table")
