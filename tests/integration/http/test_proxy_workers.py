@@ -16,7 +16,9 @@ from app.db import session_scope
 from app.models import RecordedSession
 from app.recording_seal import ABNORMAL
 
+from .clients import basic, tunnel_tls
 from .conftest import start_proxy, stop_proxy
+from .rawhttp import read_reply
 
 
 @pytest.fixture
@@ -80,14 +82,23 @@ def test_a_killed_worker_lets_nothing_through_and_its_session_is_sealed(two_work
     from app.models import utcnow
 
     since = utcnow()
-    client = two_workers.httpx(agent)
-    assert client.get(f"{api}/killed/before").status_code == 200
-    owners = _wait(lambda: _owners(since))
-    (sid, owner), = owners.items()
-    os.kill(int(owner.split(":")[1]), signal.SIGKILL)
-    with pytest.raises(httpx.HTTPError):
-        client.get(f"{api}/killed/after")
-    client.close()
+    # A raw tunnel, not an httpx client: httpx's pool would notice the dead connection and
+    # open a new tunnel through the other worker, which is allowed and not what this tests.
+    host = f"localhost:{world.upstream.port}"
+    tls = tunnel_tls(two_workers.port, two_workers.ca, "localhost", world.upstream.port, basic("agent", agent))
+    tls.settimeout(20)
+    with tls:
+        tls.sendall(f"GET /killed/before HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        assert read_reply(tls).status == 200
+        owners = _wait(lambda: _owners(since))
+        (sid, owner), = owners.items()
+        os.kill(int(owner.split(":")[1]), signal.SIGKILL)
+        try:  # the same tunnel, its worker gone: no answer at all
+            tls.sendall(f"GET /killed/after HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            status = read_reply(tls).status
+        except OSError:  # reset, or a TLS error: the connection is dead
+            status = 0
+    assert status == 0
     assert not world.upstream.requests_to("/killed/after")
     sealed = _wait(lambda: (r := _session(sid)) is not None and r.ended_at is not None and r)
     assert sealed and sealed.meta["ended"] == ABNORMAL and sealed.digest
