@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from abc import ABC, abstractmethod
 from typing import Any
 
 from .config import RelayConfig, relay_config
@@ -16,7 +17,7 @@ from .workers import WorkerLink
 log = logging.getLogger(__name__)
 
 
-class Listener:
+class Listener(ABC):
     protocol = ""
 
     def __init__(self, cfg: RelayConfig | None = None, link: WorkerLink | None = None) -> None:
@@ -65,9 +66,10 @@ class Listener:
         finally:
             self.link.session_opened(-1)
 
+    @abstractmethod
     async def connection(self, sock: socket.socket, addr) -> None:
         """Serve one accepted (non-blocking) socket until its session ends."""
-        raise NotImplementedError
+        ...
 
     def shutdown_sessions(self) -> None:
         for session in list(self.sessions.values()):

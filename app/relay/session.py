@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from abc import ABC, abstractmethod
 from typing import Callable, Iterable, Protocol
 
 from app.gate import Gate, Unavailable, get_gate
@@ -122,7 +123,7 @@ class GrantWatcher:
                 session.grant_gone()
 
 
-class RelaySession:
+class RelaySession(ABC):
     """Identity, token re-check, run id and recording of one session. A protocol fills in
     how it tells its client that the session ends (`refuse_token`, `grant_gone`) and how
     the checker watches its client during a hold (`client_gone`, `watch_client`)."""
@@ -184,18 +185,23 @@ class RelaySession:
 
     # -- what each protocol says in its own words ------------------------------------
 
+    @abstractmethod
     def refuse_token(self, reason: str, *, expired: bool) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def grant_gone(self) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def client_gone(self) -> bool:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def watch_client(self, on_lost: Callable[[object], None]) -> None:
         """Call `on_lost` once the client has left (the checker withdraws a hold)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def shutdown(self) -> None:
-        raise NotImplementedError
+        ...

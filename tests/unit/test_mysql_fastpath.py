@@ -1,5 +1,5 @@
 """The MySQL relay's fast path, its pure parts: which texts share a remembered shape
-(app/relay/mysql/shapes.py) and the walk over a plain answer (app/relay/mysql/plain.py)."""
+(app/sql/mysql_shapes.py, app/gate/session_shapes.py) and the walk over a plain answer (app/relay/mysql/plain.py)."""
 from __future__ import annotations
 
 import struct
@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from app.relay.mysql import plain, wire
-from app.relay.mysql.shapes import shape_of
+from app.sql.mysql_shapes import shape_of
 
 
 @pytest.mark.parametrize("a, b", [

@@ -24,7 +24,7 @@ from . import lane as fast_lane
 from . import plain, rows, wire
 from .front import LoginRefused
 from .params import Prepared, parse_execute
-from .shapes import AllowedShapes
+from app.gate.session_shapes import SessionShapes
 
 log = logging.getLogger(__name__)
 _UTF8 = ("utf8", "utf8mb3", "utf8mb4")
@@ -42,7 +42,7 @@ class Commands:
         self.limit = session.cfg.max_message
         self.stmts: dict[int, Prepared] = {}
         self.statements = self.refused = 0
-        self.shapes = AllowedShapes(session.gate)
+        self.shapes = SessionShapes(session.gate)
         self._decided: tuple | None = None  # (operation, verdict) of the last single statement decided
         self.waiting = False  # at the top of the loop, before any byte of the next command (lane.py)
         self.stale = False  # the lane saw the server's backslash mode change: read the state first

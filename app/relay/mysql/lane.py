@@ -2,7 +2,7 @@
 transports' callbacks, with no task switch, stream reader or framing in between.
 
 Traffic from a runtime is mostly statements of a shape the session has already allowed
-(shapes.py) whose answers nothing masks. For those the Python path (commands.py) only
+(app/gate/session_shapes.py) whose answers nothing masks. For those the Python path (commands.py) only
 passes bytes on, but it wakes a task for the command and another for each piece of the
 answer, and under a point-select loop that was most of the relay's own time. The lane
 takes exactly that case, in `data_received`, and decides nothing itself: the session's

@@ -1,0 +1,73 @@
+"""Allowed statement shapes of one MySQL session: the gate's verdicts looked up by text,
+for the MySQL relay's fast path.
+
+A runtime repeats a handful of statements with different numbers in them (PyMySQL and
+most drivers put parameters into the text). The first statement of a shape takes the
+full path: classification in the session's sql_mode, then the gate. When the gate
+allowed it outright, by a rule that does not read the text, the session's memory keeps
+the shape (app/sql/mysql_shapes.py) with the gate's stamp; later statements of that
+shape reuse the verdict, skipping both, for as long as the stamp holds (the same policy
+version, the same minute, a store check younger than the gate's version TTL).
+
+Unlike PostgreSQL's shapes (shapes.py, shared by a principal's sessions on a connection),
+these are kept per session: a MySQL session's sql_mode and character set decide how its
+text reads, and the relay forgets them all when either may have changed. Every statement
+that is not a plain read or write (USE, SET, CALL, transactions, anything that changes
+how the server reads text) takes the full path.
+"""
+from __future__ import annotations
+
+from app.sql.cache import MAX_TEXT
+from app.sql.mysql_shapes import shape_key, shape_of
+from app.types import Operation, Verdict
+
+MAX_SHAPES = 256  # per session
+_LEADS = ("SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE")
+
+
+class Shape:
+    __slots__ = ("stamp", "rule", "masks", "kind")
+
+    def __init__(self, stamp, verdict: Verdict, kind: str):
+        self.stamp = stamp
+        self.rule = verdict.rule
+        self.masks = verdict.masks
+        self.kind = kind
+
+
+class SessionShapes:
+    def __init__(self, gate):
+        self.gate = gate
+        self._shapes: dict[str, Shape] = {}
+
+    def lookup(self, text: str) -> Shape | None:
+        """The remembered verdict for `text`'s shape, if its stamp still holds."""
+        if not self._shapes or len(text) > MAX_TEXT:
+            return None
+        shape = self._shapes.get(shape_key(text))
+        if shape is None:
+            return None
+        current = self.gate.stamp()
+        if shape.stamp != current:
+            if current is not None:  # a new policy version or minute: every shape is stale
+                self._shapes.clear()
+            return None
+        return shape
+
+    def remember(self, text: str, op: Operation, verdict: Verdict, stamp, principal) -> None:
+        """After the full path allowed `text`, one statement `op`, with `verdict`."""
+        words = op.text.split(None, 1)
+        if (stamp is None or verdict.action != "allow" or verdict.status is not None
+                or verdict.review_id is not None or op.kind not in ("read", "write")
+                or not words or words[0].upper() not in _LEADS):
+            return
+        key = shape_of(text)
+        if key is None or not self.gate.shares_verdict(principal, op):
+            return
+        if len(self._shapes) >= MAX_SHAPES:
+            self._shapes.clear()
+        self._shapes[key] = Shape(stamp, verdict, op.kind)
+
+    def clear(self) -> None:
+        """The session's sql_mode or character set may have changed: classify again."""
+        self._shapes.clear()
