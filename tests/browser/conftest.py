@@ -89,6 +89,16 @@ def login(page: Page, email: str, password: str = PASSWORD) -> None:
     page.wait_for_selector("nav.side")
 
 
+def forget_session(page: Page) -> None:
+    """Drop the signed-in session as a new browser would.
+
+    Leave the portal first: its pollers answer with a refreshed session cookie, and one
+    landing after `clear_cookies` would sign the page straight back in.
+    """
+    page.goto("about:blank")
+    page.context.clear_cookies()
+
+
 def shot(page: Page, name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"

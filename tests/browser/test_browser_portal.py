@@ -12,7 +12,7 @@ from sqlalchemy import select
 from app import approvals
 from app.db import session_scope
 from app.models import Review
-from tests.browser.conftest import login, shot
+from tests.browser.conftest import forget_session, login, shot
 from tests.integration.portal.held import HeldClient, decide, http_op, sql_op
 from tests.integration.portal.scenario import RUN_ID
 
@@ -111,7 +111,7 @@ def test_needs_my_vote_is_the_default_and_the_badge_counts_only_mine(page):
     assert page.locator(".qitem").count() == 2
     assert "not yours to vote" in page.inner_text("#queue-lists")
 
-    page.context.clear_cookies()
+    forget_session(page)
     login(page, "alice@example.com")
     page.goto("/reviews")
     assert page.locator(".qitem").count() == 1

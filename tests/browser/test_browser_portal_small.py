@@ -8,7 +8,7 @@ from sqlalchemy import select
 from app.cli import main as cli
 from app.db import session_scope
 from app.models import AuditEntry, User
-from tests.browser.conftest import login, shot
+from tests.browser.conftest import forget_session, login, shot
 from tests.integration.portal.held import decide, sql_op
 from tests.integration.portal.scenario import PASSWORD, RUN_ID
 
@@ -77,7 +77,7 @@ def test_a_user_changes_their_own_password(page):
     assert "was changed" in page.inner_text(".flash.ok")
     page.goto("/reviews")  # still signed in in this session
     assert page.locator("nav.side").count() == 1
-    page.context.clear_cookies()
+    forget_session(page)
     page.goto("/login")
     page.fill("#email", "alice@example.com")
     page.fill("#password", PASSWORD)
