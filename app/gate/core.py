@@ -360,8 +360,8 @@ def said_revoked(snap: Snapshot, principal: Principal, operation: Operation, ver
     when = snap.revoked.get((principal.service_account, operation.connection))
     if when is None:
         return verdict
-    return replace(verdict, message=f"the grant of {principal.service_account!r} for connection "
-                                    f"{operation.connection!r} was revoked at {format_timestamp(when)}")
+    return replace(verdict, message=f"service account {principal.service_account!r} has no grant for connection "
+                                    f"{operation.connection!r}: it was revoked at {format_timestamp(when)}")
 
 
 def decision_event(operation: Operation, verdict: Verdict) -> dict[str, Any]:
