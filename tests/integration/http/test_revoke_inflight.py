@@ -209,3 +209,97 @@ def _wait_for_log(proxy, since: int, text: str, timeout: float = 10) -> bool:
                 return True
         time.sleep(0.01)
     return False
+
+
+class _H2:
+    """An HTTP/2 connection inside a tunnel, one stream at a time (the h2 library)."""
+
+    def __init__(self, proxy, world, sa: str, token: str):
+        import h2.config
+        import h2.connection
+
+        from tests.integration.http.clients import connect
+
+        self.authority = f"localhost:{world.upstream.port}".encode()
+        sock, reply = connect(proxy.port, "localhost", world.upstream.port, basic(sa, token))
+        assert reply.status == 200, reply
+        context = ssl.create_default_context(cafile=str(proxy.ca))
+        context.set_alpn_protocols(["h2"])
+        self.tls = context.wrap_socket(sock, server_hostname="localhost")
+        assert self.tls.selected_alpn_protocol() == "h2"
+        self.tls.settimeout(20)
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.conn.initiate_connection()
+        self.tls.sendall(self.conn.data_to_send())
+        self.ended = False
+
+    def send(self, method: str, path: str, body: bytes = b"") -> int:
+        stream = self.conn.get_next_available_stream_id()
+        headers = [(b":method", method.encode()), (b":scheme", b"https"), (b":authority", self.authority),
+                   (b":path", path.encode())]
+        if body:
+            headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        self.conn.send_headers(stream, headers, end_stream=not body)
+        if body:
+            self.conn.send_data(stream, body, end_stream=True)
+        self.tls.sendall(self.conn.data_to_send())
+        return stream
+
+    def reply(self, stream: int) -> Reply:
+        import h2.events
+
+        status, data = 0, b""
+        while True:
+            chunk = self.tls.recv(65536)
+            if not chunk:
+                self.ended = True
+                return Reply(status, {}, data)
+            for event in self.conn.receive_data(chunk):
+                if isinstance(event, h2.events.ResponseReceived) and event.stream_id == stream:
+                    status = int(dict(event.headers)[b":status"])
+                elif isinstance(event, h2.events.DataReceived) and event.stream_id == stream:
+                    data += event.data
+                    self.conn.acknowledge_received_data(event.flow_controlled_length, stream)
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    self.ended = True
+                    return Reply(status, {}, data)
+                elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)) and event.stream_id == stream:
+                    self.tls.sendall(self.conn.data_to_send())
+                    return Reply(status, {}, data)
+            self.tls.sendall(self.conn.data_to_send())
+
+    def closed_within(self, timeout: float) -> bool:
+        """The proxy ends the connection (GOAWAY, EOF or reset) within `timeout` s."""
+        import h2.events
+
+        self.tls.settimeout(timeout)
+        try:
+            while not self.ended:
+                chunk = self.tls.recv(65536)
+                if not chunk:
+                    return True
+                if any(isinstance(e, h2.events.ConnectionTerminated) for e in self.conn.receive_data(chunk)):
+                    return True
+        except (ConnectionError, ssl.SSLError):
+            return True
+        except socket.timeout:
+            return False
+        return True
+
+
+def test_over_http2_a_held_request_gets_its_403_before_the_connection_closes(proxy, world):
+    sa, token = add_account("api")
+    h2c = _H2(proxy, world, sa, token)
+    assert h2c.reply(h2c.send("GET", "/echo/warm-h2")).status == 200  # the connection runs under the grant
+    path = _path("deploy")
+    stream = h2c.send("POST", path, json.dumps({"version": "9.9"}).encode())
+    review = wait_for_review(path)
+    _revoke(sa)
+    reply = h2c.reply(stream)
+    assert reply.status == 403, reply
+    payload = reply.json()
+    assert payload["rule"] == "no-grant" and re.search(REVOKED.format(sa=re.escape(sa)), payload["message"]), payload
+    assert f"review {review.id}, which was not used" in payload["message"]
+    assert h2c.closed_within(10), "the HTTP/2 connection stayed open after the refusal"
+    h2c.tls.close()
+    assert world.upstream.requests_to(path) == []
