@@ -53,7 +53,7 @@ def revocation(flow: http.HTTPFlow) -> bool:
 
 class GrantWatch:
     def __init__(self) -> None:
-        # A client connection -> the grant its allowed (or held) requests ran under.
+        # A client connection -> the grant its allowed requests ran under.
         self._live: weakref.WeakKeyDictionary[connection.Client, tuple[Principal, str]] = weakref.WeakKeyDictionary()
         # A client connection -> its requests seen, so a revoke can wait for their answers.
         self._flows: weakref.WeakKeyDictionary[connection.Client, weakref.WeakSet[http.HTTPFlow]] = (
@@ -77,12 +77,12 @@ class GrantWatch:
         client = flow.client_conn
         if st.allowed and st.principal is not None and st.target is not None:
             self._live[client] = (st.principal, st.target.name)
-        elif revocation(flow) and st.principal is not None and (
-                client in self._live or (st.verdict is not None and st.verdict.review_id is not None)):
-            # The gate says the grant this connection ran (or was held) under is gone:
-            # no need to wait for the next look.
-            name = st.target.name if st.target is not None else ""
-            self._revoked(client, st.principal, name)
+        elif revocation(flow) and st.principal is not None and st.target is not None and (
+                self._live.get(client, (None, ""))[1] == st.target.name or st.verdict.review_id is not None):
+            # The gate says the grant this connection ran (or was held) under is gone: no
+            # need to wait for the next look. (A refusal for another connection's host, on
+            # a plain proxy connection, says nothing about this one's grant.)
+            self._revoked(client, st.principal, st.target.name)
         if client.id in self._closing and flow.request.http_version.startswith("HTTP/1") and flow.response:
             flow.response.headers["Connection"] = "close"  # mitmproxy closes once it is sent
 
