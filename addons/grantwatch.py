@@ -78,7 +78,7 @@ class GrantWatch:
         if st.allowed and st.principal is not None and st.target is not None:
             self._live[client] = (st.principal, st.target.name)
         elif revocation(flow) and st.principal is not None and st.target is not None and (
-                self._live.get(client, (None, ""))[1] == st.target.name or st.verdict.review_id is not None):
+                self._live.get(client, (None, ""))[1] == st.target.name or st.held):
             # The gate says the grant this connection ran (or was held) under is gone: no
             # need to wait for the next look. (A refusal for another connection's host, on
             # a plain proxy connection, says nothing about this one's grant.)

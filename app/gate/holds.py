@@ -81,11 +81,14 @@ def _stopper(gone: asyncio.Future | None) -> asyncio.Future:
 
 async def _grant_gone(store: GateStore, principal: Principal, review_id: int, url: str,
                       refusal: Verdict) -> Verdict:
-    """The grant went while the operation was held: refuse it as a no-grant denial, with
-    the review it leaves unused (flagged: nobody waits on it any more)."""
+    """The grant went while the operation was held: refuse it as the no-grant denial it now
+    is. The review it leaves unused is flagged (nobody waits on it any more) and named in
+    the message only: adapters show a verdict that carries a review id as that review's
+    outcome ("review N was denied"), which would hide the revocation."""
     await asyncio.to_thread(store.requester_gone, review_id, principal.service_account, refusal.message)
-    return replace(refusal, action="deny", status="denied", review_id=review_id, review_url=url,
-                   message=f"{refusal.message}; held for review {review_id}, which was not used: nothing ran")
+    return replace(refusal, action="deny", status="denied", review_id=None, review_url=None,
+                   message=f"{refusal.message}; held for review {review_id} ({url}), which was not used: "
+                           "nothing ran")
 
 
 async def hold(store: GateStore, principal: Principal, operation: Operation, verdict: Verdict, *,
@@ -114,8 +117,9 @@ async def hold(store: GateStore, principal: Principal, operation: Operation, ver
 
 
 async def _outcome(store: GateStore, principal: Principal, operation: Operation, verdict: Verdict,
-                   session_id: str | None, review_id: int, url: str, wait: float, gone: asyncio.Future | None, grant: GrantCheck | None,
-                   stop: asyncio.Future, refusals: list[Verdict], retry_after: int) -> Verdict:
+                   session_id: str | None, review_id: int, url: str, wait: float, gone: asyncio.Future | None,
+                   grant: GrantCheck | None, stop: asyncio.Future, refusals: list[Verdict],
+                   retry_after: int) -> Verdict:
     try:
         status = await store.wait_for_decision(review_id, wait, stop)
         if refusals and not _gone(gone):

@@ -30,10 +30,10 @@ def _allow(flow, target=API):
     flow.response = tflow.tresp()
 
 
-def _no_grant(flow, target=API, review_id=None):
+def _no_grant(flow, target=API, held=False):
     st = state(flow)
-    st.verdict = Verdict("deny", rule="no-grant", message="gone", status="denied", review_id=review_id)
-    st.target = target
+    st.verdict = Verdict("deny", rule="no-grant", message="gone", status="denied")
+    st.target, st.held = target, held
     refuse(flow, 403, {"error": "denied"})
 
 
@@ -89,7 +89,7 @@ def test_a_held_request_refused_for_its_grant_closes_a_connection_that_ran_nothi
         watch = GrantWatch()
         held = _flow()
         watch.requestheaders(held)
-        _no_grant(held, API, review_id=7)  # the gate held it, so a grant stood then
+        _no_grant(held, API, held=True)  # the gate held it, so a grant stood then
         watch.response(held)
         assert held.client_conn.id in watch._closing
         watch.done()

@@ -108,7 +108,8 @@ def test_a_held_request_gets_a_403_naming_the_revocation_then_the_tunnel_closes(
     reply = _read_reply(tls)
     answered = time.monotonic() - revoked
     payload = _assert_names_the_revocation(reply, sa, pattern)
-    assert f"review {review.id}, which was not used: nothing ran" in payload["message"]
+    held = rf"held for review {review.id} \(\S+/reviews/{review.id}\), which was not used: nothing ran"
+    assert re.search(held, payload["message"]), payload
     assert answered < 10, f"the refusal came {answered:.1f} s after the revoke"  # not the 30 s hold
     assert _closed(tls, 10) is not None, "the tunnel stayed open after the refusal"
     tls.close()
@@ -299,7 +300,7 @@ def test_over_http2_a_held_request_gets_its_403_before_the_connection_closes(pro
     assert reply.status == 403, reply
     payload = reply.json()
     assert payload["rule"] == "no-grant" and re.search(REVOKED.format(sa=re.escape(sa)), payload["message"]), payload
-    assert f"review {review.id}, which was not used" in payload["message"]
+    assert f"held for review {review.id} (" in payload["message"]
     assert h2c.closed_within(10), "the HTTP/2 connection stayed open after the refusal"
     h2c.tls.close()
     assert world.upstream.requests_to(path) == []
