@@ -184,9 +184,9 @@ def test_each_held_stream_is_shown_with_its_own_decision(proxy, world, agent, ap
                                      "decision rejected", "output rejected"]
 
     replay = _portal().get(f"/sessions/{row.id}").get_data(as_text=True)
+    # Every event is on one of the two exchanges: no decision is left on a step of its own.
+    assert len(re.findall(r'<article class="exchange"', replay)) == 2
     ok, refused = _article(replay, approved_path), _article(replay, rejected_path)
     assert "v-held-allow" in ok and "v-held-deny" not in ok and "data-masked" in ok, ok
     assert "v-held-deny" in refused and "v-held-allow" not in refused and "data-masked" not in refused, refused
     assert "rule deploys-need-approval" in _text(refused) and "rule many-review" in _text(ok)
-    # Every event is on one of the two exchanges: no decision is left on a step of its own.
-    assert len(re.findall(r'<article class="exchange"', replay)) == 2
