@@ -105,12 +105,12 @@ class Lane:
     def _take(self, data: bytes) -> bool:
         c, s = self.c, self.s
         n = len(data)
-        # `waiting`: Commands.run is at the top of its loop. The readers' buffers (a private
-        # attribute of asyncio's StreamReader) must be empty too: these bytes must not
-        # overtake a command already handed to the Python path, nor the answer be read
-        # after bytes the target sent before it.
+        # `waiting`: Commands.run is at the top of its loop. Nothing may be unread on either
+        # side (the relay's own count, reader.py): these bytes must not overtake a command
+        # already handed to the Python path (or the rest of one it is reading), nor the
+        # answer be read after bytes the target sent before it.
         if (n < 5 or data[4] != wire.COM_QUERY or data[3] != 0 or (data[0] | data[1] << 8 | data[2] << 16) != n - 4
-                or not c.waiting or c.stale or len(s.reader._buffer) or len(c.link.reader._buffer)):
+                or not c.waiting or c.stale or s.reader.pending or c.link.reader.pending):
             return False
         if not s.token_fresh():
             return False  # a store read is due: the Python path checks the token again
