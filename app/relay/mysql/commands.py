@@ -2,9 +2,12 @@
 
 Text queries and prepared statements are classified (app/sql/mysql.py, in the session's
 sql_mode) and each statement passes the gate before anything reaches the target; the
-target's answer comes back through answer.py (masked, recorded). Refused whatever the
-policy says: a character set that is not ASCII-safe, LOAD DATA LOCAL, USE of another
-database, cursors, COM_CHANGE_USER and commands the relay does not know.
+target's answer comes back through answer.py (masked, recorded). An execute of a prepared
+statement that the gate allowed outright before, under the same stamp, reuses that
+verdict (PreparedVerdicts, app/gate/session_shapes.py: no rule reads parameters); it is
+still recorded with its parameters. Refused whatever the policy says: a character set
+that is not ASCII-safe, LOAD DATA LOCAL, USE of another database, cursors,
+COM_CHANGE_USER and commands the relay does not know.
 """
 from __future__ import annotations
 
