@@ -113,7 +113,7 @@ def prepared_selects(seconds: float, paths: dict[str, dict]) -> dict[str, float]
 
     def connect(conn: dict) -> object:
         kw = dict(host=conn["host"], port=conn["port"], user=conn["user"], password=conn["password"],
-                  database=conn["database"], autocommit=True)
+                  database=conn["database"], autocommit=True, charset="utf8mb4", collation="utf8mb4_general_ci")
         if "ssl" in conn:
             kw.update(ssl_verify_cert=False, auth_plugin="mysql_clear_password")
         return mysql.connector.connect(**kw)
