@@ -245,7 +245,7 @@ class WholeAnswers:
         now = time.monotonic()
         text, rule = item.statements.pop()
         self.conversation.record_answer(text, rule, item.masks, int((now - self._since) * 1e6) / 1000,
-                                   answer, self.sample_rows, masked)  # as sent: masked
+                                        answer, self.sample_rows, masked)  # as sent: masked
         self._since = now
         self.status = status
         if status == b"I":
