@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mitmproxy import http
 
 from app.http.operation import is_form, is_json
 from app.masking import Masker
-from app.recording import SessionRecording
 from app.snapshot import Target
 from app.types import Principal, Verdict
+
+if TYPE_CHECKING:
+    from .recording import ExchangeRecording
 
 KEY = "airlock"
 JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
@@ -25,7 +27,7 @@ JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
 class FlowState:
     principal: Principal | None = None
     run_id: str | None = None
-    recording: SessionRecording | None = None
+    recording: ExchangeRecording | None = None  # the session's, naming this flow on every event
     target: Target | None = None
     verdict: Verdict | None = None
     masker: Masker | None = None  # set only when the verdict masks something

@@ -4,6 +4,9 @@
 X-Airlock-Run (which never goes upstream) and records the request as it will be
 decided, so a session reads input, decision (written by the gate), output.
 `Exchanges` runs last, after masking: what it records is what the runtime saw.
+Every event of an exchange names its flow ("flow": the mitmproxy flow id), the gate's
+decision too (through `ExchangeRecording`): on an HTTP/2 connection several exchanges
+are in flight at once, and only the flow ties an answer to the decision it followed.
 Secrets never go in: credential headers, injected headers and secret-looking values
 are redacted, and bodies are capped.
 """
@@ -93,6 +96,33 @@ def recorded_body(content: bytes | None, content_type: str | None, encoding: str
     return {"text": text, "bytes": size, "truncated": truncated}
 
 
+class ExchangeRecording:
+    """One exchange's view of its session's recording, as the gate writes to it: every
+    event written through it names the flow. The gate's decision event otherwise names
+    only the operation, and two concurrent streams may ask for the same one."""
+
+    __slots__ = ("_session", "flow")
+
+    def __init__(self, session: SessionRecording, flow: str) -> None:
+        self._session, self.flow = session, flow
+
+    @property
+    def id(self) -> str:
+        return self._session.id
+
+    @property
+    def session(self) -> SessionRecording:
+        return self._session
+
+    def event(self, kind: str, data: dict[str, Any] | str) -> None:
+        if type(data) is dict and "flow" not in data:
+            data = {**data, "flow": self.flow}
+        self._session.event(kind, data)
+
+    def __getattr__(self, name: str) -> Any:  # connection, update, tag_run, ...: the session's
+        return getattr(self._session, name)
+
+
 class Sessions:
     def __init__(self) -> None:
         self._sessions: weakref.WeakKeyDictionary[connection.Client, SessionRecording] = weakref.WeakKeyDictionary()
@@ -111,7 +141,7 @@ class Sessions:
         if st.principal is None:
             return
         st.run_id = (run.strip() if run else None) or self._runs.get(flow.client_conn)
-        st.recording = self._session(flow, st)
+        st.recording = ExchangeRecording(self._session(flow, st), flow.id)
         if not needs_body(flow.request):
             self._record_input(flow, st)
 

@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app import audit, bus
-from app.approvals import VoteError
+from app.approvals import VoteError, WindowNotFound
 from app.models import FingerprintApproval, Review, utcnow
 
 
@@ -28,11 +28,12 @@ def active_windows(session: Session, now: datetime | None = None) -> list[tuple[
 
 
 def revoke_window(session: Session, window_id: int, *, by: str, now: datetime | None = None) -> FingerprintApproval:
-    """End a window at once (an approver or admin; the caller checks the role)."""
+    """End a window at once (an approver or admin; the caller checks the role). Raises
+    WindowNotFound for an unknown window, VoteError for one that has already ended."""
     now = now or utcnow()
     fpa = session.get(FingerprintApproval, window_id)
     if fpa is None:
-        raise VoteError(f"window {window_id} does not exist")
+        raise WindowNotFound(f"window {window_id} does not exist")
     if fpa.revoked_at is not None or fpa.expires_at <= now:
         raise VoteError(f"window {window_id} has already ended")
     fpa.revoked_at, fpa.revoked_by = now, by

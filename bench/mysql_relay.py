@@ -3,7 +3,10 @@
     PYTHONPATH=. python bench/mysql_relay.py [SECONDS] [--rounds N]
 
 1. point selects: one PyMySQL connection, `SELECT v FROM bench_kv WHERE id = %s` in a loop;
-2. mixed load, mysqlslap-style: 8 clients, two point/range reads to one update.
+2. mixed load, mysqlslap-style: 8 clients, two point/range reads to one update;
+3. with --prepared: point selects as a server-side prepared statement (mysql-connector's
+   prepared cursor: COM_STMT_PREPARE once, then COM_STMT_RESET + COM_STMT_EXECUTE per
+   select), direct and through the relay.
 Each runs direct to 127.0.0.1:3306, through a bare pipe (uvloop, plaintext, no work: the
 cost of the extra hop alone on this machine) and through the relay (TLS on the client
 leg, the token as a clear-text password, a 10-rule policy). The target leg is
@@ -103,6 +106,39 @@ def point_selects(seconds: float, paths: dict[str, dict], counted: list[int] | N
     return {name: counts[name] / spent[name] for name in paths}
 
 
+def prepared_selects(seconds: float, paths: dict[str, dict]) -> dict[str, float]:
+    """Statements per second on one connection per path with one prepared statement,
+    `seconds` each, in turns (mysql-connector; its C extension when it has one)."""
+    import mysql.connector
+
+    def connect(conn: dict) -> object:
+        kw = dict(host=conn["host"], port=conn["port"], user=conn["user"], password=conn["password"],
+                  database=conn["database"], autocommit=True, charset="utf8mb4", collation="utf8mb4_general_ci")
+        if "ssl" in conn:
+            kw.update(ssl_verify_cert=False, auth_plugin="mysql_clear_password")
+        return mysql.connector.connect(**kw)
+
+    conns = {name: connect(conn) for name, conn in paths.items()}
+    curs = {name: c.cursor(prepared=True) for name, c in conns.items()}
+    counts, spent = dict.fromkeys(paths, 0), dict.fromkeys(paths, 0.0)
+    n, turn, end = 0, 0, time.perf_counter() + seconds * len(paths)
+    while time.perf_counter() < end:
+        name = list(paths)[turn % len(paths)]
+        cur = curs[name]
+        t0 = now = time.perf_counter()
+        while now - t0 < SLICE:
+            cur.execute("SELECT v FROM bench_kv WHERE id = %s", (n % 1000 + 1,))
+            cur.fetchall()
+            n += 1
+            counts[name] += 1
+            now = time.perf_counter()
+        spent[name] += now - t0
+        turn += 1
+    for c in conns.values():
+        c.close()
+    return {name: counts[name] / spent[name] for name in paths}
+
+
 def mixed(seconds: float, paths: dict[str, dict], clients: int = 8) -> dict[str, float]:
     """mysqlslap's way (N clients, a fixed mix of statements, total queries per second),
     in PyMySQL: mysqlslap itself logs in without a default database, which the relay
@@ -167,6 +203,7 @@ def main() -> None:
     args = argparse.ArgumentParser()
     args.add_argument("seconds", type=float, nargs="?", default=10)
     args.add_argument("--rounds", type=int, default=3)
+    args.add_argument("--prepared", action="store_true", help="also prepared point selects (mysql-connector)")
     args.add_argument("--pipe", action="store_true", help=argparse.SUPPRESS)
     opts = args.parse_args()
     if opts.pipe:
@@ -224,6 +261,8 @@ def main() -> None:
         piped = {**direct, "port": pipe_port}
         point_selects(0.5, {"relay": relayed})  # warm up (policy snapshot, caches)
         ratios: dict[str, list[float]] = {"point pipe": [], "point relay": [], "mixed pipe": [], "mixed relay": []}
+        if opts.prepared:
+            ratios["prepared relay"] = []
         paths = {"direct": direct, "pipe": piped, "relay": relayed}
         for n in range(1, opts.rounds + 1):
             counted: list[int] = []
@@ -242,6 +281,11 @@ def main() -> None:
             for key, value in (("point pipe", p / d), ("point relay", r / d), ("mixed pipe", mp / md),
                                ("mixed relay", mr / md)):
                 ratios[key].append(value)
+            if opts.prepared:
+                pr = prepared_selects(seconds, {"direct": direct, "relay": relayed})
+                ratios["prepared relay"].append(pr["relay"] / pr["direct"])
+                print(f"round {n}: prepared point selects, 1 connection: direct {pr['direct']:.0f}/s, relay "
+                      f"{pr['relay']:.0f}/s ({pr['relay'] / pr['direct']:.2f})", flush=True)
             print(f"load average {os.getloadavg()[0]:.1f}", flush=True)
         print("median ratios to direct: " + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in ratios.items()))
     finally:

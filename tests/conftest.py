@@ -15,6 +15,8 @@ import psycopg
 import pytest
 from _pytest.mark.expression import Expression  # what `-m` itself evaluates
 from cryptography.fernet import Fernet
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import text
 
 from app import db
@@ -24,6 +26,11 @@ from app.models import Base
 
 PG_ADMIN_DSN = os.environ.get("AIRLOCK_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
 _SECRET = Fernet.generate_key().decode()
+
+# Property tests judge what an example does, never how long it took: on a busy 2-core CI
+# machine hypothesis's wall-clock deadline and its "too slow" check fail good code.
+hypothesis_settings.register_profile("airlock", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.load_profile("airlock")
 
 
 def _configure(monkeypatch: pytest.MonkeyPatch, home: Path, url: str) -> None:

@@ -20,15 +20,16 @@ from __future__ import annotations
 
 from .approvers import approver_groups, roles_of
 from .eligibility import MAX_WINDOW_MINUTES, vote_refusal, voter_refusal, window_refusal
-from .errors import ReviewNotFound, VoteError
+from .errors import AccessRequestNotFound, ReviewNotFound, VoteError, WindowNotFound
 from .reviews import create_review, find_pending, held_again, ran, requester_gone, review_url
 from .uses import release_use, standing_approval, standing_use
 from .votes import expire_reviews, record_refused_vote, vote, voter
 from .waiting import SAFETY_INTERVAL, current_status, wait_for_decision, wait_for_decision_sync
 
 __all__ = [
-    "MAX_WINDOW_MINUTES", "SAFETY_INTERVAL", "ReviewNotFound", "VoteError", "approver_groups", "create_review",
-    "current_status", "expire_reviews", "find_pending", "held_again", "ran", "record_refused_vote",
-    "release_use", "requester_gone", "review_url", "roles_of", "standing_approval", "standing_use", "vote",
-    "vote_refusal", "voter", "voter_refusal", "wait_for_decision", "wait_for_decision_sync", "window_refusal",
+    "MAX_WINDOW_MINUTES", "SAFETY_INTERVAL", "AccessRequestNotFound", "ReviewNotFound", "VoteError",
+    "WindowNotFound", "approver_groups", "create_review", "current_status", "expire_reviews", "find_pending",
+    "held_again", "ran", "record_refused_vote", "release_use", "requester_gone", "review_url", "roles_of",
+    "standing_approval", "standing_use", "vote", "vote_refusal", "voter", "voter_refusal", "wait_for_decision",
+    "wait_for_decision_sync", "window_refusal",
 ]

@@ -1,4 +1,5 @@
-"""Why a vote was not counted, by type: the API maps NotFound to 404 and the rest to 409."""
+"""Why a vote (or a window's revocation) was refused, by type: the API and the portal map
+NotFound to 404, and the API the rest to 409."""
 from __future__ import annotations
 
 from app.errors import Conflict, NotFound
@@ -13,4 +14,12 @@ class VoteError(Conflict):
 
 
 class ReviewNotFound(VoteError, NotFound):
-    """The review (or the window, or the access request) the vote names does not exist."""
+    """The review the vote names does not exist."""
+
+
+class WindowNotFound(VoteError, NotFound):
+    """The window approval to revoke does not exist (app/windows.py)."""
+
+
+class AccessRequestNotFound(VoteError, NotFound):
+    """The access request to decide does not exist, or has no review to vote on."""

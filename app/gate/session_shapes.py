@@ -71,3 +71,59 @@ class SessionShapes:
     def clear(self) -> None:
         """The session's sql_mode or character set may have changed: classify again."""
         self._shapes.clear()
+
+
+class PreparedVerdicts:
+    """The gate's verdicts for a MySQL session's prepared statements, by statement id.
+
+    A prepared statement's text is fixed at COM_STMT_PREPARE; each COM_STMT_EXECUTE brings
+    only parameter values. No policy rule reads parameters (a rule matches protocol,
+    connection, who, kind, tables, attributes, text, time; never `Operation.params` or
+    `binding`), so under one stamp every execute of a statement gets the verdict of the
+    first. That is remembered only when the gate allowed it outright: no hold or approval
+    (an approval binds the exact parameters the approver saw), no masks (the masked path
+    decides per answer), a plain read or write (nothing that may change how the server
+    reads text or what the session is). A stamp that moved, or None (the gate must look
+    at the store first), sends the execute back through the gate.
+
+    The relay forgets a statement at COM_STMT_CLOSE (and when the server hands its id to
+    a new one), and all of them when the server's sql_mode or character set may have
+    changed, at COM_RESET_CONNECTION, and when the token's re-check fails. Not at
+    COM_STMT_RESET: it drops long data and a cursor, never the statement's text, and
+    mysql-connector sends it before every execute.
+    """
+
+    def __init__(self, gate):
+        self.gate = gate
+        self._verdicts: dict[int, Shape] = {}
+
+    def lookup(self, stmt_id: int) -> Shape | None:
+        """The remembered verdict for this statement, if its stamp still holds."""
+        remembered = self._verdicts.get(stmt_id)
+        if remembered is None:
+            return None
+        current = self.gate.stamp()
+        if remembered.stamp != current:
+            if current is not None:  # a new policy version or minute: every verdict is stale
+                self._verdicts.clear()
+            return None
+        return remembered
+
+    def remember(self, stmt_id: int, op: Operation, verdict: Verdict, stamp) -> bool:
+        """After the gate allowed an execute of `stmt_id` (one statement, `op`) under
+        `stamp` (taken before it decided, and still the gate's after)."""
+        words = op.text.split(None, 1)
+        if (stamp is None or verdict.action != "allow" or verdict.status is not None
+                or verdict.review_id is not None or verdict.masks or op.body is not None
+                or op.kind not in ("read", "write") or not words or words[0].upper() not in _LEADS):
+            return False
+        if len(self._verdicts) >= MAX_SHAPES:
+            self._verdicts.clear()
+        self._verdicts[stmt_id] = Shape(stamp, verdict, op.kind)
+        return True
+
+    def forget(self, stmt_id: int) -> None:
+        self._verdicts.pop(stmt_id, None)
+
+    def clear(self) -> None:
+        self._verdicts.clear()

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import select
 
 from app import approvals
 from app.campaigns import requests as jit
 from app.campaigns.runs import CampaignError
 from app.db import session_scope
+from app.errors import NotFound
 from app.models import AccessRequest, Connection, ServiceAccount
 from app.policy import parse_duration
 from app.portal.api import ApiError, _body, _text, bp as api
@@ -73,11 +74,13 @@ def decide(request_id: int, decision: str):
         with session_scope() as s:
             req = s.get(AccessRequest, request_id)
             if req is None or req.review_id is None:
-                raise approvals.VoteError(f"access request {request_id} does not exist")
+                raise approvals.AccessRequestNotFound(f"access request {request_id} does not exist")
             approvals.vote(s, req.review_id, voter_email=principal().email, decision=decision,
                            reason=request.form.get("reason", ""))
         with session_scope() as s:
             jit.settle(s)
+    except NotFound as exc:  # the request, or the review it is decided as
+        abort(404, description=exc.message)
     except approvals.VoteError as exc:
         flash(exc.message, "error")
     else:

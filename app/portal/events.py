@@ -140,14 +140,75 @@ def same_operation(decision: dict[str, Any], text: str) -> bool:
     return bool(op and text) and (op == text or op in text or text in op)
 
 
+def flow_of(data: dict[str, Any] | None) -> str | None:
+    """The HTTP exchange an event belongs to ("flow": the proxy's flow id), if it names one.
+
+    The proxy writes it on the request, the answer and, since HTTP/2 made concurrent
+    exchanges on one connection common, the gate's decision too. Older recordings have
+    it on requests and answers only: their decisions pair by order, as they always did."""
+    flow = (data or {}).get("flow")
+    return flow if isinstance(flow, str) and flow else None
+
+
+def decision_for(answer: dict[str, Any], earlier: list[tuple[int, dict[str, Any]]]) -> int | None:
+    """Which of the decisions recorded before an answer in its session, as (seq, data),
+    the answer belongs to: its seq, or None when none can be told.
+
+    - An answer naming its flow belongs to the decision of that flow, and to no other.
+      Concurrent HTTP/2 streams interleave, so "the latest decision before it" may be
+      another stream's.
+    - Otherwise (SQL, or a recording from before decisions named their flow) it belongs
+      to the latest decision before it that names no flow: of the same statement, when
+      the answer names one. A decision naming a flow is never another exchange's."""
+    flow = flow_of(answer)
+    if flow is not None:
+        own = [seq for seq, decision in earlier if flow_of(decision) == flow]
+        if own:
+            return max(own)
+    text = statement_of(answer)
+    candidates = [seq for seq, decision in earlier
+                  if flow_of(decision) is None and (not text or same_operation(decision, text))]
+    return max(candidates) if candidates else None
+
+
+def _step_of_flow(out: list[Step], flow: str, undecided: bool = False) -> Step | None:
+    """The first open step of an exchange (its request or its decision names the flow),
+    or of those the first still `undecided`. First: a WebSocket's messages share a flow."""
+    for step in out:
+        if step.response is None and flow in (flow_of(step.request), flow_of(step.decision)) \
+                and not (undecided and step.decision is not None):
+            return step
+    return None
+
+
+def _attach_decision(out: list[Step], ev: Event) -> None:
+    """A decision joins its own exchange when it names its flow; otherwise (SQL, older
+    recordings) the request it directly follows."""
+    data = ev.as_dict
+    flow = flow_of(data)
+    if flow is not None:
+        step = _step_of_flow(out, flow, undecided=True)
+        if step is not None:
+            step.decision = data
+        else:
+            out.append(Step(t=ev.t, decision=data))
+        return
+    last = out[-1] if out else None
+    if last is not None and last.request is not None and last.decision is None and last.response is None:
+        last.decision = data
+    else:
+        out.append(Step(t=ev.t, decision=data))
+
+
 def _attach_output(out: list[Step], ev: Event) -> None:
     """An answer goes to its request: same HTTP flow, or same SQL text, else the latest open step."""
     data = ev.as_dict
     open_steps = [s for s in out if s.response is None]
-    flow = data.get("flow")
+    flow = flow_of(data)
     text = statement_of(data)
-    for step in open_steps:
-        if flow is not None and step.request is not None and step.request.get("flow") == flow:
+    if flow is not None:
+        step = _step_of_flow(out, flow)
+        if step is not None:
             step.response = data
             return
     if flow is None and text:
@@ -164,10 +225,12 @@ def _attach_output(out: list[Step], ev: Event) -> None:
 def steps(events: list[Event]) -> tuple[list[Step], list[Event]]:
     """Pair input / decision / output events. Returns the steps and the events left over.
 
-    Adapters differ: the HTTP proxy records request and response (tied by `flow`), the
-    PostgreSQL relay one output per statement after the gate's decisions, and a refusal
-    may come with no request at all. A decision joins the request it directly precedes
-    or follows when they name the same operation; an answer joins its request.
+    Adapters differ: the HTTP proxy records request, decision and response, each naming
+    its flow (several may be in flight on one HTTP/2 connection), the PostgreSQL relay one
+    output per statement after the gate's decisions, and a refusal may come with no
+    request at all. A decision joins the request of its flow, or (naming none) the
+    request it directly precedes or follows when they name the same operation; an answer
+    joins its request.
     """
     out: list[Step] = []
     loose: list[Event] = []
@@ -176,15 +239,13 @@ def steps(events: list[Event]) -> tuple[list[Step], list[Event]]:
         last = out[-1] if out else None
         if ev.kind == "input" and data:
             if last is not None and last.request is None and last.response is None and last.decision \
+                    and flow_of(last.decision) in (None, flow_of(data)) \
                     and same_operation(last.decision, _request_text(data)):
                 last.request = data
             else:
                 out.append(Step(t=ev.t, request=data))
         elif ev.kind == "decision" and data:
-            if last is not None and last.request is not None and last.decision is None and last.response is None:
-                last.decision = data
-            else:
-                out.append(Step(t=ev.t, decision=data))
+            _attach_decision(out, ev)
         elif ev.kind == "output" and data:
             _attach_output(out, ev)
         else:

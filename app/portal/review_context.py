@@ -57,9 +57,10 @@ def _decisions(s: Session, sessions: list[RecordedSession], before: datetime | N
 def _add_masked(s: Session, seen: dict[tuple[str, int], tuple[dict, dict | None]]) -> None:
     """An operation is shown as masked only when its answer says values were masked
     ("masked": N on the output); its decision alone only names the rules that applied.
-    Each such answer belongs to the latest decision before it in its session (of the
-    same statement, when the answer names one: SQL). HTTP answers name no operation;
-    one client connection's exchanges are recorded in turn."""
+    Each such answer belongs to its own decision (ev.decision_for): the one of its HTTP
+    flow, since HTTP/2 streams of one connection interleave; else (SQL, older
+    recordings) the latest decision before it in its session, of the same statement
+    when the answer names one."""
     shown = [(key, item) for key, (_, item) in seen.items() if item is not None and item["verdict"] in ("allow", "held-allow")]
     if not shown:
         return
@@ -69,15 +70,18 @@ def _add_masked(s: Session, seen: dict[tuple[str, int], tuple[dict, dict | None]
                SessionEvent.seq > min(seq for (_, seq), _ in shown), SessionEvent.data.like('%"masked":%'))
         .order_by(SessionEvent.id.desc()).limit(4 * len(seen))
     ).all()
+    by_session: dict[str, list[tuple[int, dict]]] = {}
+    for (sid, seq), (decision, _) in seen.items():
+        by_session.setdefault(sid, []).append((seq, decision))
     for sid, seq, data in rows:
         (e,) = ev.parse([(seq, 0.0, "output", data)])
         n = ev.masked_count(e.as_dict)
-        sql = ev.statement_of(e.as_dict)
-        before = [k for k in seen if k[0] == sid and k[1] < seq
-                  and (not sql or ev.same_operation(seen[k][0], sql))]
-        if not n or not before:
+        if not n:
             continue
-        _, item = seen[max(before, key=lambda k: k[1])]
+        owner = ev.decision_for(e.as_dict, [(k, d) for k, d in by_session.get(sid, ()) if k < seq])
+        if owner is None:
+            continue
+        _, item = seen[(sid, owner)]
         if item is not None and item["verdict"] in ("allow", "held-allow") and not item["masked"]:
             item["masked"] = n
             if item["verdict"] == "allow":

@@ -185,6 +185,8 @@ def revoke_window(window_id: int):
         with session_scope() as s:
             fpa = window_approvals.revoke_window(s, window_id, by=current_user.email.lower())
             flash(f"Window {window_id} (review #{fpa.review_id}) is revoked: that shape asks again from now on.", "ok")
+    except approvals.WindowNotFound as exc:
+        abort(404, description=exc.message)
     except approvals.VoteError as exc:
         flash(f"Nothing was revoked: {exc.message}", "error")
     return redirect(url_for(".windows"))

@@ -8,7 +8,8 @@ keywords and the fingerprint's shape come from a lexer that follows the server: 
 comments, `-- ` only with whitespace after it, `/*! */` and `/*M! */` executed,
 backslash escapes, BEGIN ... END bodies. It assumes the server's default quoting, which
 is why changing sql_mode to NO_BACKSLASH_ESCAPES/ANSI_QUOTES or the client charset to
-gbk/sjis/big5 is admin. sqlglot adds tables, functions and nested writes. Kinds:
+gbk/sjis/big5 is admin. sqlglot adds tables, functions and nested writes (mysql_tree.py).
+Kinds:
 
 read   SELECT/TABLE/VALUES (also FOR UPDATE, INTO @var), SHOW, DESCRIBE, EXPLAIN, HELP,
        DO, HANDLER
@@ -38,13 +39,12 @@ import contextvars
 import functools
 import re
 
-import sqlglot
 from sqlglot import exp
 
 from .mysql_lexer import DEFAULT, LexError as _LexError, Mode, Tok as _Tok, lex as _lex, literal as _lit, name as _name
-from .statement import CACHE_SIZE, Facts, Statement, classifier, failed, with_attributes
-
-READ, TCL, WRITE, DDL, DCL, ADMIN = range(6)
+from .mysql_tree import parse, tree_facts
+from .statement import ADMIN, CACHE_SIZE, DCL, DDL, READ, TCL, WRITE, Facts, Statement, classifier, failed, \
+    with_attributes
 
 _STRUCT = {"SELECT": READ, "WITH": READ, "TABLE": READ, "VALUES": READ, "(": READ, "DO": READ,
            "INSERT": WRITE, "REPLACE": WRITE, "UPDATE": WRITE, "DELETE": WRITE}
@@ -65,7 +65,6 @@ _OBJECTS = {
 _ROUTINES = frozenset("PROCEDURE FUNCTION TRIGGER EVENT".split())
 _AFTER_INTO = frozenset("FROM WHERE GROUP HAVING ORDER LIMIT FOR LOCK UNION WINDOW ) ;".split())
 _MODIFIERS = frozenset("LOW_PRIORITY HIGH_PRIORITY DELAYED QUICK IGNORE".split())
-_ADMIN_FUNCTIONS = frozenset("load_file sys_exec sys_eval sys_get sys_set".split())
 _ADMIN_WORDS = frozenset("KILL FLUSH SHUTDOWN RESTART INSTALL UNINSTALL PURGE CLONE BINLOG OUTFILE "
                          "DUMPFILE INFILE SONAME PREPARE EXECUTE GLOBAL PERSIST PERSIST_ONLY "
                          "LOAD_FILE SYS_EXEC SYS_EVAL".split())
@@ -83,7 +82,6 @@ _SAFE_CHARSETS = SAFE_CHARSETS | {"default"}
 # Not any word starting with a digit: `1t` is a table name in MySQL.
 _NUMBER = re.compile(r"\d+(?:e\d+)?|0x[0-9a-fA-F]+|0b[01]+")
 _SHAPE_FACTS: dict[tuple[Mode, str], Facts] = {}
-_DIALECT = sqlglot.Dialect.get_or_raise("mysql")
 
 
 _MODE: contextvars.ContextVar[Mode] = contextvars.ContextVar("mysql_mode", default=DEFAULT)
@@ -226,11 +224,11 @@ def _structured_uncached(clean: str, toks: list[_Tok], rank: int) -> Facts:
     text = _span(clean, toks, drop)
     if first.up in ("REPLACE", "DO"):
         text = ("INSERT" if first.up == "REPLACE" else "SELECT") + text[len(first.text):]
-    tree = _parse(text)
+    tree = parse(text)
     if tree is None:
         facts.flag(ADMIN, "unparseable")
         return facts
-    _tree_facts(tree, facts)
+    tree_facts(tree, facts)
     return facts
 
 
@@ -240,62 +238,6 @@ def _span(clean: str, toks: list[_Tok], drop: list[_Tok] = ()) -> str:
     for tok in drop:
         text[tok.start - toks[0].start:tok.end - toks[0].start] = " " * (tok.end - tok.start)
     return "".join(text)
-
-
-def _parse(text: str) -> exp.Expression | None:
-    try:
-        parser = _DIALECT.parser()
-        parser._warn_unsupported = lambda: None  # it would log the SQL text at WARNING
-        trees = parser.parse(_DIALECT.tokenize(text), text)
-    except Exception:
-        return None
-    if len(trees) != 1 or trees[0] is None or isinstance(trees[0], exp.Command):
-        return None
-    return trees[0]
-
-
-def _tree_facts(tree: exp.Expression, facts: Facts) -> None:
-    for table in tree.find_all(exp.Table):
-        name = (table.name or "").lower()
-        if name and not name.startswith("@") and not _cte_reference(table, name):
-            facts.table(".".join(p for p in (table.catalog, table.db, name) if p).lower(),
-                        getattr(table.this, "meta", {}).get("start"))
-    for func in tree.find_all(exp.Func):
-        name = (func.name if isinstance(func, exp.Anonymous) else func.sql_name()).lower()
-        facts.function(name)
-        if name in _ADMIN_FUNCTIONS:
-            facts.flag(ADMIN)
-    for node in tree.find_all(exp.Insert, exp.Update, exp.Delete, exp.Merge):
-        facts.flag(WRITE)
-        where = node.args.get("where")
-        # A WHERE that cannot depend on the row (absent, or constants only) hits them all.
-        if isinstance(node, (exp.Update, exp.Delete)) and (
-                where is None or where.find(exp.Column, exp.Subquery, exp.Select, exp.Func) is None):
-            facts.attributes.add("unbounded")
-
-
-def _cte_reference(table: exp.Table, name: str) -> bool:
-    """Whether an unqualified name is a CTE of a WITH around it. A DML target never is:
-    `WITH t AS (...) INSERT INTO t` writes the real table t."""
-    if table.db:
-        return False
-    child, node = table, table.parent
-    while node is not None:
-        if isinstance(node, (exp.Insert, exp.Update, exp.Delete)) and (
-                child is node.this or any(child is t for t in node.args.get("tables") or ())):
-            return False
-        if isinstance(node, exp.With):  # a CTE body sees the CTEs before it, unless RECURSIVE
-            at = next((i for i, c in enumerate(node.expressions) if c is child), 0)
-            names = [c.alias.lower() for c in node.expressions]
-            if name in (names if node.args.get("recursive") else names[:at]):
-                return True
-        else:
-            with_ = node.args.get("with_") or node.args.get("with")
-            if with_ is not None and with_ is not child and any(
-                    c.alias.lower() == name for c in with_.expressions):
-                return True
-        child, node = node, node.parent
-    return name == "dual"
 
 
 def _explain(clean: str, toks: list[_Tok]) -> Facts:
@@ -327,11 +269,11 @@ def _set(clean: str, toks: list[_Tok]) -> Facts:
         depth += (tok.text == "(") - (tok.text == ")")
         item.append(tok)
     if any(t.text == "(" for t in toks):  # a function call or a subquery in a value
-        tree = _parse(_span(clean, toks))
+        tree = parse(_span(clean, toks))
         if tree is None:
             facts.flag(ADMIN, "unparseable")
         else:
-            _tree_facts(tree, facts)
+            tree_facts(tree, facts)
     return facts
 
 
@@ -368,9 +310,9 @@ def _ddl(clean: str, toks: list[_Tok]) -> Facts:
     facts = Facts(_OBJECTS[obj])
     if obj == "FUNCTION" and any(t.up == "SONAME" for t in toks):
         facts.flag(ADMIN, "udf_library")
-    tree = _parse(_span(clean, toks)) if obj in ("TABLE", "VIEW") else None
+    tree = parse(_span(clean, toks)) if obj in ("TABLE", "VIEW") else None
     if isinstance(tree, (exp.Create, exp.Drop, exp.Alter)):
-        _tree_facts(tree, facts)
+        tree_facts(tree, facts)
         facts.attributes.discard("unbounded")
         return facts
     # No tree (stored programs, users, syntax sqlglot lacks): judge by the keywords.

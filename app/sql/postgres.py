@@ -2,7 +2,8 @@
 
 A statement's kind is the most dangerous kind of anything inside it: the whole parse
 tree is walked generically, so CTEs, subqueries, function arguments and nested
-statements all count. Kinds:
+statements all count. The walk is here; what each statement node, function and
+setting counts as is in pg_kinds.py. Kinds:
 
 read   SELECT/VALUES/TABLE (FOR UPDATE too), SHOW, EXPLAIN without ANALYZE, DECLARE/
        FETCH/MOVE/CLOSE cursor, LISTEN/UNLISTEN, COPY ... TO STDOUT, PREPARE of a read
@@ -49,77 +50,16 @@ from __future__ import annotations
 import functools
 
 from pglast import ast, parser
-from pglast.enums import AlterTableType, DiscardMode, ObjectType, VariableSetKind
+from pglast.enums import DiscardMode, ObjectType, VariableSetKind
 
 from app.types import KINDS
 
-from .pg_session import conforming_value_safe, encoding_value_safe
-from .statement import Facts, Statement, classifier, failed
+from .pg_kinds import ADMIN_DROPS, DCL_TABLE_COMMANDS, STATEMENT_RANK, flag_setting, function_rank
+from .statement import ADMIN, DCL, DDL, TCL, WRITE, Facts, Statement, classifier, failed
 
-READ, TCL, WRITE, DDL, DCL, ADMIN = range(6)
-
-_STMT_RANK: dict[str, int] = {}
-for _rank, _names in (
-    (READ, "SetOperationStmt VariableShowStmt DeclareCursorStmt FetchStmt ClosePortalStmt "
-           "ListenStmt UnlistenStmt PrepareStmt"),
-    (TCL, "TransactionStmt DeallocateStmt ConstraintsSetStmt"),
-    (WRITE, "InsertStmt MergeStmt LockStmt NotifyStmt RefreshMatViewStmt"),
-    (DDL, "AlterCollationStmt AlterDatabaseRefreshCollStmt AlterDatabaseSetStmt "
-          "AlterDatabaseStmt AlterDomainStmt AlterEnumStmt AlterFunctionStmt "
-          "AlterObjectDependsStmt AlterObjectSchemaStmt AlterOpFamilyStmt AlterOperatorStmt "
-          "AlterSeqStmt AlterStatsStmt AlterTSConfigurationStmt AlterTSDictionaryStmt "
-          "AlterTableStmt AlterTableMoveAllStmt AlterTypeStmt CommentStmt CompositeTypeStmt "
-          "CreateCastStmt CreateConversionStmt CreateDomainStmt CreateEnumStmt "
-          "CreateForeignTableStmt CreateOpClassStmt CreateOpFamilyStmt CreateRangeStmt "
-          "CreateSchemaStmt CreateSeqStmt CreateStatsStmt CreateStmt CreateTransformStmt "
-          "CreateTrigStmt CreatedbStmt DefineStmt DropdbStmt ImportForeignSchemaStmt "
-          "IndexStmt ReplicaIdentityStmt RuleStmt TruncateStmt ViewStmt"),
-    (DCL, "AlterDefaultPrivilegesStmt AlterOwnerStmt AlterPolicyStmt AlterRoleSetStmt "
-          "AlterRoleStmt CreatePolicyStmt CreateRoleStmt DropOwnedStmt DropRoleStmt "
-          "GrantRoleStmt GrantStmt ReassignOwnedStmt SecLabelStmt"),
-    (ADMIN, "AlterEventTrigStmt AlterExtensionContentsStmt AlterExtensionStmt AlterFdwStmt "
-            "AlterForeignServerStmt AlterPublicationStmt AlterSubscriptionStmt "
-            "AlterSystemStmt AlterTableSpaceOptionsStmt AlterUserMappingStmt "
-            "CheckPointStmt ClusterStmt CreateAmStmt CreateEventTrigStmt "
-            "CreateExtensionStmt CreateFdwStmt CreateForeignServerStmt CreatePLangStmt "
-            "CreatePublicationStmt CreateSubscriptionStmt CreateTableSpaceStmt "
-            "CreateUserMappingStmt DropSubscriptionStmt DropTableSpaceStmt "
-            "DropUserMappingStmt LoadStmt ReindexStmt VacuumStmt"),
-):
-    _STMT_RANK.update(dict.fromkeys(_names.split(), _rank))
-
-_ADMIN_FUNCTIONS = frozenset("""
-    pg_terminate_backend pg_cancel_backend pg_reload_conf pg_rotate_logfile pg_stat_file
-    pg_switch_wal pg_promote pg_log_backend_memory_contexts pg_import_system_collations
-    pg_backup_start pg_backup_stop pg_start_backup pg_stop_backup pg_logdir_ls
-    lo_import lo_export query_to_xml query_to_xmlschema query_to_xml_and_xmlschema
-    cursor_to_xml cursor_to_xmlschema
-""".split())
-# query_to_xml & co run SQL given as text, which nothing here can see.
-_ADMIN_PREFIXES = ("dblink", "pg_ls_", "pg_read_", "pg_file_", "pg_stat_reset", "pg_create_",
-                   "pg_drop_replication", "pg_copy_", "pg_replication_", "pg_logical_",
-                   "pg_wal_replay_")
-_WRITE_FUNCTIONS = frozenset("nextval setval pg_notify lo_unlink lo_create lo_creat lo_put "
-                             "lo_from_bytea lowrite lo_truncate lo_truncate64".split())
-
-_ADMIN_SETTINGS = frozenset("""
-    standard_conforming_strings backslash_quote session_replication_role
-    allow_system_table_mods allow_in_place_tablespaces ignore_system_indexes
-    zero_damaged_pages ignore_checksum_failure ignore_invalid_pages
-    session_preload_libraries local_preload_libraries
-""".split())
-_ADMIN_SETTING_PREFIXES = ("log_", "debug_", "pgaudit.", "trace_")
 _RELATION_OBJECTS = frozenset({ObjectType.OBJECT_TABLE, ObjectType.OBJECT_VIEW,
                                ObjectType.OBJECT_MATVIEW, ObjectType.OBJECT_FOREIGN_TABLE,
                                ObjectType.OBJECT_SEQUENCE, ObjectType.OBJECT_INDEX})
-_ADMIN_DROPS = frozenset({ObjectType.OBJECT_EVENT_TRIGGER, ObjectType.OBJECT_FDW,
-                          ObjectType.OBJECT_FOREIGN_SERVER, ObjectType.OBJECT_EXTENSION,
-                          ObjectType.OBJECT_LANGUAGE, ObjectType.OBJECT_ACCESS_METHOD,
-                          ObjectType.OBJECT_PUBLICATION})
-_DCL_TABLE_CMDS = frozenset({AlterTableType.AT_ChangeOwner, AlterTableType.AT_EnableRowSecurity,
-                             AlterTableType.AT_DisableRowSecurity,
-                             AlterTableType.AT_ForceRowSecurity,
-                             AlterTableType.AT_NoForceRowSecurity})
 _WRITE_NODES = frozenset({"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"})
 _BOUNDING_NODES = frozenset({"ColumnRef", "SubLink", "FuncCall", "CurrentOfExpr"})
 _LEAVES = frozenset({ast.String, ast.Integer, ast.Float, ast.Boolean, ast.BitString, ast.A_Star})
@@ -215,7 +155,7 @@ def _walk(root: ast.Node, facts: Facts) -> None:
                 if type(node.ctequery).__name__ in _WRITE_NODES:
                     facts.attributes.add("writing_cte")
             elif name == "AlterTableCmd":
-                if node.subtype in _DCL_TABLE_CMDS and not inert:
+                if node.subtype in DCL_TABLE_COMMANDS and not inert:
                     facts.flag(DCL)
             elif name.endswith("Stmt") and not inert:
                 _statement_node(name, node, facts)
@@ -224,7 +164,7 @@ def _walk(root: ast.Node, facts: Facts) -> None:
 
 
 def _statement_node(name: str, node: ast.Node, facts: Facts) -> None:
-    rank = _STMT_RANK.get(name)
+    rank = STATEMENT_RANK.get(name)
     if rank is not None:
         facts.flag(rank)
         return
@@ -281,40 +221,13 @@ def _variable_set(node: ast.VariableSetStmt, facts: Facts) -> None:
         if node.kind == VariableSetKind.VAR_SET_VALUE:
             args = node.args or ()
             value = (_string_const(args[0]) or "") if len(args) == 1 else ""
-        _setting(node.name or "", value, facts)
-
-
-def _setting(name: str, value: str | None, facts: Facts) -> None:
-    """Changing a setting; `value` None means back to its default, "" a value that
-    cannot be known from the text.
-
-    Settings that change how the server reads later statements get "reparse" (the relay
-    waits for the server to confirm them before it reads on), and "parser_divergence"
-    when the new value could make the server read text otherwise than airlock does
-    (airlock refuses those whatever the policy says).
-    """
-    name = name.lower()
-    if name in ("role", "session_authorization"):
-        facts.flag(DCL)
-    elif name == "client_encoding":
-        safe = encoding_value_safe(value)
-        facts.flag(TCL if safe else ADMIN, "reparse", *(() if safe else ("parser_divergence",)))
-    elif name == "standard_conforming_strings":
-        facts.flag(ADMIN, "reparse", *(() if conforming_value_safe(value) else ("parser_divergence",)))
-    elif name in _ADMIN_SETTINGS or name.startswith(_ADMIN_SETTING_PREFIXES):
-        facts.flag(ADMIN)
-    else:
-        facts.flag(TCL)
+        flag_setting(node.name or "", value, facts)
 
 
 def _function_rank(node: ast.FuncCall, facts: Facts) -> int:
     parts = [getattr(p, "sval", "") or "" for p in node.funcname or ()]
     facts.function(".".join(parts).lower(), node.location or 0)
     bare = parts[-1].lower() if parts else ""
-    if bare in _ADMIN_FUNCTIONS or bare.startswith(_ADMIN_PREFIXES):
-        return ADMIN
-    if bare in _WRITE_FUNCTIONS:
-        return WRITE
     if bare == "set_config":
         args = node.args or ()
         setting = _string_const(args[0]) if args else None
@@ -323,10 +236,10 @@ def _function_rank(node: ast.FuncCall, facts: Facts) -> int:
             return ADMIN
         value = _string_const(args[1]) if len(args) > 1 else None
         twin = Facts()
-        _setting(setting, value or "", twin)  # never a reset: NULL and expressions are unknown
+        flag_setting(setting, value or "", twin)  # never a reset: NULL and expressions are unknown
         facts.attributes.update(twin.attributes)
         return twin.rank
-    return READ
+    return function_rank(bare)
 
 
 def _explain_analyze(node: ast.ExplainStmt) -> bool:
@@ -361,7 +274,7 @@ def _create_function(node: ast.CreateFunctionStmt, facts: Facts) -> None:
 
 def _drop(node: ast.DropStmt, facts: Facts) -> None:
     kind = node.removeType
-    facts.flag(ADMIN if kind in _ADMIN_DROPS else DCL if kind == ObjectType.OBJECT_POLICY else DDL)
+    facts.flag(ADMIN if kind in ADMIN_DROPS else DCL if kind == ObjectType.OBJECT_POLICY else DDL)
     if kind in _RELATION_OBJECTS:
         for obj in node.objects or ():
             if isinstance(obj, tuple):

@@ -9,6 +9,9 @@ from typing import Callable
 
 from app.types import KINDS, MOST_DANGEROUS_KIND
 
+# A statement's rank: its kind's index in KINDS (Facts.flag keeps the highest).
+READ, TCL, WRITE, DDL, DCL, ADMIN = range(len(KINDS))
+
 # Texts longer than this are classified but not cached: a bulk INSERT of megabytes
 # would otherwise pin that memory for the life of the process.
 CACHE_TEXT_LIMIT = 8192

@@ -152,7 +152,7 @@ def test_up_starts_the_processes_and_stops_cleanly_on_ctrl_c(home):
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
-        assert banner.wait(30), "".join(lines)
+        assert banner.wait(90), "".join(lines)
         # Past the scheduler's first routine job run (every 10 s): the job store moves the
         # job's next run on when it runs one. APScheduler's lines about it must not be
         # logged at INFO (checked below, after a clean stop has let the run finish).

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from app import approvals, audit, windows
 from app.approvals import VoteError
+from app.errors import NotFound
 from app.db import session_scope
 from app.models import AuditEntry, BusEvent, FingerprintApproval, Group, Review, User, Vote, utcnow
 from app.types import Operation, Principal, ReviewSpec, Verdict
@@ -159,11 +160,12 @@ def test_review_without_groups_is_decided_by_admins_only(people):
 
 
 def test_unknown_review_and_bad_decision_are_refused(people):
-    with pytest.raises(VoteError, match="does not exist"):
+    with pytest.raises(approvals.ReviewNotFound, match="does not exist"):
         _vote(4242, "alice@example.com")
     rid = _create()
-    with pytest.raises(VoteError, match="unknown decision"):
+    with pytest.raises(VoteError, match="unknown decision") as bad:
         _vote(rid, "alice@example.com", "maybe")
+    assert not isinstance(bad.value, NotFound)
 
 
 def test_a_repeated_vote_counts_once(people):
@@ -504,6 +506,10 @@ def test_a_revoked_window_stops_at_once_and_is_audited(people):
     assert _standing(fingerprint="win-1", binding="other") is None
     with session_scope() as s:
         assert windows.active_windows(s) == []
-        with pytest.raises(VoteError, match="already ended"):
+        with pytest.raises(VoteError, match="already ended") as ended:
             windows.revoke_window(s, fpa.id, by="root@example.com")
+        assert not isinstance(ended.value, NotFound)  # a conflict (409), not a 404
+        with pytest.raises(approvals.WindowNotFound, match="window 424242 does not exist") as missing:
+            windows.revoke_window(s, 424242, by="root@example.com")
+        assert isinstance(missing.value, NotFound)  # the API and the portal answer 404 by type
     assert "window.revoked" in _actions()

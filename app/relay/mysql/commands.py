@@ -2,9 +2,12 @@
 
 Text queries and prepared statements are classified (app/sql/mysql.py, in the session's
 sql_mode) and each statement passes the gate before anything reaches the target; the
-target's answer comes back through answer.py (masked, recorded). Refused whatever the
-policy says: a character set that is not ASCII-safe, LOAD DATA LOCAL, USE of another
-database, cursors, COM_CHANGE_USER and commands the relay does not know.
+target's answer comes back through answer.py (masked, recorded). An execute of a prepared
+statement that the gate allowed outright before, under the same stamp, reuses that
+verdict (PreparedVerdicts, app/gate/session_shapes.py: no rule reads parameters); it is
+still recorded with its parameters. Refused whatever the policy says: a character set
+that is not ASCII-safe, LOAD DATA LOCAL, USE of another database, cursors,
+COM_CHANGE_USER and commands the relay does not know.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from . import lane as fast_lane
 from . import plain, rows, wire
 from .front import LoginRefused
 from .params import Prepared, parse_execute
-from app.gate.session_shapes import SessionShapes
+from app.gate.session_shapes import PreparedVerdicts, SessionShapes
 
 log = logging.getLogger(__name__)
 _UTF8 = ("utf8", "utf8mb3", "utf8mb4")
@@ -42,7 +45,9 @@ class Commands:
         self.limit = session.cfg.max_message
         self.stmts: dict[int, Prepared] = {}
         self.statements = self.refused = 0
+        self.remembered = 0  # executes that reused a prepared statement's verdict (the session's summary)
         self.shapes = SessionShapes(session.gate)
+        self.verdicts = PreparedVerdicts(session.gate)  # the gate's verdicts by prepared statement id
         self._decided: tuple | None = None  # (operation, verdict) of the last single statement decided
         self.waiting = False  # at the top of the loop, before any byte of the next command (lane.py)
         self.stale = False  # the lane saw the server's backslash mode change: read the state first
@@ -82,7 +87,7 @@ class Commands:
             if lane is not None:
                 lane.close()
             self.s.summary = {"statements": self.statements, "refused": self.refused,
-                              "fast_lane": lane.taken if lane is not None else 0}
+                              "remembered": self.remembered, "fast_lane": lane.taken if lane is not None else 0}
 
     # -- text queries -----------------------------------------------------------------
 
@@ -149,23 +154,34 @@ class Commands:
         if columns:
             out.add(await wire.read_payload(self.link.reader, self.limit))
         await out.flush()
+        self.verdicts.forget(stmt_id)  # an id the server gave again is another statement
         self.stmts[stmt_id] = Prepared(text, statements, params, columns)
 
     async def _execute(self, payload: bytes) -> None:
         self.statements += 1
         await self._token()
-        stmt = self.stmts.get(struct.unpack_from("<I", payload, 1)[0]) if len(payload) >= 5 else None
+        stmt_id = struct.unpack_from("<I", payload, 1)[0] if len(payload) >= 5 else None
+        stmt = self.stmts.get(stmt_id)
         if stmt is None:
             return self._refuse(1243, "airlock: unknown prepared statement")
         flags, raw, shown = parse_execute(payload, stmt)
         if flags & 0x07:
             return self._refuse(1235, "airlock: server-side cursors are not relayed; fetch the whole result",
                                 "42000", stmt.sql)
-        decided = await self._decide(stmt.statements, raw=raw, shown=shown, types=stmt.types)
-        stmt.long_data.clear()  # the server forgets them after an execute too
-        if decided is None:
-            return
-        masks, rules = decided
+        remembered = self.verdicts.lookup(stmt_id)
+        if remembered is not None:  # allowed outright under the same stamp: the parameters change nothing
+            stmt.long_data.clear()
+            self.remembered += 1
+            masks, rules = (), [remembered.rule] if remembered.rule else []
+        else:
+            stamp = self.s.gate.stamp()
+            decided = await self._decide(stmt.statements, raw=raw, shown=shown, types=stmt.types)
+            stmt.long_data.clear()  # the server forgets them after an execute too
+            if decided is None:
+                return
+            masks, rules = decided
+            if len(stmt.statements) == 1 and stamp is not None and stamp == self.s.gate.stamp():
+                self.verdicts.remember(stmt_id, *self._decided, stamp)
         status = await self._send(payload, stmt.sql, binary=True, masks=masks, rules=rules, params=shown)
         await self._after(stmt.statements, status)
 
@@ -180,7 +196,9 @@ class Commands:
 
     async def _close(self, payload: bytes) -> None:
         if len(payload) >= 5:
-            self.stmts.pop(struct.unpack_from("<I", payload, 1)[0], None)
+            stmt_id = struct.unpack_from("<I", payload, 1)[0]
+            self.stmts.pop(stmt_id, None)
+            self.verdicts.forget(stmt_id)
         self.link.writer.write(wire.frame(payload, 0)[0])  # no answer, by the protocol
 
     # -- the small commands -----------------------------------------------------------
@@ -188,6 +206,9 @@ class Commands:
     async def _passthrough(self, payload: bytes) -> bytes:
         """A command answered by one packet (OK, EOF or ERR)."""
         if payload[0] == wire.COM_STMT_RESET and len(payload) >= 5:
+            # The statement's text stays as prepared: its remembered verdict does too (the
+            # reset drops long data and a cursor, parameters that no verdict depends on;
+            # mysql-connector resets before every execute).
             stmt = self.stmts.get(struct.unpack_from("<I", payload, 1)[0])
             if stmt is not None:
                 stmt.long_data.clear()
@@ -211,12 +232,14 @@ class Commands:
     async def _reset(self, payload: bytes) -> None:
         await self._passthrough(payload)
         self.stmts.clear()
+        self.verdicts.clear()
         await self._state()
 
     # -- shared steps -----------------------------------------------------------------
 
     async def _token(self) -> None:
         if not await self.s.check_token():
+            self.forget()
             self.s.refuse(1045, "airlock: the session's token is no longer valid", "28000")
             raise SessionOver()
 
@@ -312,8 +335,13 @@ class Commands:
                 st.kind in _STATEFUL or st.text[:4].upper() in ("CALL", "EXEC") for st in statements):
             await self._state()
 
-    async def _state(self) -> None:
+    def forget(self) -> None:
+        """Every verdict remembered (the text shapes and the prepared statements')."""
         self.shapes.clear()
+        self.verdicts.clear()
+
+    async def _state(self) -> None:
+        self.forget()
         try:
             await self.s.read_server_state()
         except LoginRefused as exc:

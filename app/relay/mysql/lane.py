@@ -1,5 +1,6 @@
-"""The fast lane: a remembered plain statement and its unmasked answer, handled in the
-transports' callbacks, with no task switch, stream reader or framing in between.
+"""The fast lane: a remembered plain statement (or an execute of a prepared statement
+whose verdict is remembered) and its unmasked answer, handled in the transports'
+callbacks, with no task switch, stream reader or framing in between.
 
 Traffic from a runtime is mostly statements of a shape the session has already allowed
 (app/gate/session_shapes.py) whose answers nothing masks. For those the Python path (commands.py) only
@@ -12,7 +13,9 @@ recording are the Python path's own.
 It takes a client's bytes only when they are one whole COM_QUERY packet, the Python
 path is waiting for a command with nothing buffered, the token was checked under the
 gate's current version (no store read is due), and the text has a remembered shape
-without masks. Anything else goes to the Python path's stream reader, as it would have
+without masks; or one whole COM_STMT_EXECUTE, under the same conditions, of a statement
+whose verdict the session remembers (PreparedVerdicts: allowed outright, no masks, the
+same stamp), without long data or a cursor. Anything else goes to the Python path's stream reader, as it would have
 without the lane. While an answer is in flight on the lane, more bytes from the client
 are held and handed to the Python path once the answer is through, in order.
 
@@ -24,9 +27,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import struct
 import time
 
 from . import plain, wire
+from .params import parse_execute
 
 log = logging.getLogger(__name__)
 _UTF8 = ("utf8", "utf8mb3", "utf8mb4")
@@ -78,6 +83,7 @@ class Lane:
         self.taken = 0  # statements the lane relayed (the session's summary)
         self.sql = ""
         self.rule: str | None = None
+        self.params: list | None = None  # an execute's parameters as recorded (None: a text query)
         self.t0 = 0.0
         self._paused = False  # the target's reading, paused for a slow client
         self._client_inner = self.client.get_protocol()
@@ -105,12 +111,16 @@ class Lane:
     def _take(self, data: bytes) -> bool:
         c, s = self.c, self.s
         n = len(data)
-        # `waiting`: Commands.run is at the top of its loop. The readers' buffers (a private
-        # attribute of asyncio's StreamReader) must be empty too: these bytes must not
-        # overtake a command already handed to the Python path, nor the answer be read
-        # after bytes the target sent before it.
-        if (n < 5 or data[4] != wire.COM_QUERY or data[3] != 0 or (data[0] | data[1] << 8 | data[2] << 16) != n - 4
-                or not c.waiting or c.stale or len(s.reader._buffer) or len(c.link.reader._buffer)):
+        # `waiting`: Commands.run is at the top of its loop. Nothing may be unread on either
+        # side (the relay's own count, reader.py): these bytes must not overtake a command
+        # already handed to the Python path (or the rest of one it is reading), nor the
+        # answer be read after bytes the target sent before it.
+        if (n < 5 or data[3] != 0 or (data[0] | data[1] << 8 | data[2] << 16) != n - 4
+                or not c.waiting or c.stale or s.reader.pending or c.link.reader.pending):
+            return False
+        if data[4] == wire.COM_STMT_EXECUTE:
+            return self._take_execute(data)
+        if data[4] != wire.COM_QUERY:
             return False
         if not s.token_fresh():
             return False  # a store read is due: the Python path checks the token again
@@ -122,12 +132,38 @@ class Lane:
         if shape is None or shape.masks:
             return False
         c.statements += 1
+        self._relay(data, text, shape.rule, None)
+        return True
+
+    def _take_execute(self, data: bytes) -> bool:
+        """An execute of a prepared statement whose verdict the session remembers."""
+        c = self.c
+        if len(data) < 14 or not self.s.token_fresh():
+            return False
+        stmt_id = struct.unpack_from("<I", data, 5)[0]
+        stmt = c.stmts.get(stmt_id)
+        if stmt is None or stmt.long_data:
+            return False
+        remembered = c.verdicts.lookup(stmt_id)
+        if remembered is None:
+            return False
+        try:  # the Python path's own parse (it would make the same of these bytes)
+            flags, _, shown = parse_execute(data[4:], stmt)
+        except wire.ProtocolError:
+            return False  # the Python path refuses it
+        if flags & 0x07:
+            return False  # a cursor: refused by the Python path
+        c.statements += 1
+        c.remembered += 1
+        self._relay(data, stmt.sql, remembered.rule, shown)
+        return True
+
+    def _relay(self, data: bytes, sql: str, rule: str | None, params: list | None) -> None:
         self.taken += 1
-        self.sql, self.rule = text, shape.rule
+        self.sql, self.rule, self.params = sql, rule, params
         self.packets = plain.Packets(plain.PlainAnswer(self.sample_rows, self.limit))
         self.t0 = time.perf_counter()
         self.target.write(data)  # the client's packet as it came: one packet, numbered 0
-        return True
 
     # -- the target's side -------------------------------------------------------------
 
@@ -145,8 +181,10 @@ class Lane:
             rec = self.s.rec
             if rec is not None:
                 ms = round((time.perf_counter() - self.t0) * 1000, 3)
-                rec.event_later("output", plain.render_output, self.sql, ms,
-                                self.rule, [], None, walk.kept, False, self.sample_rows)
+                params = self.params
+                rec.event_later("output", plain.render_output, self.sql, ms, self.rule, [],
+                                None if params is None else list(params), walk.kept, params is not None,
+                                self.sample_rows)
             if bool(walk.status & wire.NO_BACKSLASH_ESCAPES) != self.s.mode.no_backslash_escapes:
                 self.c.stale = True  # the Python path reads the server's state before the next command
         if out:

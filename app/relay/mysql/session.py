@@ -37,6 +37,7 @@ from ..listen import listen
 from ..listener import Listener
 from ..session import TokenCheck
 from ..workers import WorkerLink
+from . import reader as counted
 from . import target as target_side
 from . import wire
 from .commands import Commands
@@ -91,7 +92,7 @@ class Session:
     def __init__(self, relay: MysqlRelay, sock: socket.socket, addr):
         self.relay, self.cfg = relay, relay.cfg
         self.sock = sock
-        self.reader: asyncio.StreamReader | None = None
+        self.reader: counted.Reader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.client_addr = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
         self.gate = get_gate()
@@ -183,11 +184,12 @@ class Session:
                                 connect_attrs=response.connect_attrs)
 
     async def _streams(self, loop, context) -> None:
-        self.reader = asyncio.StreamReader(limit=1 << 20)
-        protocol = asyncio.StreamReaderProtocol(self.reader)
-        transport, _ = await loop.connect_accepted_socket(lambda: protocol, self.sock, ssl=context,
+        # Counted from the first byte: the fast lane must know what the Python path has
+        # not read yet (reader.py), and a command may arrive while the login still runs.
+        self.reader, protocol, counting = counted.stream_pair(1 << 20)
+        transport, _ = await loop.connect_accepted_socket(lambda: counting, self.sock, ssl=context,
                                                           ssl_handshake_timeout=10 if context else None)
-        self.writer = asyncio.StreamWriter(transport, protocol, self.reader, loop)
+        self.writer = asyncio.StreamWriter(transport, protocol, self.reader.stream, loop)
 
     async def _say(self, payload: bytes) -> None:
         if self.writer is None:

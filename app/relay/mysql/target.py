@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import aiomysql
 from pymysql.constants import CLIENT
 
+from . import reader as counted
 from . import wire
 
 # What the relay lets a client negotiate and passes on to the target. Not offered:
@@ -31,7 +32,7 @@ class TargetError(Exception):
 
 @dataclass
 class TargetLink:
-    reader: asyncio.StreamReader
+    reader: counted.Reader
     writer: asyncio.StreamWriter
     conn: aiomysql.Connection
     thread_id: int
@@ -95,4 +96,7 @@ async def connect(address: str, *, database: str | None, username: str, password
     if context is not None and not conn.server_capabilities & CLIENT.SSL:
         conn.close()  # aiomysql would carry on in the clear
         raise TargetError(2026, "the target does not offer TLS, which AIRLOCK_RELAY_TARGET_TLS requires")
-    return TargetLink(conn._reader, conn._writer, conn, conn.thread_id())
+    # From here on the relay reads the connection itself, counting what it has not read
+    # yet (reader.py: the fast lane must never read an answer behind earlier bytes).
+    reader, writer = counted.take_over(conn._writer.transport, 1 << 20)
+    return TargetLink(reader, writer, conn, conn.thread_id())

@@ -244,12 +244,12 @@ class WholeAnswers:
         q.popleft()
         now = time.monotonic()
         text, rule = item.statements.pop()
-        self.session.record_answer(text, rule, item.masks, int((now - self._since) * 1e6) / 1000,
-                                   answer, self.sample_rows, masked)  # as sent: masked
+        self.conversation.record_answer(text, rule, item.masks, int((now - self._since) * 1e6) / 1000,
+                                        answer, self.sample_rows, masked)  # as sent: masked
         self._since = now
         self.status = status
         if status == b"I":
-            self.session.target_idle(head.batch)
-        if self.session.barriers.watching:
-            self.session.target_ready(head.batch, status)
+            self.conversation.target_idle(head.batch)
+        if self.conversation.barriers.watching:
+            self.conversation.target_ready(head.batch, status)
         return True

@@ -11,10 +11,14 @@ the target skips to Sync, and ReadyForQuery carries the true status.
 from __future__ import annotations
 
 import asyncio
+from typing import Callable, Protocol
 
+from app.gate import Gate
 from app.policy.sql import function_call_refusal
-from app.types import Operation
+from app.recording import SessionRecording
+from app.types import Operation, Principal
 
+from ..config import RelayConfig
 from . import fastlane, protocol
 from .checks import StatementChecker, binary_refusal, mask_names
 from .extended import FLUSH, ExtendedProtocol
@@ -23,17 +27,49 @@ from .protocol import ProtocolError, error_response
 from .reason import TOOL_NAMES
 from .state import QUERY, REFUSE, Portal, Prepared, Query
 from .stream import TargetStream
-from .wire import ConnectionClosed
+from .wire import ConnectionClosed, Wire
 
 REFUSED_PARSE = protocol.parse_message("airlock_refused", "airlock refused") + FLUSH
 REFUSED_QUERY = protocol.query_message("airlock refused")
 
 
+class ConversationSession(Protocol):
+    """What a conversation (with its extended handlers and its fast lane) uses of the
+    session it belongs to (session.py), and nothing else. The statement checker it asks
+    for reads the same session as the relay core's `RelaySession` (app/relay/checker.py)."""
+
+    gate: Gate  # stamp() and current_stamp(): what a verdict was decided under; shapes: verdicts by shape
+    principal: Principal | None  # set at login, before the conversation starts
+    connection_name: str
+    rec: SessionRecording | None  # the fast lane records through it directly
+
+    def statement_checker(self, send: Callable[[bytes], None], flush: Callable[[], None]) -> StatementChecker:
+        """The checker of this session's statements; `send` puts a frame between the
+        target's, `flush` sends what is buffered for the target (before a hold)."""
+        ...
+
+    def record(self, kind: str, data: dict) -> None: ...
+
+    def record_answer(self, sql: str, rule: str | None, masks: list[str], ms: float, answer: bytes,
+                      sample_rows: int, masked: int = 0) -> None: ...
+
+    def lost_track(self, reason: str) -> None:
+        """The relay can no longer tell what the target does: end the session."""
+        ...
+
+    def tag_application(self, app_name: str) -> None:
+        """The client set application_name (its run and reason) after login."""
+        ...
+
+
 class Conversation(ExtendedProtocol):
-    def __init__(self, session, cfg):
-        self.s = session
-        self.client = session.client
-        self.target = session.link.wire
+    """The client's messages once logged in, between the `client` and `target` wires; what
+    it needs of its session is `ConversationSession`, no more."""
+
+    def __init__(self, session: ConversationSession, client: Wire, target: Wire, cfg: RelayConfig):
+        self.session = session
+        self.client = client
+        self.target = target
         self.stream = TargetStream(self, self.client, sample_rows=cfg.record_rows, max_frame=cfg.max_message,
                                    refuse_binary=cfg.refuse_binary)
         self.prepared: dict[str, Prepared] = {}
@@ -44,7 +80,7 @@ class Conversation(ExtendedProtocol):
         # target reads another encoding, nor while a barrier may be needed.
         self.encoding = "utf-8"
         self.barriers = Barriers(asyncio.get_running_loop())
-        self.checker = StatementChecker(session, self.stream.send, self._flush)
+        self.checker: StatementChecker = session.statement_checker(self.stream.send, self._flush)
         self.shapes = session.gate.shapes.table(session.principal, session.connection_name)  # the gate's, by shape
         self.refused = 0
         self.lane_carried = 0  # statements the fast lane relayed (set when it detaches)
@@ -186,7 +222,7 @@ class Conversation(ExtendedProtocol):
         refused = self._reparse_check(ops, extended=False)
         if refused is not None:
             return self._refuse(refused, extended=False)
-        stamp = self.s.gate.stamp()
+        stamp = self.session.gate.stamp()
         masks, refusal, rules = await self.checker.check(ops)
         if refusal is not None:
             self.barriers.drop()  # nothing of it runs
@@ -194,7 +230,7 @@ class Conversation(ExtendedProtocol):
         self._track_names(ops)
         if len(ops) == 1:
             self.shapes.remember(text, ops[0], self.checker.verdicts[0], self.checker.masker(masks), stamp,
-                                 self.s.principal)
+                                 self.session.principal)
         self._out.append(raw)
         self.batch += 1
         query = Query(self.checker.masker(masks), [(op.text, r) for op, r in zip(ops, rules)], mask_names(masks))
@@ -259,20 +295,20 @@ class Conversation(ExtendedProtocol):
                                                                                      reading.conforming):
                 # Changed by something the relay could not see (a function calling
                 # set_config): statements sent since may have been read the old way.
-                self.s.lost_track(f"the target changed {name.decode()} to {value!r} where no statement "
+                self.session.lost_track(f"the target changed {name.decode()} to {value!r} where no statement "
                                   "was seen to change it")
         elif name == b"application_name" and value not in TOOL_NAMES:
-            self.s.tag_application(value)
+            self.session.tag_application(value)
 
     def record_output(self, event: dict) -> None:
-        self.s.record("output", event)
+        self.session.record("output", event)
 
     def record_answer(self, sql: str, rule: str | None, masks: list[str], ms: float, answer: bytes,
                       sample_rows: int, masked: int = 0) -> None:
-        self.s.record_answer(sql, rule, masks, ms, answer, sample_rows, masked)
+        self.session.record_answer(sql, rule, masks, ms, answer, sample_rows, masked)
 
     def lost_track(self, reason: str) -> None:
-        self.s.lost_track(reason)
+        self.session.lost_track(reason)
 
     def binary_refusal(self, plan) -> bytes:
         return binary_refusal(plan)

@@ -52,7 +52,7 @@ class ExtendedProtocol:
         # The stamp once decided: nothing awaits between the gate's policy read and here,
         # unless the statement was held; then its approval is what lets it run, and the
         # stamp is read anew (the gate's own is older than the hold by now).
-        stamp = self.s.gate.stamp() or await self.s.gate.current_stamp()
+        stamp = self.session.gate.stamp() or await self.session.gate.current_stamp()
         prep = Prepared(name, text, ops, masks, self.checker.masker(masks), stamp, rule)
         prep.param_types = param_types
         prep.deferred = self.checker.deferred
@@ -80,13 +80,13 @@ class ExtendedProtocol:
             refusal = self._reparse_check(prep.ops, extended=True, binding=True)
             if refusal is not None:
                 return self._refuse(refusal, extended=True)
-        if prep.deferred or prep.stamp is None or prep.stamp != self.s.gate.stamp():
+        if prep.deferred or prep.stamp is None or prep.stamp != self.session.gate.stamp():
             ops = (self.checker.bound(prep.ops, b, prep.param_types, self.reading.codec or "latin-1")
                    if prep.deferred else prep.ops)
             masks, refusal, _ = await self.checker.check(ops)
             if refusal is not None:
                 return self._refuse(refusal, extended=True)
-            prep.stamp = self.s.gate.stamp() or await self.s.gate.current_stamp()
+            prep.stamp = self.session.gate.stamp() or await self.session.gate.current_stamp()
             if masks != prep.masks:
                 prep.masks, prep.masker = masks, self.checker.masker(masks)
                 if prep.masker is not None and prep.fields is None and prep.described is None:

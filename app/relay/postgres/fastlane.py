@@ -54,7 +54,7 @@ def attach(conv) -> None:
     """Give the conversation's two wires a lane, until the conversation ends."""
     if not enabled():
         return
-    stream, session = conv.stream, conv.s
+    stream, session = conv.stream, conv.session
     rec = session.rec
 
     def next_batch() -> int:

@@ -4,7 +4,8 @@ A connection (accepted by listener.py) goes: TLS (SSLRequest or direct TLS) -> S
 password (the token) -> gate.authenticate -> the connection named by `dbname` ->
 startup settings checked as SET statements -> login to the target -> `Conversation`
 relays statements, `TargetStream` relays answers. Anything unexpected ends this one
-connection with a FATAL error; the listener and every other session carry on.
+connection with a FATAL error; the listener and every other session carry on. What the
+conversation uses of its session is `ConversationSession` (conversation.py).
 """
 from __future__ import annotations
 
@@ -117,8 +118,8 @@ class Session(RelaySession):
         self.run_id = app_name if app_name and app_name not in TOOL_NAMES else None
         self.open_recording({"tls": self.tls, "user": self.user})
         forwarded = {k: v for k, v in params.items() if k not in _NOT_FORWARDED and not k.startswith("_pq_.")}
-        refused = startup_divergence(forwarded) or await StatementChecker(
-            self, self.client.write, lambda: None).check_settings(forwarded)
+        refused = startup_divergence(forwarded) or await self.statement_checker(
+            self.client.write, lambda: None).check_settings(forwarded)
         if refused is not None:
             return self.fatal("42501", f"airlock: {refused}")
         cfg = target.config
@@ -130,7 +131,7 @@ class Session(RelaySession):
                 tls_mode=self.cfg.target_tls, max_frame=self.cfg.max_message)
         except auth.TargetError as exc:
             return self.fatal(exc.sqlstate, f"airlock: {exc.message}")
-        self.conv = Conversation(self, self.cfg)
+        self.conv = Conversation(self, self.client, self.link.wire, self.cfg)
         self.key = self.relay.link.new_key(self.link.pid)
         while self.key in self.relay.sessions:  # two targets may reuse a pid; keys stay unique here
             self.key = self.relay.link.new_key(self.link.pid)
@@ -177,6 +178,10 @@ class Session(RelaySession):
 
     def watch_client(self, on_lost: Callable[[object], None]) -> None:
         self.client.on_lost = on_lost
+
+    def statement_checker(self, send: Callable[[bytes], None], flush: Callable[[], None]) -> StatementChecker:
+        """A checker of this session's statements (checks.py), on the core's checker."""
+        return StatementChecker(self, send, flush)
 
     def record_answer(self, sql: str, rule: str | None, masks: list[str], ms: float, answer: bytes,
                       sample_rows: int, masked: int = 0) -> None:

@@ -20,12 +20,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from typing import Protocol
 
 from app.masking import Masker
 
 from . import masking
 from .answers import STATUS as _STATUS
 from .answers import WholeAnswers, cached_column_names
+from .parity import Barriers
 from .scan import PASS, Desync, FrameScanner
 from .state import BIND, CLOSE, COPY_END, DESCRIBE, EXECUTE, PARSE, QUERY, REFUSE, SYNC, Pending, Portal, statement_of
 from .protocol import command_tag, parse_fields, parse_row_description, sample_cells, sample_row
@@ -43,10 +45,26 @@ class _Result:
         self.masked = 0  # values the masker actually replaced in this result
 
 
+class StreamConversation(Protocol):
+    """All the target stream reads of the conversation it answers for (conversation.py;
+    tests/unit/test_pg_whole_answers.py fakes exactly this)."""
+
+    barriers: Barriers  # while they watch, every ReadyForQuery is reported (target_ready)
+    def record_output(self, event: dict) -> None: ...
+    def record_answer(self, sql: str, rule: str | None, masks: list[str], ms: float, answer: bytes,
+                      sample_rows: int, masked: int = 0) -> None: ...
+    def target_idle(self, batch: int) -> None: ...
+    def target_ready(self, batch: int, status: bytes) -> None: ...
+    def parameter_changed(self, body: bytes) -> None: ...
+    def binary_refusal(self, plan) -> bytes: ...
+    def lost_track(self, reason: str) -> None: ...
+
+
 class TargetStream(WholeAnswers, FrameScanner):
-    def __init__(self, session, client, *, sample_rows: int, max_frame: int, refuse_binary: bool):
+    def __init__(self, conversation: StreamConversation, client, *, sample_rows: int, max_frame: int,
+                 refuse_binary: bool):
         super().__init__(client, max_frame)
-        self.session = session
+        self.conversation = conversation
         self.sample_rows = sample_rows
         self.refuse_binary = refuse_binary
         self.queue: deque[Pending] = deque()
@@ -60,7 +78,7 @@ class TargetStream(WholeAnswers, FrameScanner):
         self.lane = None  # the conversation's fast lane (fastlane.py), while it has one
         self._drained: asyncio.Future | None = None  # see `drain`
 
-    # -- called by the session ----------------------------------------------------
+    # -- called by the conversation and the session --------------------------------
 
     def expect(self, kind: int, item=None, swallow: bool = False, refusal: bytes | None = None,
                batch: int = 0, since: float | None = None) -> None:
@@ -107,7 +125,7 @@ class TargetStream(WholeAnswers, FrameScanner):
         raise Desync(f"unexpected message {chr(kind)!r} from the target")
 
     def failed(self, reason: str) -> None:
-        self.session.lost_track(reason)
+        self.conversation.lost_track(reason)
 
     def _head(self) -> Pending | None:
         q = self.queue
@@ -130,16 +148,16 @@ class TargetStream(WholeAnswers, FrameScanner):
         self.status = status
         if entry.kind == QUERY and entry.item is not None:
             for text, _ in entry.item.statements:  # after an error, the rest never ran
-                self.session.record_output({"sql": text, "not_run": True})
+                self.conversation.record_output({"sql": text, "not_run": True})
         self._result = None
         self.stream_rows = self.copy_in_extended = self._skipping = False
         self.handlers = self._handlers
         if q and q[0].kind in (EXECUTE, QUERY):
             self._since = time.monotonic()
         if status == b"I":
-            self.session.target_idle(entry.batch)
-        if self.session.barriers.watching:
-            self.session.target_ready(entry.batch, status)
+            self.conversation.target_idle(entry.batch)
+        if self.conversation.barriers.watching:
+            self.conversation.target_ready(entry.batch, status)
         return PASS
 
     def _error(self, body):  # E
@@ -175,7 +193,7 @@ class TargetStream(WholeAnswers, FrameScanner):
                 fut.set_result(False)
         elif entry.kind == QUERY and entry.item is not None:
             for text, _ in entry.item.statements:
-                self.session.record_output({"sql": text, "not_run": True})
+                self.conversation.record_output({"sql": text, "not_run": True})
 
     def _expect_head(self, *kinds: int) -> Pending:
         head = self._head()
@@ -200,7 +218,7 @@ class TargetStream(WholeAnswers, FrameScanner):
             self._start(masker, plan, names)
             if plan is not None and plan.nulls and self.refuse_binary:
                 self.handlers = self._dropping  # a binary cursor FETCH; refused below
-                return self.session.binary_refusal(plan)
+                return self.conversation.binary_refusal(plan)
             return rewritten if rewritten is not None else PASS
         return self._described(head, parse_row_description(body))
 
@@ -337,10 +355,10 @@ class TargetStream(WholeAnswers, FrameScanner):
             event["suspended"] = True
         if error is not None:
             event["error"] = {"code": error.get("C"), "message": error.get("M")}
-        self.session.record_output(event)
+        self.conversation.record_output(event)
 
     def _parameter_status(self, body):  # S
-        self.session.parameter_changed(bytes(body))
+        self.conversation.parameter_changed(bytes(body))
         return PASS
 
     def _passthrough(self, body):  # N A v c

@@ -108,9 +108,12 @@ def test_access_request_in_the_portal_and_api(portal):
     with session_scope() as s:
         req_id = s.scalars(select(AccessRequest.id)).one()
     # The requester may not approve their own request; the owner (group dba) does.
-    page = other.post(f"/access-requests/{req_id}/approve", follow_redirects=True).get_data(as_text=True)
-    assert "requester cannot vote" in page
+    refused = other.post(f"/access-requests/{req_id}/approve", follow_redirects=True)
+    assert refused.status_code == 200 and "requester cannot vote" in refused.get_data(as_text=True)
     owner.refresh_token("/access-requests")
+    # No such request: the 404 page, by the error's type (a refused vote stays a message on the list).
+    missing = owner.post("/access-requests/424242/approve")
+    assert missing.status_code == 404 and "access request 424242 does not exist" in missing.get_data(as_text=True)
     owner.post(f"/access-requests/{req_id}/approve")
     with session_scope() as s:
         req = s.get(AccessRequest, req_id)
@@ -132,6 +135,8 @@ def test_access_request_in_the_portal_and_api(portal):
     assert body["status"] == "pending" and body["requested_by"] == "other@example.com"
     got = client.get(f"/api/v1/access-requests/{body['id']}", headers={"Authorization": f"Bearer {token}"})
     assert got.status_code == 200 and got.get_json()["id"] == body["id"]
+    missing = client.get("/api/v1/access-requests/424242", headers={"Authorization": f"Bearer {token}"})
+    assert missing.status_code == 404 and missing.get_json()["error"] == "not_found"
     bad = client.post("/api/v1/access-requests", headers={"Authorization": f"Bearer {token}"},
                       json={"service_account": "fresh", "connection": "api", "for": "forever", "reason": "x"})
     assert bad.status_code == 400

@@ -94,12 +94,15 @@ class Relay:
             except OSError:
                 pass
             self.listener.close()
+            # Shut down, never close: the pipe threads may be inside send() on these, and
+            # a closed descriptor's number goes to the next file opened (a SQLite store's,
+            # say). Each socket closes when the last pipe thread using it lets go.
             for s in self.sockets:
                 try:
                     s.shutdown(socket.SHUT_RDWR)
-                    s.close()
                 except OSError:
                     pass
+            self.sockets = []
 
 
 @pytest.fixture

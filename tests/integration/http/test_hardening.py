@@ -4,6 +4,7 @@ credentials out of every response form. Real proxy, real upstreams, raw sockets.
 from __future__ import annotations
 
 import base64
+import socket
 import ssl
 import threading
 import uuid
@@ -78,8 +79,16 @@ def _send_chunked(proxy, world, agent, head: str, total: int, chunk: bytes) -> R
     except (ConnectionResetError, ssl.SSLError):
         return Reply(0, {}, b"")
     finally:
+        # Shut down, join, and only then close: closing frees the descriptor while the
+        # sender may still be inside SSL_write on it, and a file opened meanwhile (the
+        # test's SQLite store, once) gets the same number and the upload's bytes.
+        try:
+            tls.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sender.join(timeout=60)
+        assert not sender.is_alive(), "the upload thread did not stop"
         tls.close()
-        sender.join(timeout=30)
 
 
 def test_a_chunked_json_body_is_capped_while_it_arrives(proxy, world, agent):

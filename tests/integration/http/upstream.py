@@ -79,6 +79,12 @@ class Upstream:
     port: int = 0
     seen: list[dict] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # /held-pii/KEY answers only once held[KEY] is set: an exchange kept in flight for a test.
+    held: dict[str, threading.Event] = field(default_factory=dict)
+
+    def hold(self, key: str) -> threading.Event:
+        release = self.held[key] = threading.Event()
+        return release
 
     def requests_to(self, prefix: str) -> list[dict]:
         with self.lock:
@@ -102,6 +108,11 @@ class Upstream:
         with self.lock:
             self.seen.append(record)
         query = {k: unquote(v) for k, v in (p.split("=", 1) for p in record["query"].split("&") if "=" in p)}
+        if path.startswith("/held-pii/"):
+            release = self.held.get(path.removeprefix("/held-pii/"))
+            if release is not None:
+                await asyncio.to_thread(release.wait, 60)
+            return await _send(send, 200, json.dumps(PII).encode(), "application/json")
         if path.startswith("/pii"):
             return await _send(send, 200, json.dumps(PII).encode(), "application/json")
         if path.startswith("/text-pii"):

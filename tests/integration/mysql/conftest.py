@@ -159,6 +159,20 @@ def relay(world) -> Relay:
     yield from support.running(start_relay(world))
 
 
+@pytest.fixture(scope="session")
+def python_relay(world) -> Relay:
+    """A relay without its fast lane (AIRLOCK_RELAY_FASTLANE=0): every command takes the Python path."""
+    yield from support.running(start_relay(world, AIRLOCK_RELAY_FASTLANE="0"))
+
+
+@pytest.fixture(params=["lane", "python"])
+def any_relay(request, world) -> Relay:
+    """Each test that takes it runs against a relay with its lane and one without."""
+    if request.param == "lane":
+        return request.getfixturevalue("relay")
+    return request.getfixturevalue("python_relay")
+
+
 def client_tls() -> ssl.SSLContext:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False

@@ -12,25 +12,10 @@ import pytest
 
 from app.relay.mysql.wire import lenenc_str
 
-from .conftest import connect, events, start_relay, stop_relay, wait_for
+from .conftest import connect, events, wait_for
 from .test_my_fuzz import packet, raw_login, recv_packet
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def python_relay(world):
-    r = start_relay(world, AIRLOCK_RELAY_FASTLANE="0")
-    yield r
-    stop_relay(r)
-
-
-@pytest.fixture(params=["lane", "python"])
-def any_relay(request, world):
-    """Each test runs against a relay with its lane and one without (AIRLOCK_RELAY_FASTLANE=0)."""
-    if request.param == "lane":
-        return request.getfixturevalue("relay")
-    return request.getfixturevalue("python_relay")
 
 
 def _session_of(run: str):

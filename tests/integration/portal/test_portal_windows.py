@@ -50,6 +50,12 @@ def test_active_windows_are_listed_and_an_approver_can_revoke_one(browser_for):
     assert carol.post(f"/windows/{window_id}/revoke").status_code == 403
     assert alice.post(f"/windows/{window_id}/revoke").status_code == 302
     assert f'data-window="{window_id}"' not in alice.get("/windows").get_data(as_text=True)
+    # Revoked already: refused, said on the list (not a 404: the window exists).
+    again = alice.post(f"/windows/{window_id}/revoke", follow_redirects=True)
+    assert again.status_code == 200 and "has already ended" in again.get_data(as_text=True)
+    # No such window: the 404 page, by the error's type.
+    missing = alice.post("/windows/424242/revoke")
+    assert missing.status_code == 404 and "window 424242 does not exist" in missing.get_data(as_text=True)
     again = decide(sql_op(text), hold=0)
     assert again.action == "review" and again.review_id != verdict.review_id
     with session_scope() as s:
