@@ -2,6 +2,9 @@
 
 Order matters; each addon reads what the ones before it left in `state(flow)`:
 
+    GrantWatch      open client connections closed when their grant is revoked or expires
+                    (first: it must see each request before the gatekeeper decides it, so
+                    a revoke waits for that request's refusal instead of cutting it off)
     Limits          body-size options shared by the others
     HeaderCheck     header fields with CR, LF or NUL -> 400, before anything reads them
     Trailers        trailer fields dropped, or scrubbed where the client can take them
@@ -12,7 +15,6 @@ Order matters; each addon reads what the ones before it left in `state(flow)`:
     UpstreamTLS     per-connection CA bundle for the upstream handshake
     ResponseMasker  masking and credential scrubbing of what comes back
     Exchanges       the response recorded, as the runtime saw it
-    GrantWatch      open client connections closed when their grant is revoked or expires
 
 A response set by an earlier addon is final: every request-side hook starts with
 `if flow.response or flow.error: return`.
@@ -36,8 +38,8 @@ from .upstream_tls import UpstreamTLS
 
 
 def airlock_addons() -> list[object]:
-    return [Limits(), HeaderCheck(), Trailers(), ProxyIdentity(), Sessions(), Gatekeeper(), Injector(), UpstreamTLS(),
-            ResponseMasker(), Exchanges(), GrantWatch()]
+    return [GrantWatch(), Limits(), HeaderCheck(), Trailers(), ProxyIdentity(), Sessions(), Gatekeeper(), Injector(),
+            UpstreamTLS(), ResponseMasker(), Exchanges()]
 
 
 __all__ = ["airlock_addons"]

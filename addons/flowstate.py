@@ -36,6 +36,7 @@ class FlowState:
     secrets: tuple[bytes, ...] = ()
     injected_headers: tuple[str, ...] = ()
     refused: bool = False  # the response is airlock's own
+    held: bool = False  # the gate held it for review (so a grant stood when it was decided)
     input_recorded: bool = False
     captured: bytearray | None = None  # the start of a streamed response, for the recording
     streamed_bytes: int = 0

@@ -283,6 +283,7 @@ class _Watch:
         self._task: asyncio.Task | None = None
 
     def start(self, review_id: int, url: str) -> None:
+        state(self.flow).held = True
         self._task = asyncio.get_running_loop().create_task(self._poll())
 
     async def _poll(self) -> None:

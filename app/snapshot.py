@@ -38,6 +38,9 @@ class Snapshot:
     targets: dict[str, Target]
     grants: dict[str, dict[str, datetime | None]]  # service account -> connection -> expiry
     stale_at: float = float("inf")  # epoch of the next grant expiry: decisions change then
+    # (service account, connection) -> when its grant was revoked, for pairs with no live
+    # grant: a refusal can then say "revoked", not just "no grant" (the runtime had one).
+    revoked: dict[tuple[str, str], datetime] = field(default_factory=dict)
 
     def http_route(self, host: str) -> Target | None:
         host = host.lower().rstrip(".")
@@ -69,7 +72,9 @@ def load_snapshot() -> Snapshot:
         version = version_row.version if version_row else 0
         rules = [RuleSpec.from_dict(r.body) for r in s.scalars(select(Rule).order_by(Rule.position, Rule.id))]
         accounts = list(s.scalars(select(ServiceAccount)))
-        grants = [g for g in s.scalars(select(Grant)) if g.revoked_at is None and not g.service_account.disabled]
+        rows = [g for g in s.scalars(select(Grant)) if not g.service_account.disabled]
+        grants = [g for g in rows if g.revoked_at is None]
+        revoked = {(g.service_account.name, g.connection.name): g.revoked_at for g in rows if g.revoked_at is not None}
         grant_specs = [
             GrantSpec(service_account=g.service_account.name, connection=g.connection.name, expires=g.expires_at)
             for g in grants
@@ -92,4 +97,4 @@ def load_snapshot() -> Snapshot:
                             defaults=defaults)
     loaded = time.time()
     upcoming = [g.expires.timestamp() for g in grant_specs if g.expires is not None and g.expires.timestamp() > loaded]
-    return Snapshot(version, policy, targets, by_account, min(upcoming, default=float("inf")))
+    return Snapshot(version, policy, targets, by_account, min(upcoming, default=float("inf")), revoked)

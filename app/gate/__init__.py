@@ -3,7 +3,7 @@
     core.py      Gate: identity, targets, decide / decide_parts, the policy snapshot
     verdicts.py  the verdict cache (pure)
     shapes.py    verdicts by statement shape, for the relay's fast path
-    holds.py     review holds: standing approvals, the wait, its outcome
+    holds.py     review holds: standing approvals, the wait (watching the grant), its outcome
     store.py     GateStore: what the gate reads and writes (a Protocol)
     sqlstore.py  the SQLAlchemy GateStore
 """

@@ -25,11 +25,14 @@ from typing import Any, Protocol, Sequence
 
 from app.identity import AuthError, IdentityUnavailable
 from app.masking import Masker
+from app.policy import evaluate
+from app.policy.engine import NO_GRANT
+from app.policy.values import format_timestamp
 from app.redaction import scrub
 from app.snapshot import Snapshot, Target
 from app.types import MaskSpec, Operation, Principal, Verdict
 
-from .holds import OnHold, error_verdict, hold
+from .holds import GrantCheck, OnHold, error_verdict, hold
 from .shapes import ShapeMemory
 from .store import GateStore, Recording
 from .verdicts import VerdictCache
@@ -66,7 +69,7 @@ class Gate:
         self._mask_salt = mask_salt
         self._version_ttl = version_ttl
         self._version: int | None = None
-        self._version_checked = 0.0
+        self._version_checked = float("-inf")  # not 0: the monotonic clock may be young
         self._snapshot: Snapshot | None = None
         self._snapshot_lock = asyncio.Lock()
         self.verdicts = VerdictCache()
@@ -233,13 +236,14 @@ class Gate:
         session_id = recording.id if recording is not None else None
         for verdict in verdicts:
             if verdict.action == "deny":
+                verdict = said_revoked(snap, principal, whole, verdict)
                 await self._audit_denial(principal, whole, verdict, session_id)
                 return replace(verdict, status="denied")
         review = next((v for v in verdicts if v.action == "review"), None)
         if review is None:
             return Verdict("allow", masks=tuple(m for v in verdicts for m in v.masks))
         return await hold(self.store, principal, whole, review, run_id=run_id, session_id=session_id,
-                          hold=hold_for, on_hold=on_hold, gone=gone)
+                          hold=hold_for, on_hold=on_hold, gone=gone, grant=self._grant_check(principal, whole))
 
     async def _decide(self, principal, operation, recording, run_id, hold_for, on_hold, gone, defer_review,
                       needs_rule=False) -> Verdict:
@@ -252,12 +256,33 @@ class Gate:
             return verdict
         session_id = recording.id if recording is not None else None
         if verdict.action == "deny":
+            verdict = said_revoked(snap, principal, operation, verdict)
             await self._audit_denial(principal, operation, verdict, session_id)
             return replace(verdict, status="denied")
         if defer_review:
             return replace(verdict, status="deferred")
         return await hold(self.store, principal, operation, verdict, run_id=run_id, session_id=session_id,
-                          hold=hold_for, on_hold=on_hold, gone=gone)
+                          hold=hold_for, on_hold=on_hold, gone=gone, grant=self._grant_check(principal, operation))
+
+    def _grant_check(self, principal: Principal, operation: Operation) -> GrantCheck:
+        """For a hold: None while the principal still holds a live grant on the operation's
+        connection, else the refusal to give (the grant was revoked or expired meanwhile).
+        `look=True` reads the store version first: an approval is used only under a grant
+        the store still has, not one a snapshot up to VERSION_TTL old remembers."""
+
+        async def check(look: bool = False) -> Verdict | None:
+            if look:
+                self.invalidate()
+            snap = await self._fresh()
+            if snap.policy.has_grant(principal.service_account, operation.connection, datetime.now(timezone.utc)):
+                return None
+            verdict = evaluate(snap.policy, operation, principal)
+            if verdict.action != "deny" or verdict.rule != NO_GRANT:  # has_grant and evaluate disagree: refuse
+                verdict = Verdict("deny", rule=NO_GRANT, message=f"service account {principal.service_account!r} "
+                                  f"has no grant for connection {operation.connection!r}")
+            return said_revoked(snap, principal, operation, verdict)
+
+        return check
 
     async def give_back(self, verdict: Verdict, reason: str) -> None:
         """The adapter could not send an operation it was approved for (its runtime left):
@@ -324,7 +349,19 @@ class Gate:
 
     def invalidate(self, *_event: str) -> None:
         """Read the version again before the next decision (the bus calls this on a bump)."""
-        self._version_checked = 0.0
+        self._version_checked = float("-inf")  # not 0: the monotonic clock may be young
+
+
+def said_revoked(snap: Snapshot, principal: Principal, operation: Operation, verdict: Verdict) -> Verdict:
+    """A no-grant refusal names the revocation when the pair had a grant that was revoked:
+    the runtime held one, and must be able to tell "revoked" from a fault or a typo."""
+    if verdict.rule != NO_GRANT:
+        return verdict
+    when = snap.revoked.get((principal.service_account, operation.connection))
+    if when is None:
+        return verdict
+    return replace(verdict, message=f"service account {principal.service_account!r} has no grant for connection "
+                                    f"{operation.connection!r}: it was revoked at {format_timestamp(when)}")
 
 
 def decision_event(operation: Operation, verdict: Verdict) -> dict[str, Any]:

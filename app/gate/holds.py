@@ -3,6 +3,11 @@
 The gate calls `hold` for a verdict of action "review". Approve-once binds the exact
 operation (`binding_of`); a window approval binds its shape (`review_fingerprint`). A
 held operation whose runtime left (`gone`) is withdrawn and never runs.
+
+A hold outlives the decision that started it, so the grant is looked at again: every
+GRANT_LOOK s while held, and once more (with a fresh store version) when an approval
+wakes it. A grant revoked or expired meanwhile refuses the operation with the no-grant
+rule, naming the revocation; the approval is left unused and nothing runs.
 """
 from __future__ import annotations
 
@@ -20,6 +25,9 @@ from .store import GateStore
 log = logging.getLogger("app.gate")
 
 OnHold = Callable[[int, str], Awaitable[None] | None]
+# (look: read the store version first) -> None while the grant stands, else the refusal.
+GrantCheck = Callable[[bool], Awaitable[Verdict | None]]
+GRANT_LOOK = 0.2  # seconds between looks at the grant of a held operation
 
 
 def error_verdict(message: str) -> Verdict:
@@ -48,9 +56,44 @@ def _why(gone: asyncio.Future) -> str:
     return str(gone.result() or "the requester is gone")
 
 
+async def _watch_grant(grant: GrantCheck, stop: asyncio.Future, refusals: list[Verdict]) -> None:
+    """Complete `stop` once the grant is gone, leaving the refusal in `refusals`."""
+    while not stop.done():
+        await asyncio.sleep(GRANT_LOOK)
+        try:
+            refusal = await grant(False)
+        except Exception:  # noqa: BLE001 - the store is down: the wait itself fails closed
+            continue
+        if refusal is not None:
+            refusals.append(refusal)
+            if not stop.done():
+                stop.set_result("the grant is gone")
+            return
+
+
+def _stopper(gone: asyncio.Future | None) -> asyncio.Future:
+    """A future that completes with `gone` (the runtime left), or earlier (the grant went)."""
+    stop = asyncio.get_running_loop().create_future()
+    if gone is not None:
+        gone.add_done_callback(lambda _: stop.done() or stop.set_result("the requester is gone"))
+    return stop
+
+
+async def _grant_gone(store: GateStore, principal: Principal, review_id: int, url: str,
+                      refusal: Verdict) -> Verdict:
+    """The grant went while the operation was held: refuse it as the no-grant denial it now
+    is. The review it leaves unused is flagged (nobody waits on it any more) and named in
+    the message only: adapters show a verdict that carries a review id as that review's
+    outcome ("review N was denied"), which would hide the revocation."""
+    await asyncio.to_thread(store.requester_gone, review_id, principal.service_account, refusal.message)
+    return replace(refusal, action="deny", status="denied", review_id=None, review_url=None,
+                   message=f"{refusal.message}; held for review {review_id} ({url}), which was not used: "
+                           "nothing ran")
+
+
 async def hold(store: GateStore, principal: Principal, operation: Operation, verdict: Verdict, *,
                run_id: str | None, session_id: str | None, hold: float | None, on_hold: OnHold | None,
-               gone: asyncio.Future | None) -> Verdict:
+               gone: asyncio.Future | None, grant: GrantCheck | None = None) -> Verdict:
     operation = replace(operation, fingerprint=review_fingerprint(operation), binding=binding_of(operation))
     standing, used_id = await asyncio.to_thread(store.standing_use, principal, operation, verdict.rule, session_id)
     if standing:
@@ -63,9 +106,30 @@ async def hold(store: GateStore, principal: Principal, operation: Operation, ver
         if asyncio.iscoroutine(result):
             await result
     retry_after = max(1, int(min(wait, 30)))
+    stop, refusals = _stopper(gone), []
+    watcher = asyncio.get_running_loop().create_task(_watch_grant(grant, stop, refusals)) if grant else None
     try:
-        status = await store.wait_for_decision(review_id, wait, gone)
+        return await _outcome(store, principal, operation, verdict, session_id, review_id, url, wait, gone, grant,
+                              stop, refusals, retry_after)
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+
+
+async def _outcome(store: GateStore, principal: Principal, operation: Operation, verdict: Verdict,
+                   session_id: str | None, review_id: int, url: str, wait: float, gone: asyncio.Future | None,
+                   grant: GrantCheck | None, stop: asyncio.Future, refusals: list[Verdict],
+                   retry_after: int) -> Verdict:
+    try:
+        status = await store.wait_for_decision(review_id, wait, stop)
+        if refusals and not _gone(gone):
+            return await _grant_gone(store, principal, review_id, url, refusals[0])
         held = replace(verdict, review_id=review_id, review_url=url, status=status)
+        if status == "approved" and grant is not None and not _gone(gone):
+            # Approved, perhaps after a revoke this snapshot has not seen yet: look again.
+            refusal = await grant(True)
+            if refusal is not None:
+                return await _grant_gone(store, principal, review_id, url, refusal)
         if status == "approved":
             # The approval belongs to this operation: use it up so it cannot be replayed.
             # If another process used it first, this one has to ask again.

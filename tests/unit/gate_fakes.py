@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Callable
 
 import pytest
@@ -75,6 +75,7 @@ class FakeStore:
         self.version_reads = 0
         self.on_version: Callable[..., None] | None = None
         self.fail: Exception | None = None  # every store call raises it while set
+        self.revoked: dict[tuple[str, str], datetime] = {}
 
     def _check(self) -> None:
         if self.fail is not None:
@@ -85,6 +86,15 @@ class FakeStore:
             self.rules = rules
         self.version += 1
         if self.on_version is not None:
+            self.on_version("policy")
+
+    def revoke(self, service_account: str, connection: str, *, tell: bool = True) -> None:
+        """Revoke a grant as the store does (a version bump); `tell=False`: no bus hint, so
+        the gate sees it only when it next reads the version."""
+        self.grants = [g for g in self.grants if g != (service_account, connection)]
+        self.revoked[(service_account, connection)] = datetime.now(timezone.utc)
+        self.version += 1
+        if tell and self.on_version is not None:
             self.on_version("policy")
 
     # -- the policy snapshot ----------------------------------------------------------
@@ -102,7 +112,7 @@ class FakeStore:
         for g in specs:
             by_account.setdefault(g.service_account, {})[g.connection] = None
         return Snapshot(self.version, compile_policy(self.rules, specs, accounts, version=self.version),
-                        dict(self.targets), by_account)
+                        dict(self.targets), by_account, revoked=dict(self.revoked))
 
     def subscribe_versions(self, callback) -> None:
         self.on_version = callback
