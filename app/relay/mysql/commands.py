@@ -77,6 +77,9 @@ class Commands:
                     continue
                 await handler(payload)
                 await self.s.writer.drain()
+                if self.s.grant_lost is not None:
+                    self.s.end()  # the grant went while that command was decided: its answer said so
+                    return
         except (ConnectionError, asyncio.IncompleteReadError, SessionOver):
             pass
         except wire.ProtocolError as exc:
@@ -265,8 +268,12 @@ class Commands:
                            targets=st.tables + st.functions, attributes=st.attributes,
                            fingerprint=st.fingerprint, params=tuple(shown))
             op = replace(op, binding=sql_binding(op, list(raw), types=list(types)))
-            verdict = await self.s.gate.decide(self.s.principal, op, recording=self.s.rec, run_id=self.s.run_id,
-                                               gone=self.s.gone, record_allows=False, defer_review=defer)
+            self.s.deciding += 1
+            try:
+                verdict = await self.s.gate.decide(self.s.principal, op, recording=self.s.rec, run_id=self.s.run_id,
+                                                   gone=self.s.gone, record_allows=False, defer_review=defer)
+            finally:
+                self.s.deciding -= 1
             self._decided = (op, verdict)
             if verdict.action == "allow" or verdict.status == "deferred":
                 masks.extend(verdict.masks)

@@ -41,6 +41,8 @@ from . import reader as counted
 from . import target as target_side
 from . import wire
 from .commands import Commands
+
+REVOKED_GRACE = 1.0  # a statement the gate is deciding when the grant goes has this long to be refused
 from .front import CAPABILITIES, Identities, LoginRefused, TokenAuth, check_response
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,8 @@ class Session:
         self.gone: asyncio.Future | None = None
         self._ended = False
         self.summary: dict = {}
+        self.deciding = 0  # statements waiting for the gate (held ones included)
+        self.grant_lost: str | None = None  # the goodbye, once the grant is gone
 
     # -- login ------------------------------------------------------------------------
 
@@ -274,11 +278,23 @@ class Session:
         return self.dbname
 
     def grant_gone(self) -> None:
-        if self.link is None:
-            return  # still logging in: the watcher looks again once it has
-        self.refuse(1142, f"airlock: the grant of '{self.principal.service_account}' on '{self.dbname}' "
-                          "was revoked or has expired; the session is closed", "42000", seq=0)
-        self.end()
+        if self.link is None or self.grant_lost is not None:
+            return  # still logging in (the watcher looks again once it has), or already said
+        self.grant_lost = (f"airlock: the grant of '{self.principal.service_account}' on '{self.dbname}' "
+                           "was revoked or has expired; the session is closed")
+        if self.deciding:
+            # A statement waits for the gate (held, say). The gate refuses it for the same
+            # reason at its next look, and that refusal answers the client's command in
+            # order; Commands ends the session after it. An unsolicited error now would
+            # break the command's packet sequence, and the client would only see 2013.
+            asyncio.get_running_loop().call_later(REVOKED_GRACE, self._say_goodbye)
+            return
+        self._say_goodbye()
+
+    def _say_goodbye(self) -> None:
+        if not self._ended:
+            self.refuse(1142, self.grant_lost or "airlock: the session is closed", "42000", seq=0)
+            self.end()
 
     def token_fresh(self) -> bool:
         """Whether check_token() would pass without reading the store: the token was

@@ -1,12 +1,8 @@
 """A statement held for review when its grant is revoked never runs through the MySQL
 relay, even if a DBA approves it right after the revoke: the relay's holds share the
-gate's path (issue 23), which fails closed.
-
-What the client reads is not asserted here: the gate refuses the hold naming the
-revocation, but the relay's own grant watcher may end the session first, and the MySQL
-session's goodbye (an error with sequence number 0 in the middle of a command) then
-reaches pymysql as 2013 "Lost connection". That is the MySQL adapter's to fix
-(app/relay/mysql/session.py grant_gone), reported with issue 23."""
+gate's path (issue 23), which fails closed. The client reads the gate's refusal naming
+the revocation as the answer to its statement, not a lost connection: the relay's grant
+watcher lets a statement being decided be answered before it ends the session."""
 from __future__ import annotations
 
 import threading
@@ -62,6 +58,8 @@ def test_a_held_statement_approved_after_the_revoke_never_runs(relay, world):
     finally:
         conn.close()
     assert "ran" not in outcome and isinstance(outcome.get("error"), pymysql.err.MySQLError), outcome
+    code, message = outcome["error"].args[0], str(outcome["error"].args[-1])
+    assert code != 2013 and "revoked" in message, outcome  # the gate's reason, in order
     with world.target.admin() as admin, admin.cursor() as cur:
         cur.execute("SELECT COUNT(*) FROM orders WHERE item = %s", (marker,))
         assert cur.fetchone()[0] == 0
