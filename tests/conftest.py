@@ -148,7 +148,7 @@ _FIRST_SEEN: dict[tuple[int, int], str] = {}
 @pytest.fixture(scope="module", autouse=True)
 def _note_processes_outliving_the_module(request):
     yield
-    for proc in leaks.survivors(_RUN_TAG):  # a few ms: /proc of one machine
+    for proc in leaks.survivors(_RUN_TAG, quick=True):  # about a millisecond
         _FIRST_SEEN.setdefault((proc.pid, proc.started), request.module.__name__)
 
 

@@ -38,17 +38,21 @@ def install() -> str:
     return tag
 
 
-def survivors(tag: str) -> list[Proc]:
-    """Live processes (not zombies) that carry `tag` or are children of this process."""
+def survivors(tag: str, quick: bool = False) -> list[Proc]:
+    """Live processes (not zombies) that carry `tag` or are children of this process.
+
+    `quick` skips the pids already found not to be ours (a pid reused by one of ours
+    meanwhile would be missed: fine between modules, not for the final check)."""
     if not os.path.isdir("/proc/self"):
         return []
     me, marker = os.getpid(), f"{VARIABLE}={tag}".encode()
     found = []
     not_ours = _NOT_OURS.setdefault(tag, set())
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == me:
+    skip = {pid for pid, _ in not_ours} if quick else set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me or int(name) in skip:
             continue
-        pid = int(entry.name)
+        pid = int(name)
         try:
             with open(f"/proc/{pid}/stat", "rb") as f:
                 stat = f.read()
@@ -60,8 +64,11 @@ def survivors(tag: str) -> list[Proc]:
             if not ours:
                 if (pid, started) in not_ours:
                     continue
-                with open(f"/proc/{pid}/environ", "rb") as f:
-                    ours = marker in f.read().split(b"\0")
+                try:
+                    with open(f"/proc/{pid}/environ", "rb") as f:
+                        ours = marker in f.read().split(b"\0")
+                except (PermissionError, ProcessLookupError):  # another user's, or a kernel thread
+                    ours = False
             if not ours:
                 not_ours.add((pid, started))  # its environment cannot change: not read again
                 continue
