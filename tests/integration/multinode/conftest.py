@@ -35,9 +35,9 @@ from app.models import User
 from app.policy import load_policy
 from app.portal.security import new_api_token
 from tests.conftest import PG_ADMIN_DSN, use_store
-from tests.support import processes
 from tests.integration.http.conftest import Proxy, free_port, start_proxy, stop_proxy
 from tests.integration.http.upstream import Upstream, make_tls_files, serve_in_thread
+from tests.support import processes
 
 ROOT = Path(__file__).resolve().parents[3]
 
