@@ -6,7 +6,9 @@ without end. See app.deadlines for how.
 """
 from __future__ import annotations
 
+import logging
 import math
+import os
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Iterator
@@ -17,6 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app import deadlines
 from app.config import settings
+
+
+log = logging.getLogger(__name__)
 
 
 class StoreUnavailable(RuntimeError):
@@ -109,3 +114,43 @@ def reset_engines() -> None:
         eng.dispose()
     _ENGINES.clear()
     _factory.cache_clear()
+
+
+# -- fork safety -------------------------------------------------------------------
+# The proxy and the relay fork their workers (app/relay/workers.py). A database
+# connection open at fork() exists twice, and neither copy may be used, nor closed, by
+# the child (SQLite's "How To Corrupt", 2.6; SQLAlchemy, "Using Connection Pools with
+# Multiprocessing or os.fork()"). For SQLite this holds even for a copy the child never
+# touches: the lock state that SQLite keeps per file in the process is copied with it
+# while the child holds none of the parent's fcntl locks, so the child's own new
+# connections to that file would believe they hold a lock they do not have, and another
+# process could then checkpoint, reset or delete the WAL under them: a malformed store.
+# So, around every os.fork():
+# - before, in the parent: every pooled SQLite connection is closed (they are reopened
+#   on demand). One in use at that moment cannot be, and is reported: it is a bug.
+# - after, in the child: every engine gets a new, empty pool (dispose(close=False)), and
+#   the inherited pools are kept referenced here, so that garbage collection never
+#   closes the parent's connections from the child (closing rolls back, and SQLite's
+#   rollback writes to the WAL index that both processes map; psycopg's close sends
+#   Terminate on the socket the parent still uses).
+
+_INHERITED: list = []  # pools a forked child inherited; never used, never closed
+
+
+def _close_sqlite_before_fork() -> None:
+    for url, eng in list(_ENGINES.items()):
+        if eng.dialect.name != "sqlite" or eng.url.database in (None, "", ":memory:"):
+            continue  # a private in-memory store has no file to corrupt, and closing would empty it
+        busy = eng.pool.checkedout() if hasattr(eng.pool, "checkedout") else 0
+        if busy:
+            log.error("fork() while %d connection(s) to %s are in use: the child inherits them open", busy, url)
+        eng.dispose()  # closes what is checked in; what is checked out stays with its user
+
+
+def _forget_engines_in_child() -> None:
+    for eng in _ENGINES.values():
+        _INHERITED.append(eng.pool)
+        eng.dispose(close=False)
+
+
+os.register_at_fork(before=_close_sqlite_before_fork, after_in_child=_forget_engines_in_child)

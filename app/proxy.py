@@ -234,8 +234,10 @@ def run() -> None:
         _run_one(cfg)
 
     def sealed(pid: int) -> None:
-        seal_dead_process(pid)
-        reset_engines()
+        try:
+            seal_dead_process(pid)
+        finally:  # a store error here must not leave a connection open for the next fork
+            reset_engines()
 
     code = run_workers(workers, worker, name="proxy", on_death=sealed)
     for sock in sockets:

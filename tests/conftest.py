@@ -6,6 +6,7 @@ import itertools
 import os
 import re
 import shutil
+import signal
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +24,7 @@ from app import db
 from app.config import settings
 from app.migrate import upgrade
 from app.models import Base
+from tests.support import leaks
 
 PG_ADMIN_DSN = os.environ.get("AIRLOCK_TEST_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
 _SECRET = Fernet.generate_key().decode()
@@ -138,6 +140,39 @@ def pg_store(tmp_path, monkeypatch, pg_database) -> str:
 def store(request) -> str:
     """A migrated, empty store: the test runs once on SQLite and once on PostgreSQL."""
     return request.getfixturevalue(f"{request.param}_store")
+
+
+# -- leaks ---------------------------------------------------------------------------
+# A server subprocess that a test or fixture fails to stop keeps its port, its store and
+# a core of CI's two. Every process the run starts carries a tag (tests/support/leaks.py);
+# after the last fixture has stopped, none may be left, and the run fails naming each
+# one and the module after which it was first seen still running.
+
+_RUN_TAG = leaks.install()
+_FIRST_SEEN: dict[tuple[int, int], str] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _note_processes_outliving_the_module(request):
+    yield
+    for proc in leaks.survivors(_RUN_TAG, quick=True):  # about a millisecond
+        _FIRST_SEEN.setdefault((proc.pid, proc.started), request.module.__name__)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_process_outlives_the_run():
+    yield  # set up before, so torn down after, every other session fixture
+    left = leaks.wait_for_exit(_RUN_TAG, timeout=10)
+    if not left:
+        return
+    report = "\n".join(f"  {p}\n    still running after {_FIRST_SEEN.get((p.pid, p.started), 'the last module')}"
+                       for p in left)
+    for proc in left:  # reported; do not let them outlive the run too
+        try:
+            os.kill(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    pytest.fail(f"processes started by the tests outlived them:\n{report}", pytrace=False)
 
 
 # -- tiers ---------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 
 from app.db import session_scope
 from app.models import AuditEntry, ServiceAccount, Token
+from tests.support import processes
 
 POLICY = Path(__file__).parent.parent / "data" / "policy.yaml"
 AIRLOCK = [sys.executable, "-m", "app.cli"]
@@ -169,9 +170,12 @@ def test_up_starts_the_processes_and_stops_cleanly_on_ctrl_c(home):
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
         reader.join(10)
+        # Nothing it started outlives it: not a child, nor a relay worker or recording
+        # writer of one (a recording writer may take a moment to finish after its worker).
+        left = processes.wait_group_gone(proc.pid, 20)
+        assert not left, f"still running after `up` stopped: {left}\n" + "".join(lines)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        processes.kill(proc)  # a no-op after a clean stop
     out = "".join(lines)
     assert proc.returncode == 0, out
     assert "started scheduler" in out

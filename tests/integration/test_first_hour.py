@@ -85,12 +85,14 @@ def stack(tmp_path_factory, sqlite_template):
                 apply_policy(s, load_policy(POLICY.format(port=upstream.port, plain_port=plain.port, ca=ca, db=db)),
                              actor="test", environ={"API_TOKEN": API_TOKEN, "PLAIN_KEY": PLAIN_KEY})
             proxy = start_proxy(env, base / "proxy.log")
-            relay = start_relay(SimpleNamespace(env=env, target=SimpleNamespace(lane=True)),
-                                AIRLOCK_POSTGRES_PORT=str(free_port()))
-            try:
-                yield SimpleNamespace(env=env, upstream=upstream, plain=plain, proxy=proxy, relay=relay, db=db)
+            try:  # a relay that fails to start must not leave the proxy running
+                relay = start_relay(SimpleNamespace(env=env, target=SimpleNamespace(lane=True)),
+                                    AIRLOCK_POSTGRES_PORT=str(free_port()))
+                try:
+                    yield SimpleNamespace(env=env, upstream=upstream, plain=plain, proxy=proxy, relay=relay, db=db)
+                finally:
+                    stop_relay(relay)
             finally:
-                stop_relay(relay)
                 stop_proxy(proxy)
                 for server in servers:
                     server.should_exit = True

@@ -26,6 +26,7 @@ from app.identity import issue_token
 from app.inventory import apply_policy
 from app.policy import load_policy
 from tests.conftest import use_store
+from tests.support import processes
 
 ROOT = Path(__file__).resolve().parents[2]
 # Every listener on a free port: a relay started for one protocol must not collide with
@@ -73,8 +74,8 @@ def start_relay(protocol: str, env: Mapping[str, str], **extra: str) -> Relay:
     """`airlock relay` in a subprocess, every listener on a free port; returns once its
     `protocol` listener has said where it listens. Its stderr is kept for failures."""
     full = {**os.environ, **env, **FREE_PORTS, **extra}
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "relay"], cwd=ROOT, env=full,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = processes.popen([sys.executable, "-m", "app.cli", "relay"], cwd=ROOT, env=full,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     relay = Relay("127.0.0.1", 0, proc, full)
     ready = threading.Event()
     listening = re.compile(rf"{protocol} relay listening on \S+:(\d+)")
@@ -90,18 +91,13 @@ def start_relay(protocol: str, env: Mapping[str, str], **extra: str) -> Relay:
 
     threading.Thread(target=drain, daemon=True).start()
     if not ready.wait(30) or not relay.port:
-        proc.kill()
+        processes.kill(proc)
         pytest.fail(f"the relay did not start ({protocol}):\n{relay.tail()}")
     return relay
 
 
 def stop_relay(relay: Relay) -> None:
-    if relay.alive():
-        relay.proc.terminate()
-        try:
-            relay.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            relay.proc.kill()
+    processes.stop(relay.proc)  # SIGTERM; its workers and recording writers too if it does not stop
 
 
 def running(relay: Relay) -> Iterator[Relay]:

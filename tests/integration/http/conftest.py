@@ -30,6 +30,7 @@ from app.inventory import apply_policy
 from app.policy import load_policy
 
 from tests.conftest import suite_store, use_store
+from tests.support import processes
 from tests.integration.http.upstream import H2Upstream, RawUpstream, Upstream, make_tls_files, serve_in_thread
 
 UPSTREAM_TOKEN = "upstream-secret-token-0123456789"
@@ -183,9 +184,9 @@ def start_proxy(env: dict[str, str], log: Path, attempts: int = 3) -> Proxy:
     for _ in range(attempts):
         port = free_port()
         penv = {**env, "AIRLOCK_PROXY_PORT": str(port), "AIRLOCK_BIND": "127.0.0.1", "PYTHONUNBUFFERED": "1"}
-        out = open(log, "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "proxy"], env=penv, stdout=out, stderr=out,
-                                cwd=Path(__file__).resolve().parents[3])
+        with open(log, "ab") as out:  # the child writes to its own copy
+            proc = processes.popen([sys.executable, "-m", "app.cli", "proxy"], env=penv, stdout=out, stderr=out,
+                                   cwd=Path(__file__).resolve().parents[3])
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and proc.poll() is None:
             if b"listening on" in log.read_bytes():
@@ -200,13 +201,7 @@ def start_proxy(env: dict[str, str], log: Path, attempts: int = 3) -> Proxy:
 
 
 def stop_proxy(proxy: Proxy) -> None:
-    if proxy.proc.poll() is None:
-        proxy.proc.terminate()
-        try:
-            proxy.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proxy.proc.kill()
-            proxy.proc.wait()
+    processes.stop(proxy.proc)  # SIGTERM, then its worker processes too if it does not stop
 
 
 @dataclass

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import subprocess
 import sys
 import threading
@@ -38,6 +37,7 @@ from app.portal.security import new_api_token
 from tests.conftest import PG_ADMIN_DSN, use_store
 from tests.integration.http.conftest import Proxy, free_port, start_proxy, stop_proxy
 from tests.integration.http.upstream import Upstream, make_tls_files, serve_in_thread
+from tests.support import processes
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -96,13 +96,7 @@ class Node:
         return self.proc.poll() is None
 
     def stop(self) -> None:
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        processes.stop(self.proc)  # its workers and recording writers too
 
     def tail(self) -> str:
         return "\n".join(self.log[-30:])
@@ -156,10 +150,17 @@ class Cluster:
         return psycopg.connect(f"{PG_ADMIN_DSN} dbname={self.target_db}", autocommit=True)
 
 
+# Every node spawned for this module, whoever holds it now: a test that restarts a portal
+# puts the new one in cluster.portals, and the cluster's teardown stops what is listed
+# here, so a replaced, failed or test-local node is stopped all the same.
+_SPAWNED: list[Node] = []
+
+
 def _spawn(name: str, env: dict[str, str], ready: str, port_group: int | None = None) -> Node:
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", name], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = processes.popen([sys.executable, "-m", "app.cli", name], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
     node = Node(name, proc, 0)
+    _SPAWNED.append(node)
     started = threading.Event()
 
     def drain() -> None:
@@ -173,7 +174,7 @@ def _spawn(name: str, env: dict[str, str], ready: str, port_group: int | None = 
 
     threading.Thread(target=drain, daemon=True).start()
     if not started.wait(40):
-        proc.kill()
+        processes.kill(proc)
         raise RuntimeError(f"{name} did not start:\n{node.tail()}")
     return node
 
@@ -195,6 +196,7 @@ def start_portal(env: dict[str, str], port: int | None = None) -> Node:
             return node
         except OSError:
             time.sleep(0.05)
+    node.stop()
     raise RuntimeError(f"the portal did not answer:\n{node.tail()}")
 
 
@@ -225,7 +227,7 @@ def cluster(tmp_path_factory) -> Cluster:
     ca, cert, key = make_tls_files(base)
     upstream = Upstream()
     server = serve_in_thread(upstream, cert, key)
-    running: list = []
+    proxies: list[Proxy] = []
     try:
         tokens, api_tokens = {}, {}
         with session_scope() as s:
@@ -237,16 +239,16 @@ def cluster(tmp_path_factory) -> Cluster:
                 token, digest = new_api_token()
                 user.api_token_hash = digest
                 api_tokens[user.email] = token
-        proxies = [start_proxy(env, base / f"proxy-{i}.log") for i in range(2)]
-        running += proxies
+        for i in range(2):
+            proxies.append(start_proxy(env, base / f"proxy-{i}.log"))
         relays = [start_relay(env) for _ in range(2)]
-        running += relays
         portals = [start_portal(env) for _ in range(2)]
-        running += portals
         yield Cluster(env, target_db, role, password, upstream, ca, tokens, api_tokens, proxies, relays, portals, base)
     finally:
-        for node in running:
-            stop_proxy(node) if isinstance(node, Proxy) else node.stop()
+        for proxy in proxies:
+            stop_proxy(proxy)
+        while _SPAWNED:
+            _SPAWNED.pop().stop()
         server.should_exit = True
         for k, v in saved.items():
             if v is None:

@@ -12,7 +12,7 @@ from psycopg import errors
 
 from app.relay.postgres import protocol as pgwire
 
-from .conftest import dsn, psql, start_relay, target_rows
+from .conftest import dsn, psql, start_relay, stop_relay, target_rows
 from .rawclient import RawClient, error_fields
 
 
@@ -104,11 +104,14 @@ def test_lost_target_gives_a_clear_error(relay, agent, world):
 
 def test_sigterm_stops_the_relay_cleanly(world):
     relay = start_relay(world)
-    conn = psycopg.connect(dsn(relay, world.tokens["agent"]), autocommit=True)
-    assert conn.execute("SELECT 5").fetchone() == (5,)
-    relay.proc.send_signal(signal.SIGTERM)
-    assert relay.proc.wait(15) == 0
-    with pytest.raises(psycopg.OperationalError) as exc:
-        conn.execute("SELECT 6")
-    assert "shutting down" in str(exc.value) or "closed" in str(exc.value)
-    assert any("relay stopped" in line for line in relay.log)
+    try:
+        conn = psycopg.connect(dsn(relay, world.tokens["agent"]), autocommit=True)
+        assert conn.execute("SELECT 5").fetchone() == (5,)
+        relay.proc.send_signal(signal.SIGTERM)
+        assert relay.proc.wait(15) == 0
+        with pytest.raises(psycopg.OperationalError) as exc:
+            conn.execute("SELECT 6")
+        assert "shutting down" in str(exc.value) or "closed" in str(exc.value)
+        assert any("relay stopped" in line for line in relay.log)
+    finally:
+        stop_relay(relay)  # whatever failed above: nothing of it keeps running

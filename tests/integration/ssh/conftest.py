@@ -149,7 +149,9 @@ MaxSessions 50
             break
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"sshd did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
+                proc.kill()  # a slow start must not leave it running
+                _, err = proc.communicate(timeout=10)
+                pytest.fail(f"sshd did not start: {err.decode() if err else ''}")
             time.sleep(0.05)
     yield Sshd(port, d, host_key, d / "relay_key", proc)
     proc.terminate()
