@@ -12,6 +12,7 @@ a worker that holds no session with that key passes it to all the others.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -91,6 +92,22 @@ class WorkerLink:
         loop.add_reader(sock.fileno(), readable)
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _end_with(parent: int) -> None:
+    """Have the kernel stop this worker when its parent dies. A parent killed outright
+    (a supervisor's SIGKILL after its grace) cannot stop its workers, and an orphan would
+    go on taking connections from the shared socket that nobody counts, restarts or stops."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the parent stops its workers itself
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(0)
+
+
 def run_workers(count: int, child: Callable[[WorkerLink], None], name: str = "relay",
                 on_death: Callable[[int], None] | None = None) -> int:
     """Fork `count` workers running `child(link)`; restart any that dies (after
@@ -105,11 +122,14 @@ def run_workers(count: int, child: Callable[[WorkerLink], None], name: str = "re
     children: dict[int, int] = {}  # pid -> worker index
     stopping = False
 
+    parent = os.getpid()
+
     def spawn(index: int) -> None:
         pid = os.fork()
         if pid == 0:  # the worker
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            _end_with(parent)
             code = 0
             try:
                 child(WorkerLink(index, count, sessions, channels))

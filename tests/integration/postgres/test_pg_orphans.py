@@ -136,3 +136,40 @@ def test_orphans_of_a_silent_owner_are_reported_then_sealed(world):
     assert row.ended_at is not None and row.event_count == 2 and row.meta["ended"] == ABNORMAL
     assert _verify().ok
     assert seal_orphans() == []  # sealed once only
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(b")") + 2:].split()
+            if fields[0] != b"Z" and int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_workers_end_with_a_parent_killed_outright(world, two_workers, agent):
+    """A supervisor that SIGKILLs a relay that would not stop must not leave its workers
+    serving the port on their own, where nothing counts, restarts or stops them."""
+    relay = two_workers
+    workers = wait_for(lambda: len(_children(relay.proc.pid)) >= 2 and _children(relay.proc.pid), timeout=10)
+    assert workers, "the relay's workers never started"
+    os.kill(relay.proc.pid, signal.SIGKILL)
+    gone = wait_for(lambda: not any(_alive(p) for p in workers), timeout=10)
+    assert gone, f"workers outlived their parent: {[p for p in workers if _alive(p)]}"
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(dsn(relay, agent), connect_timeout=3).close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2:].split()[0] != b"Z"
