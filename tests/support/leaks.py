@@ -20,6 +20,11 @@ VARIABLE = "PYTEST_AIRLOCK_RUN"  # not AIRLOCK_*: fixtures clear those from the 
 
 _NOT_OURS: dict[str, set[tuple[int, int]]] = {}
 
+# Helpers that Python starts for the pytest process itself and that end with it (they
+# read a pipe from it): not a test's leftovers. multiprocessing's resource tracker is
+# started by the first shared array or semaphore, and lives as long as the run.
+_LIFETIME_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+
 
 @dataclass(frozen=True)
 class Proc:
@@ -75,6 +80,8 @@ def survivors(tag: str, quick: bool = False) -> list[Proc]:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
         except (OSError, IndexError, ValueError):  # gone meanwhile, or not ours to read
+            continue
+        if int(fields[1]) == me and any(helper in cmdline for helper in _LIFETIME_HELPERS):
             continue
         found.append(Proc(pid, started, cmdline or stat.split(b" ", 2)[1].decode(errors="replace")))
     return found

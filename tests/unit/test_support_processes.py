@@ -62,3 +62,16 @@ def test_the_leak_guard_finds_our_orphans_and_children_and_nothing_else():
     while {ours, child.pid} & {p.pid for p in leaks.survivors(tag)}:
         assert time.monotonic() < deadline
         time.sleep(0.02)
+
+
+def test_the_leak_guard_lets_pythons_own_resource_tracker_be():
+    """multiprocessing starts its resource tracker for this process (a shared array does)
+    and it lives until the run ends: the guard must not call it a test's leftover."""
+    import multiprocessing
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+    multiprocessing.Array("i", 1, lock=True)
+    tracker = resource_tracker._resource_tracker._pid  # the tracker's pid, to be sure it is running
+    assert tracker is not None and os.path.exists(f"/proc/{tracker}")
+    assert tracker not in {p.pid for p in leaks.survivors(os.environ[leaks.VARIABLE])}
