@@ -35,45 +35,61 @@ class Shape:
         self.kind = kind
 
 
-class SessionShapes:
-    def __init__(self, gate):
-        self.gate = gate
-        self._shapes: dict[str, Shape] = {}
+def _plain_allow(op: Operation, verdict: Verdict, stamp) -> bool:
+    """The gate allowed `op` outright under a known stamp, and it is one plain read or write."""
+    words = op.text.split(None, 1)
+    return (stamp is not None and verdict.action == "allow" and verdict.status is None
+            and verdict.review_id is None and op.kind in ("read", "write")
+            and bool(words) and words[0].upper() in _LEADS)
 
-    def lookup(self, text: str) -> Shape | None:
-        """The remembered verdict for `text`'s shape, if its stamp still holds."""
-        if not self._shapes or len(text) > MAX_TEXT:
-            return None
-        shape = self._shapes.get(shape_key(text))
-        if shape is None:
+
+class _StampedMemory:
+    """Verdicts kept under the gate's stamp they were decided with: a new policy version
+    or minute makes every one stale at once."""
+
+    def __init__(self, gate) -> None:
+        self.gate = gate
+        self._kept: dict = {}
+
+    def _fresh(self, key) -> Shape | None:
+        kept = self._kept.get(key)
+        if kept is None:
             return None
         current = self.gate.stamp()
-        if shape.stamp != current:
-            if current is not None:  # a new policy version or minute: every shape is stale
-                self._shapes.clear()
+        if kept.stamp != current:
+            if current is not None:  # None: the gate must look at the store first
+                self._kept.clear()
             return None
-        return shape
+        return kept
+
+    def _keep(self, key, shape: Shape) -> None:
+        if len(self._kept) >= MAX_SHAPES:
+            self._kept.clear()
+        self._kept[key] = shape
+
+    def clear(self) -> None:
+        """The session's sql_mode or character set may have changed, or its token's
+        re-check failed: decide again."""
+        self._kept.clear()
+
+
+class SessionShapes(_StampedMemory):
+    def lookup(self, text: str) -> Shape | None:
+        """The remembered verdict for `text`'s shape, if its stamp still holds."""
+        if not self._kept or len(text) > MAX_TEXT:
+            return None
+        return self._fresh(shape_key(text))
 
     def remember(self, text: str, op: Operation, verdict: Verdict, stamp, principal) -> None:
         """After the full path allowed `text`, one statement `op`, with `verdict`."""
-        words = op.text.split(None, 1)
-        if (stamp is None or verdict.action != "allow" or verdict.status is not None
-                or verdict.review_id is not None or op.kind not in ("read", "write")
-                or not words or words[0].upper() not in _LEADS):
+        if not _plain_allow(op, verdict, stamp):
             return
         key = shape_of(text)
-        if key is None or not self.gate.shares_verdict(principal, op):
-            return
-        if len(self._shapes) >= MAX_SHAPES:
-            self._shapes.clear()
-        self._shapes[key] = Shape(stamp, verdict, op.kind)
-
-    def clear(self) -> None:
-        """The session's sql_mode or character set may have changed: classify again."""
-        self._shapes.clear()
+        if key is not None and self.gate.shares_verdict(principal, op):
+            self._keep(key, Shape(stamp, verdict, op.kind))
 
 
-class PreparedVerdicts:
+class PreparedVerdicts(_StampedMemory):
     """The gate's verdicts for a MySQL session's prepared statements, by statement id.
 
     A prepared statement's text is fixed at COM_STMT_PREPARE; each COM_STMT_EXECUTE brings
@@ -93,37 +109,17 @@ class PreparedVerdicts:
     mysql-connector sends it before every execute.
     """
 
-    def __init__(self, gate):
-        self.gate = gate
-        self._verdicts: dict[int, Shape] = {}
-
     def lookup(self, stmt_id: int) -> Shape | None:
         """The remembered verdict for this statement, if its stamp still holds."""
-        remembered = self._verdicts.get(stmt_id)
-        if remembered is None:
-            return None
-        current = self.gate.stamp()
-        if remembered.stamp != current:
-            if current is not None:  # a new policy version or minute: every verdict is stale
-                self._verdicts.clear()
-            return None
-        return remembered
+        return self._fresh(stmt_id)
 
     def remember(self, stmt_id: int, op: Operation, verdict: Verdict, stamp) -> bool:
         """After the gate allowed an execute of `stmt_id` (one statement, `op`) under
         `stamp` (taken before it decided, and still the gate's after)."""
-        words = op.text.split(None, 1)
-        if (stamp is None or verdict.action != "allow" or verdict.status is not None
-                or verdict.review_id is not None or verdict.masks or op.body is not None
-                or op.kind not in ("read", "write") or not words or words[0].upper() not in _LEADS):
+        if not _plain_allow(op, verdict, stamp) or verdict.masks or op.body is not None:
             return False
-        if len(self._verdicts) >= MAX_SHAPES:
-            self._verdicts.clear()
-        self._verdicts[stmt_id] = Shape(stamp, verdict, op.kind)
+        self._keep(stmt_id, Shape(stamp, verdict, op.kind))
         return True
 
     def forget(self, stmt_id: int) -> None:
-        self._verdicts.pop(stmt_id, None)
-
-    def clear(self) -> None:
-        self._verdicts.clear()
+        self._kept.pop(stmt_id, None)
