@@ -73,5 +73,14 @@ def test_the_leak_guard_lets_pythons_own_resource_tracker_be():
     resource_tracker.ensure_running()
     multiprocessing.Array("i", 1, lock=True)
     tracker = resource_tracker._resource_tracker._pid  # the tracker's pid, to be sure it is running
-    assert tracker is not None and os.path.exists(f"/proc/{tracker}")
+    assert tracker is not None
+
+    def exec_done() -> bool:  # until its exec, a forked child shows pytest's command line
+        with open(f"/proc/{tracker}/cmdline", "rb") as f:
+            return b"resource_tracker" in f.read()
+
+    deadline = time.monotonic() + 10
+    while not exec_done():
+        assert time.monotonic() < deadline, "the resource tracker never started"
+        time.sleep(0.01)
     assert tracker not in {p.pid for p in leaks.survivors(os.environ[leaks.VARIABLE])}
