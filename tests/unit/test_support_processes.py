@@ -5,11 +5,8 @@ import os
 import subprocess
 import time
 
-import pytest
 
 from tests.support import leaks, processes
-
-pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads process groups from /proc")
 
 
 def _started(proc: subprocess.Popen, count: int) -> list[int]:
