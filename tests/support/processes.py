@@ -81,17 +81,26 @@ def group_members(group: int) -> list[int]:
         return []
     except PermissionError:  # not ours: cannot be a group we started
         return []
-    members = []
+    return [pid for pid, fields in live_processes() if int(fields[2]) == group]
+
+
+def live_processes():
+    """(pid, the fields of /proc/PID/stat after "pid (comm) ") of every live process:
+    fields[1] is the parent's pid, fields[2] the process group."""
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()  # after "pid (comm) "
-        state, pgrp = fields[0], int(fields[2])
-        if pgrp == group and state != b"Z":
-            members.append(int(entry.name))
-    return members
+        if entry.name.isdigit():
+            fields = stat_fields(int(entry.name))
+            if fields is not None:
+                yield int(entry.name), fields
+
+
+def stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after "pid (comm) ", or None once it is gone (a
+    zombie holds nothing: it counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2:].split()
+    return None if fields[0] == b"Z" else fields

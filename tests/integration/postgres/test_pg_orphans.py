@@ -20,6 +20,8 @@ from app.db import session_scope
 from app.models import AuditEntry, RecordedSession, RecordingOwner, SessionEvent, utcnow
 from app.recording_seal import ABNORMAL, orphans, seal_orphans
 
+from tests.support.processes import live_processes, stat_fields
+
 from .conftest import dsn, start_relay, stop_relay, wait_for
 
 
@@ -139,18 +141,7 @@ def test_orphans_of_a_silent_owner_are_reported_then_sealed(world):
 
 
 def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/stat", "rb") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(b")") + 2:].split()
-            if fields[0] != b"Z" and int(fields[1]) == pid:
-                found.append(int(entry.name))
-    return found
+    return [child for child, fields in live_processes() if int(fields[1]) == pid]
 
 
 def test_workers_end_with_a_parent_killed_outright(world, two_workers, agent):
@@ -167,9 +158,4 @@ def test_workers_end_with_a_parent_killed_outright(world, two_workers, agent):
 
 
 def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rindex(b")") + 2:].split()[0] != b"Z"
+    return stat_fields(pid) is not None
